@@ -1,0 +1,4 @@
+"""Model files -> checked syntax tree (parse, names, shapes), with positioned errors."""
+
+from .errors import ModelError as ModelError, Span as Span
+from .parser import parse as parse

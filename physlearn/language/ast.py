@@ -1,0 +1,151 @@
+"""The syntax tree: frozen dataclasses, each carrying its source span."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .errors import Span
+
+
+@dataclass(frozen=True)
+class Node:
+    span: Span = field(compare=False, repr=False)
+
+
+# ----------------------------------------------------------------- expressions
+@dataclass(frozen=True)
+class Number(Node):
+    value: float
+    text: str
+
+
+@dataclass(frozen=True)
+class Name(Node):
+    name: str
+
+
+@dataclass(frozen=True)
+class Index(Node):
+    """One index position: a name (`i`) or a literal integer (`0`)."""
+
+    name: str | None
+    value: int | None = None
+
+
+@dataclass(frozen=True)
+class Indexed(Node):
+    name: str
+    indices: tuple[Index, ...]
+    name_span: Span = field(compare=False, repr=False, default=None)
+
+
+@dataclass(frozen=True)
+class Call(Node):
+    func: str
+    args: tuple["Expr", ...]
+    func_span: Span = field(compare=False, repr=False, default=None)
+
+
+@dataclass(frozen=True)
+class Reduction(Node):
+    """`sum(i, j: body)` or `logsumexp(k: body)`."""
+
+    op: str
+    indices: tuple[Name, ...]
+    body: "Expr"
+
+
+@dataclass(frozen=True)
+class BinOp(Node):
+    op: str  # + - * / ^
+    left: "Expr"
+    right: "Expr"
+
+
+@dataclass(frozen=True)
+class Neg(Node):
+    operand: "Expr"
+
+
+Expr = Number | Name | Indexed | Call | Reduction | BinOp | Neg
+
+
+# ----------------------------------------------------------------- statements
+@dataclass(frozen=True)
+class DimDecl(Node):
+    name: str
+    value: int | None
+
+
+@dataclass(frozen=True)
+class InitSpec(Node):
+    kind: str  # "number" | a distribution name
+    args: tuple[float, ...] = ()
+
+
+@dataclass(frozen=True)
+class VarDecl(Node):
+    role: str
+    name: str
+    shape: tuple[Name, ...]
+    symmetric: bool = False
+    nonnegative: bool = False
+    init: InitSpec | None = None
+
+
+@dataclass(frozen=True)
+class FuncDef(Node):
+    name: str
+    params: tuple[Name, ...]
+    body: Expr
+
+
+@dataclass(frozen=True)
+class LetDef(Node):
+    name: str
+    indices: tuple[Name, ...]
+    body: Expr
+
+
+@dataclass(frozen=True)
+class Physics(Node):
+    """`energy E = ...` or `primitive Phi = ...`."""
+
+    kind: str
+    name: str
+    body: Expr
+
+
+@dataclass(frozen=True)
+class UpdateRule(Node):
+    target: str
+    indices: tuple[Name, ...]
+    body: Expr
+
+
+@dataclass(frozen=True)
+class CostDef(Node):
+    name: str
+    body: Expr
+
+
+@dataclass(frozen=True)
+class Option(Node):
+    key: str
+    value: float | str
+
+
+@dataclass(frozen=True)
+class Directive(Node):
+    """`learn EP(beta = 0.5, ...)` or `relax gradient_flow(...)`."""
+
+    kind: str
+    method: str
+    options: tuple[Option, ...]
+
+
+@dataclass(frozen=True)
+class Module(Node):
+    name: str | None
+    doc: str | None
+    statements: tuple[Node, ...]

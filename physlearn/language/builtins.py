@@ -1,0 +1,27 @@
+"""The functions a model may call, with their arity; the symbolic layer gives their maths."""
+
+# Elementwise functions: name -> number of arguments.
+ELEMENTWISE = {
+    "clip": 3, "hardsigmoid": 1, "sigmoid": 1, "tanh": 1, "relu": 1, "softplus": 1,
+    "exp": 1, "log": 1, "logcosh": 1, "abs": 1, "sqrt": 1, "sin": 1, "cos": 1, "step": 1,
+    "square": 1,
+}
+
+# Whole-tensor functions: arguments are bare names of equal shape; result is a scalar.
+WHOLE_TENSOR = {"crossentropy": 2, "squared_error": 2}
+
+REDUCTIONS = ("sum", "logsumexp")
+
+ROLES = ("input", "target", "state", "param", "const")
+# Roles whose values differ per example (they carry the batch axis in generated code).
+BATCHED_ROLES = ("input", "target", "state")
+
+INIT_KINDS = {"number": 1, "zeros": 0, "ones": 0, "normal": (1, 2), "uniform": 2,
+              "glorot": 0, "fan_in": 0}
+
+LEARN_METHODS = {"EP": {"beta", "nudging", "lr", "optimizer", "algorithm", "n_nudges"}}
+RELAX_METHODS = {
+    "gradient_flow": {"dt", "free_steps", "nudged_steps", "tol", "max_steps", "solver"},
+    "fixed_point": {"free_steps", "nudged_steps", "tol", "max_steps"},
+    "asynchronous": {"free_steps", "nudged_steps", "tol", "max_steps"},
+}

@@ -1,0 +1,415 @@
+"""Name, role and shape checks on the syntax tree; infers the dim of every index."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from . import ast
+from .builtins import (ELEMENTWISE, INIT_KINDS, LEARN_METHODS, RELAX_METHODS,
+                       WHOLE_TENSOR)
+from .errors import ModelError, Span
+
+KEYWORD_NAMES = {"model", "dim", "input", "target", "state", "param", "const", "def", "let",
+                 "energy", "primitive", "update", "cost", "learn", "relax", "sum", "logsumexp",
+                 "symmetric", "nonnegative", "init", "beta"}
+
+
+@dataclass
+class ModelSpec:
+    """A checked model: every name resolved, every index given a dim."""
+
+    name: str
+    doc: str | None
+    source: str
+    filename: str
+    dims: dict[str, int | None] = field(default_factory=dict)
+    variables: dict[str, ast.VarDecl] = field(default_factory=dict)
+    functions: dict[str, ast.FuncDef] = field(default_factory=dict)
+    lets: dict[str, ast.LetDef] = field(default_factory=dict)
+    physics: ast.Physics | None = None
+    updates: dict[str, ast.UpdateRule] = field(default_factory=dict)
+    cost: ast.CostDef | None = None
+    learn: ast.Directive | None = None
+    relax: ast.Directive | None = None
+    index_dims: dict[int, str] = field(default_factory=dict)  # id(Reduction index Name) -> dim
+
+    def role(self, name: str) -> str | None:
+        v = self.variables.get(name)
+        return v.role if v else None
+
+    def shape(self, name: str) -> tuple[str, ...]:
+        return tuple(d.name for d in self.variables[name].shape)
+
+    def names(self, role: str) -> list[str]:
+        return [n for n, v in self.variables.items() if v.role == role]
+
+
+Free = dict  # index name -> (dim name, span of first use)
+
+
+class Checker:
+    def __init__(self, module: ast.Module, source: str, filename: str):
+        self.m = module
+        self.spec = ModelSpec(module.name or "model", module.doc, source, filename)
+        self.declared: dict[str, Span] = {}
+
+    def error(self, code, message, span, hint=None):
+        return ModelError(code, message, span, self.spec.source, self.spec.filename, hint)
+
+    # ---------------------------------------------------------------- statements
+    def run(self) -> ModelSpec:
+        sp = self.spec
+        for st in self.m.statements:
+            getattr(self, "_" + type(st).__name__)(st)
+        end = Span(1, 1, 1, 2)
+        if sp.physics is None:
+            raise self.error("E208", "the model has no `energy` (or `primitive`) block", end,
+                             "add `energy E = ...` (gradient-flow dynamics) or "
+                             "`primitive Phi = ...` with `update` rules")
+        if sp.cost is None:
+            raise self.error("E209", "the model has no `cost`", end,
+                             "add e.g. `cost C = sum(k: (o[k] - y[k])^2) / 2`")
+        self._check_expr_scalar(sp.physics.body, sp.physics.kind)
+        self._check_expr_scalar(sp.cost.body, "cost")
+        if sp.physics.kind == "primitive":
+            for name in sp.names("state"):
+                if name not in sp.updates:
+                    raise self.error("E217", f"state {name!r} has no update rule",
+                                     sp.variables[name].span,
+                                     f"add `update {name} = clip(d{sp.physics.name}/d{name}, 0, 1)`")
+            for rule in sp.updates.values():
+                self._check_update(rule)
+        elif sp.updates:
+            rule = next(iter(sp.updates.values()))
+            raise self.error("E217", "`update` rules belong to `primitive` models", rule.span,
+                             "an `energy` model relaxes by gradient flow; remove the update")
+        if not sp.names("state"):
+            raise self.error("E220", "the model declares no `state`", end,
+                             "declare the units that relax, e.g. `state h[n_h]`")
+        return sp
+
+    def _declare(self, name: str, span: Span):
+        if name in self.declared:
+            prev = self.declared[name]
+            raise self.error("E207", f"{name!r} is already declared (line {prev.line})", span)
+        if name in KEYWORD_NAMES or name in ELEMENTWISE or name in WHOLE_TENSOR:
+            raise self.error("E207", f"{name!r} is a reserved word or built-in function", span)
+        self.declared[name] = span
+
+    def _DimDecl(self, d: ast.DimDecl):
+        self._declare(d.name, d.span)
+        if d.value is not None and d.value < 1:
+            raise self.error("E221", f"dim {d.name} must be at least 1", d.span)
+        self.spec.dims[d.name] = d.value
+
+    def _VarDecl(self, v: ast.VarDecl):
+        self._declare(v.name, v.span)
+        for dim in v.shape:
+            if dim.name not in self.spec.dims:
+                raise self.error("E215", f"unknown dim {dim.name!r} in the shape of {v.name}",
+                                 dim.span, "declare it first: `dim " + dim.name + " = ...`")
+        if v.symmetric:
+            if v.role != "param":
+                raise self.error("E220", "only a `param` can be `symmetric`", v.span)
+            if len(v.shape) != 2 or v.shape[0].name != v.shape[1].name:
+                shape = ", ".join(d.name for d in v.shape)
+                raise self.error("E210", f"symmetric parameter {v.name}[{shape}] is not square",
+                                 v.span, "a symmetric parameter needs two equal dims, e.g. W[n, n]")
+        if v.init is not None:
+            want = INIT_KINDS.get(v.init.kind)
+            if want is None:
+                raise self.error("E219", f"unknown init {v.init.kind!r}", v.init.span,
+                                 "use a number, zeros, ones, normal(std), uniform(lo, hi), "
+                                 "glorot or fan_in")
+            n = len(v.init.args)
+            if (n not in want) if isinstance(want, tuple) else (n != want):
+                raise self.error("E212", f"init {v.init.kind} takes {want} arguments, got {n}",
+                                 v.init.span)
+        self.spec.variables[v.name] = v
+
+    def _FuncDef(self, f: ast.FuncDef):
+        self._declare(f.name, f.span)
+        params = [p.name for p in f.params]
+        for p in f.params:
+            if params.count(p.name) > 1:
+                raise self.error("E207", f"argument {p.name!r} appears twice", p.span)
+        self.spec.functions[f.name] = f
+        free = self._expr(f.body, {}, local_scalars=set(params))
+        if free:
+            idx, (dim, span) = next(iter(free.items()))
+            raise self.error("E204", f"free index {idx!r} in the body of function {f.name}",
+                             span, "a `def` is elementwise: use only its arguments; use `let` "
+                             "for indexed definitions")
+
+    def _LetDef(self, d: ast.LetDef):
+        self._declare(d.name, d.span)
+        names = [i.name for i in d.indices]
+        free = self._expr(d.body, {})
+        for i in d.indices:
+            if names.count(i.name) > 1:
+                raise self.error("E214", f"index {i.name!r} appears twice", i.span)
+            if i.name not in free:
+                raise self.error("E205", f"index {i.name!r} of {d.name} is not used in its body",
+                                 i.span)
+        for idx, (dim, span) in free.items():
+            if idx not in names:
+                raise self.error("E204", f"free index {idx!r} in `let {d.name}`", span,
+                                 f"sum over it, or list it: `let {d.name}[{', '.join(names + [idx])}]`")
+        self.spec.lets[d.name] = (d, tuple(free[i][0] for i in names))
+
+    def _Physics(self, p: ast.Physics):
+        if self.spec.physics is not None:
+            raise self.error("E216", f"a second physics block `{p.kind} {p.name}`", p.span,
+                             "a model has exactly one `energy` or `primitive`")
+        self._declare(p.name, p.span)
+        self.spec.physics = p
+
+    def _CostDef(self, c: ast.CostDef):
+        if self.spec.cost is not None:
+            raise self.error("E207", "a second `cost`", c.span)
+        self._declare(c.name, c.span)
+        self.spec.cost = c
+
+    def _UpdateRule(self, u: ast.UpdateRule):
+        if u.target in self.spec.updates:
+            raise self.error("E207", f"a second update rule for {u.target!r}", u.span)
+        self.spec.updates[u.target] = u
+
+    def _Directive(self, d: ast.Directive):
+        table = LEARN_METHODS if d.kind == "learn" else RELAX_METHODS
+        if getattr(self.spec, d.kind) is not None:
+            raise self.error("E207", f"a second `{d.kind}` line", d.span)
+        if d.method not in table:
+            raise self.error("E219", f"unknown {d.kind} method {d.method!r}", d.span,
+                             "known: " + ", ".join(table))
+        for opt in d.options:
+            if opt.key not in table[d.method]:
+                raise self.error("E219", f"unknown option {opt.key!r} for {d.method}", opt.span,
+                                 "known: " + ", ".join(sorted(table[d.method])))
+        setattr(self.spec, d.kind, d)
+
+    def _check_update(self, u: ast.UpdateRule):
+        sp = self.spec
+        if sp.role(u.target) != "state":
+            raise self.error("E217", f"update target {u.target!r} is not a declared state", u.span)
+        shape = sp.shape(u.target)
+        if u.indices and len(u.indices) != len(shape):
+            raise self.error("E202", f"{u.target} has {len(shape)} indices, "
+                             f"the update names {len(u.indices)}", u.span)
+        names = [i.name for i in u.indices] or implicit_indices(u.target, len(shape))
+        bound = {n: (d, u.span) for n, d in zip(names, shape)}
+        self._update_target = (u.target, shape, tuple(names))
+        free = self._expr(u.body, {})
+        self._update_target = None
+        for idx, (dim, span) in free.items():
+            if idx not in bound:
+                raise self.error("E204", f"free index {idx!r} in the update of {u.target}", span)
+            if bound[idx][0] != dim:
+                raise self.error("E203", f"index {idx!r} is over {bound[idx][0]} in "
+                                 f"{u.target} but over {dim} here", span)
+
+    def _check_expr_scalar(self, body, what):
+        free = self._expr(body, {})
+        if free:
+            idx, (dim, span) = next(iter(free.items()))
+            raise self.error("E204", f"free index {idx!r} (over {dim}) left in the {what}, "
+                             "which must be a scalar", span, f"sum over it: sum({idx}: ...)")
+
+    # --------------------------------------------------------------- expressions
+    _update_target = None
+
+    def _merge(self, a: Free, b: Free) -> Free:
+        out = dict(a)
+        for idx, (dim, span) in b.items():
+            if idx in out and out[idx][0] != dim:
+                raise self.error("E203", f"index {idx!r} ranges over dim {out[idx][0]} in one "
+                                 f"place but over {dim} here", span,
+                                 "use a different index name for each dim")
+            out.setdefault(idx, (dim, span))
+        return out
+
+    def _expr(self, e, bound: dict, local_scalars: frozenset = frozenset()) -> Free:
+        """Returns the free indices of `e` with their dims; raises on any mistake."""
+        k = type(e).__name__
+        if k == "Number":
+            return {}
+        if k == "Neg":
+            return self._expr(e.operand, bound, local_scalars)
+        if k == "BinOp":
+            deriv = self._derivative_ref(e)
+            if deriv is not None:
+                return deriv
+            left = self._expr(e.left, bound, local_scalars)
+            right = self._expr(e.right, bound, local_scalars)
+            if e.op == "^" and right:
+                idx, (dim, span) = next(iter(right.items()))
+                raise self.error("E204", "an exponent must not carry an index", span)
+            return self._merge(left, right)
+        if k == "Name":
+            return self._name(e, local_scalars)
+        if k == "Indexed":
+            return self._indexed(e, bound)
+        if k == "Call":
+            return self._call(e, bound, local_scalars)
+        if k == "Reduction":
+            return self._reduction(e, bound, local_scalars)
+        raise AssertionError(k)
+
+    def _name(self, e: ast.Name, local_scalars) -> Free:
+        sp = self.spec
+        if e.name in local_scalars or e.name in sp.dims:
+            return {}
+        if e.name in sp.variables:
+            shape = sp.shape(e.name)
+            if shape:
+                raise self.error("E213", f"{e.name} has shape [{', '.join(shape)}] and needs "
+                                 f"{len(shape)} indices here", e.span,
+                                 f"write e.g. {e.name}[{', '.join('ijklm'[:len(shape)])}]")
+            return {}
+        if e.name in sp.lets:
+            d, dims = sp.lets[e.name]
+            if dims:
+                raise self.error("E213", f"{e.name} is indexed and needs {len(dims)} indices",
+                                 e.span)
+            return {}
+        if e.name in sp.functions or e.name in ELEMENTWISE:
+            raise self.error("E220", f"function {e.name!r} used without arguments", e.span)
+        raise self.error("E201", f"unknown name {e.name!r}", e.span, self._suggest(e.name))
+
+    def _suggest(self, name):
+        import difflib
+        known = list(self.spec.variables) + list(self.spec.dims) + list(self.spec.lets)
+        close = difflib.get_close_matches(name, known, n=1)
+        return f"did you mean {close[0]!r}?" if close else "declare it before use"
+
+    def _indexed(self, e: ast.Indexed, bound) -> Free:
+        sp = self.spec
+        if e.name in sp.variables:
+            shape = sp.shape(e.name)
+        elif e.name in sp.lets:
+            shape = sp.lets[e.name][1]
+        elif e.name in sp.dims:
+            raise self.error("E220", f"{e.name} is a dim and cannot be indexed", e.name_span)
+        else:
+            raise self.error("E201", f"unknown name {e.name!r}", e.name_span or e.span,
+                             self._suggest(e.name))
+        if not shape:
+            raise self.error("E213", f"{e.name} is a scalar and takes no indices", e.span)
+        if len(e.indices) != len(shape):
+            raise self.error("E202", f"{e.name} has {len(shape)} "
+                             f"{'index' if len(shape) == 1 else 'indices'} "
+                             f"[{', '.join(shape)}], got {len(e.indices)}", e.span)
+        free: Free = {}
+        for ix, dim in zip(e.indices, shape):
+            if ix.name is None:
+                size = sp.dims.get(dim)
+                if ix.value < 0 or (size is not None and ix.value >= size):
+                    raise self.error("E222", f"index {ix.value} is outside {dim} = {size}",
+                                     ix.span)
+                continue
+            if ix.name in sp.variables or ix.name in sp.dims:
+                raise self.error("E220", f"{ix.name!r} is a declared name, not an index",
+                                 ix.span, "use a fresh letter such as i, j, k")
+            free = self._merge(free, {ix.name: (dim, ix.span)})
+        return free
+
+    def _call(self, e: ast.Call, bound, local_scalars) -> Free:
+        sp = self.spec
+        if e.func in WHOLE_TENSOR:
+            if len(e.args) != WHOLE_TENSOR[e.func]:
+                raise self.error("E212", f"{e.func} takes {WHOLE_TENSOR[e.func]} arguments, "
+                                 f"got {len(e.args)}", e.func_span)
+            shapes = []
+            for a in e.args:
+                if type(a).__name__ != "Name" or a.name not in sp.variables:
+                    raise self.error("E206", f"{e.func} takes whole tensors by name, "
+                                     "e.g. crossentropy(o, y)", a.span)
+                shapes.append(sp.shape(a.name))
+            if len(shapes[0]) != 1:
+                raise self.error("E206", f"{e.func} needs vectors; {e.args[0].name} has "
+                                 f"shape [{', '.join(shapes[0])}]", e.args[0].span)
+            if shapes[0] != shapes[1]:
+                raise self.error("E206", f"{e.func}: {e.args[0].name} has shape "
+                                 f"[{', '.join(shapes[0])}] but {e.args[1].name} has "
+                                 f"[{', '.join(shapes[1])}]", e.span)
+            return {}
+        if e.func in sp.functions:
+            arity = len(sp.functions[e.func].params)
+        elif e.func in ELEMENTWISE:
+            arity = ELEMENTWISE[e.func]
+        elif e.func in sp.variables or e.func in sp.lets:
+            raise self.error("E220", f"{e.func} is not a function; index it with [ ]",
+                             e.func_span)
+        else:
+            raise self.error("E211", f"unknown function {e.func!r}", e.func_span,
+                             "built-ins: " + ", ".join(sorted(ELEMENTWISE) + sorted(WHOLE_TENSOR)))
+        if len(e.args) != arity:
+            raise self.error("E212", f"{e.func} takes {arity} argument"
+                             f"{'s' if arity != 1 else ''}, got {len(e.args)}", e.func_span)
+        free: Free = {}
+        for a in e.args:
+            try:
+                free = self._merge(free, self._expr(a, bound, local_scalars))
+            except ModelError as err:
+                if err.code == "E203":
+                    err.code, err.message = "E206", f"arguments of {e.func} disagree: " + err.message
+                raise
+        return free
+
+    def _reduction(self, e: ast.Reduction, bound, local_scalars) -> Free:
+        names = [n.name for n in e.indices]
+        for n in e.indices:
+            if names.count(n.name) > 1 or n.name in bound:
+                raise self.error("E214", f"index {n.name!r} is already bound", n.span,
+                                 "use a fresh index name")
+            if n.name in self.spec.variables or n.name in self.spec.dims:
+                raise self.error("E220", f"{n.name!r} is a declared name, not an index", n.span)
+        inner = dict(bound, **{n: True for n in names})
+        free = self._expr(e.body, inner, local_scalars)
+        for n in e.indices:
+            if n.name not in free:
+                raise self.error("E205", f"summed index {n.name!r} appears nowhere in the "
+                                 "summand", n.span, "remove it from the index list")
+            self.spec.index_dims[id(n)] = free[n.name][0]
+        return {k: v for k, v in free.items() if k not in names}
+
+    def _derivative_ref(self, e: ast.BinOp):
+        """`dPhi/dh[i]` inside an update rule: the derivative of the primitive."""
+        sp = self.spec
+        if e.op != "/" or type(e.left).__name__ != "Name" or sp.physics is None:
+            return None
+        if e.left.name != "d" + sp.physics.name:
+            return None
+        right = e.right
+        target = right.name if type(right).__name__ in ("Name", "Indexed") else None
+        if not target or not target.startswith("d") or sp.role(target[1:]) != "state":
+            raise self.error("E218", f"`{e.left.name}/...` must name a state, e.g. "
+                             f"{e.left.name}/d{next(iter(sp.names('state')), 'h')}", e.span)
+        state = target[1:]
+        shape = sp.shape(state)
+        if type(right).__name__ == "Name":
+            ut = self._update_target
+            if not shape:
+                return {}
+            if ut is None or ut[1] != shape:
+                raise self.error("E218", f"write {e.left.name}/{target}[...] with indices here",
+                                 e.span)
+            names = ut[2]
+            return {n: (d, e.span) for n, d in zip(names, shape)}
+        if len(right.indices) != len(shape):
+            raise self.error("E202", f"{state} has {len(shape)} indices, got "
+                             f"{len(right.indices)}", right.span)
+        free: Free = {}
+        for ix, dim in zip(right.indices, shape):
+            if ix.name is not None:
+                free = self._merge(free, {ix.name: (dim, ix.span)})
+        return free
+
+
+def implicit_indices(state: str, rank: int) -> list[str]:
+    """Index names given to `update h = f(dPhi/dh)`, which is written without indices."""
+    return [f"_{state}{n}" for n in range(rank)]
+
+
+def check(module: ast.Module, source: str, filename: str) -> ModelSpec:
+    return Checker(module, source, filename).run()

@@ -1,0 +1,87 @@
+"""Positioned diagnostics: every mistake in a model file is reported at its place."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Span:
+    """A 1-based source range; `end_column` is exclusive."""
+
+    line: int
+    column: int
+    end_line: int
+    end_column: int
+
+
+class ModelError(Exception):
+    """A user-facing error in a model file: `file:line:col: error[CODE]: message`."""
+
+    def __init__(self, code: str, message: str, span: Span | None = None,
+                 source: str | None = None, filename: str = "<model>", hint: str | None = None):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.span = span
+        self.source = source
+        self.filename = filename
+        self.hint = hint
+
+    def located(self, source: str, filename: str) -> "ModelError":
+        """Attach the file text so the error can show the offending line."""
+        if self.source is None:
+            self.source = source
+        if self.filename == "<model>":
+            self.filename = filename
+        return self
+
+    def render(self) -> str:
+        if self.span is None:
+            head = f"{self.filename}: error[{self.code}]: {self.message}"
+            return head + (f"\n  help: {self.hint}" if self.hint else "")
+        sp = self.span
+        head = f"{self.filename}:{sp.line}:{sp.column}: error[{self.code}]: {self.message}"
+        lines = (self.source or "").splitlines()
+        out = [head]
+        if 1 <= sp.line <= len(lines):
+            text = lines[sp.line - 1].expandtabs(1)
+            width = max(1, (sp.end_column - sp.column) if sp.end_line == sp.line else 1)
+            out.append("  " + text)
+            out.append("  " + " " * (sp.column - 1) + "^" * min(width, max(1, len(text) - sp.column + 1)))
+        if self.hint:
+            out.append(f"  help: {self.hint}")
+        return "\n".join(out)
+
+    def __str__(self) -> str:
+        return self.render()
+
+
+# The error codes, one line each; docs/language.md lists them for users.
+CODES = {
+    "E100": "syntax error",
+    "E101": "unexpected end of file",
+    "E102": "invalid character",
+    "E201": "unknown name",
+    "E202": "wrong number of indices",
+    "E203": "index used over two different dims",
+    "E204": "free index left where none may be",
+    "E205": "summed index appears nowhere in the summand",
+    "E206": "shape mismatch in a call",
+    "E207": "duplicate declaration",
+    "E208": "missing energy (or primitive)",
+    "E209": "missing cost",
+    "E210": "symmetric parameter is not square",
+    "E211": "unknown function",
+    "E212": "wrong number of arguments",
+    "E213": "tensor used without indices, or scalar indexed",
+    "E214": "index bound twice",
+    "E215": "unknown dim",
+    "E216": "more than one physics block",
+    "E217": "bad update rule",
+    "E218": "bad derivative reference",
+    "E219": "bad learn/relax option or init",
+    "E220": "name used in the wrong role",
+    "E221": "dim has no value",
+    "E222": "index out of range",
+}

@@ -1,0 +1,148 @@
+"""Checked syntax tree -> sympy expressions. Dims stay symbols; sums stay `Sum`s."""
+
+from __future__ import annotations
+
+import itertools
+
+import sympy as sp
+
+from ..language.checker import ModelSpec, implicit_indices
+from . import functions as F
+
+
+def dim_symbol(name: str) -> sp.Symbol:
+    return sp.Symbol(name, integer=True, positive=True)
+
+
+def index_symbol(name: str) -> sp.Symbol:
+    return sp.Symbol(name, integer=True)
+
+
+def gradient_base(of: str, wrt: str) -> sp.IndexedBase:
+    """Placeholder for `d<of>/d<wrt>` inside update rules."""
+    return sp.IndexedBase(f"d{of}/d{wrt}", real=True)
+
+
+class Builder:
+    """Turns expressions of one checked model into sympy, memoising names."""
+
+    _implicit: tuple = ()
+
+    def __init__(self, spec: ModelSpec):
+        self.spec = spec
+        self.dims = {d: dim_symbol(d) for d in spec.dims}
+        self.symbols = {}
+        for name, v in spec.variables.items():
+            self.symbols[name] = (sp.IndexedBase(name, real=True) if v.shape
+                                  else sp.Symbol(name, real=True))
+        self.functions: dict[str, type] = {}
+        self.index_dim: dict[sp.Symbol, str] = {}  # every index symbol -> its dim
+        self._fresh = itertools.count()
+        for name, f in spec.functions.items():
+            params = tuple(sp.Symbol(p.name, real=True) for p in f.params)
+            body = self.expr(f.body, {}, dict(zip((p.name for p in f.params), params)))
+            self.functions[name] = F.make_user_function(name, params, body)
+
+    def fresh_index(self, hint: str, dim: str) -> sp.Symbol:
+        s = index_symbol(f"{hint}_{next(self._fresh)}")
+        self.index_dim[s] = dim
+        return s
+
+    def dim_range(self, idx: sp.Symbol) -> tuple:
+        return (idx, 0, self.dims[self.index_dim[idx]] - 1)
+
+    def expr(self, e, env: dict, scalars: dict | None = None) -> sp.Expr:
+        """`env` maps index names to index symbols, `scalars` def-argument names to symbols."""
+        return getattr(self, "_" + type(e).__name__)(e, env, scalars or {})
+
+    def _Number(self, e, env, sc):
+        return sp.Rational(e.text) if "." in e.text or "e" in e.text.lower() else sp.Integer(e.text)
+
+    def _Neg(self, e, env, sc):
+        return -self.expr(e.operand, env, sc)
+
+    def _BinOp(self, e, env, sc):
+        ref = self._derivative_ref(e, env)
+        if ref is not None:
+            return ref
+        a, b = self.expr(e.left, env, sc), self.expr(e.right, env, sc)
+        return {"+": lambda: a + b, "-": lambda: a - b, "*": lambda: a * b,
+                "/": lambda: a / b, "^": lambda: a**b}[e.op]()
+
+    def _Name(self, e, env, sc):
+        if e.name in sc:
+            return sc[e.name]
+        if e.name in self.dims:
+            return self.dims[e.name]
+        if e.name in self.spec.lets:
+            return self._let(e.name, (), env)
+        return self.symbols[e.name]
+
+    def _Indexed(self, e, env, sc):
+        idx = tuple(sp.Integer(i.value) if i.name is None else env[i.name] for i in e.indices)
+        if e.name in self.spec.lets:
+            return self._let(e.name, idx, env)
+        return self.symbols[e.name][idx]
+
+    def _let(self, name, idx, env):
+        d, _dims = self.spec.lets[name]
+        inner = {i.name: s for i, s in zip(d.indices, idx)}
+        return self.expr(d.body, inner)
+
+    def _Call(self, e, env, sc):
+        if e.func == "crossentropy" or e.func == "squared_error":
+            z, y = (self.symbols[a.name] for a in e.args)
+            dim = self.spec.shape(e.args[0].name)[0]
+            k = self.fresh_index("k", dim)
+            rng = self.dim_range(k)
+            if e.func == "squared_error":
+                return sp.Sum((z[k] - y[k]) ** 2, rng) / 2
+            k2 = self.fresh_index("k", dim)
+            # -sum_k y_k log softmax(z)_k, written so the derivative stays readable
+            return (sp.Sum(y[k], rng) * sp.log(sp.Sum(sp.exp(z[k2]), self.dim_range(k2)))
+                    - sp.Sum(y[k] * z[k], rng))
+        args = [self.expr(a, env, sc) for a in e.args]
+        if e.func in self.functions:
+            return self.functions[e.func](*args)
+        return F.ELEMENTWISE[e.func](*args)
+
+    def _Reduction(self, e, env, sc):
+        inner = dict(env)
+        limits = []
+        for n in e.indices:
+            s = self.fresh_index(n.name, self.spec.index_dims[id(n)])
+            inner[n.name] = s
+            limits.append(self.dim_range(s))
+        body = self.expr(e.body, inner, sc)
+        if e.op == "logsumexp":
+            return sp.log(sp.Sum(sp.exp(body), *limits))
+        return sp.Sum(body, *limits)
+
+    def _derivative_ref(self, e, env):
+        spec = self.spec
+        if (e.op != "/" or type(e.left).__name__ != "Name" or spec.physics is None
+                or e.left.name != "d" + spec.physics.name):
+            return None
+        state = e.right.name[1:]
+        base = gradient_base(spec.physics.name, state)
+        shape = spec.shape(state)
+        if not shape:
+            return sp.Symbol(base.name, real=True)
+        if type(e.right).__name__ == "Name":
+            idx = tuple(env[n] for n in self._implicit[: len(shape)])
+        else:
+            idx = tuple(sp.Integer(i.value) if i.name is None else env[i.name]
+                        for i in e.right.indices)
+        return base[idx]
+
+    # ------------------------------------------------------------------ top level
+    def scalar(self, body) -> sp.Expr:
+        return self.expr(body, {})
+
+    def update(self, rule) -> tuple[tuple[sp.Symbol, ...], sp.Expr]:
+        """An update rule `h[i] = f(...)` -> (index symbols, right-hand side)."""
+        shape = self.spec.shape(rule.target)
+        names = [i.name for i in rule.indices] or implicit_indices(rule.target, len(shape))
+        self._implicit = names
+        env = {n: self.fresh_index(n.lstrip("_") or "i", d) for n, d in zip(names, shape)}
+        return tuple(env[n] for n in names), self.expr(rule.body, env)

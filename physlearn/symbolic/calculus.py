@@ -1,0 +1,120 @@
+"""Differentiation of indexed sums without sympy's silent traps.
+
+sympy's `diff` of a `Sum` by an `Indexed` element yields `KroneckerDelta`s; its `doit`
+only removes them for the innermost limit and wraps symbolic ranges in `Piecewise`.
+We remove the deltas ourselves: the checker has already proved that both indices of
+every delta range over the same dim, so `sum_i delta(i, k) f(i) = f(k)` always holds.
+"""
+
+from __future__ import annotations
+
+import sympy as sp
+
+
+def differentiate(expr: sp.Expr, wrt: sp.Expr) -> sp.Expr:
+    """d expr / d wrt, for `wrt` a scalar symbol or an element `X[k, l]`, deltas removed."""
+    return normalize(sp.diff(expr, wrt))
+
+
+def normalize(expr: sp.Expr) -> sp.Expr:
+    """Remove deltas under sums, split sums over terms, pull constants out of sums."""
+    if isinstance(expr, sp.Sum):
+        return _normalize_sum(normalize(expr.function), list(expr.limits))
+    if not expr.args or isinstance(expr, (sp.Indexed, sp.IndexedBase, sp.Symbol)):
+        return expr
+    args = [normalize(a) for a in expr.args]
+    return expr.func(*args) if args != list(expr.args) else expr
+
+
+def _expand_top(expr: sp.Expr) -> list[sp.Expr]:
+    """The additive terms of `expr`; a product is distributed only over a sum holding a delta."""
+    terms = []
+    for t in sp.Add.make_args(expr):
+        if isinstance(t, sp.Mul) and any(isinstance(f, sp.Add) and f.has(sp.KroneckerDelta)
+                                         for f in t.args):
+            t = sp.expand(t, deep=False, mul=True, multinomial=False, power_exp=False,
+                          power_base=False, log=False)
+        terms.extend(sp.Add.make_args(t))
+    return terms
+
+
+def _normalize_sum(body: sp.Expr, limits: list) -> sp.Expr:
+    return sp.Add(*(_sum_term(t, list(limits)) for t in _expand_top(body)))
+
+
+def _sum_term(term: sp.Expr, limits: list) -> sp.Expr:
+    factors = list(sp.Mul.make_args(term))
+    changed = True
+    while changed:  # eliminate one summed index per delta
+        changed = False
+        bound = {lim[0]: lim for lim in limits}
+        for n, f in enumerate(factors):
+            if not isinstance(f, sp.KroneckerDelta):
+                continue
+            a, b = f.args
+            var, other = (a, b) if a in bound else (b, a) if b in bound else (None, None)
+            if var is None:
+                continue
+            rest = factors[:n] + factors[n + 1:]
+            factors = list(sp.Mul.make_args(sp.Mul(*(r.xreplace({var: other}) for r in rest))))
+            limits = [lim for lim in limits if lim[0] != var]
+            changed = True
+            break
+    if not limits:
+        return sp.Mul(*factors)
+    inside, outside = [], []
+    vars_ = {lim[0] for lim in limits}
+    for f in factors:
+        (inside if f.free_symbols & vars_ else outside).append(f)
+    used = sp.Mul(*inside).free_symbols
+    kept = []
+    for lim in limits:
+        if lim[0] in used:
+            kept.append(lim)
+        else:  # the summand does not depend on this index: it counts the dim's size
+            outside.append(lim[2] - lim[1] + 1)
+    if not kept:
+        return sp.Mul(*outside, *inside)
+    return sp.Mul(*outside) * sp.Sum(sp.Mul(*inside), *kept)
+
+
+def swap_indices(expr: sp.Expr, a: sp.Symbol, b: sp.Symbol) -> sp.Expr:
+    return expr.xreplace({a: b, b: a})
+
+
+INDEX_POOL = "ijklmnpqrstuvwabcdefgh"
+
+
+def canonical_indices(expr: sp.Expr, free: tuple[sp.Symbol, ...] = (),
+                      reserved: set[str] = frozenset(), rename: dict | None = None) -> sp.Expr:
+    """Rename summation indices to i, j, k, ... in order of appearance.
+
+    Equal sums then print and merge the same. Sibling sums reuse names; nested sums,
+    free indices and declared names (`reserved`) are never shadowed. `rename` maps free
+    indices to their display names, applied once bound indices can no longer capture them.
+    """
+
+    def unique(e):  # phase 1: every bound index becomes a distinct Dummy (no capture)
+        if isinstance(e, sp.Sum):
+            mapping = {v: sp.Dummy(v.name, integer=True) for v, _, _ in e.limits}
+            limits = [(mapping[v], lo, hi) for v, lo, hi in e.limits]
+            return sp.Sum(unique(e.function.xreplace(mapping)), *limits)
+        if not e.args or isinstance(e, (sp.Indexed, sp.Symbol)):
+            return e
+        return e.func(*(unique(a) for a in e.args))
+
+    def walk(e, in_use):
+        if isinstance(e, sp.Sum):
+            names = iter(c for c in pool if c not in in_use)
+            mapping = {v: sp.Symbol(next(names), integer=True) for v, _, _ in e.limits}
+            limits = [(mapping[v], lo, hi) for v, lo, hi in e.limits]
+            inner = in_use | {s.name for s in mapping.values()}
+            return sp.Sum(walk(e.function.xreplace(mapping), inner), *limits)
+        if not e.args or isinstance(e, (sp.Indexed, sp.Symbol)):
+            return e
+        return e.func(*(walk(a, in_use) for a in e.args))
+
+    expr = unique(expr).xreplace(rename or {})
+    taken = {s.name for s in free} | set(reserved) | {s.name for s in expr.free_symbols}
+    pool = [c for c in list(INDEX_POOL) + [f"i{n}" for n in range(1, 200)] if c not in taken]
+    return walk(expr, frozenset())

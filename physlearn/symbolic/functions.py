@@ -1,0 +1,109 @@
+"""Elementwise functions as sympy classes whose derivatives are named functions too.
+
+sympy's own `Abs`, `sign` or `Max` differentiate into complex-valued or Piecewise
+forms; these classes keep derivatives real, short and printable (`rho'(h[i])`).
+"""
+
+from __future__ import annotations
+
+import sympy as sp
+
+
+class PhysFunction(sp.Function):
+    """A built-in elementwise function; `jax` is its expression in generated code."""
+
+    is_real = True
+    jax: str = ""  # a format string over the argument codes {0}, {1}, ...
+
+
+def _builtin(name, nargs, jax, fdiff):
+    def method(self, argindex=1):
+        return fdiff(self.args, argindex)
+    return type(name, (PhysFunction,), {"nargs": nargs, "jax": jax, "fdiff": method})
+
+
+step = _builtin("step", 1, "jnp.where({0} > 0, 1.0, 0.0)", lambda a, i: sp.S.Zero)
+sign = _builtin("sign", 1, "jnp.sign({0})", lambda a, i: sp.S.Zero)
+sigmoid = _builtin("sigmoid", 1, "jax.nn.sigmoid({0})", lambda a, i: sigmoid_prime(a[0]))
+sigmoid_prime = _builtin("sigmoid'", 1, "sigmoid_prime({0})",
+                         lambda a, i: sigmoid_prime(a[0]) * (1 - 2 * sigmoid(a[0])))
+tanh = _builtin("tanh", 1, "jnp.tanh({0})", lambda a, i: tanh_prime(a[0]))
+tanh_prime = _builtin("tanh'", 1, "tanh_prime({0})",
+                      lambda a, i: -2 * tanh(a[0]) * tanh_prime(a[0]))
+relu = _builtin("relu", 1, "jax.nn.relu({0})", lambda a, i: step(a[0]))
+softplus = _builtin("softplus", 1, "jax.nn.softplus({0})", lambda a, i: sigmoid(a[0]))
+logcosh = _builtin("logcosh", 1, "logcosh({0})", lambda a, i: tanh(a[0]))
+absval = _builtin("abs", 1, "jnp.abs({0})", lambda a, i: sign(a[0]))
+clip = _builtin("clip", 3, "jnp.clip({0}, {1}, {2})",
+                lambda a, i: (step(a[0] - a[1]) * step(a[2] - a[0]) if i == 1
+                              else step(a[1] - a[0]) if i == 2 else step(a[0] - a[2])))
+
+# Language name -> a function building the sympy expression.
+ELEMENTWISE = {
+    "clip": clip,
+    "hardsigmoid": lambda u: clip(u, 0, 1),
+    "sigmoid": sigmoid,
+    "tanh": tanh,
+    "relu": relu,
+    "softplus": softplus,
+    "exp": sp.exp,
+    "log": sp.log,
+    "logcosh": logcosh,
+    "abs": absval,
+    "sqrt": sp.sqrt,
+    "sin": sp.sin,
+    "cos": sp.cos,
+    "step": step,
+    "square": lambda u: u**2,
+}
+
+# sympy functions with a direct jnp counterpart.
+SYMPY_JAX = {sp.exp: "jnp.exp", sp.log: "jnp.log", sp.sin: "jnp.sin", sp.cos: "jnp.cos"}
+
+# Helpers a generated module defines when it uses them (name -> body lines).
+HELPERS = {
+    "sigmoid_prime": "def sigmoid_prime(u):\n    s = jax.nn.sigmoid(u)\n    return s * (1 - s)\n",
+    "tanh_prime": "def tanh_prime(u):\n    return 1 - jnp.tanh(u) ** 2\n",
+    "logcosh": "def logcosh(u):\n    \"\"\"log(cosh(u)) without overflow.\"\"\"\n"
+               "    a = jnp.abs(u)\n    return a + jnp.log1p(jnp.exp(-2 * a)) - jnp.log(2.0)\n",
+}
+
+
+class UserFunction(sp.Function):
+    """A `def` from the model: `body` is a sympy expression in `params`."""
+
+    is_real = True
+    params: tuple = ()
+    body: sp.Expr = sp.S.Zero
+    partials: dict = {}
+
+    def fdiff(self, argindex=1):
+        return type(self).partial(argindex)(*self.args)
+
+    @classmethod
+    def partial(cls, argindex):
+        if argindex not in cls.partials:
+            x = cls.params[argindex - 1]
+            body = sp.diff(cls.body, x)
+            name = cls.__name__ + "'" if len(cls.params) == 1 else f"{cls.__name__}_d{argindex}"
+            if not body.has(*cls.params):  # a constant derivative needs no name
+                cls.partials[argindex] = lambda *args, c=body: c
+            else:
+                cls.partials[argindex] = make_user_function(name, cls.params, body)
+        return cls.partials[argindex]
+
+    def _eval_expand_inline(self, **hints):
+        return self.inline()
+
+    def inline(self):
+        return type(self).body.xreplace(dict(zip(type(self).params, self.args)))
+
+
+def make_user_function(name: str, params: tuple, body: sp.Expr) -> type:
+    return type(name, (UserFunction,), {"nargs": len(params), "params": tuple(params),
+                                        "body": body, "partials": {}})
+
+
+def code_name(func_name: str) -> str:
+    """The Python name of a (possibly derived) function: rho' -> rho_prime."""
+    return func_name.replace("'", "_prime")

@@ -1,0 +1,155 @@
+"""Readable index notation for derived rules, as text and as LaTeX."""
+
+from __future__ import annotations
+
+import re
+
+import sympy as sp
+from sympy.printing.latex import LatexPrinter
+from sympy.printing.str import StrPrinter
+
+from .rules import Derivation, Rule
+
+
+class TextPrinter(StrPrinter):
+    """sympy's str printer speaking the model language: `sum(i: ...)`, `^`, `delta`."""
+
+    def _print_Sum(self, expr):
+        idx = ", ".join(self._print(v) for v, *_ in expr.limits)
+        return f"sum({idx}: {self._print(expr.function)})"
+
+    def _print_KroneckerDelta(self, expr):
+        return f"delta({self._print(expr.args[0])}, {self._print(expr.args[1])})"
+
+    def _print_Pow(self, expr, rational=False):
+        return super()._print_Pow(expr, rational).replace("**", "^")
+
+    def _print_Rational(self, expr):
+        return f"{expr.p}/{expr.q}"
+
+
+class TexPrinter(LatexPrinter):
+    """LaTeX with bare sums (`\\sum_{i}`), primes for derived functions, h^{+} for nudges."""
+
+    def _print_Sum(self, expr):
+        idx = ",".join(self._print(v) for v, *_ in expr.limits)
+        return rf"\sum_{{{idx}}} {self.parenthesize(expr.function, 1000)}" \
+            if isinstance(expr.function, sp.Add) else rf"\sum_{{{idx}}} {self._print(expr.function)}"
+
+    def _print_IndexedBase(self, expr):
+        return _tex_name(expr.name)
+
+    def _print_Indexed(self, expr):
+        idx = ",".join(self._print(i) for i in expr.indices)
+        return f"{_tex_name(expr.base.name)}_{{{idx}}}"
+
+    def _print_Symbol(self, expr, style="plain"):
+        return _tex_name(expr.name)
+
+    def _print_Function(self, expr, exp=None):
+        name = type(expr).__name__
+        if name.endswith("'") or name in ("clip", "step", "sigmoid", "relu", "softplus",
+                                          "logcosh", "sign", "abs") or "_d" in name:
+            base = name.rstrip("'")
+            primes = "'" * (len(name) - len(base))
+            head = (self._print(sp.Symbol(base)) if len(base) > 1 and base in _GREEK
+                    else rf"\operatorname{{{base}}}" if len(base) > 1 else base) + primes
+            args = ", ".join(self._print(a) for a in expr.args)
+            out = rf"{head}\left({args}\right)"
+            return out if exp is None else rf"{out}^{{{exp}}}"
+        return super()._print_Function(expr, exp)
+
+
+_GREEK = {"alpha", "beta", "gamma", "delta", "epsilon", "theta", "lambda", "mu", "rho",
+          "sigma", "tau", "phi", "psi", "omega", "eta", "kappa", "xi", "zeta", "nu", "chi"}
+
+
+def _tex_name(name: str) -> str:
+    sup = ""
+    if name.endswith(("+", "-")) and len(name) > 1:
+        name, sup = name[:-1], name[-1]
+    m = re.fullmatch(r"([A-Za-z]+)(\d*)", name)
+    if m and m.group(1).lower() in _GREEK:
+        head = "\\" + m.group(1) + (f"_{{{m.group(2)}}}" if m.group(2) else "")
+    elif m and m.group(2):
+        head = rf"{m.group(1)}_{{{m.group(2)}}}" if len(m.group(1)) == 1 \
+            else rf"\mathrm{{{m.group(1)}}}_{{{m.group(2)}}}"
+    elif name.startswith("d") and "/d" in name:  # dPhi/dh placeholder
+        a, b = name[1:].split("/d")
+        head = rf"\frac{{\partial {_tex_name(a)}}}{{\partial {_tex_name(b)}}}"
+    else:
+        escaped = name.replace("_", "\\_")
+        head = name if len(name) == 1 else rf"\mathrm{{{escaped}}}"
+    return head + (f"^{{{sup}}}" if sup else "")
+
+
+def text(expr: sp.Expr) -> str:
+    return TextPrinter().doprint(expr)
+
+
+def latex(expr: sp.Expr) -> str:
+    return TexPrinter().doprint(expr)
+
+
+def _lhs_indices(rule: Rule) -> str:
+    return f"[{', '.join(str(i) for i in rule.indices)}]" if rule.indices else ""
+
+
+def text_rule(rule: Rule) -> str:
+    return f"{rule.lhs}{_lhs_indices(rule)} = {text(rule.expr)}"
+
+
+def latex_rule(rule: Rule) -> str:
+    idx = ",".join(str(i) for i in rule.indices)
+    sub = f"_{{{idx}}}" if idx else ""
+    if rule.kind in ("state_gradient", "param_gradient", "cost_gradient"):
+        num, den = rule.lhs[1:].split("/d")
+        lhs = rf"\frac{{\partial {_tex_name(num)}}}{{\partial {_tex_name(den)}{sub}}}"
+    elif rule.kind == "dynamics":
+        lhs = rf"\frac{{d {_tex_name(rule.target)}{sub}}}{{dt}}"
+    elif rule.kind == "update":
+        lhs = rf"{_tex_name(rule.target)}{sub} \leftarrow"
+        return f"{lhs} {latex(rule.expr)}"
+    else:
+        lhs = rf"\Delta {_tex_name(rule.target)}{sub}"
+    return f"{lhs} = {latex(rule.expr)}"
+
+
+def report(d: Derivation, as_latex: bool = False) -> str:
+    """The `physlearn derive` report: dynamics, gradients, EP updates, locality."""
+    show = latex_rule if as_latex else text_rule
+    expr = latex if as_latex else text
+    spec = d.spec
+    out = [f"model {spec.name}" + (f": {spec.doc.splitlines()[0]}" if spec.doc else "")]
+    dims = ", ".join(f"{k} = {v}" if v is not None else f"{k} (open)" for k, v in spec.dims.items())
+    out.append(f"dims: {dims}")
+    out.append("")
+    out.append(f"{d.kind} {d.physics_name} = {expr(d.physics)}")
+    out.append(f"cost {d.cost_name} = {expr(d.cost)}")
+    out.append("")
+    out.append("state dynamics" + (" (gradient flow)" if d.kind == "energy"
+                                   else " (discrete updates)") + ":")
+    for r in d.dynamics.values():
+        out.append("  " + show(r))
+    if d.kind == "primitive":
+        for r in d.state_gradients.values():
+            out.append("  where " + show(r))
+    out.append("")
+    out.append("nudge (cost gradient on states):")
+    for r in d.cost_state_gradients.values():
+        if r.expr != 0:
+            out.append("  " + show(r))
+    out.append("")
+    out.append("parameter gradients:")
+    for r in d.param_gradients.values():
+        out.append("  " + show(r))
+        out.append(f"      {r.locality}")
+        if r.note:
+            out.append(f"      note: {r.note}")
+    for r in d.cost_param_gradients.values():
+        out.append("  " + show(r) + "   (readout: the cost depends on it directly)")
+    out.append("")
+    out.append("EP updates (centered: beta convention s+ = s(+beta), s- = s(-beta)):")
+    for r in d.ep_updates.values():
+        out.append("  " + show(r))
+    return "\n".join(out)

@@ -1,0 +1,190 @@
+"""The derived equations of one model: gradients, dynamics, EP updates, locality."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import sympy as sp
+
+from ..language.checker import ModelSpec
+from .build import Builder, gradient_base, index_symbol
+from .calculus import INDEX_POOL, canonical_indices, differentiate, normalize, swap_indices
+
+
+@dataclass(frozen=True)
+class Locality:
+    """Whether a parameter's rule uses only the units that parameter connects."""
+
+    local: bool
+    uses: tuple[str, ...]  # e.g. ("h[i]", "x[j]")
+    reason: str = ""
+
+    def __str__(self) -> str:
+        head = "local" if self.local else "non-local"
+        uses = ", ".join(self.uses) if self.uses else "no unit variables"
+        return f"{head}: uses {uses}" + (f" ({self.reason})" if self.reason else "")
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One derived equation `lhs[indices] = expr`, with sympy on both sides."""
+
+    kind: str  # state_gradient | param_gradient | cost_gradient | dynamics | update | ep_update
+    lhs: str  # how the left side reads, e.g. "dE/dW1"
+    target: str  # the declared name it is about
+    indices: tuple[sp.Symbol, ...]
+    expr: sp.Expr
+    note: str = ""
+    locality: Locality | None = None
+    raw: sp.Expr | None = None  # for symmetric params: the untied dE/dW[i,j]
+
+    def _repr_latex_(self) -> str:
+        from .printing import latex_rule
+        return "$" + latex_rule(self) + "$"
+
+    def __str__(self) -> str:
+        from .printing import text_rule
+        return text_rule(self)
+
+
+@dataclass
+class Derivation:
+    """Everything the symbolic layer derives from one model; plain sympy inside."""
+
+    spec: ModelSpec
+    builder: Builder = field(repr=False)
+    kind: str  # "energy" | "primitive"
+    physics: sp.Expr  # E or Phi
+    cost: sp.Expr
+    state_gradients: dict[str, Rule] = field(default_factory=dict)
+    cost_state_gradients: dict[str, Rule] = field(default_factory=dict)
+    param_gradients: dict[str, Rule] = field(default_factory=dict)
+    cost_param_gradients: dict[str, Rule] = field(default_factory=dict)
+    dynamics: dict[str, Rule] = field(default_factory=dict)
+    ep_updates: dict[str, Rule] = field(default_factory=dict)
+
+    @property
+    def physics_name(self) -> str:
+        return self.spec.physics.name
+
+    @property
+    def cost_name(self) -> str:
+        return self.spec.cost.name
+
+    def rules(self) -> list[Rule]:
+        return [*self.dynamics.values(), *self.state_gradients.values(),
+                *self.cost_state_gradients.values(), *self.param_gradients.values(),
+                *self.cost_param_gradients.values(), *self.ep_updates.values()]
+
+
+def free_indices(spec: ModelSpec, rank: int) -> tuple[sp.Symbol, ...]:
+    reserved = set(spec.variables) | set(spec.dims)
+    names = [c for c in INDEX_POOL if c not in reserved][:rank]
+    return tuple(index_symbol(n) for n in names)
+
+
+def _element(builder: Builder, name: str, idx: tuple) -> sp.Expr:
+    sym = builder.symbols[name]
+    return sym[idx] if idx else sym
+
+
+def derive(spec: ModelSpec) -> Derivation:
+    """Derive gradients, dynamics and EP updates; dims stay symbols throughout."""
+    b = Builder(spec)
+    reserved = set(spec.variables) | set(spec.dims)
+    def canon(e, idx=(), rename=None):
+        return canonical_indices(normalize(e), idx, reserved, rename)
+
+    physics = canon(b.scalar(spec.physics.body))
+    cost = canon(b.scalar(spec.cost.body))
+    d = Derivation(spec, b, spec.physics.kind, physics, cost)
+    P, C = spec.physics.name, spec.cost.name
+
+    def grad(expr, name):
+        shape = spec.shape(name)
+        idx = free_indices(spec, len(shape))
+        tmp = tuple(b.fresh_index(str(s), dim) for s, dim in zip(idx, shape))
+        for s, dim in zip(idx, shape):
+            b.index_dim[s] = dim
+        g = differentiate(expr, _element(b, name, tmp))
+        return idx, canon(g, idx, dict(zip(tmp, idx)))
+
+    for s in spec.names("state"):
+        idx, g = grad(physics, s)
+        d.state_gradients[s] = Rule("state_gradient", f"d{P}/d{s}", s, idx, g)
+        idx, gc = grad(cost, s)
+        d.cost_state_gradients[s] = Rule("cost_gradient", f"d{C}/d{s}", s, idx, gc)
+        if d.kind == "energy":
+            d.dynamics[s] = Rule("dynamics", f"d{s}/dt", s, idx, -g,
+                                 note=f"gradient flow: -d{P}/d{s}")
+    if d.kind == "primitive":
+        for s, rule in spec.updates.items():
+            idx0, rhs = b.update(rule)
+            idx = free_indices(spec, len(idx0))
+            rhs = canon(rhs, idx, dict(zip(idx0, idx)))
+            d.dynamics[s] = Rule("update", f"{s}", s, idx, rhs,
+                                 note=f"discrete step s <- f(d{P}/ds); nudged: "
+                                      f"d{P}/ds - beta d{C}/ds")
+    for p in spec.names("param"):
+        idx, g = grad(physics, p)
+        note, raw = "", None
+        if spec.variables[p].symmetric:
+            raw = g
+            swapped = canonical_indices(g, idx, reserved, {idx[0]: idx[1], idx[1]: idx[0]})
+            g = canon(g + swapped, idx)
+            note = (f"symmetric {p}: one learned copy per pair; off-diagonal rule shown "
+                    f"(d{P}/d{p}[i,j] + d{P}/d{p}[j,i]); the diagonal keeps d{P}/d{p}[i,i]")
+        loc = locality(g, idx, spec)
+        d.param_gradients[p] = Rule("param_gradient", f"d{P}/d{p}", p, idx, g, note, loc, raw)
+        idx, gc = grad(cost, p)
+        if gc != 0:
+            d.cost_param_gradients[p] = Rule("cost_gradient", f"d{C}/d{p}", p, idx, gc)
+        d.ep_updates[p] = _ep_update(d, p)
+    return d
+
+
+def nudged(expr: sp.Expr, spec: ModelSpec, suffix: str) -> sp.Expr:
+    """Replace every state by its nudged value, printed `h+` / `h-`."""
+    out = {}
+    for s in spec.names("state"):
+        if spec.shape(s):
+            out[sp.IndexedBase(s, real=True)] = sp.IndexedBase(s + suffix, real=True)
+        else:
+            out[sp.Symbol(s, real=True)] = sp.Symbol(s + suffix, real=True)
+    return expr.xreplace(out)
+
+
+def _ep_update(d: Derivation, p: str) -> Rule:
+    g = d.param_gradients[p]
+    beta = sp.Symbol("beta", positive=True)
+    sign = 1 if d.kind == "primitive" else -1  # Phi plays the role of -E
+    diff = nudged(g.expr, d.spec, "+") - nudged(g.expr, d.spec, "-")
+    expr = sign * diff / (2 * beta)
+    return Rule("ep_update", f"Delta {p}", p, g.indices, expr,
+                note="centered EP: nudges +beta and -beta from the free state; "
+                     f"Delta {p} = -(d{d.physics_name}/d{p}(s+) - d{d.physics_name}/d{p}(s-))"
+                     f"/(2 beta)" + (" with Phi = -E" if d.kind == "primitive" else "")
+                     + "; apply as {p} += lr * Delta {p}".format(p=p),
+                locality=g.locality)
+
+
+def locality(expr: sp.Expr, idx: tuple, spec: ModelSpec) -> Locality:
+    """Local = no sum over units, and every unit variable indexed only by idx."""
+    uses, far = [], []
+    own = set(idx)
+    for atom in sorted(expr.atoms(sp.Indexed, sp.Symbol), key=sp.default_sort_key):
+        if isinstance(atom, sp.Indexed):
+            name = atom.base.name
+            if spec.role(name) in ("state", "input", "target"):
+                uses.append(str(atom))
+                if any(isinstance(i, sp.Symbol) and i not in own for i in atom.indices):
+                    far.append(str(atom))
+        elif spec.role(atom.name) in ("state", "input", "target") and not spec.shape(atom.name):
+            uses.append(atom.name)
+    sums = [s for s in sp.preorder_traversal(expr) if isinstance(s, sp.Sum)]
+    if sums:
+        reason = "sums over " + ", ".join(sorted({str(v) for s in sums for v, *_ in s.limits}))
+        return Locality(False, tuple(dict.fromkeys(uses)), reason)
+    if far:
+        return Locality(False, tuple(dict.fromkeys(uses)), "reaches " + ", ".join(far))
+    return Locality(True, tuple(dict.fromkeys(uses)))
