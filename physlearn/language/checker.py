@@ -321,10 +321,11 @@ class Checker:
                                  f"got {len(e.args)}", e.func_span)
             shapes = []
             for a in e.args:
-                if type(a).__name__ != "Name" or a.name not in sp.variables:
+                if type(a).__name__ != "Name" or (a.name not in sp.variables
+                                                  and a.name not in sp.lets):
                     raise self.error("E206", f"{e.func} takes whole tensors by name, "
                                      "e.g. crossentropy(o, y)", a.span)
-                shapes.append(sp.shape(a.name))
+                shapes.append(sp.lets[a.name][1] if a.name in sp.lets else sp.shape(a.name))
             if len(shapes[0]) != 1:
                 raise self.error("E206", f"{e.func} needs vectors; {e.args[0].name} has "
                                  f"shape [{', '.join(shapes[0])}]", e.args[0].span)

@@ -131,6 +131,9 @@ class _ToAst(Transformer):
     def init(self, meta, c):
         return c[0]
 
+    def value(self, meta, c):
+        return ast.InitSpec(_span(meta), "number", (c[0],))
+
     def signed_number(self, meta, c):
         return float(c[0])
 

@@ -89,18 +89,25 @@ class Builder:
         inner = {i.name: s for i, s in zip(d.indices, idx)}
         return self.expr(d.body, inner)
 
+    def _element(self, name: str, idx: sp.Symbol) -> sp.Expr:
+        if name in self.spec.lets:
+            return self._let(name, (idx,), {})
+        return self.symbols[name][idx]
+
     def _Call(self, e, env, sc):
         if e.func == "crossentropy" or e.func == "squared_error":
-            z, y = (self.symbols[a.name] for a in e.args)
-            dim = self.spec.shape(e.args[0].name)[0]
+            zname, yname = (a.name for a in e.args)
+            dim = (self.spec.lets[zname][1] if zname in self.spec.lets
+                   else self.spec.shape(zname))[0]
             k = self.fresh_index("k", dim)
+            k2 = self.fresh_index("k", dim)
+            z, y = (lambda i: self._element(zname, i)), (lambda i: self._element(yname, i))
             rng = self.dim_range(k)
             if e.func == "squared_error":
-                return sp.Sum((z[k] - y[k]) ** 2, rng) / 2
-            k2 = self.fresh_index("k", dim)
+                return sp.Sum((z(k) - y(k)) ** 2, rng) / 2
             # -sum_k y_k log softmax(z)_k, written so the derivative stays readable
-            return (sp.Sum(y[k], rng) * sp.log(sp.Sum(sp.exp(z[k2]), self.dim_range(k2)))
-                    - sp.Sum(y[k] * z[k], rng))
+            return (sp.Sum(y(k), rng) * sp.log(sp.Sum(sp.exp(z(k2)), self.dim_range(k2)))
+                    - sp.Sum(y(k) * z(k), rng))
         args = [self.expr(a, env, sc) for a in e.args]
         if e.func in self.functions:
             return self.functions[e.func](*args)

@@ -114,7 +114,16 @@ def canonical_indices(expr: sp.Expr, free: tuple[sp.Symbol, ...] = (),
             return e
         return e.func(*(walk(a, in_use) for a in e.args))
 
-    expr = unique(expr).xreplace(rename or {})
+    expr = even_powers(unique(expr).xreplace(rename or {}))
     taken = {s.name for s in free} | set(reserved) | {s.name for s in expr.free_symbols}
     pool = [c for c in list(INDEX_POOL) + [f"i{n}" for n in range(1, 200)] if c not in taken]
     return walk(expr, frozenset())
+
+
+def even_powers(expr: sp.Expr) -> sp.Expr:
+    """(b - a)^2 -> (a - b)^2 in sympy's preferred sign, so equal terms merge."""
+    def fix(e):
+        if e.is_Pow and e.exp.is_even and e.base.could_extract_minus_sign():
+            return (-e.base) ** e.exp
+        return e
+    return expr.replace(lambda e: e.is_Pow and e.exp.is_even is True, fix)

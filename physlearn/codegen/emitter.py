@@ -1,0 +1,402 @@
+"""sympy index expressions -> jnp code: contractions become `jnp.einsum` calls.
+
+An expression is emitted as an *array term*: a code string plus the list of its axes
+(index symbols, with `BATCH` first for per-example values). Sums and products of
+indexed factors become one einsum; elementwise functions apply to whole arrays;
+sums of terms with different axes broadcast after `align`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import sympy as sp
+
+from ..symbolic import functions as F
+
+BATCH = sp.Symbol("_batch")
+
+
+@dataclass(frozen=True)
+class Arr:
+    code: str
+    axes: tuple  # index symbols; BATCH first when present
+    atomic: bool = True  # safe to use as an operand without parentheses
+
+
+def _paren(a: Arr) -> str:
+    return a.code if a.atomic else f"({a.code})"
+
+
+def _number(x: sp.Expr) -> str:
+    if x.is_Integer:
+        return str(int(x))
+    if x.is_Rational:
+        f = float(x)
+        return repr(f) if len(repr(f)) <= 8 else f"({x.p} / {x.q})"
+    return repr(float(x))
+
+
+def _top_level_only(code: str, op: str) -> bool:
+    """True when every operator outside brackets in `code` is `op` (e.g. a pure product)."""
+    depth = 0
+    for n, c in enumerate(code):
+        depth += c in "([{"
+        depth -= c in ")]}"
+        if depth == 0 and c in "+-/" and code[n - 1:n + 2] != op and n > 0 and code[n-1] == " ":
+            return False
+    return True
+
+
+def join_terms(codes: list[str]) -> str:
+    """`a + b - c` from term codes, each possibly starting with a minus sign."""
+    out = codes[0]
+    for c in codes[1:]:
+        out += f" - {c[1:]}" if c.startswith("-") else f" + {c}"
+    return out
+
+
+class Emitter:
+    """Emits the statements of one generated function; reuses repeated subterms."""
+
+    def __init__(self, batched: set[str], index_dim: dict, local_names: dict[str, str],
+                 reuse: bool = True):
+        self.reuse = reuse
+        self.batched = batched  # names of per-example tensors and scalars
+        self.index_dim = index_dim  # index symbol -> dim name (for deltas)
+        self.local = local_names  # sympy base name -> Python local name
+        self.lines: list[str] = []
+        self.cache: dict = {}
+        self.used: set[str] = set()  # sympy base names read
+        self.helpers: set[str] = set()  # module-level helper functions needed
+        self._tmp = 0
+
+    # --------------------------------------------------------------- utilities
+    def assign(self, name_hint: str, a: Arr) -> Arr:
+        name = self._fresh(name_hint)
+        self.lines.append(f"{name} = {a.code}")
+        return Arr(name, a.axes)
+
+    def _fresh(self, hint: str) -> str:
+        taken = {ln.split(" = ")[0] for ln in self.lines}
+        name, n = hint, 1
+        while name in taken or name in self.local.values():
+            n += 1
+            name = f"{hint}_{n}"
+        return name
+
+    @staticmethod
+    def order(axes_lists) -> tuple:
+        """Union of axes, BATCH first, then in order of first appearance."""
+        out = []
+        for axes in axes_lists:
+            for a in axes:
+                if a not in out:
+                    out.append(a)
+        if BATCH in out:
+            out.remove(BATCH)
+            out.insert(0, BATCH)
+        return tuple(out)
+
+    @staticmethod
+    def align(a: Arr, target: tuple) -> str:
+        """Code for `a` transposed and expanded so it broadcasts against `target` axes."""
+        present = [t for t in target if t in a.axes]
+        code = a.code
+        if list(a.axes) != present:
+            perm = tuple(a.axes.index(t) for t in present)
+            code = f"jnp.transpose({a.code}, {perm})"
+        if not present:
+            return code
+        first = target.index(present[0])
+        slots = [":" if t in a.axes else "None" for t in target[first:]]
+        if "None" in slots:
+            while slots and slots[-1] == ":":
+                slots.pop()
+            base = code if code != a.code else _paren(a)
+            code = f"{base}[{', '.join(slots)}]"
+        return code
+
+    @staticmethod
+    def aligns_freely(a: "Arr", target: tuple) -> bool:
+        """True when `a` broadcasts against `target` with no transpose and no new axis."""
+        return tuple(target[len(target) - len(a.axes):]) == tuple(a.axes) if a.axes else True
+
+    @staticmethod
+    def _letters(axes_lists) -> dict:
+        letters = {}
+        pool = iter("ijklmnopqrstuvwxyzacdefgh")
+        for axes in axes_lists:
+            for a in axes:
+                if a in letters:
+                    continue
+                if a is BATCH:
+                    letters[a] = "b"
+                    continue
+                name = str(a)
+                if len(name) == 1 and name != "b" and name not in letters.values():
+                    letters[a] = name
+                else:
+                    c = next(pool)
+                    while c in letters.values() or c == "b":
+                        c = next(pool)
+                    letters[a] = c
+        return letters
+
+    def einsum(self, operands: list[Arr], out_axes: tuple) -> Arr:
+        letters = self._letters([o.axes for o in operands] + [out_axes])
+        spec = ",".join("".join(letters[a] for a in o.axes) for o in operands)
+        out = "".join(letters[a] for a in out_axes)
+        if len(operands) == 1 and not out_axes:
+            return Arr(f"jnp.sum({operands[0].code})", ())
+        args = ", ".join(o.code for o in operands)
+        return Arr(f"jnp.einsum('{spec}->{out}', {args})", out_axes)
+
+    # ------------------------------------------------------------------ emission
+    def emit(self, expr: sp.Expr) -> Arr:
+        for kind, method in self._DISPATCH:
+            if isinstance(expr, kind):
+                return method(self, expr)
+        raise NotImplementedError(f"cannot emit {type(expr).__name__}: {expr}")
+
+    def _number(self, e):
+        code = _number(e)
+        return Arr(code, (), atomic=not code.startswith("-"))
+
+    def _symbol(self, e):
+        name = e.name
+        if name in self.local:
+            self.used.add(name)
+            return Arr(self.local[name], (BATCH,) if name in self.batched else ())
+        return Arr(name, ())  # dims, beta: names bound in the generated function
+
+    def _indexed(self, e):
+        base = e.base.name
+        self.used.add(base)
+        code = self.local[base]
+        axes = ([BATCH] if base in self.batched else [])
+        lead = ":, " if axes else ""
+        symbols = [i for i in e.indices]
+        if any(not isinstance(i, sp.Symbol) for i in symbols):
+            slots = [":" if isinstance(i, sp.Symbol) else _number(i) for i in symbols]
+            code = f"{code}[{lead}{', '.join(slots)}]"
+            symbols = [i for i in symbols if isinstance(i, sp.Symbol)]
+        if len(set(symbols)) != len(symbols):  # a diagonal: W[i, i]
+            letters = self._letters([axes + symbols])
+            src = "".join(letters[a] for a in axes + symbols)
+            uniq = list(dict.fromkeys(symbols))
+            dst = "".join(letters[a] for a in axes + uniq)
+            return Arr(f"jnp.einsum('{src}->{dst}', {code})", tuple(axes + uniq))
+        return Arr(code, tuple(axes + symbols))
+
+    def _delta(self, e):
+        a, b = e.args
+        syms = [x for x in (a, b) if isinstance(x, sp.Symbol)]
+        dim = self.index_dim[syms[0]]
+        if len(syms) == 2:
+            return Arr(f"jnp.eye({dim})", (a, b))
+        k = a if a in syms else b
+        other = b if a in syms else a
+        return Arr(f"jnp.eye({dim})[{_number(other)}]", (k,))
+
+    def _add(self, e):
+        args = sorted(e.args, key=lambda t: t.could_extract_minus_sign())
+        terms = [self.emit(t) for t in args]
+        target = self.order([t.axes for t in terms])
+        return Arr(join_terms([self.align(t, target) for t in terms]), target, atomic=False)
+
+    def _mul(self, e, summed=(), out_order=()):
+        coeff, factors = e.as_coeff_mul()
+        factors = [f for f in factors if f != 1]
+        if (special := self._softmax(factors)) is not None:
+            factors = special
+        nums, dens = [], []
+        for f in factors:
+            if isinstance(f, Arr):
+                nums.append(f)
+            elif f.is_Pow and f.exp.is_Number and f.exp < 0:
+                dens.append(self.emit(f.base if f.exp == -1 else f.base ** (-f.exp)))
+            else:
+                nums.append(self.emit(f))
+        scal_num = [n for n in nums if not n.axes]
+        arr_num = [n for n in nums if n.axes]
+        scal_den = [d for d in dens if not d.axes]
+        for d in dens:
+            if d.axes:
+                arr_num.append(Arr(f"1 / {_paren(d)}", d.axes, atomic=False))
+        arr_num = [Arr(_paren(a), a.axes) for a in arr_num]
+        out_axes = self.order([a.axes for a in arr_num])
+        out_axes = tuple(a for a in out_axes if a not in summed)
+        if out_order:
+            out_axes = tuple(sorted(out_axes, key=lambda a: out_order.index(a)
+                                    if a in out_order else len(out_order)))
+        if not arr_num:
+            core = None
+        elif len(arr_num) == 1 and not summed:
+            core = arr_num[0]
+        elif len(arr_num) == 1 and len(arr_num[0].axes) - len(out_axes) == len(
+                [x for x in summed if x in arr_num[0].axes]) and all(
+                x in arr_num[0].axes for x in out_axes) and tuple(
+                x for x in arr_num[0].axes if x not in summed) == out_axes:
+            a = arr_num[0]
+            axes = tuple(a.axes.index(x) for x in summed if x in a.axes)
+            axis = axes[0] if len(axes) == 1 else axes
+            core = Arr(f"jnp.sum({a.code}, axis={axis})", out_axes)
+        elif not summed and all(self.aligns_freely(a, out_axes) for a in arr_num) and any(
+                a.axes == out_axes for a in arr_num):
+            core = Arr(" * ".join(a.code for a in arr_num), out_axes, atomic=False)
+        else:
+            core = self.einsum(arr_num, out_axes)
+        pieces = [] if coeff == 1 or coeff == -1 else [_number(abs(coeff))]
+        pieces += [_paren(s) for s in scal_num]
+        if core is not None:
+            product = core.code.count(" * ") and _top_level_only(core.code, " * ")
+            pieces.append(core.code if product or not pieces else _paren(core))
+        code = " * ".join(pieces) if pieces else "1"
+        if scal_den:
+            code += " / " + " / ".join(_paren(d) for d in scal_den)
+        if coeff < 0:
+            code = "-" + code
+        atomic = len(pieces) == 1 and not scal_den and coeff >= 0 and (core is None or core.atomic)
+        return Arr(code, core.axes if core is not None else (), atomic=atomic)
+
+    def _softmax(self, factors):
+        """exp(z[k]) / sum(j: exp(z[j])) -> jax.nn.softmax(z) (stable)."""
+        for f in factors:
+            if not (f.is_Pow and f.exp == -1 and isinstance(f.base, sp.Sum)
+                    and isinstance(f.base.function, sp.exp) and len(f.base.limits) == 1):
+                continue
+            g, v = f.base.function.args[0], f.base.limits[0][0]
+            for h in factors:
+                if isinstance(h, sp.exp):
+                    for w in h.free_symbols:
+                        if isinstance(w, sp.Symbol) and g.xreplace({v: w}) == h.args[0]:
+                            inner = self.emit(g)
+                            axis = inner.axes.index(v)
+                            axes = tuple(w if a == v else a for a in inner.axes)
+                            sm = Arr(f"jax.nn.softmax({inner.code}, axis={axis})", axes)
+                            return [x for x in factors if x is not f and x is not h] + [sm]
+        return None
+
+    def _pow(self, e):
+        base = self.emit(e.base)
+        if e.exp == sp.Rational(1, 2):
+            return Arr(f"jnp.sqrt({base.code})", base.axes)
+        if e.exp == -1:
+            return Arr(f"1 / {_paren(base)}", base.axes, atomic=False)
+        if e.exp.is_Number:
+            return Arr(f"{_paren(base)} ** {_number(e.exp)}", base.axes, atomic=False)
+        exp = self.emit(e.exp)
+        return Arr(f"{_paren(base)} ** {_paren(exp)}", base.axes, atomic=False)
+
+    def _sum(self, e):
+        summed = tuple(v for v, *_ in e.limits)
+        body = e.function
+        if isinstance(body, sp.Add):
+            return self._add(sp.Add(*(sp.Sum(t, *e.limits) for t in body.args),
+                                    evaluate=False))
+        if isinstance(body, sp.Mul):
+            return self._mul(body, summed)
+        inner = self.emit(body)
+        out = tuple(a for a in inner.axes if a not in summed)
+        if len(out) == len(inner.axes):
+            raise ValueError(f"sum over an index the summand lacks: {e}")
+        axes = tuple(inner.axes.index(v) for v in summed if v in inner.axes)
+        axis = axes[0] if len(axes) == 1 else axes
+        return Arr(f"jnp.sum({inner.code}, axis={axis})", out)
+
+    def _function(self, e):
+        if e.func == sp.log and isinstance(e.args[0], sp.Sum) \
+                and isinstance(e.args[0].function, sp.exp):
+            s = e.args[0]
+            inner = self.emit(s.function.args[0])
+            summed = [v for v, *_ in s.limits]
+            axes = tuple(inner.axes.index(v) for v in summed)
+            out = tuple(a for a in inner.axes if a not in summed)
+            axis = axes[0] if len(axes) == 1 else axes
+            return self._cached(e, lambda: Arr(
+                f"jax.nn.logsumexp({inner.code}, axis={axis})", out), "lse")
+        args = [self.emit(a) for a in e.args]
+        axes = self.order([a.axes for a in args])
+        codes = [self.align(a, axes) if a.axes else a.code for a in args]
+        if isinstance(e, F.PhysFunction):
+            template = e.jax
+            name = F.code_name(type(e).__name__)
+            if name in F.HELPERS:
+                self.helpers.add(name)
+            code = template.format(*codes)
+        elif isinstance(e, F.UserFunction):
+            name = F.code_name(type(e).__name__)
+            self.helpers.add(type(e).__name__)
+            code = f"{name}({', '.join(codes)})"
+        elif e.func in F.SYMPY_JAX:
+            name = F.SYMPY_JAX[e.func].split(".")[-1]
+            code = f"{F.SYMPY_JAX[e.func]}({', '.join(codes)})"
+        else:
+            raise NotImplementedError(f"no jax counterpart for {e.func}")
+        hint = F.code_name(type(e).__name__) if not isinstance(e, (sp.exp, sp.log)) \
+            else type(e).__name__
+        return self._cached(e, lambda: Arr(code, axes), hint)
+
+    def _cached(self, e, make, hint):
+        """Bind a function application to a named local once; reuse it after."""
+        free = [s for s in sp.preorder_traversal(e)
+                if isinstance(s, sp.Symbol) and s.is_integer and not s.is_positive]
+        order = list(dict.fromkeys(free))
+        placeholders = {s: sp.Symbol(f"_ax{n}", integer=True) for n, s in enumerate(order)}
+        key = e.xreplace(placeholders)
+        back = {v: k for k, v in placeholders.items()}
+        if not self.reuse:
+            return make()
+        if key not in self.cache:
+            a = make()
+            bases = sorted({x.base.name for x in e.atoms(sp.Indexed)} |
+                           {x.name for x in e.atoms(sp.Symbol) if x.name in self.local})
+            nice = hint + ("_" + "_".join(self.local.get(b, b) for b in bases) if bases else "")
+            stored = self.assign(nice.replace("/", "_"), a)
+            self.cache[key] = Arr(stored.code, tuple(placeholders.get(x, x) for x in stored.axes))
+        hit = self.cache[key]
+        return Arr(hit.code, tuple(back.get(x, x) for x in hit.axes))
+
+    _DISPATCH = (
+        (sp.Number, _number),
+        (sp.Indexed, _indexed),
+        (sp.KroneckerDelta, _delta),
+        (sp.Symbol, _symbol),
+        (sp.Add, _add),
+        (sp.Mul, _mul),
+        (sp.Pow, _pow),
+        (sp.Sum, _sum),
+        (sp.Function, _function),
+    )
+
+    # ---------------------------------------------------------------- top level
+    def is_batched(self, expr: sp.Expr) -> bool:
+        names = {x.base.name for x in expr.atoms(sp.Indexed)}
+        names |= {x.name for x in expr.atoms(sp.Symbol)}
+        return bool(names & self.batched)
+
+    def batch_mean(self, expr: sp.Expr, order: tuple = ()) -> Arr:
+        """Mean over the batch of a per-example expression, summed inside each einsum."""
+        terms = sp.Add.make_args(sp.expand(expr, deep=False, mul=False, multinomial=False,
+                                           power_exp=False, power_base=False, log=False))
+        parts = []
+        for t in terms:
+            if not self.is_batched(t):
+                parts.append(self.emit(t))
+                continue
+            if isinstance(t, sp.Mul):
+                a = self._mul(t, (BATCH,), order)
+            elif isinstance(t, sp.Sum) and isinstance(t.function, sp.Mul):
+                a = self._mul(t.function, (BATCH,) + tuple(v for v, *_ in t.limits), order)
+            elif isinstance(t, (sp.Indexed, sp.Function, sp.Pow)):
+                a = self._mul(sp.Mul(t, 1, evaluate=False), (BATCH,), order)
+            else:
+                a = self.emit(t)
+                a = Arr(f"jnp.sum({a.code}, axis=0)", a.axes[1:])
+            parts.append(Arr(f"{a.code} / batch_size", a.axes, atomic=False))
+        target = self.order([p.axes for p in parts])
+        if order and set(target) == set(order):
+            target = tuple(order)
+        codes = [self.align(p, target) for p in parts]
+        return Arr(join_terms(codes), target, atomic=len(codes) == 1 and parts[0].atomic)

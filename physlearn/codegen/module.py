@@ -1,0 +1,484 @@
+"""Derivation -> the source of a standalone, readable, deterministic Python module."""
+
+from __future__ import annotations
+
+import hashlib
+import keyword
+
+import sympy as sp
+
+from .. import __version__
+from ..language.errors import ModelError
+from ..symbolic import functions as F
+from ..symbolic.build import gradient_base
+from ..symbolic.rules import Derivation
+from .emitter import BATCH, Arr, Emitter
+
+# Names the generated module defines itself; model names that collide get a suffix.
+_MODULE_NAMES = {
+    "jax", "jnp", "diffrax", "eqx", "physics", "energy", "primitive", "cost", "grad_states",
+    "grad_params", "grad_cost_states", "grad_cost_params", "dynamics", "update", "relax",
+    "vector_field", "init_params", "init_states", "project", "params", "states", "data",
+    "beta", "batch_size", "g", "gc", "key", "dtype", "steps", "dt", "sol", "keys",
+    "MODEL", "KIND", "DIMS", "INPUTS", "TARGETS", "STATES", "PARAMS", "CONSTS", "SYMMETRIC",
+    "NONNEGATIVE", "LEARN", "RELAX", "PHYSICS_NAME", "COST_NAME", "logcosh", "sigmoid_prime",
+    "tanh_prime", "symmetrize",
+}
+
+
+def pyname(name: str) -> str:
+    name = name.replace("'", "_prime").replace("/", "_").replace("+", "_plus").replace("-", "_minus")
+    if keyword.iskeyword(name) or name in _MODULE_NAMES:
+        return name + "_"
+    return name
+
+
+class ModuleWriter:
+    def __init__(self, d: Derivation, dims: dict[str, int], source_name: str):
+        self.d = d
+        self.spec = d.spec
+        self.dims = dims
+        self.source_name = source_name
+        spec = self.spec
+        self.batched = {n for n, v in spec.variables.items()
+                        if v.role in ("input", "target", "state")}
+        for s in spec.names("state"):
+            self.batched.add(gradient_base(spec.physics.name, s).name)
+        self.local = {n: pyname(n) for n in spec.variables}
+        for s in spec.names("state"):
+            g = gradient_base(spec.physics.name, s).name
+            self.local[g] = pyname(g)
+        self.helpers: set[str] = set()
+        self.user_functions: dict[str, type] = {}
+
+    # ----------------------------------------------------------------- helpers
+    def emitter(self) -> Emitter:
+        return Emitter(self.batched, self.d.builder.index_dim, self.local)
+
+    def _unpack(self, em: Emitter, kinds=("params", "states", "data")) -> list[str]:
+        spec = self.spec
+        groups = {
+            "params": [n for n in spec.variables if spec.role(n) in ("param", "const")],
+            "states": spec.names("state"),
+            "data": spec.names("input") + spec.names("target"),
+        }
+        out = []
+        for group in kinds:
+            names = [n for n in groups[group] if n in em.used]
+            if names:
+                lhs = ", ".join(self.local[n] for n in names)
+                rhs = ", ".join(f'{group}["{n}"]' for n in names)
+                out.append(f"{lhs} = {rhs}")
+        return out
+
+    def _collect_functions(self, em: Emitter):
+        for name in em.helpers:
+            if name in F.HELPERS:
+                self.helpers.add(name)
+            else:
+                self._register_user(name)
+
+    def _register_user(self, name: str):
+        if name in self.user_functions:
+            return
+        cls = self._find_function(name)
+        self.user_functions[name] = cls
+
+    def _find_function(self, name):
+        for base in self.d.builder.functions.values():
+            stack = [base]
+            while stack:
+                c = stack.pop()
+                if c.__name__ == name:
+                    return c
+                stack.extend(p for p in c.partials.values() if isinstance(p, type))
+        raise KeyError(name)
+
+    def _function_source(self, cls) -> str:
+        args = [pyname(p.name) for p in cls.params]
+        local = {p.name: pyname(p.name) for p in cls.params}
+        em = Emitter(set(), {}, local, reuse=False)
+        body = em.emit(cls.body)
+        self._collect_functions(em)
+        lines = [f"def {pyname(cls.__name__)}({', '.join(args)}):"]
+        lines += [f"    {ln}" for ln in em.lines]
+        lines.append(f"    return {body.code}")
+        return "\n".join(lines)
+
+    @staticmethod
+    def _function(name, args, doc, body_lines, ret) -> str:
+        lines = [f"def {name}({args}):", f'    """{doc}"""']
+        for ln in body_lines:
+            lines += wrap_line("    " + ln)
+        lines += wrap_line(f"    return {ret}")
+        return "\n".join(lines)
+
+    def _batch_size_line(self) -> str:
+        s = self.spec.names("state")[0]
+        return f'batch_size = states["{s}"].shape[0]'
+
+    def _per_example(self, em: Emitter, a: Arr, like: str | None, axes: tuple) -> str:
+        """Code for `a` laid out on `axes` (BATCH first), broadcast to the batch if needed."""
+        if a.axes == axes:
+            return a.code
+        if BATCH in axes and BATCH not in a.axes:
+            code = em.align(a, axes[1:]) if a.axes else a.code
+            if code == "0" and like:
+                return f"jnp.zeros_like({like})"
+            shape = f"{like}.shape" if like else "(batch_size,)"
+            return f"jnp.broadcast_to({code}, {shape})"
+        return em.align(a, axes)
+
+    # ---------------------------------------------------------------- functions
+    def scalar_function(self, name, expr, doc) -> str:
+        em = self.emitter()
+        a = em.emit(expr)
+        ret = self._per_example(em, a, None, (BATCH,))
+        pre = [self._batch_size_line()] if "batch_size" in ret else []
+        em.used.add(self.spec.names("state")[0]) if pre else None
+        self._collect_functions(em)
+        return self._function(name, "params, states, data", doc,
+                              self._unpack(em) + pre + em.lines, ret)
+
+    def grad_states_function(self, name, rules, doc) -> str:
+        em = self.emitter()
+        outs = []
+        for s, rule in rules.items():
+            a = em.emit(rule.expr)
+            like = self.local[s]
+            axes = (BATCH,) + tuple(rule.indices)
+            code = self._per_example(em, a, like, axes)
+            if f"({like}" in code:
+                em.used.add(s)
+            var = f"d{rule.lhs.split('/')[0][1:]}_d{self.local[s]}"
+            em.lines.append(f"{var} = {code}")
+            outs.append(f'"{s}": {var}')
+        self._collect_functions(em)
+        ret = "{" + ", ".join(outs) + "}"
+        return self._function(name, "params, states, data", doc, self._unpack(em) + em.lines, ret)
+
+    def grad_params_function(self, name, rules, doc) -> str:
+        em = self.emitter()
+        outs = []
+        for p, rule in rules.items():
+            expr = rule.raw if rule.raw is not None else rule.expr
+            a = em.batch_mean(expr, tuple(rule.indices))
+            code = em.align(a, tuple(rule.indices)) if a.axes else a.code
+            if a.axes != tuple(rule.indices) and set(a.axes) != set(rule.indices):
+                code = f"jnp.broadcast_to({code}, {self.local[p]}.shape)"
+                em.used.add(p)
+            var = f"d{rule.lhs.split('/')[0][1:]}_d{self.local[p]}"
+            em.lines.append(f"{var} = {code}")
+            if rule.raw is not None:
+                em.lines.append(f"{var} = symmetrize({var})")
+                self.helpers.add("symmetrize")
+            outs.append(f'"{p}": {var}')
+        self._collect_functions(em)
+        body = self._unpack(em)
+        if any("batch_size" in ln for ln in em.lines):
+            body.append(self._batch_size_line())
+        ret = "{" + ", ".join(outs) + "}"
+        return self._function(name, "params, states, data", doc, body + em.lines, ret)
+
+    def update_function(self) -> str:
+        spec, d = self.spec, self.d
+        em = self.emitter()
+        for s in spec.names("state"):
+            g = gradient_base(spec.physics.name, s).name
+            em.lines.append(f'{self.local[g]} = g["{s}"] - beta * gc["{s}"]')
+        outs = []
+        for s, rule in d.dynamics.items():
+            a = em.emit(rule.expr)
+            code = self._per_example(em, a, self.local[s], (BATCH,) + tuple(rule.indices))
+            if code.startswith("jnp.broadcast_to"):
+                em.used.add(s)
+            outs.append(f'"{s}": {code}')
+        self._collect_functions(em)
+        em.used -= {gradient_base(spec.physics.name, s).name for s in spec.names("state")}
+        pre = ["g = grad_states(params, states, data)",
+               "gc = grad_cost_states(params, states, data)"]
+        doc = (f"One synchronous step s <- f(d{d.physics_name}/ds - beta d{d.cost_name}/ds) "
+               "for every state.")
+        return self._function("update", "params, states, data, beta=0.0", doc,
+                              pre + self._unpack(em) + em.lines, "{" + ", ".join(outs) + "}")
+
+    # ------------------------------------------------------------------- module
+    def header(self) -> list[str]:
+        spec = self.spec
+        digest = hashlib.sha256(spec.source.encode()).hexdigest()[:16]
+        doc = (spec.doc or "").strip()
+        out = ['"""' + f"{spec.name}: " + (doc.splitlines()[0] if doc else "a physlearn model."),
+               ""]
+        if doc and len(doc.splitlines()) > 1:
+            out += [ln for ln in doc.splitlines()[1:]] + [""]
+        out += [f"Generated by physlearn {__version__} from {self.source_name} "
+                f"(source sha256 {digest}).",
+                "Do not edit: regenerate with `physlearn compile`. This module needs jax, "
+                "diffrax and",
+                "equinox, not physlearn.",
+                "",
+                "Arrays come in dicts: `params` (no batch axis), `states` and `data` (inputs "
+                "and targets,",
+                "leading batch axis). Every function is pure and jit-compatible.",
+                '"""', "",
+                "import diffrax",
+                "import equinox as eqx  # noqa: F401  (the runtime the trainers build on)",
+                "import jax",
+                "import jax.numpy as jnp",
+                ""]
+        return out
+
+    def constants(self) -> list[str]:
+        spec, d = self.spec, self.d
+
+        def shapes(role):
+            items = [f'"{n}": {tuple(spec.shape(n))!r}' for n in spec.names(role)]
+            return "{" + ", ".join(items) + "}"
+
+        def inits(role):
+            items = []
+            for n in spec.names(role):
+                init = spec.variables[n].init
+                if init is not None:
+                    items.append(f'"{n}": ({init.kind!r}, {tuple(init.args)!r})')
+            return "{" + ", ".join(items) + "}"
+
+        def options(directive, default):
+            if directive is None:
+                return repr(default)
+            items = {"method": directive.method, **{o.key: o.value for o in directive.options}}
+            return repr(items)
+
+        dims = ", ".join(f'"{k}": {v}' for k, v in self.dims.items())
+        out = [f'MODEL = "{spec.name}"',
+               f'KIND = "{d.kind}"',
+               f'PHYSICS_NAME = "{d.physics_name}"',
+               f'COST_NAME = "{d.cost_name}"',
+               f"DIMS = {{{dims}}}"]
+        for k, v in self.dims.items():
+            out.append(f"{pyname(k)} = {v}")
+        out += [f"INPUTS = {shapes('input')}",
+                f"TARGETS = {shapes('target')}",
+                f"STATES = {shapes('state')}",
+                f"PARAMS = {shapes('param')}",
+                f"CONSTS = {shapes('const')}",
+                f"INITS = {inits('param')[:-1]}{', ' if inits('param') != '{}' and inits('const') != '{}' else ''}{inits('const')[1:]}",
+                f"SYMMETRIC = {tuple(n for n in spec.names('param') if spec.variables[n].symmetric)!r}",
+                f"NONNEGATIVE = {tuple(n for n in spec.names('param') if spec.variables[n].nonnegative)!r}",
+                f"LEARN = {options(spec.learn, {'method': 'EP', 'beta': 0.5, 'nudging': 'centered'})}",
+                f"RELAX = {options(spec.relax, self._default_relax())}",
+                ""]
+        return out
+
+    def _default_relax(self):
+        if self.d.kind == "energy":
+            return {"method": "gradient_flow", "dt": 0.5, "free_steps": 20, "nudged_steps": 4}
+        return {"method": "fixed_point", "free_steps": 20, "nudged_steps": 4}
+
+    def write(self) -> str:
+        d = self.d
+        P, C = d.physics_name, d.cost_name
+        fns = []
+        fns.append(self.scalar_function(
+            "physics", d.physics,
+            f"The {d.kind} {P} of each example, shape (batch,)."))
+        fns.append(self.scalar_function("cost", d.cost, f"The cost {C} of each example, "
+                                                        "shape (batch,)."))
+        fns.append(self.grad_states_function(
+            "grad_states", d.state_gradients, f"d{P}/ds for every state s, per example."))
+        fns.append(self.grad_params_function(
+            "grad_params", d.param_gradients,
+            f"d{P}/dtheta for every parameter, averaged over the batch "
+            "(symmetric ones: one copy per pair)."))
+        fns.append(self.grad_states_function(
+            "grad_cost_states", d.cost_state_gradients, f"d{C}/ds for every state s, "
+                                                        "per example (the nudge)."))
+        cost_params = {p: r for p, r in d.cost_param_gradients.items()}
+        if cost_params:
+            fns.append(self.grad_params_function(
+                "grad_cost_params", cost_params,
+                f"d{C}/dtheta for parameters the cost reads directly, batch mean."))
+        else:
+            fns.append(self._function("grad_cost_params", "params, states, data",
+                                      f"The cost {C} reads no parameter directly.", [], "{}"))
+        if d.kind == "energy":
+            fns.append(self._energy_dynamics())
+        else:
+            fns.append(self.update_function())
+            fns.append(self._primitive_relax())
+        fns.append(self._init_functions())
+        lines = self.header() + self.constants()
+        fn_defs = []
+        for name in sorted(self.helpers):
+            if name == "symmetrize":
+                fn_defs.append(
+                    'def symmetrize(g):\n    """Gradient for one learned copy of each '
+                    'pair (i, j) of a symmetric matrix."""\n'
+                    "    return g + g.T - jnp.diag(jnp.diag(g))")
+            else:
+                fn_defs.append(F.HELPERS[name].rstrip())
+        seen = set()
+        queue = list(self.user_functions)
+        while queue:
+            name = queue.pop(0)
+            if name in seen:
+                continue
+            seen.add(name)
+            src = self._function_source(self.user_functions[name])
+            fn_defs.append(src)
+            queue.extend(n for n in self.user_functions if n not in seen)
+            for h in sorted(self.helpers):
+                if h not in [f.split("(")[0][4:] for f in fn_defs] and h in F.HELPERS:
+                    fn_defs.insert(0, F.HELPERS[h].rstrip())
+        fn_defs = sorted(dict.fromkeys(fn_defs), key=lambda s: s.split("(")[0])
+        body = "\n\n\n".join(fn_defs + fns)
+        text = "\n".join(lines) + "\n\n" + body + "\n"
+        if d.kind == "energy":
+            text += f"\n\n{pyname(P) if pyname(P) != 'physics' else 'energy_'} = physics\n"
+        return text.replace("\n\n\n\n", "\n\n\n")
+
+    def _energy_dynamics(self) -> str:
+        d = self.d
+        relax = self.spec.relax
+        opts = {o.key: o.value for o in relax.options} if relax else {}
+        dt = float(opts.get("dt", 0.5))
+        steps = int(opts.get("free_steps", 20))
+        dyn = self._function(
+            "dynamics", "params, states, data, beta=0.0",
+            f"Gradient flow on {d.physics_name} + beta {d.cost_name}: ds/dt = "
+            f"-d{d.physics_name}/ds - beta d{d.cost_name}/ds.",
+            ["g = grad_states(params, states, data)",
+             "gc = grad_cost_states(params, states, data)"],
+            "{s: -(g[s] + beta * gc[s]) for s in STATES}")
+        vf = self._function("vector_field", "t, y, args", "The diffrax vector field: "
+                            "args = (params, data, beta).",
+                            ["params, data, beta = args"], "dynamics(params, y, data, beta)")
+        relax_fn = self._function(
+            "relax", f"params, states, data, beta=0.0, steps={steps}, dt={dt}",
+            "Fixed-step explicit Euler on the gradient flow, with diffrax; returns the "
+            "final states.",
+            ["sol = diffrax.diffeqsolve(",
+             "    diffrax.ODETerm(vector_field), diffrax.Euler(), t0=0.0, t1=steps * dt, "
+             "dt0=dt,",
+             "    y0=states, args=(params, data, beta), saveat=diffrax.SaveAt(t1=True),",
+             "    max_steps=steps + 1, adjoint=diffrax.RecursiveCheckpointAdjoint(),",
+             ")"],
+            "jax.tree_util.tree_map(lambda v: v[-1], sol.ys)")
+        return dyn + "\n\n\n" + vf + "\n\n\n" + relax_fn
+
+    def _primitive_relax(self) -> str:
+        relax = self.spec.relax
+        opts = {o.key: o.value for o in relax.options} if relax else {}
+        steps = int(opts.get("free_steps", 20))
+        return self._function(
+            "relax", f"params, states, data, beta=0.0, steps={steps}",
+            "Iterate the synchronous update `steps` times; returns the final states.",
+            ["def step(s, _):", "    return update(params, s, data, beta), None",
+             "states, _ = jax.lax.scan(step, states, None, length=steps)"],
+            "states")
+
+    def _init_functions(self) -> str:
+        init_p = self._function(
+            "init_params", "key, dtype=jnp.float32",
+            "Initial parameters (and constants): `init =` where given; else "
+            "uniform(+-1/sqrt(fan_in)) for matrices, zeros for vectors, ones for scalars.",
+            ["names = list(PARAMS) + list(CONSTS)",
+             "keys = jax.random.split(key, max(len(names), 1))",
+             "out = {}",
+             "for k, name in zip(keys, names):",
+             "    shape = tuple(DIMS[d] for d in {**PARAMS, **CONSTS}[name])",
+             "    kind, args = INITS.get(name, ('default', ()))",
+             "    value = _init_array(k, kind, args, shape, dtype)",
+             "    if name in SYMMETRIC:",
+             "        value = (value + value.T) / 2",
+             "    out[name] = value",
+             ], "project(out)")
+        helper = self._function(
+            "_init_array", "key, kind, args, shape, dtype",
+            "One array drawn as its `init` says.",
+            ["fan_in = 1",
+             "for d in shape[1:]:",
+             "    fan_in *= d",
+             "if kind == 'number':",
+             "    return jnp.full(shape, args[0], dtype)",
+             "if kind == 'zeros' or (kind == 'default' and len(shape) == 1):",
+             "    return jnp.zeros(shape, dtype)",
+             "if kind == 'ones' or (kind == 'default' and len(shape) == 0):",
+             "    return jnp.ones(shape, dtype)",
+             "if kind == 'normal':",
+             "    mean, std = (0.0, args[0]) if len(args) == 1 else args",
+             "    return mean + std * jax.random.normal(key, shape, dtype)",
+             "if kind == 'uniform':",
+             "    return jax.random.uniform(key, shape, dtype, args[0], args[1])",
+             "if kind == 'glorot':",
+             "    bound = (6.0 / (shape[0] + fan_in)) ** 0.5",
+             "    return jax.random.uniform(key, shape, dtype, -bound, bound)",
+             "bound = fan_in ** -0.5  # 'fan_in' and the default for matrices",
+             ], "jax.random.uniform(key, shape, dtype, -bound, bound)")
+        proj = self._function(
+            "project", "params",
+            "Enforce `nonnegative` parameters (call after every update).",
+            [], "{k: jnp.maximum(v, 0) if k in NONNEGATIVE else v for k, v in params.items()}")
+        states = self._function(
+            "init_states", "batch_size, dtype=jnp.float32",
+            "All states at zero, with a leading batch axis.", [],
+            "{s: jnp.zeros((batch_size,) + tuple(DIMS[d] for d in dims), dtype) "
+            "for s, dims in STATES.items()}")
+        return "\n\n\n".join([helper, init_p, proj, states])
+
+
+def _top_level_splits(code: str) -> list[str]:
+    """Split `a + b - c` at the + / - that sit outside every bracket."""
+    parts, depth, start, i = [], 0, 0, 0
+    while i < len(code):
+        c = code[i]
+        if c in "([{":
+            depth += 1
+        elif c in ")]}":
+            depth -= 1
+        elif depth == 0 and code[i:i + 3] in (" + ", " - ") and i > start:
+            parts.append(code[start:i])
+            start = i + 1
+            i += 2
+        i += 1
+    parts.append(code[start:])
+    return [p.strip() for p in parts]
+
+
+def wrap_line(line: str, width: int = 99) -> list[str]:
+    """Break a long `x = a + b - c` or `return ...` into one term per line."""
+    if len(line) <= width:
+        return [line]
+    indent = line[: len(line) - len(line.lstrip())]
+    body = line.strip()
+    if body.startswith("return "):
+        head, code = "return ", body[len("return "):]
+    elif " = " in body:
+        head, code = body.split(" = ", 1)
+        head += " = "
+    else:
+        return [line]
+    parts = _top_level_splits(code)
+    if len(parts) < 2:
+        return [line]
+    out = [f"{indent}{head}("]
+    out.append(f"{indent}    {parts[0]}")
+    out += [f"{indent}    {p}" for p in parts[1:]]
+    out.append(f"{indent})")
+    return out
+
+
+def generate(d: Derivation, dims: dict[str, int] | None = None,
+             source_name: str = "<model>") -> str:
+    """The module source for `d`, with every dim bound (from the file or `dims`)."""
+    bound = dict(d.spec.dims)
+    for k, v in (dims or {}).items():
+        if k not in bound:
+            raise ModelError("E221", f"--dim {k}: the model has no dim {k!r}",
+                             hint="dims: " + ", ".join(bound))
+        bound[k] = int(v)
+    missing = [k for k, v in bound.items() if v is None]
+    if missing:
+        raise ModelError("E221", f"dim {missing[0]} has no value", hint=f"bind it, e.g. "
+                         f"--dim {missing[0]}=100 (or dims={{'{missing[0]}': 100}} in Python)")
+    return ModuleWriter(d, bound, source_name).write()
