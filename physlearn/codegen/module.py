@@ -53,7 +53,7 @@ class ModuleWriter:
 
     # ----------------------------------------------------------------- helpers
     def emitter(self) -> Emitter:
-        return Emitter(self.batched, self.d.builder.index_dim, self.local)
+        return Emitter(self.batched, dict(self.d.builder.index_dim), self.local)
 
     def _unpack(self, em: Emitter, kinds=("params", "states", "data")) -> list[str]:
         spec = self.spec
@@ -140,10 +140,16 @@ class ModuleWriter:
         return self._function(name, "params, states, data", doc,
                               self._unpack(em) + pre + em.lines, ret)
 
+    def _bind_indices(self, em: Emitter, rule) -> None:
+        """Free index names are reused across rules: give them this rule's dims."""
+        for idx, dim in zip(rule.indices, self.spec.shape(rule.target)):
+            em.index_dim[idx] = dim
+
     def grad_states_function(self, name, rules, doc) -> str:
         em = self.emitter()
         outs = []
         for s, rule in rules.items():
+            self._bind_indices(em, rule)
             a = em.emit(rule.expr)
             like = self.local[s]
             axes = (BATCH,) + tuple(rule.indices)
@@ -162,6 +168,7 @@ class ModuleWriter:
         outs = []
         for p, rule in rules.items():
             expr = rule.raw if rule.raw is not None else rule.expr
+            self._bind_indices(em, rule)
             a = em.batch_mean(expr, tuple(rule.indices))
             code = em.align(a, tuple(rule.indices)) if a.axes else a.code
             if a.axes != tuple(rule.indices) and set(a.axes) != set(rule.indices):
@@ -188,6 +195,7 @@ class ModuleWriter:
             em.lines.append(f'{self.local[g]} = g["{s}"] - beta * gc["{s}"]')
         outs = []
         for s, rule in d.dynamics.items():
+            self._bind_indices(em, rule)
             a = em.emit(rule.expr)
             code = self._per_example(em, a, self.local[s], (BATCH,) + tuple(rule.indices))
             if code.startswith("jnp.broadcast_to"):

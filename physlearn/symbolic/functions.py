@@ -34,8 +34,12 @@ relu = _builtin("relu", 1, "jax.nn.relu({0})", lambda a, i: step(a[0]))
 softplus = _builtin("softplus", 1, "jax.nn.softplus({0})", lambda a, i: sigmoid(a[0]))
 logcosh = _builtin("logcosh", 1, "logcosh({0})", lambda a, i: tanh(a[0]))
 absval = _builtin("abs", 1, "jnp.abs({0})", lambda a, i: sign(a[0]))
+# d clip/du is 1 on the closed interval [lo, hi]: a state sitting exactly at a bound
+# (zero-initialised hard-sigmoid units) can still move, as in the EP reference code.
+clip_prime = _builtin("clip'", 3, "jnp.where(({0} >= {1}) & ({0} <= {2}), 1.0, 0.0)",
+                      lambda a, i: sp.S.Zero)
 clip = _builtin("clip", 3, "jnp.clip({0}, {1}, {2})",
-                lambda a, i: (step(a[0] - a[1]) * step(a[2] - a[0]) if i == 1
+                lambda a, i: (clip_prime(*a) if i == 1
                               else step(a[1] - a[0]) if i == 2 else step(a[0] - a[2])))
 
 # Language name -> a function building the sympy expression.

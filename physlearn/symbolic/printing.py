@@ -41,7 +41,7 @@ class TexPrinter(LatexPrinter):
 
     def _print_Indexed(self, expr):
         idx = ",".join(self._print(i) for i in expr.indices)
-        return f"{_tex_name(expr.base.name)}_{{{idx}}}"
+        return f"{_subscriptable(_tex_name(expr.base.name))}_{{{idx}}}"
 
     def _print_Symbol(self, expr, style="plain"):
         return _tex_name(expr.name)
@@ -83,6 +83,11 @@ def _tex_name(name: str) -> str:
     return head + (f"^{{{sup}}}" if sup else "")
 
 
+def _subscriptable(tex: str) -> str:
+    """Brace a name that already carries a sub/superscript, so `_{i,j}` stays valid."""
+    return f"{{{tex}}}" if ("_" in tex or "^" in tex) else tex
+
+
 def text(expr: sp.Expr) -> str:
     return TextPrinter().doprint(expr)
 
@@ -104,14 +109,14 @@ def latex_rule(rule: Rule) -> str:
     sub = f"_{{{idx}}}" if idx else ""
     if rule.kind in ("state_gradient", "param_gradient", "cost_gradient"):
         num, den = rule.lhs[1:].split("/d")
-        lhs = rf"\frac{{\partial {_tex_name(num)}}}{{\partial {_tex_name(den)}{sub}}}"
+        lhs = rf"\frac{{\partial {_tex_name(num)}}}{{\partial {_subscriptable(_tex_name(den))}{sub}}}"
     elif rule.kind == "dynamics":
-        lhs = rf"\frac{{d {_tex_name(rule.target)}{sub}}}{{dt}}"
+        lhs = rf"\frac{{d {_subscriptable(_tex_name(rule.target))}{sub}}}{{dt}}"
     elif rule.kind == "update":
-        lhs = rf"{_tex_name(rule.target)}{sub} \leftarrow"
+        lhs = rf"{_subscriptable(_tex_name(rule.target))}{sub} \leftarrow"
         return f"{lhs} {latex(rule.expr)}"
     else:
-        lhs = rf"\Delta {_tex_name(rule.target)}{sub}"
+        lhs = rf"\Delta {_subscriptable(_tex_name(rule.target))}{sub}"
     return f"{lhs} = {latex(rule.expr)}"
 
 

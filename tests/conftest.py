@@ -1,0 +1,17 @@
+"""Shared fixtures: the model zoo and a helper to write small models to disk."""
+
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+MODELS = sorted((ROOT / "models").glob("*.phl"))
+
+
+@pytest.fixture
+def write_model(tmp_path):
+    def write(text: str, name: str = "m.phl") -> Path:
+        path = tmp_path / name
+        path.write_text(text)
+        return path
+    return write
