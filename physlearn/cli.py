@@ -58,6 +58,101 @@ def cmd_check(args) -> int:
     return 1 if bad else 0
 
 
+def _lr_params(pairs) -> dict[str, float]:
+    out = {}
+    for p in pairs or []:
+        name, _, value = p.partition("=")
+        try:
+            out[name.strip()] = float(value)
+        except ValueError:
+            raise UsageError(f"--lr-param expects NAME=RATE, got {p!r}") from None
+    return out
+
+
+class UsageError(Exception):
+    """Bad command-line input: one line, exit status 2."""
+
+
+def cmd_train(args) -> int:
+    from .learning import ALGORITHMS, Unsupported
+    from .model import load
+    from .train.data import DataError, load as load_data
+    from .train.trainer import TrainConfig, Trainer, TrainingError
+    if args.algorithm not in ALGORITHMS:
+        raise UsageError(f"unknown algorithm {args.algorithm!r}; choose from "
+                         f"{', '.join(ALGORITHMS)}")
+    model = load(args.file)
+    relax = {"method": args.relax, "dt": args.dt, "free_steps": args.free_steps,
+             "nudged_steps": args.nudged_steps, "tol": args.tol, "max_steps": args.max_steps}
+    cfg = TrainConfig(algorithm=args.algorithm, epochs=args.epochs, batch_size=args.batch_size,
+                      seed=args.seed, out=args.out, optimizer=args.optimizer, lr=args.lr,
+                      lr_params=_lr_params(args.lr_param), momentum=args.momentum,
+                      weight_decay=args.weight_decay, beta=args.beta,
+                      holomorphic_n=args.holomorphic_n, relax=relax, dims=_dims(args.dim),
+                      x64=args.x64, resume=args.resume,
+                      progress=False if args.no_progress else None)
+    try:
+        dataset = load_data(args.data)
+        if args.train_limit or args.test_limit:
+            dataset = dataset.limit(args.train_limit, args.test_limit)
+        if args.x64:
+            import jax
+            jax.config.update("jax_enable_x64", True)
+        trainer = Trainer(model, dataset, cfg)
+        last = trainer.run()
+    except (DataError, Unsupported, ValueError) as exc:
+        raise UsageError(str(exc)) from None
+    except TrainingError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    if last:
+        print(f"done: test accuracy {last['test_acc']:.4f} after epoch {last['epoch']}; "
+              f"results in {args.out}")
+    return 0
+
+
+def cmd_gradcheck(args) -> int:
+    import json
+
+    from . import gradcheck
+    from .learning import Unsupported
+    from .model import load
+    model = load(args.file)
+    beta = args.beta if args.beta is not None else 0.001
+    try:
+        rows, gdu, info = gradcheck.run(
+            model, args.algorithm, beta, dims=_dims(args.dim), x64=args.x64, batch=args.batch,
+            seed=args.seed, free_steps=args.free_steps, nudged_steps=args.nudged_steps)
+    except (Unsupported, ValueError) as exc:
+        raise UsageError(str(exc)) from None
+    print(f"{model.name}: {args.algorithm} (beta {beta:g}) vs implicit differentiation at the "
+          f"free fixed point and BPTT; {info['dtype']}, batch {info['batch']}, "
+          f"{info['free_steps']} free / {info['nudged_steps']} nudged steps, free residual "
+          f"{info['residual']:.1e}")
+    w = max(len(r["param"]) for r in rows)
+    print(f"  {'param':<{w}}  cosine    norm ratio  rel err   | cosine(BPTT)  rel err(BPTT)")
+    for r in rows:
+        print(f"  {r['param']:<{w}}  {r['cosine']:.6f}  {r['norm_ratio']:.6f}    "
+              f"{r['rel_err']:.2e}  | {r['cosine_bptt']:.6f}      {r['rel_err_bptt']:.2e}")
+    if gdu:
+        names = [k for k in gdu[0] if k != "t"]
+        print("GDU: EP update after t nudged steps vs BPTT over the last t steps (cosine / rel err)")
+        print("  t  " + "  ".join(f"{n:>20}" for n in names))
+        for row in gdu:
+            print(f"  {row['t']:<2} " + "  ".join(f"{row[n][0]:>10.6f} / {row[n][1]:.1e}"
+                                               for n in names))
+    min_cos = min(r["cosine"] for r in rows)
+    summary = {"algorithm": args.algorithm, "reference": "implicit", "beta": beta,
+               "min_cosine": min_cos, "max_rel_err": max(r["rel_err"] for r in rows),
+               "min_cosine_bptt": min(r["cosine_bptt"] for r in rows),
+               "max_rel_err_bptt": max(r["rel_err_bptt"] for r in rows),
+               "dtype": info["dtype"], "free_residual": info["residual"]}
+    if gdu:
+        summary["gdu_max_rel_err"] = max(row[n][1] for row in gdu for n in row if n != "t")
+    print(json.dumps(summary))
+    return 0 if min_cos >= args.min_cosine else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
     p = argparse.ArgumentParser(
@@ -86,6 +181,55 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--trials", type=int, default=3, help="random points (default 3)")
     k.add_argument("--tol", type=float, default=1e-8, help="max relative error (default 1e-8)")
     k.set_defaults(run=cmd_check)
+
+    from .learning import ALGORITHMS
+    t = sub.add_parser("train", help="train a model on data",
+                       description="Train with any algorithm of the EP family or a baseline. "
+                       "Without --data: scikit-learn's 8x8 digits (offline).")
+    t.add_argument("file")
+    t.add_argument("--data", help=".npz with x_train y_train x_test y_test, or a folder of MNIST "
+                   "IDX files (default: sklearn digits)")
+    t.add_argument("--algorithm", default="ep-centered", help=", ".join(ALGORITHMS))
+    t.add_argument("--epochs", type=int, default=5)
+    t.add_argument("--batch-size", type=int, default=20)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--out", default="runs/run", help="output folder (metrics.jsonl, params.npz, "
+                   "curves.png, checkpoint.npz)")
+    t.add_argument("--resume", action="store_true", help="continue the run in --out")
+    t.add_argument("--optimizer", default="sgd", choices=["sgd", "momentum", "adam"])
+    t.add_argument("--lr", type=float, default=0.05, help="learning rate (default 0.05)")
+    t.add_argument("--lr-param", action="append", metavar="NAME=RATE",
+                   help="per-parameter learning rate, e.g. --lr-param W1=0.1")
+    t.add_argument("--momentum", type=float, default=0.9)
+    t.add_argument("--weight-decay", type=float, default=0.0)
+    t.add_argument("--beta", type=float, help="nudging strength (default: the model's learn "
+                   "line, else 0.5); centered EP nudges at +beta and -beta")
+    t.add_argument("--holomorphic-n", type=int, default=4, help="nudges for ep-holomorphic")
+    t.add_argument("--relax", choices=["gradient_flow", "fixed_point", "asynchronous"])
+    t.add_argument("--dt", type=float)
+    t.add_argument("--free-steps", type=int)
+    t.add_argument("--nudged-steps", type=int)
+    t.add_argument("--tol", type=float, help="gradient flow: adaptive steps until |ds/dt| < tol")
+    t.add_argument("--max-steps", type=int)
+    t.add_argument("--dim", action="append", metavar="NAME=N")
+    t.add_argument("--x64", action="store_true", help="train in float64")
+    t.add_argument("--train-limit", type=int, help="use only the first N training examples")
+    t.add_argument("--test-limit", type=int)
+    t.add_argument("--no-progress", action="store_true")
+    t.set_defaults(run=cmd_train)
+
+    g = sub.add_parser("gradcheck", help="compare an algorithm's gradient with the exact one")
+    g.add_argument("file")
+    g.add_argument("--algorithm", default="ep-centered", help=", ".join(ALGORITHMS))
+    g.add_argument("--beta", type=float, help="nudging strength (default 0.001)")
+    g.add_argument("--x64", action="store_true", help="float64 (recommended)")
+    g.add_argument("--batch", type=int, default=8)
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--free-steps", type=int, help="default: 5x the model's, at least 100")
+    g.add_argument("--nudged-steps", type=int, help="default: as many as the free steps")
+    g.add_argument("--dim", action="append", metavar="NAME=N")
+    g.add_argument("--min-cosine", type=float, default=0.99, help="exit 1 below this (0.99)")
+    g.set_defaults(run=cmd_gradcheck)
     return p
 
 
@@ -95,6 +239,9 @@ def main(argv: list[str] | None = None) -> int:
         return args.run(args)
     except ModelError as err:
         print(err.render(), file=sys.stderr)
+        return 2
+    except UsageError as err:
+        print(f"error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -187,6 +187,38 @@ class ModuleWriter:
         ret = "{" + ", ".join(outs) + "}"
         return self._function(name, "params, states, data", doc, body + em.lines, ret)
 
+    def prediction_function(self) -> str:
+        d, spec = self.d, self.spec
+        out = d.output
+        doc = ("What the cost compares with the target, per example (for accuracy and "
+               "clamping).")
+        if out is None:
+            return self._function("prediction", "params, states, data", doc, [],
+                                  "None  # the cost names no single output")
+        if spec.role(out) == "state":
+            return self._function("prediction", "params, states, data", doc, [],
+                                  f'states["{out}"]')
+        from ..symbolic.calculus import canonical_indices, normalize
+        from ..symbolic.rules import free_indices
+        let, dims = spec.lets[out]
+        b = d.builder
+        idx = tuple(b.fresh_index("p", dim) for dim in dims)
+        expr = b._let(out, idx, {})
+        nice = free_indices(spec, len(idx))
+        expr = canonical_indices(normalize(expr), nice, set(spec.variables) | set(spec.dims),
+                                 dict(zip(idx, nice)))
+        em = self.emitter()
+        for i, dim in zip(nice, dims):
+            em.index_dim[i] = dim
+        a = em.emit(expr)
+        code = self._per_example(em, a, None, (BATCH,) + nice)
+        pre = [self._batch_size_line()] if "batch_size" in code else []
+        if pre:
+            em.used.add(spec.names("state")[0])
+        self._collect_functions(em)
+        return self._function("prediction", "params, states, data", doc,
+                              self._unpack(em) + pre + em.lines, code)
+
     def update_function(self) -> str:
         spec, d = self.spec, self.d
         em = self.emitter()
@@ -260,6 +292,9 @@ class ModuleWriter:
         dims = ", ".join(f'"{k}": {v}' for k, v in self.dims.items())
         out = [f'MODEL = "{spec.name}"',
                f'KIND = "{d.kind}"',
+               f"OUTPUT = {d.output!r}",
+               f"OUTPUT_IS_STATE = {spec.role(d.output) == 'state' if d.output else False}",
+               f"LAYERS = {d.layers()!r}",
                f'PHYSICS_NAME = "{d.physics_name}"',
                f'COST_NAME = "{d.cost_name}"',
                f"DIMS = {{{dims}}}"]
@@ -309,6 +344,7 @@ class ModuleWriter:
         else:
             fns.append(self._function("grad_cost_params", "params, states, data",
                                       f"The cost {C} reads no parameter directly.", [], "{}"))
+        fns.append(self.prediction_function())
         if d.kind == "energy":
             fns.append(self._energy_dynamics())
         else:

@@ -34,6 +34,8 @@ class ModelError(Exception):
             self.source = source
         if self.filename == "<model>":
             self.filename = filename
+        if self.span is None and self.source is not None:
+            self.span = _find_span(self.code, self.message, self.source)
         return self
 
     def render(self) -> str:
@@ -44,8 +46,9 @@ class ModelError(Exception):
         head = f"{self.filename}:{sp.line}:{sp.column}: error[{self.code}]: {self.message}"
         lines = (self.source or "").splitlines()
         out = [head]
-        if 1 <= sp.line <= len(lines):
-            text = lines[sp.line - 1].expandtabs(1)
+        if self.source is not None and 1 <= sp.line <= len(lines) + 1:
+            # line len+1: the (empty) line after a final newline, or an empty file
+            text = lines[sp.line - 1].expandtabs(1) if sp.line <= len(lines) else ""
             width = max(1, (sp.end_column - sp.column) if sp.end_line == sp.line else 1)
             out.append("  " + text)
             out.append("  " + " " * (sp.column - 1) + "^" * min(width, max(1, len(text) - sp.column + 1)))
@@ -55,6 +58,28 @@ class ModelError(Exception):
 
     def __str__(self) -> str:
         return self.render()
+
+
+def _find_span(code: str, message: str, source: str) -> Span | None:
+    """A position for an error raised after checking, where only the message names the place.
+
+    Code generation reports an unbound dim as `dim n has no value` without a span: point at
+    the `dim n` declaration.
+    """
+    import re
+
+    m = re.match(r"dim (\w+) has no value", message) if code == "E221" else None
+    if m is None:
+        return None
+    name = m.group(1)
+    pattern = re.compile(r"\bdim\b[^\n#]*?\b(" + re.escape(name) + r")\b")
+    for n, line in enumerate(source.splitlines(), start=1):
+        code_part = line.split("#", 1)[0]
+        hit = pattern.search(code_part)
+        if hit:
+            col = hit.start(1) + 1
+            return Span(n, col, n, col + len(name))
+    return None
 
 
 # The error codes, one line each; docs/language.md lists them for users.
@@ -84,4 +109,5 @@ CODES = {
     "E220": "name used in the wrong role",
     "E221": "dim has no value",
     "E222": "index out of range",
+    "E223": "undefined constant (division by zero, log of a non-positive number, ...)",
 }

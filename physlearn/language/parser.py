@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextvars
+import difflib
 import functools
+import re
 from importlib import resources
 from pathlib import Path
 
@@ -22,10 +25,39 @@ def grammar_text() -> str:
         return here.read_text()
 
 
+# The text being parsed, for the keyword check below.
+_SOURCE: contextvars.ContextVar[str | None] = contextvars.ContextVar("physlearn_source",
+                                                                    default=None)
+_WORD = re.compile(r"[A-Za-z0-9_]*")
+_KEYWORD_TERMINALS = ("MODEL", "DIM", "INPUT", "TARGET", "STATE", "PARAM", "CONST", "DEF",
+                      "LET", "ENERGY", "PRIMITIVE", "UPDATE", "COST", "LEARN", "RELAX",
+                      "SYMMETRIC", "NONNEGATIVE", "INIT", "SUM", "LOGSUMEXP")
+
+
+class _GluedKeyword(Exception):
+    """A keyword matched as the prefix of a longer word (`dimn`, `costs`)."""
+
+    def __init__(self, token: Token, word: str):
+        super().__init__(word)
+        self.token, self.word = token, word
+
+
+def _whole_keyword(tok: Token) -> Token:
+    """Where a name is not allowed, lark's contextual lexer matches a keyword even as the
+    start of a longer word, so `dimn = 3` read as `dim n = 3`. Reject such a keyword."""
+    src = _SOURCE.get()
+    end = tok.end_pos
+    if src is not None and end is not None and end < len(src) and (src[end].isalnum()
+                                                                      or src[end] == "_"):
+        raise _GluedKeyword(tok, str(tok) + _WORD.match(src, end).group())
+    return tok
+
+
 @functools.lru_cache(maxsize=1)
 def _parser() -> lark.Lark:
     return lark.Lark(grammar_text(), parser="lalr", propagate_positions=True,
-                     maybe_placeholders=True)
+                     maybe_placeholders=True,
+                     lexer_callbacks={t: _whole_keyword for t in _KEYWORD_TERMINALS})
 
 
 def _span(meta) -> Span:
@@ -112,8 +144,18 @@ class _ToAst(Transformer):
         rest = [x for x in c[1:] if x is not None]
         shape = rest[0] if rest and isinstance(rest[0], tuple) else ()
         mods = rest[1:] if shape else rest
-        sym = any(m == "symmetric" for m in mods)
-        nonneg = any(m == "nonnegative" for m in mods)
+        seen = {}
+        for m in mods:
+            word, span = ("init", m.span) if isinstance(m, ast.InitSpec) else m
+            if word in seen:
+                what = (f"{c[0]} has two initial values" if word == "init"
+                        else f"{word!r} is given twice for {c[0]}")
+                raise ModelError("E207", what, span,
+                                 hint=f"keep one `{word}`" if word != "init" else
+                                 "keep one initial value (`= value` or `init = ...`)")
+            seen[word] = span
+        sym = "symmetric" in seen
+        nonneg = "nonnegative" in seen
         init = next((m for m in mods if isinstance(m, ast.InitSpec)), None)
         item = ast.Name(_tok_span(c[0]), str(c[0]))
         object.__setattr__(item, "fields", (str(c[0]), shape, sym, nonneg, init))
@@ -123,10 +165,10 @@ class _ToAst(Transformer):
         return tuple(ast.Name(_tok_span(t), str(t)) for t in c)
 
     def symmetric(self, meta, c):
-        return "symmetric"
+        return ("symmetric", _span(meta))
 
     def nonnegative(self, meta, c):
-        return "nonnegative"
+        return ("nonnegative", _span(meta))
 
     def init(self, meta, c):
         return c[0]
@@ -186,51 +228,207 @@ class _ToAst(Transformer):
         return str(c[0])
 
 
+# ------------------------------------------------------------------ syntax errors
+_STATEMENTS = ("dim", "input", "target", "state", "param", "const", "def", "let", "energy",
+               "primitive", "update", "cost", "learn", "relax")
+_STATEMENT_TERMS = {k.upper() for k in _STATEMENTS}
+_OPERATORS = {"PLUS", "MINUS", "STAR", "SLASH", "CIRCUMFLEX", "__ANON_0"}
+_MODIFIERS = {"SYMMETRIC", "NONNEGATIVE", "INIT"}
+_KEYWORDS = _STATEMENT_TERMS | _MODIFIERS | {"MODEL", "SUM", "LOGSUMEXP"}
+# The order in which single expected tokens are listed, with their human names.
 _LABELS = {
-    "NAME": "a name", "NUMBER": "a number", "INT": "an integer", "SIGNED_NUMBER": "a number",
-    "LPAR": "'('", "RPAR": "')'", "LSQB": "'['", "RSQB": "']'", "COMMA": "','",
-    "COLON": "':'", "EQUAL": "'='", "PLUS": "'+'", "MINUS": "'-'", "STAR": "'*'",
-    "SLASH": "'/'", "CIRCUMFLEX": "'^'", "DOCSTRING": "a docstring", "$END": "end of file",
+    "NAME": "a name", "NUMBER": "a number", "SIGNED_NUMBER": "a number", "INT": "an integer",
+    "DOCSTRING": 'a docstring ("...")', "LPAR": "'('", "RPAR": "')'", "LSQB": "'['",
+    "RSQB": "']'", "COMMA": "','", "COLON": "':'", "EQUAL": "'='", "PLUS": "'+'",
+    "MINUS": "'-'", "STAR": "'*'", "SLASH": "'/'", "CIRCUMFLEX": "'^'", "__ANON_0": "'**'",
+    "SUM": "'sum'", "LOGSUMEXP": "'logsumexp'", "MODEL": "'model'",
 }
+_EXPRESSION_START = {"NAME", "NUMBER", "SIGNED_NUMBER", "INT", "LPAR", "SUM", "LOGSUMEXP",
+                     "MINUS", "PLUS"}
+_STATEMENT_PHRASE = "a statement keyword (" + ", ".join(_STATEMENTS) + ")"
+
+
+def _join(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " or " + items[-1]
 
 
 def _describe(expected) -> str:
-    names = sorted({_LABELS.get(e, repr(e.lower()) if e.isupper() and "__" not in e else e)
-                    for e in expected})
-    names = [n for n in names if not n.startswith("__ANON")]
-    if len(names) > 8:
-        names = names[:8] + ["..."]
-    return ", ".join(names)
+    """What the parser would have accepted, in words (no grammar terminal names)."""
+    acc = set(expected or ())
+    expression = {"NAME", "LPAR"} <= acc and bool(acc & {"NUMBER", "SIGNED_NUMBER"})
+    if expression:
+        acc -= _EXPRESSION_START
+    stmts = acc & (_STATEMENT_TERMS | {"$END"})
+    ops = acc & _OPERATORS
+    mods = acc & _MODIFIERS
+    acc -= stmts | ops | mods
+    items = ["an expression"] if expression else []
+    for term in _LABELS:
+        if term in acc and _LABELS[term] not in items:
+            items.append(_LABELS[term])
+    items += sorted(repr(t.lower()) for t in acc if t not in _LABELS)
+    if len(mods) == len(_MODIFIERS):
+        items.insert(0, "a modifier (symmetric, nonnegative, init = ...)")
+    else:
+        items += [repr(m.lower()) for m in sorted(mods)]
+    if len(ops) >= 3:
+        items.insert(0, "an operator (+ - * / ^)")
+    else:
+        items += [_LABELS[o] for o in sorted(ops)]
+    if stmts:
+        if ops or "RPAR" in acc or "RSQB" in acc:
+            items.append("the end of the expression")
+        elif stmts == {"$END"}:
+            items.append("the end of the file")
+        else:
+            items.append(_STATEMENT_PHRASE)
+    return _join(items) if items else "something else"
+
+
+def _token_words(tok: Token) -> str:
+    text = str(tok)
+    if tok.type == "NAME":
+        return f"unexpected name {text!r}"
+    if tok.type in ("NUMBER", "SIGNED_NUMBER", "INT"):
+        return f"unexpected number {text}"
+    if tok.type in _KEYWORDS:
+        return f"unexpected keyword {text!r}"
+    if tok.type == "DOCSTRING":
+        return "unexpected docstring: only `model NAME` may be followed by one"
+    return f"unexpected {text!r}"
+
+
+def _accepts(exc) -> set[str]:
+    try:
+        acc = exc.accepts
+    except Exception:  # noqa: BLE001 - lark internals; fall back to the coarse set
+        acc = None
+    return set(acc) if acc else set(exc.expected or ())
+
+
+def _accepts_before(source: str, pos: int, fallback) -> set[str]:
+    """The terminals the parser accepts at `pos` (for a character the lexer cannot read)."""
+    try:
+        ip = _parser().parse_interactive(source[:pos])
+        ip.exhaust_lexer()
+        return set(ip.accepts())
+    except Exception:  # noqa: BLE001 - best effort, only for the hint
+        return set(fallback or ())
+
+
+def _last_code(source: str, pos: int) -> tuple[int, int, str] | None:
+    """(line, column, text) of the last non-blank, non-comment character before `pos`."""
+    lines = source[:pos].split("\n")
+    for n in range(len(lines) - 1, -1, -1):
+        code = lines[n].split("#", 1)[0].rstrip()
+        if code:
+            return n + 1, len(code), code[-1]
+    return None
+
+
+def _unfinished(source, filename, prev: Token | None, accepts) -> ModelError | None:
+    """A statement keyword swallowed as a name: the statement before it is unfinished.
+
+    `energy E = a -` then `cost C = ...` on the next line reads `a - cost`, and fails at `C`.
+    """
+    if prev is None or prev.type != "NAME" or str(prev) not in _STATEMENTS:
+        return None
+    line_start = source.rfind("\n", 0, prev.start_pos) + 1
+    if source[line_start:prev.start_pos].strip() or "LPAR" not in accepts:
+        return None  # not at the start of a line, or not read as part of an expression
+    kw = str(prev)
+    before = _last_code(source, prev.start_pos)
+    where = (f"; line {before[0]} ends with {before[2]!r}" if before else "")
+    return ModelError("E100", f"`{kw}` cannot start a statement here: the statement before "
+                      "it is unfinished", _tok_span(prev), source, filename,
+                      hint=f"complete the previous statement{where}")
 
 
 def parse(source: str, filename: str = "<model>") -> ast.Module:
     """Parse model text; raise ModelError (E100/E101/E102) at the offending place."""
+    reset = _SOURCE.set(source)
+    try:
+        return _parse(source, filename)
+    finally:
+        _SOURCE.reset(reset)
+
+
+def _parse(source: str, filename: str) -> ast.Module:
     try:
         tree = _parser().parse(source)
+    except _GluedKeyword as exc:
+        tok, word = exc.token, exc.word
+        span = Span(tok.line, tok.column, tok.line, tok.column + len(word))
+        accepts = _accepts_before(source, tok.start_pos, ())
+        hint = f"expected {_describe(accepts)}" if accepts else None
+        close = difflib.get_close_matches(word, _STATEMENTS + ("model", "symmetric",
+                                                               "nonnegative"), n=1, cutoff=0.6)
+        if close:
+            hint = f"did you mean `{close[0]}`?"
+        raise ModelError("E100", f"unexpected name {word!r}", span, source, filename,
+                         hint=hint) from None
     except lark.UnexpectedCharacters as exc:
-        span = Span(exc.line, exc.column, exc.line, exc.column + 1)
-        ch = source[exc.pos_in_stream] if exc.pos_in_stream < len(source) else "?"
-        raise ModelError("E102", f"unexpected character {ch!r}", span, source, filename,
-                         hint=f"expected {_describe(exc.allowed)}" if exc.allowed else None) from None
+        raise _bad_character(source, filename, exc) from None
     except lark.UnexpectedEOF as exc:
         raise _eof(source, filename, exc.expected) from None
     except lark.UnexpectedToken as exc:
         tok = exc.token
         if tok.type == "$END":
-            raise _eof(source, filename, exc.expected) from None
-        span = _tok_span(tok)
-        raise ModelError("E100", f"unexpected {str(tok)!r}", span, source, filename,
-                         hint=f"expected {_describe(exc.expected)}") from None
+            raise _eof(source, filename, _accepts(exc)) from None
+        history = exc.token_history or ()
+        prev = history[-1] if history else None
+        accepts = _accepts(exc)
+        err = _unfinished(source, filename, prev, accepts)
+        if err is not None:
+            raise err from None
+        if (prev is not None and prev.type == "INT" and str(tok).startswith(".")
+                and tok.start_pos == prev.end_pos):
+            raise ModelError("E100", f"expected a whole number, got {prev}{tok}",
+                             Span(prev.line, prev.column, tok.end_line, tok.end_column),
+                             source, filename, hint="dim sizes and literal indices are "
+                             "integers") from None
+        hint = f"expected {_describe(accepts)}"
+        if tok.type == "NAME" and accepts & _STATEMENT_TERMS:
+            close = difflib.get_close_matches(str(tok), _STATEMENTS + ("model",), n=1,
+                                              cutoff=0.6)
+            if close:
+                hint = f"did you mean `{close[0]}`?"
+        raise ModelError("E100", _token_words(tok), _tok_span(tok), source, filename,
+                         hint=hint) from None
     try:
         return _ToAst().transform(tree)
-    except lark.exceptions.VisitError as exc:  # a bug in the transformer, not the user's
-        raise exc.orig_exc from None
+    except lark.exceptions.VisitError as exc:
+        if isinstance(exc.orig_exc, ModelError):
+            raise exc.orig_exc.located(source, filename) from None
+        raise exc.orig_exc from None  # a bug in the transformer, not the user's
+
+
+def _bad_character(source, filename, exc) -> ModelError:
+    pos = exc.pos_in_stream
+    ch = source[pos] if pos < len(source) else "?"
+    span = Span(exc.line, exc.column, exc.line, exc.column + 1)
+    # `"""abc` lexes as an empty docstring `""` and then a stray `"`.
+    opening = pos - 2 if source[max(0, pos - 2):pos + 1] == '"""' else pos
+    if source.startswith('"""', opening):
+        col = exc.column - (pos - opening)
+        return ModelError("E101", "unexpected end of file: the docstring opened here is never "
+                          "closed", Span(exc.line, col, exc.line, col + 3),
+                          source, filename, hint='close it with """')
+    if ch == '"':
+        return ModelError("E102", "unterminated string: the docstring has no closing '\"' on "
+                          "this line", span, source, filename,
+                          hint='use """...""" for a docstring over several lines')
+    hint = f"expected {_describe(_accepts_before(source, pos, exc.allowed))}"
+    if ch == ";":
+        hint = "statements need no separator: start the next one on a new line"
+    elif ch in "\u2212\u2013\u00d7\u00b7\u2217\u00f7":
+        hint = "use the ASCII operators + - * / ^"
+    return ModelError("E102", f"unexpected character {ch!r}", span, source, filename, hint=hint)
 
 
 def _eof(source, filename, expected) -> ModelError:
-    lines = source.splitlines() or [""]
-    line = len(lines)
-    col = len(lines[-1]) + 1
+    last = _last_code(source, len(source))
+    line, col = (last[0], last[1] + 1) if last else (1, 1)
     return ModelError("E101", "unexpected end of file", Span(line, col, line, col + 1), source,
                       filename, hint=f"the file stops in the middle of a statement; expected "
                       f"{_describe(expected)}")

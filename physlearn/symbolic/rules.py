@@ -62,6 +62,31 @@ class Derivation:
     cost_param_gradients: dict[str, Rule] = field(default_factory=dict)
     dynamics: dict[str, Rule] = field(default_factory=dict)
     ep_updates: dict[str, Rule] = field(default_factory=dict)
+    output: str | None = None  # the cost's prediction: a state or a `let` name
+
+    def state_couplings(self) -> dict[str, set[str]]:
+        """For each state, the states its gradient (hence its update) reads."""
+        names = set(self.spec.names("state"))
+        out = {}
+        for s, rule in self.state_gradients.items():
+            used = {x.base.name for x in rule.expr.atoms(sp.Indexed)}
+            used |= {x.name for x in rule.expr.atoms(sp.Symbol)}
+            out[s] = used & names
+        return out
+
+    def layers(self) -> tuple[list[str], list[str]] | None:
+        """(even, odd) blocks of states if the coupling graph is layered, else None.
+
+        Layered: no state reads itself and every coupling joins an even-numbered state
+        (in declaration order) to an odd-numbered one, so each block can be updated
+        exactly given its freshly updated neighbours.
+        """
+        order = self.spec.names("state")
+        parity = {s: n % 2 for n, s in enumerate(order)}
+        for s, deps in self.state_couplings().items():
+            if any(parity[d] == parity[s] for d in deps):
+                return None
+        return ([s for s in order if parity[s] == 0], [s for s in order if parity[s] == 1])
 
     @property
     def physics_name(self) -> str:
@@ -98,6 +123,7 @@ def derive(spec: ModelSpec) -> Derivation:
     physics = canon(b.scalar(spec.physics.body))
     cost = canon(b.scalar(spec.cost.body))
     d = Derivation(spec, b, spec.physics.kind, physics, cost)
+    d.output = prediction_name(spec)
     P, C = spec.physics.name, spec.cost.name
 
     def grad(expr, name):
@@ -188,3 +214,32 @@ def locality(expr: sp.Expr, idx: tuple, spec: ModelSpec) -> Locality:
     if far:
         return Locality(False, tuple(dict.fromkeys(uses)), "reaches " + ", ".join(far))
     return Locality(True, tuple(dict.fromkeys(uses)))
+
+
+def prediction_name(spec: ModelSpec) -> str | None:
+    """What the cost compares with the target: crossentropy/squared_error's first argument,
+    else the first state with the target's shape that the cost reads."""
+    targets = spec.names("target")
+    found = []
+
+    def walk(e):
+        kind = type(e).__name__
+        if kind == "Call" and e.func in ("crossentropy", "squared_error"):
+            found.append(e.args[0].name)
+        for child in ("left", "right", "operand", "body"):
+            if hasattr(e, child):
+                walk(getattr(e, child))
+        for a in getattr(e, "args", ()):
+            walk(a)
+        if kind == "Indexed" and spec.role(e.name) == "state":
+            found.append(("state", e.name))
+
+    walk(spec.cost.body)
+    for f in found:
+        if isinstance(f, str):
+            return f
+    shapes = {spec.shape(t) for t in targets}
+    for f in found:
+        if spec.shape(f[1]) in shapes:
+            return f[1]
+    return None

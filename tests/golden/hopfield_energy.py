@@ -18,6 +18,9 @@ import jax.numpy as jnp
 
 MODEL = "hopfield_energy"
 KIND = "energy"
+OUTPUT = 'o'
+OUTPUT_IS_STATE = True
+LAYERS = None
 PHYSICS_NAME = "E"
 COST_NAME = "C"
 DIMS = {"n_in": 784, "n_h": 500, "n_out": 10}
@@ -113,6 +116,11 @@ def grad_cost_states(params, states, data):
 def grad_cost_params(params, states, data):
     """The cost C reads no parameter directly."""
     return {}
+
+
+def prediction(params, states, data):
+    """What the cost compares with the target, per example (for accuracy and clamping)."""
+    return states["o"]
 
 
 def dynamics(params, states, data, beta=0.0):

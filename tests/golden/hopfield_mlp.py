@@ -19,6 +19,9 @@ import jax.numpy as jnp
 
 MODEL = "hopfield_mlp"
 KIND = "primitive"
+OUTPUT = 'o'
+OUTPUT_IS_STATE = True
+LAYERS = (['h'], ['o'])
 PHYSICS_NAME = "Phi"
 COST_NAME = "C"
 DIMS = {"n_in": 784, "n_h": 500, "n_out": 10}
@@ -91,6 +94,11 @@ def grad_cost_states(params, states, data):
 def grad_cost_params(params, states, data):
     """The cost C reads no parameter directly."""
     return {}
+
+
+def prediction(params, states, data):
+    """What the cost compares with the target, per example (for accuracy and clamping)."""
+    return states["o"]
 
 
 def update(params, states, data, beta=0.0):

@@ -19,6 +19,9 @@ import jax.numpy as jnp
 
 MODEL = "hopfield_xent"
 KIND = "energy"
+OUTPUT = 'z'
+OUTPUT_IS_STATE = False
+LAYERS = None
 PHYSICS_NAME = "E"
 COST_NAME = "C"
 DIMS = {"n_in": 784, "n_h": 500, "n_out": 10}
@@ -127,6 +130,14 @@ def grad_cost_params(params, states, data):
         + jnp.einsum('b,bi,b->i', jnp.sum(y, axis=1), exp_V_c_h, (1 / jnp.sum(exp_V_c_h, axis=1))) / batch_size
     )
     return {"V": dC_dV, "c": dC_dc}
+
+
+def prediction(params, states, data):
+    """What the cost compares with the target, per example (for accuracy and clamping)."""
+    V, c = params["V"], params["c"]
+    h = states["h"]
+    rho_h = rho(h)
+    return c + jnp.einsum('ij,bj->bi', V, rho_h)
 
 
 def dynamics(params, states, data, beta=0.0):

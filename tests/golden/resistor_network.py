@@ -20,6 +20,9 @@ import jax.numpy as jnp
 
 MODEL = "resistor_network"
 KIND = "energy"
+OUTPUT = 'o'
+OUTPUT_IS_STATE = True
+LAYERS = None
 PHYSICS_NAME = "P"
 COST_NAME = "C"
 DIMS = {"n_in": 4, "n": 16, "n_out": 2}
@@ -105,6 +108,11 @@ def grad_cost_states(params, states, data):
 def grad_cost_params(params, states, data):
     """The cost C reads no parameter directly."""
     return {}
+
+
+def prediction(params, states, data):
+    """What the cost compares with the target, per example (for accuracy and clamping)."""
+    return states["o"]
 
 
 def dynamics(params, states, data, beta=0.0):

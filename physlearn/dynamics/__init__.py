@@ -1,0 +1,3 @@
+"""Relaxation of states: gradient flow (diffrax), discrete updates, asynchronous blocks."""
+
+from .relax import RelaxConfig as RelaxConfig, Relaxer as Relaxer

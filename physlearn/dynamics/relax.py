@@ -1,0 +1,151 @@
+"""Relaxing the states of a compiled model to equilibrium, free or nudged, maybe clamped.
+
+Three methods:
+- `gradient_flow`: ds/dt = -dE/ds - beta dC/ds with diffrax; fixed-step Euler for a set
+  number of steps, or (with `tol`) adaptive Tsit5 until a steady-state event fires.
+- `fixed_point`: discrete-time models, s <- f(dPhi/ds - beta dC/ds) for all states at once.
+- `asynchronous`: the same update, but even layers first, then odd layers given their
+  freshly updated neighbours (needs a layered model, see `Derivation.layers`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import NamedTuple
+
+import diffrax
+import jax
+import jax.numpy as jnp
+
+METHODS = ("gradient_flow", "fixed_point", "asynchronous")
+
+
+@dataclass(frozen=True)
+class RelaxConfig:
+    method: str = "gradient_flow"
+    dt: float = 0.5
+    free_steps: int = 20
+    nudged_steps: int = 4
+    tol: float | None = None  # adaptive gradient flow: stop when |ds/dt| < tol
+    max_steps: int = 10_000
+
+    @classmethod
+    def for_module(cls, gen, **overrides) -> "RelaxConfig":
+        """The model's `relax` line, then any command-line overrides (None = keep)."""
+        opts = dict(gen.RELAX)
+        cfg = cls(method=opts.pop("method", "gradient_flow"))
+        known = {k: v for k, v in opts.items() if k in cls.__dataclass_fields__}
+        cfg = replace(cfg, **known)
+        cfg = replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
+        return replace(cfg, free_steps=int(cfg.free_steps), nudged_steps=int(cfg.nudged_steps),
+                       max_steps=int(cfg.max_steps), dt=float(cfg.dt))
+
+
+class RelaxInfo(NamedTuple):
+    steps: jax.Array  # steps taken (scalar)
+    residual: jax.Array  # max |ds/dt| (flow) or max |update(s) - s| (discrete), over the batch
+
+
+def _merge(states, clamp):
+    return {**states, **clamp} if clamp else states
+
+
+class Relaxer:
+    """Runs one relaxation method on one compiled model."""
+
+    def __init__(self, gen, cfg: RelaxConfig):
+        if cfg.method not in METHODS:
+            raise ValueError(f"unknown relaxation {cfg.method!r}; use one of {', '.join(METHODS)}")
+        if gen.KIND == "energy" and cfg.method != "gradient_flow":
+            raise ValueError(f"`{cfg.method}` relaxation needs a `primitive` model; energy "
+                             "models relax by gradient_flow")
+        if gen.KIND == "primitive" and cfg.method == "gradient_flow":
+            cfg = replace(cfg, method="fixed_point")
+        if cfg.method == "asynchronous" and gen.LAYERS is None:
+            raise ValueError("asynchronous relaxation needs a layered model (no state coupled "
+                             "to itself or to a state of the same parity); use fixed_point")
+        self.gen, self.cfg = gen, cfg
+
+    # ------------------------------------------------------------------ one step
+    def velocity(self, params, states, data, beta, clamp=None):
+        """ds/dt for gradient flow (zero on clamped states)."""
+        v = self.gen.dynamics(params, states, data, beta)
+        if clamp:
+            v = {k: (jnp.zeros_like(x) if k in clamp else x) for k, x in v.items()}
+        return v
+
+    def step(self, params, states, data, beta, clamp=None):
+        """One Euler step or one update sweep."""
+        gen, cfg = self.gen, self.cfg
+        if cfg.method == "gradient_flow":
+            v = self.velocity(params, states, data, beta, clamp)
+            return {k: states[k] + cfg.dt * v[k] for k in states}
+        if cfg.method == "fixed_point":
+            return _merge(gen.update(params, states, data, beta), clamp)
+        even, odd = gen.LAYERS
+        new = gen.update(params, states, data, beta)
+        states = _merge({**states, **{k: new[k] for k in even}}, clamp)
+        new = gen.update(params, states, data, beta)
+        return _merge({**states, **{k: new[k] for k in odd}}, clamp)
+
+    def residual(self, params, states, data, beta, clamp=None):
+        if self.cfg.method == "gradient_flow":
+            r = self.velocity(params, states, data, beta, clamp)
+        else:
+            new = _merge(self.gen.update(params, states, data, beta), clamp)
+            r = {k: new[k] - states[k] for k in states}
+        return jnp.max(jnp.stack([jnp.max(jnp.abs(v)) for v in r.values()]))
+
+    # ------------------------------------------------------------------ a phase
+    def run(self, params, states, data, beta=0.0, steps=None, clamp=None):
+        """Relax from `states` for `steps` steps (adaptive flow: until converged)."""
+        cfg = self.cfg
+        steps = cfg.free_steps if steps is None else steps
+        states = _merge(states, clamp)
+        if cfg.method == "gradient_flow" and cfg.tol is None:
+            out = self._euler(params, states, data, beta, steps, clamp)
+            n = jnp.asarray(steps)
+        elif cfg.method == "gradient_flow":
+            out, n = self._adaptive(params, states, data, beta, clamp)
+        else:
+            def body(s, _):
+                return self.step(params, s, data, beta, clamp), None
+            out, _ = jax.lax.scan(body, states, None, length=steps)
+            n = jnp.asarray(steps)
+        return out, RelaxInfo(n, self.residual(params, out, data, beta, clamp))
+
+    def _euler(self, params, states, data, beta, steps, clamp):
+        if steps == 0:
+            return states
+        if jnp.iscomplexobj(jax.tree_util.tree_leaves(states)[0]):
+            def body(s, _):  # complex states (holomorphic EP): a plain Euler scan
+                return self.step(params, s, data, beta, clamp), None
+            return jax.lax.scan(body, states, None, length=steps)[0]
+        term = diffrax.ODETerm(lambda t, y, args: self.velocity(params, y, data, beta, clamp))
+        dt = self.cfg.dt
+        sol = diffrax.diffeqsolve(term, diffrax.Euler(), t0=0.0, t1=steps * dt, dt0=None, y0=states,
+                                  saveat=diffrax.SaveAt(t1=True), max_steps=steps + 1,
+                                  stepsize_controller=diffrax.StepTo(
+                                      jnp.arange(steps + 1, dtype=float) * dt))
+        return jax.tree_util.tree_map(lambda v: v[-1], sol.ys)
+
+    def _adaptive(self, params, states, data, beta, clamp):
+        cfg = self.cfg
+        term = diffrax.ODETerm(lambda t, y, args: self.velocity(params, y, data, beta, clamp))
+        sol = diffrax.diffeqsolve(
+            term, diffrax.Tsit5(), t0=0.0, t1=jnp.inf, dt0=cfg.dt, y0=states,
+            stepsize_controller=diffrax.PIDController(rtol=cfg.tol, atol=cfg.tol),
+            event=diffrax.Event(diffrax.steady_state_event(rtol=cfg.tol, atol=cfg.tol)),
+            saveat=diffrax.SaveAt(t1=True), max_steps=cfg.max_steps, throw=False,
+            adjoint=diffrax.RecursiveCheckpointAdjoint())
+        return jax.tree_util.tree_map(lambda v: v[-1], sol.ys), sol.stats["num_steps"]
+
+    def trajectory(self, params, states, data, beta=0.0, steps=None, clamp=None):
+        """Every intermediate state (leading axis = step), for diagnosis and GDU checks."""
+        steps = self.cfg.free_steps if steps is None else steps
+        states = _merge(states, clamp)
+
+        def body(s, _):
+            s = self.step(params, s, data, beta, clamp)
+            return s, s
+        return jax.lax.scan(body, states, None, length=steps)[1]

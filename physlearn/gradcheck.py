@@ -1,0 +1,122 @@
+"""Is the derived rule the gradient it claims to be? Estimate vs exact, per parameter.
+
+The exact references: implicit differentiation at a converged free fixed point, and
+backprop through the (longer) relaxation. For discrete-time models, the GDU table
+compares the EP update after each nudged step t with the BPTT gradient of the last t
+steps (Ernoult et al. 2019), which EP should match step by step as beta -> 0.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .dynamics.relax import RelaxConfig, Relaxer
+from .learning import Problem, implicit_gradient, make_algorithm
+from .learning.autodiff import BPTT
+
+
+def cosine(a, b) -> float:
+    a, b = np.ravel(np.asarray(a, np.float64)), np.ravel(np.asarray(b, np.float64))
+    na, nb = np.linalg.norm(a), np.linalg.norm(b)
+    if na == 0 and nb == 0:
+        return 1.0
+    return float(a @ b / max(na * nb, 1e-300))
+
+
+def norm_ratio(a, b) -> float:
+    nb = np.linalg.norm(np.ravel(b))
+    return float(np.linalg.norm(np.ravel(a)) / nb) if nb > 0 else float("inf")
+
+
+def rel_err(a, b) -> float:
+    """|a - b| / |b|; 0 when both vanish (e.g. a layer the error has not reached yet)."""
+    num = np.linalg.norm(np.ravel(np.asarray(a, np.float64) - np.asarray(b, np.float64)))
+    if num == 0:
+        return 0.0
+    return float(num / max(np.linalg.norm(np.ravel(b)), 1e-300))
+
+
+def random_batch(gen, key, batch: int, dtype, n_classes=None):
+    (xn, xd), (yn, yd) = next(iter(gen.INPUTS.items())), next(iter(gen.TARGETS.items()))
+    kx, ky = jax.random.split(key)
+    x = jax.random.uniform(kx, (batch,) + tuple(gen.DIMS[d] for d in xd), dtype)
+    k = gen.DIMS[yd[0]] if len(yd) == 1 else None
+    if k is not None:
+        y = jax.nn.one_hot(jax.random.randint(ky, (batch,), 0, k), k, dtype=dtype)
+    else:
+        y = jax.random.uniform(ky, (batch,) + tuple(gen.DIMS[d] for d in yd), dtype)
+    return {xn: x, yn: y}
+
+
+def run(model, algorithm: str, beta: float, *, dims=None, x64=True, batch=8, seed=0,
+        free_steps=None, nudged_steps=None, relax_overrides=None, data=None,
+        param_scale: float = 1.0, holomorphic_n: int = 4):
+    """Returns (rows, gdu_rows, info): rows = per-parameter comparisons."""
+    from .train.trainer import _functions
+    with jax.enable_x64(x64):
+        dtype = jnp.float64 if x64 else jnp.float32
+        gen = model.compile(dims)
+        base = RelaxConfig.for_module(gen, **(relax_overrides or {}))
+        # converged phases: the theory speaks of fixed points
+        free = free_steps or max(5 * base.free_steps, 100)
+        nudged = nudged_steps or free
+        cfg = replace(base, free_steps=free, nudged_steps=nudged)
+        problem = Problem(gen, Relaxer(gen, cfg), _functions(model))
+        key = jax.random.PRNGKey(seed)
+        params = gen.init_params(jax.random.fold_in(key, 0), dtype)
+        params = {k: (v * param_scale if k in gen.PARAMS else v) for k, v in params.items()}
+        data = data or random_batch(gen, jax.random.fold_in(key, 1), batch, dtype)
+        lrs = {k: 1e-6 for k in gen.PARAMS}
+        alg = make_algorithm(algorithm, beta, holomorphic_n, lrs)
+        alg.check(problem)
+        est, aux = jax.jit(lambda p, d: alg.gradient(problem, p, d, key))(params, data)
+        s0 = aux["free_states"]
+        residual = float(aux["info"].residual)
+        exact = jax.jit(lambda p, s, d: implicit_gradient(problem, p, s, d))(params, s0, data)
+        bptt, _ = jax.jit(lambda p, d: BPTT().gradient(problem, p, d, key))(params, data)
+        rows = []
+        for k in gen.PARAMS:
+            rows.append({"param": k, "cosine": cosine(est[k], exact[k]),
+                         "norm_ratio": norm_ratio(est[k], exact[k]),
+                         "rel_err": rel_err(est[k], exact[k]),
+                         "cosine_bptt": cosine(est[k], bptt[k]),
+                         "rel_err_bptt": rel_err(est[k], bptt[k])})
+        gdu = gdu_table(problem, params, data, s0, beta, min(nudged, 10)) \
+            if gen.KIND == "primitive" else []
+        info = {"free_steps": free, "nudged_steps": nudged, "residual": residual,
+                "dtype": "float64" if x64 else "float32", "batch": batch}
+        return rows, gdu, info
+
+
+def gdu_table(problem, params, data, s_star, beta, steps):
+    """EP after t nudged steps vs BPTT over the last t steps from the fixed point, t = 1..steps.
+
+    EP_t = [dE/dtheta(s_t^{+beta}) - dE/dtheta(s_t^{-beta})] / (2 beta); BPTT_t = the sum of
+    dL/dtheta_k over the last t of `steps` unrolled steps started at s* (which stays put).
+    """
+    gen, relaxer = problem.gen, problem.relaxer
+    # centered in beta (the nudged trajectories at +beta and -beta), so the bias is O(beta^2)
+    up = relaxer.trajectory(params, s_star, data, beta, steps)
+    down = relaxer.trajectory(params, s_star, data, -beta, steps)
+
+    def unrolled_loss(thetas):  # one copy of the parameters per step
+        def body(s, theta):
+            return relaxer.step({**params, **theta}, s, data, 0.0), None
+        s, _ = jax.lax.scan(body, s_star, thetas)
+        return problem.loss(params, s, data)
+
+    thetas = {k: jnp.broadcast_to(params[k], (steps,) + params[k].shape) for k in gen.PARAMS}
+    per_step = jax.grad(unrolled_loss)(thetas)  # dL/dtheta_k for k = 0..steps-1
+    rows = []
+    for t in range(1, steps + 1):
+        g_up = problem.energy_grads(params, jax.tree_util.tree_map(lambda v: v[t - 1], up), data)
+        g_dn = problem.energy_grads(params, jax.tree_util.tree_map(lambda v: v[t - 1], down), data)
+        ep = {k: (g_up[k] - g_dn[k]) / (2 * beta) for k in gen.PARAMS}
+        bp = {k: jnp.sum(per_step[k][steps - t:], axis=0) for k in gen.PARAMS}
+        rows.append({"t": t, **{k: (cosine(ep[k], bp[k]), rel_err(ep[k], bp[k]))
+                                for k in gen.PARAMS}})
+    return rows

@@ -1,0 +1,77 @@
+"""The baselines: backprop through the relaxation, and implicit differentiation."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import jax
+import jax.numpy as jnp
+import lineax as lx
+from jax.flatten_util import ravel_pytree
+
+from .base import AbstractAlgorithm
+
+
+@dataclass(frozen=True)
+class BPTT(AbstractAlgorithm):
+    """jax.grad of the mean cost through the unrolled free relaxation."""
+
+    name = "bptt"
+
+    def gradient(self, problem, params, data, key):
+        def loss(theta):
+            s, info = problem.free(theta, data)
+            return problem.loss(theta, s, data), (s, info)
+
+        g, (s0, info) = jax.grad(loss, has_aux=True)(params)
+        return ({k: g[k] for k in problem.param_names},
+                {"free_states": jax.lax.stop_gradient(s0), "info": info})
+
+
+def implicit_gradient(problem, params, states, data) -> dict:
+    """dL/dtheta at a fixed point s* by the implicit function theorem.
+
+    With r(s, theta) = 0 at s* (r = ds/dt for gradient flow, update(s) - s for discrete
+    models): solve (dr/ds)^T lam = dC/ds per example (lineax LU on the example's block of
+    the Jacobian), then dL/dtheta = dC/dtheta - (dr/dtheta)^T lam.
+    """
+    gen = problem.gen
+
+    def residual(theta, s):
+        if gen.KIND == "energy":
+            return problem.relaxer.velocity(theta, s, data, 0.0)
+        new = gen.update(theta, s, data, 0.0)
+        return {k: new[k] - s[k] for k in s}
+
+    dc_ds = jax.grad(lambda s: problem.loss(params, s, data))(states)
+    batch = jax.tree_util.tree_leaves(states)[0].shape[0]
+
+    def one(i):
+        s_i = jax.tree_util.tree_map(lambda v: v[i], states)
+        flat, unravel = ravel_pytree(s_i)
+
+        def r_flat(x):
+            s = jax.tree_util.tree_map(lambda full, v: full.at[i].set(v), states, unravel(x))
+            return ravel_pytree(jax.tree_util.tree_map(lambda v: v[i], residual(params, s)))[0]
+
+        jac = jax.jacfwd(r_flat)(flat)
+        rhs = ravel_pytree(jax.tree_util.tree_map(lambda v: v[i], dc_ds))[0]
+        sol = lx.linear_solve(lx.MatrixLinearOperator(jac.T), rhs, lx.LU(), throw=False)
+        return unravel(sol.value)
+
+    lam = jax.lax.map(one, jnp.arange(batch))
+    _, vjp = jax.vjp(lambda theta: residual(theta, states), params)
+    (dr,) = vjp(lam)
+    dc = problem.cost_param_grads(params, states, data)
+    return {k: dc[k] - dr[k] for k in problem.param_names}
+
+
+@dataclass(frozen=True)
+class Implicit(AbstractAlgorithm):
+    """Recurrent backprop: implicit differentiation at the free fixed point."""
+
+    name = "implicit"
+
+    def gradient(self, problem, params, data, key):
+        s0, info = problem.free(params, data)
+        return implicit_gradient(problem, params, s0, data), {"free_states": s0, "info": info}

@@ -1,0 +1,1 @@
+"""Training: data, the trainer loop, checkpoints and metrics."""
