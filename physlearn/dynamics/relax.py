@@ -43,7 +43,9 @@ class RelaxConfig:
 
 class RelaxInfo(NamedTuple):
     steps: jax.Array  # steps taken (scalar)
-    residual: jax.Array  # max |ds/dt| (flow) or max |update(s) - s| (discrete), over the batch
+    # max over the batch of the last step's change |s_T - s_{T-1}| (divided by dt for flow,
+    # i.e. |ds/dt| one step before the end); costs nothing extra to track
+    residual: jax.Array
 
 
 def _merge(states, clamp):
@@ -88,7 +90,12 @@ class Relaxer:
         new = gen.update(params, states, data, beta)
         return _merge({**states, **{k: new[k] for k in odd}}, clamp)
 
+    def _change(self, new, old):
+        scale = self.cfg.dt if self.cfg.method == "gradient_flow" else 1.0
+        return jnp.max(jnp.stack([jnp.max(jnp.abs(new[k] - old[k])) for k in new])) / scale
+
     def residual(self, params, states, data, beta, clamp=None):
+        """max |ds/dt| (flow) or max |update(s) - s| (discrete) at `states`: one more step."""
         if self.cfg.method == "gradient_flow":
             r = self.velocity(params, states, data, beta, clamp)
         else:
@@ -102,17 +109,21 @@ class Relaxer:
         cfg = self.cfg
         steps = cfg.free_steps if steps is None else steps
         states = _merge(states, clamp)
+        if steps == 0:
+            return states, RelaxInfo(jnp.asarray(0), jnp.asarray(0.0))
         if cfg.method == "gradient_flow" and cfg.tol is None:
-            out = self._euler(params, states, data, beta, steps, clamp)
-            n = jnp.asarray(steps)
-        elif cfg.method == "gradient_flow":
+            prev = self._euler(params, states, data, beta, steps - 1, clamp)
+            out = self.step(params, prev, data, beta, clamp)
+            return out, RelaxInfo(jnp.asarray(steps), self._change(out, prev))
+        if cfg.method == "gradient_flow":
             out, n = self._adaptive(params, states, data, beta, clamp)
-        else:
-            def body(s, _):
-                return self.step(params, s, data, beta, clamp), None
-            out, _ = jax.lax.scan(body, states, None, length=steps)
-            n = jnp.asarray(steps)
-        return out, RelaxInfo(n, self.residual(params, out, data, beta, clamp))
+            return out, RelaxInfo(n, self.residual(params, out, data, beta, clamp))
+
+        def body(carry, _):
+            s, _ = carry
+            return (self.step(params, s, data, beta, clamp), s), None
+        (out, prev), _ = jax.lax.scan(body, (states, states), None, length=steps)
+        return out, RelaxInfo(jnp.asarray(steps), self._change(out, prev))
 
     def _euler(self, params, states, data, beta, steps, clamp):
         if steps == 0:
@@ -134,7 +145,10 @@ class Relaxer:
         term = diffrax.ODETerm(lambda t, y, args: self.velocity(params, y, data, beta, clamp))
         sol = diffrax.diffeqsolve(
             term, diffrax.Tsit5(), t0=0.0, t1=jnp.inf, dt0=cfg.dt, y0=states,
-            stepsize_controller=diffrax.PIDController(rtol=cfg.tol, atol=cfg.tol),
+            # a PI controller: plain I-control chatters at the stability limit of these
+            # stiff flows and never meets the steady-state test
+            stepsize_controller=diffrax.PIDController(rtol=cfg.tol, atol=cfg.tol, pcoeff=0.4,
+                                                      icoeff=0.3),
             event=diffrax.Event(diffrax.steady_state_event(rtol=cfg.tol, atol=cfg.tol)),
             saveat=diffrax.SaveAt(t1=True), max_steps=cfg.max_steps, throw=False,
             adjoint=diffrax.RecursiveCheckpointAdjoint())

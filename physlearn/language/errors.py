@@ -39,16 +39,17 @@ class ModelError(Exception):
         return self
 
     def render(self) -> str:
-        if self.span is None:
-            head = f"{self.filename}: error[{self.code}]: {self.message}"
+        if self.span is None:  # no place in a file: a missing file, a bad --dim
+            where = "" if self.filename == "<model>" else f"{self.filename}: "
+            head = f"{where}error[{self.code}]: {self.message}"
             return head + (f"\n  help: {self.hint}" if self.hint else "")
         sp = self.span
         head = f"{self.filename}:{sp.line}:{sp.column}: error[{self.code}]: {self.message}"
-        lines = (self.source or "").splitlines()
+        # Lines as the parser counts them: only "\n" ends a line (not \f, \v or \u2028).
+        lines = [ln.rstrip("\r") for ln in (self.source or "").split("\n")]
         out = [head]
-        if self.source is not None and 1 <= sp.line <= len(lines) + 1:
-            # line len+1: the (empty) line after a final newline, or an empty file
-            text = lines[sp.line - 1].expandtabs(1) if sp.line <= len(lines) else ""
+        if self.source is not None and 1 <= sp.line <= len(lines):
+            text = "".join(" " if c in "\t\f\v" else c for c in lines[sp.line - 1])
             width = max(1, (sp.end_column - sp.column) if sp.end_line == sp.line else 1)
             out.append("  " + text)
             out.append("  " + " " * (sp.column - 1) + "^" * min(width, max(1, len(text) - sp.column + 1)))
@@ -71,14 +72,15 @@ def _find_span(code: str, message: str, source: str) -> Span | None:
     m = re.match(r"dim (\w+) has no value", message) if code == "E221" else None
     if m is None:
         return None
-    name = m.group(1)
-    pattern = re.compile(r"\bdim\b[^\n#]*?\b(" + re.escape(name) + r")\b")
-    for n, line in enumerate(source.splitlines(), start=1):
-        code_part = line.split("#", 1)[0]
-        hit = pattern.search(code_part)
-        if hit:
-            col = hit.start(1) + 1
-            return Span(n, col, n, col + len(name))
+    from .parser import parse  # here: the parser imports this module
+
+    try:
+        module = parse(source)
+    except ModelError:
+        return None
+    for st in module.statements:
+        if type(st).__name__ == "DimDecl" and st.name == m.group(1):
+            return st.span
     return None
 
 

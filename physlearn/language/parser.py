@@ -294,7 +294,7 @@ def _token_words(tok: Token) -> str:
     if tok.type in _KEYWORDS:
         return f"unexpected keyword {text!r}"
     if tok.type == "DOCSTRING":
-        return "unexpected docstring: only `model NAME` may be followed by one"
+        return "unexpected docstring: only the `model` line may carry one"
     return f"unexpected {text!r}"
 
 

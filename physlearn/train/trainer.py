@@ -43,7 +43,7 @@ class TrainConfig:
     dims: dict = field(default_factory=dict)
     x64: bool = False
     resume: bool = False
-    chunks: int = 10  # progress-bar ticks (jit calls) per epoch
+    chunks: int = 4  # progress-bar ticks (jit calls) per epoch
     progress: bool | None = None  # None: only on a terminal
 
 
@@ -98,8 +98,9 @@ class Trainer:
         return {self.x_name: x, self.y_name: jax.nn.one_hot(labels, self.n_classes,
                                                             dtype=x.dtype)}
 
-    def _train_chunk(self, params, consts, opt_state, xs, ys, keys):
+    def _train_chunk(self, params, consts, opt_state, x_all, y_all, idx, keys):
         problem, alg, gen = self.problem, self.algorithm, self.gen
+        xs, ys = x_all[idx], y_all[idx]
 
         def step(carry, batch):
             trainable, opt_state = carry
@@ -192,14 +193,14 @@ class Trainer:
             t0 = time.perf_counter()
             for c0 in range(0, n_batches, chunk):
                 sl = slice(c0, min(c0 + chunk, n_batches))
-                xs, ys = x_train[idx[sl]], y_train[idx[sl]]
                 before = (params, opt_state)
-                params, opt_state, stats = train_chunk(params, consts, opt_state, xs, ys, keys[sl])
+                params, opt_state, stats = train_chunk(params, consts, opt_state, x_train,
+                                                       y_train, idx[sl], keys[sl])
                 stats = jax.device_get(stats)
                 if not np.all(stats["finite"]):
                     bad = int(np.argmin(stats["finite"]))
-                    raise TrainingError(self._diagnose(before, consts, xs, ys, keys[sl], bad,
-                                                       epoch, c0 + bad))
+                    raise TrainingError(self._diagnose(before, consts, x_train, y_train,
+                                                       idx[sl], keys[sl], bad, epoch, c0 + bad))
                 stats_all.append(stats)
                 bar.update(sl.stop - sl.start)
             epoch_seconds = time.perf_counter() - t0
@@ -231,14 +232,14 @@ class Trainer:
                      f"{row['relax_steps']:.0f} steps, residual {row['relax_residual']:.2e}")
         return history[-1] if history else {}
 
-    def _diagnose(self, before, consts, xs, ys, keys, bad, epoch, batch) -> str:
+    def _diagnose(self, before, consts, x_all, y_all, idx, keys, bad, epoch, batch) -> str:
         """Name the phase, step and variable where NaN/inf first appeared."""
         params, opt_state = before
         if bad:
             params, opt_state, _ = self._jit("train", self._train_chunk)(
-                params, consts, opt_state, xs[:bad], ys[:bad], keys[:bad])
+                params, consts, opt_state, x_all, y_all, idx[:bad], keys[:bad])
         full = {**consts, **params}
-        data = self.batch_data(xs[bad], ys[bad])
+        data = self.batch_data(x_all[idx[bad]], y_all[idx[bad]])
         relaxer = self.problem.relaxer
         where = f"epoch {epoch}, batch {batch}"
         hint = ("try a smaller learning rate (--lr), a smaller step (--dt) or beta (--beta), "

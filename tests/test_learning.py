@@ -1,0 +1,199 @@
+"""Every algorithm's estimate against the exact gradient, on small models in float64."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import physlearn
+from physlearn import gradcheck
+from physlearn.dynamics import RelaxConfig, Relaxer
+from physlearn.learning import (Problem, Unsupported, implicit_gradient, make_algorithm)
+from physlearn.train.trainer import _functions
+
+ENERGY = """
+model small_energy
+dim n_in = 5, n_h = 7, n_out = 3
+input x[n_in]
+target y[n_out]
+state h[n_h], o[n_out]
+param W1[n_h, n_in], b1[n_h], W2[n_out, n_h], b2[n_out]
+def rho(u) = sigmoid(4 * u - 2)
+energy E = sum(i: h[i]^2)/2 + sum(k: o[k]^2)/2
+         - sum(i, j: W1[i,j] * rho(h[i]) * x[j]) - sum(i: b1[i] * rho(h[i]))
+         - sum(k, i: W2[k,i] * rho(o[k]) * rho(h[i])) - sum(k: b2[k] * rho(o[k]))
+cost C = squared_error(o, y)
+relax gradient_flow(dt = 0.2, free_steps = 300, nudged_steps = 300)
+"""
+
+PRIMITIVE = """
+model small_primitive
+dim n_in = 5, n_h = 7, n_out = 3
+input x[n_in]
+target y[n_out]
+state h[n_h], o[n_out]
+param W1[n_h, n_in], b1[n_h], W2[n_out, n_h], b2[n_out]
+primitive Phi = sum(i, j: h[i] * W1[i,j] * x[j]) + sum(i: h[i] * b1[i])
+              + sum(k, i: o[k] * W2[k,i] * h[i]) + sum(k: o[k] * b2[k])
+update h = sigmoid(dPhi/dh), o = sigmoid(dPhi/do)
+cost C = squared_error(o, y)
+relax fixed_point(free_steps = 150, nudged_steps = 150)
+"""
+
+READOUT = """
+model small_readout
+dim n_in = 5, n_h = 6, n_out = 3
+input x[n_in]
+target y[n_out]
+state h[n_h]
+param W[n_h, n_in], V[n_out, n_h]
+energy E = sum(i: h[i]^2)/2 - sum(i, j: W[i,j] * tanh(h[i]) * x[j])
+let z[k] = sum(i: V[k,i] * tanh(h[i]))
+cost C = crossentropy(z, y)
+relax gradient_flow(dt = 0.2, free_steps = 300, nudged_steps = 300)
+"""
+
+
+def setup(text, scale=2.0, **relax):
+    model = physlearn.loads(text)
+    gen = model.compile()
+    problem = Problem(gen, Relaxer(gen, RelaxConfig.for_module(gen, **relax)), _functions(model))
+    params = gen.init_params(jax.random.PRNGKey(0), jnp.float64)
+    params = {k: v * scale for k, v in params.items()}
+    data = gradcheck.random_batch(gen, jax.random.PRNGKey(1), 6, jnp.float64)
+    return problem, params, data
+
+
+def estimate(problem, params, data, name, beta=1e-3, **kw):
+    # cep: learning rate << beta, so the weights barely move within one nudged phase
+    alg = make_algorithm(name, beta, lrs={k: 1e-7 for k in problem.gen.PARAMS}, **kw)
+    alg.check(problem)
+    return jax.jit(lambda p, d: alg.gradient(problem, p, d, None))(params, data)[0]
+
+
+def exact(problem, params, data):
+    s0, info = problem.free(params, data)
+    assert float(info.residual) < 1e-7, "free phase not converged: the reference is not exact"
+    return implicit_gradient(problem, params, s0, data)
+
+
+def worst(g, ref):
+    return max(gradcheck.rel_err(g[k], ref[k]) for k in ref)
+
+
+@pytest.fixture(scope="module", params=[ENERGY, PRIMITIVE], ids=["energy", "primitive"])
+def case(request):
+    with jax.enable_x64(True):
+        problem, params, data = setup(request.param)
+        yield problem, params, data, exact(problem, params, data)
+
+
+@pytest.mark.parametrize("name,tol", [("ep-centered", 1e-4), ("ep-positive", 1e-2),
+                                      ("ep-negative", 1e-2), ("bptt", 1e-6), ("cep", 2e-2)])
+def test_estimates_match_implicit_differentiation(case, name, tol):
+    problem, params, data, ref = case
+    with jax.enable_x64(True):
+        g = estimate(problem, params, data, name)
+    assert worst(g, ref) < tol
+
+
+def test_centered_bias_is_second_order(case):
+    problem, params, data, ref = case
+    with jax.enable_x64(True):
+        errs = [worst(estimate(problem, params, data, "ep-centered", beta=b), ref)
+                for b in (0.04, 0.02)]
+        pos = [worst(estimate(problem, params, data, "ep-positive", beta=b), ref)
+               for b in (0.04, 0.02)]
+    assert 3.0 < errs[0] / errs[1] < 5.0  # O(beta^2)
+    assert 1.6 < pos[0] / pos[1] < 2.5  # O(beta)
+
+
+def test_holomorphic_ep_matches_and_refuses_clip():
+    with jax.enable_x64(True):
+        problem, params, data = setup(ENERGY)
+        ref = exact(problem, params, data)
+        beta = 0.02
+        centered = estimate(problem, params, data, "ep-centered", beta=beta)
+        two = estimate(problem, params, data, "ep-holomorphic", beta=beta, holomorphic_n=2)
+        six = estimate(problem, params, data, "ep-holomorphic", beta=beta, holomorphic_n=6)
+        assert worst(two, centered) < 1e-9  # N = 2 is centered EP
+        assert worst(six, ref) < worst(centered, ref) / 100  # bias O(beta^N) vs O(beta^2)
+        clip_model = physlearn.load("models/hopfield_energy.phl")
+        gen = clip_model.compile({"n_h": 4})
+        p = Problem(gen, Relaxer(gen, RelaxConfig.for_module(gen)), _functions(clip_model))
+        with pytest.raises(Unsupported, match="holomorphic"):
+            make_algorithm("ep-holomorphic").check(p)
+
+
+def test_readout_outside_the_energy_gets_its_direct_gradient():
+    with jax.enable_x64(True):
+        problem, params, data = setup(READOUT, scale=1.0)
+        ref = exact(problem, params, data)
+        assert float(jnp.abs(ref["V"]).max()) > 0
+        for name in ("ep-centered", "bptt"):
+            assert worst(estimate(problem, params, data, name), ref) < 1e-5
+
+
+def test_contrastive_and_coupled_learning_descend():
+    """CL and CpL are not unbiased gradient estimators; they must point downhill."""
+    with jax.enable_x64(True):
+        problem, params, data = setup(ENERGY)
+        ref = exact(problem, params, data)
+        for name in ("cl", "cpl-positive", "cpl-negative", "cpl-centered"):
+            g = estimate(problem, params, data, name, beta=0.1)
+            for k in ref:
+                assert gradcheck.cosine(g[k], ref[k]) > 0.2, (name, k)
+
+
+def test_clamping_algorithms_need_an_output_state():
+    with jax.enable_x64(True):
+        problem, _, _ = setup(READOUT, scale=1.0)
+        with pytest.raises(Unsupported, match="not a state"):
+            make_algorithm("cl").check(problem)
+
+
+def test_gdu_property_step_by_step():
+    """Discrete time: EP after t nudged steps = BPTT over the last t steps (Ernoult 2019)."""
+    with jax.enable_x64(True):
+        problem, params, data = setup(PRIMITIVE)
+        s0, _ = problem.free(params, data)
+        rows = gradcheck.gdu_table(problem, params, data, s0, 1e-4, 6)
+    for row in rows:
+        for k, value in row.items():
+            if k != "t":
+                assert value[1] < 1e-6, (row["t"], k, value)
+
+
+def test_asynchronous_relaxation_reaches_the_same_fixed_point():
+    with jax.enable_x64(True):
+        problem, params, data = setup(PRIMITIVE)
+        s_sync, _ = problem.free(params, data)
+        gen = problem.gen
+        relaxer = Relaxer(gen, RelaxConfig.for_module(gen, method="asynchronous"))
+        s_async, info = relaxer.run(params, gen.init_states(6, jnp.float64), data, 0.0, 80)
+        assert float(info.residual) < 1e-10
+        for k in s_sync:
+            np.testing.assert_allclose(s_async[k], s_sync[k], atol=1e-9)
+
+
+def test_adaptive_gradient_flow_converges():
+    with jax.enable_x64(True):
+        problem, params, data = setup(ENERGY, tol=1e-6, dt=0.1)
+        s, info = problem.free(params, data)
+        assert float(info.residual) < 1e-4 and 10 < int(info.steps) < 10_000
+
+
+def test_gradcheck_command_reports_json(tmp_path):
+    import json
+    import subprocess
+    import sys
+    path = tmp_path / "p.phl"
+    path.write_text(PRIMITIVE)
+    r = subprocess.run([sys.executable, "-m", "physlearn", "gradcheck", str(path), "--algorithm",
+                        "ep-centered", "--beta", "0.001", "--x64", "--free-steps", "150"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    last = json.loads(r.stdout.strip().splitlines()[-1])
+    assert last["algorithm"] == "ep-centered" and last["reference"] == "implicit"
+    assert last["min_cosine"] > 0.9999 and last["max_rel_err"] < 1e-5
+    assert "GDU" in r.stdout
