@@ -28,6 +28,8 @@ def rel_err(a, b) -> float:
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
     if a.shape != b.shape:
         return float("inf")
+    if not (np.all(np.isfinite(a)) and np.all(np.isfinite(b))):
+        return float("inf")  # NaN/inf is never a pass, even when both sides agree on it
     num = np.linalg.norm((a - b).ravel())
     den = max(np.linalg.norm(a.ravel()), np.linalg.norm(b.ravel()), 1e-300)
     return float(num / den) if num > 0 else 0.0

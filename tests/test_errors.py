@@ -104,6 +104,19 @@ def test_missing_file():
     assert "no_such_model.phl" in info.value.render()
 
 
+def test_modifiers_on_scalars_still_parse():
+    """Modifiers carry their place (for duplicate checks) without being taken for a shape."""
+    spec = physlearn.loads(
+        "dim n = 2\ninput x[n]\ntarget t\nstate u\n"
+        "param w[n], k nonnegative, q = 2, r init = normal(1) nonnegative\n"
+        "energy E = k * u^2 / 2 - u * sum(i: w[i] * x[i]) + q * r\ncost C = (u - t)^2 / 2\n"
+    ).spec
+    k, q, r = (spec.variables[n] for n in "kqr")
+    assert (k.shape, k.nonnegative, k.init) == ((), True, None)
+    assert (q.shape, q.init.kind, q.init.args) == ((), "number", (2.0,))
+    assert (r.shape, r.nonnegative, r.init.kind) == ((), True, "normal")
+
+
 # ------------------------------------------------------------------ command line
 CLI_CASES = ["syntax_missing_operator", "eof_unclosed_paren", "char_dollar", "index_two_dims",
              "missing_cost", "symmetric_not_square"]
@@ -240,7 +253,8 @@ def test_corruptions_give_positioned_errors(model: Path):
         try:
             loaded = physlearn.loads(bad, name)
             loaded.derivation  # noqa: B018 - derivation may crash on what the checker let by
-            loaded.source()
+            open_dims = {d: 3 for d, v in loaded.spec.dims.items() if v is None}
+            loaded.source(open_dims)
         except ModelError as err:
             try:
                 _check_positioned(err, bad, name)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import sympy as sp
 
 from ..symbolic import functions as F
+from .names import pyname
 
 BATCH = sp.Symbol("_batch")
 
@@ -46,6 +47,14 @@ def _top_level_only(code: str, op: str) -> bool:
         if depth == 0 and c in "+-/" and code[n - 1:n + 2] != op and n > 0 and code[n-1] == " ":
             return False
     return True
+
+
+def _same(a: sp.Expr, b: sp.Expr) -> bool:
+    """Equal up to the names of summation indices."""
+    if a == b:
+        return True
+    from ..symbolic.calculus import canonical_indices
+    return canonical_indices(a) == canonical_indices(b)
 
 
 def join_terms(codes: list[str]) -> str:
@@ -210,6 +219,8 @@ class Emitter:
         factors = [f for f in factors if f != 1]
         if (special := self._softmax(factors)) is not None:
             factors = special
+        elif (stable := self._stabilize(sp.Mul(*factors, evaluate=False))) is not None:
+            return self._mul(coeff * stable, summed, out_order)
         nums, dens = [], []
         for f in factors:
             if isinstance(f, Arr):
@@ -270,12 +281,47 @@ class Emitter:
             for h in factors:
                 if isinstance(h, sp.exp):
                     for w in h.free_symbols:
-                        if isinstance(w, sp.Symbol) and g.xreplace({v: w}) == h.args[0]:
+                        if isinstance(w, sp.Symbol) and _same(g.xreplace({v: w}), h.args[0]):
                             inner = self.emit(g)
                             axis = inner.axes.index(v)
                             axes = tuple(w if a == v else a for a in inner.axes)
                             sm = Arr(f"jax.nn.softmax({inner.code}, axis={axis})", axes)
                             return [x for x in factors if x is not f and x is not h] + [sm]
+        return None
+
+    def _stabilize(self, e):
+        """exp(g_w) ... / sum(v: exp(g_v)) -> the same with g shifted by max_v g (no overflow).
+
+        Multiplying numerator and denominator by exp(-max) changes nothing in exact
+        arithmetic; it keeps cross-entropy gradients finite for large logits.
+        """
+        for f in e.args:
+            if not (f.is_Pow and f.exp == -1 and isinstance(f.base, sp.Sum)
+                    and isinstance(f.base.function, sp.exp) and len(f.base.limits) == 1):
+                continue
+            g, v = f.base.function.args[0], f.base.limits[0][0]
+            if any(str(x).startswith("_shift") for x in g.free_symbols):
+                continue
+            garr = self.emit(g)
+            axis = garr.axes.index(v)
+            rest = tuple(a for a in garr.axes if a != v)
+            m = self.assign("shift", Arr(
+                f"jax.lax.stop_gradient(jnp.max({garr.code}, axis={axis}))", rest))
+            key = "_" + m.code
+            self.local[key] = m.code
+            if BATCH in rest:
+                self.batched.add(key)
+            free = [a for a in rest if a is not BATCH]
+            shift = sp.IndexedBase(key, real=True)[tuple(free)] if free else \
+                sp.Symbol(key, real=True)
+
+            def matches(x):
+                if not isinstance(x, sp.exp):
+                    return False
+                return any(_same(g.xreplace({v: w}), x.args[0])
+                           for w in x.args[0].free_symbols | {v} if isinstance(w, sp.Symbol))
+            out = e.replace(matches, lambda x: sp.exp(x.args[0] - shift))
+            return out if out != e else None
         return None
 
     def _pow(self, e):
@@ -326,7 +372,7 @@ class Emitter:
                 self.helpers.add(name)
             code = template.format(*codes)
         elif isinstance(e, F.UserFunction):
-            name = F.code_name(type(e).__name__)
+            name = pyname(type(e).__name__)
             self.helpers.add(type(e).__name__)
             code = f"{name}({', '.join(codes)})"
         elif e.func in F.SYMPY_JAX:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import keyword
 
 import sympy as sp
 
@@ -13,25 +12,7 @@ from ..symbolic import functions as F
 from ..symbolic.build import gradient_base
 from ..symbolic.rules import Derivation
 from .emitter import BATCH, Arr, Emitter
-
-# Names the generated module defines itself; model names that collide get a suffix.
-_MODULE_NAMES = {
-    "jax", "jnp", "diffrax", "eqx", "physics", "energy", "primitive", "cost", "grad_states",
-    "grad_params", "grad_cost_states", "grad_cost_params", "dynamics", "update", "relax",
-    "vector_field", "init_params", "init_states", "project", "params", "states", "data",
-    "beta", "batch_size", "g", "gc", "key", "dtype", "steps", "dt", "sol", "keys",
-    "MODEL", "KIND", "DIMS", "INPUTS", "TARGETS", "STATES", "PARAMS", "CONSTS", "SYMMETRIC",
-    "NONNEGATIVE", "LEARN", "RELAX", "PHYSICS_NAME", "COST_NAME", "logcosh", "sigmoid_prime",
-    "tanh_prime", "symmetrize",
-}
-
-
-def pyname(name: str) -> str:
-    name = name.replace("'", "_prime").replace("/", "_").replace("+", "_plus").replace("-", "_minus")
-    if keyword.iskeyword(name) or name in _MODULE_NAMES:
-        return name + "_"
-    return name
-
+from .names import pyname
 
 class ModuleWriter:
     def __init__(self, d: Derivation, dims: dict[str, int], source_name: str):

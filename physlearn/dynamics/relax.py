@@ -132,12 +132,13 @@ class Relaxer:
             def body(s, _):  # complex states (holomorphic EP): a plain Euler scan
                 return self.step(params, s, data, beta, clamp), None
             return jax.lax.scan(body, states, None, length=steps)[0]
-        term = diffrax.ODETerm(lambda t, y, args: self.velocity(params, y, data, beta, clamp))
+        # time measured in steps (t1 = steps, dt0 = 1): exactly `steps` Euler steps of size
+        # dt, with no floating-point drift in t
         dt = self.cfg.dt
-        sol = diffrax.diffeqsolve(term, diffrax.Euler(), t0=0.0, t1=steps * dt, dt0=None, y0=states,
-                                  saveat=diffrax.SaveAt(t1=True), max_steps=steps + 1,
-                                  stepsize_controller=diffrax.StepTo(
-                                      jnp.arange(steps + 1, dtype=float) * dt))
+        term = diffrax.ODETerm(lambda t, y, args: jax.tree_util.tree_map(
+            lambda v: dt * v, self.velocity(params, y, data, beta, clamp)))
+        sol = diffrax.diffeqsolve(term, diffrax.Euler(), t0=0, t1=steps, dt0=1, y0=states,
+                                  saveat=diffrax.SaveAt(t1=True), max_steps=steps)
         return jax.tree_util.tree_map(lambda v: v[-1], sol.ys)
 
     def _adaptive(self, params, states, data, beta, clamp):

@@ -6,6 +6,7 @@ import contextvars
 import difflib
 import functools
 import re
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
@@ -58,6 +59,14 @@ def _parser() -> lark.Lark:
     return lark.Lark(grammar_text(), parser="lalr", propagate_positions=True,
                      maybe_placeholders=True,
                      lexer_callbacks={t: _whole_keyword for t in _KEYWORD_TERMINALS})
+
+
+@dataclass(frozen=True)
+class _Modifier:
+    """`symmetric` or `nonnegative` after a declared name, with its place."""
+
+    word: str
+    span: Span
 
 
 def _span(meta) -> Span:
@@ -146,7 +155,7 @@ class _ToAst(Transformer):
         mods = rest[1:] if shape else rest
         seen = {}
         for m in mods:
-            word, span = ("init", m.span) if isinstance(m, ast.InitSpec) else m
+            word, span = ("init", m.span) if isinstance(m, ast.InitSpec) else (m.word, m.span)
             if word in seen:
                 what = (f"{c[0]} has two initial values" if word == "init"
                         else f"{word!r} is given twice for {c[0]}")
@@ -165,10 +174,10 @@ class _ToAst(Transformer):
         return tuple(ast.Name(_tok_span(t), str(t)) for t in c)
 
     def symmetric(self, meta, c):
-        return ("symmetric", _span(meta))
+        return _Modifier("symmetric", _span(meta))
 
     def nonnegative(self, meta, c):
-        return ("nonnegative", _span(meta))
+        return _Modifier("nonnegative", _span(meta))
 
     def init(self, meta, c):
         return c[0]
@@ -395,12 +404,36 @@ def _parse(source: str, filename: str) -> ast.Module:
                 hint = f"did you mean `{close[0]}`?"
         raise ModelError("E100", _token_words(tok), _tok_span(tok), source, filename,
                          hint=hint) from None
+    _check_depth(tree, source, filename)
     try:
         return _ToAst().transform(tree)
     except lark.exceptions.VisitError as exc:
         if isinstance(exc.orig_exc, ModelError):
             raise exc.orig_exc.located(source, filename) from None
         raise exc.orig_exc from None  # a bug in the transformer, not the user's
+
+
+# Expressions nest at most this deep: the tree walks after parsing (here, in sympy and in
+# code generation) recurse, and about 140 nested calls or powers exhaust Python's stack.
+MAX_DEPTH = 100
+_NESTING = {"add", "sub", "mul", "div", "pow", "neg", "call", "reduction"}
+
+
+def _check_depth(tree: lark.Tree, source: str, filename: str) -> None:
+    stack = [(tree, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if node.data in _NESTING:
+            depth += 1
+            if depth > MAX_DEPTH:
+                meta = node.meta
+                span = (Span(meta.line, meta.column, meta.line, meta.column + 1)
+                        if not meta.empty else Span(1, 1, 1, 2))
+                raise ModelError("E100", f"expression nested too deeply (more than {MAX_DEPTH} "
+                                 "levels of operators and calls)", span, source, filename,
+                                 hint="split it into `let` definitions, or write a long sum "
+                                 "as sum(i: ...)")
+        stack.extend((c, depth) for c in node.children if isinstance(c, lark.Tree))
 
 
 def _bad_character(source, filename, exc) -> ModelError:

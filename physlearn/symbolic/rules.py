@@ -195,25 +195,44 @@ def _ep_update(d: Derivation, p: str) -> Rule:
 
 
 def locality(expr: sp.Expr, idx: tuple, spec: ModelSpec) -> Locality:
-    """Local = no sum over units, and every unit variable indexed only by idx."""
+    """Local = the rule reads unit variables only at the parameter's own indices.
+
+    A sum over a *component* dim (one that only ever indexes a later axis of unit
+    variables, like the 2 coordinates of r[n, 2]) stays inside a unit and is allowed; a
+    sum over a dim that enumerates units (a leading axis) gathers from other units.
+    """
+    component = _component_dims(spec)
+    inner, unit_sums = set(), set()
+    for s in sp.preorder_traversal(expr):
+        if isinstance(s, sp.Sum):
+            for v, _, hi in s.limits:
+                dims = {str(d) for d in (hi + 1).free_symbols}
+                (inner if dims and dims <= component else unit_sums).add(v)
+    own = set(idx) | inner
     uses, far = [], []
-    own = set(idx)
     for atom in sorted(expr.atoms(sp.Indexed, sp.Symbol), key=sp.default_sort_key):
         if isinstance(atom, sp.Indexed):
-            name = atom.base.name
-            if spec.role(name) in ("state", "input", "target"):
+            if spec.role(atom.base.name) in ("state", "input", "target"):
                 uses.append(str(atom))
                 if any(isinstance(i, sp.Symbol) and i not in own for i in atom.indices):
                     far.append(str(atom))
         elif spec.role(atom.name) in ("state", "input", "target") and not spec.shape(atom.name):
             uses.append(atom.name)
-    sums = [s for s in sp.preorder_traversal(expr) if isinstance(s, sp.Sum)]
-    if sums:
-        reason = "sums over " + ", ".join(sorted({str(v) for s in sums for v, *_ in s.limits}))
-        return Locality(False, tuple(dict.fromkeys(uses)), reason)
+    uses = tuple(dict.fromkeys(uses))
+    if unit_sums:
+        return Locality(False, uses, "sums over " + ", ".join(sorted(map(str, unit_sums))))
     if far:
-        return Locality(False, tuple(dict.fromkeys(uses)), "reaches " + ", ".join(far))
-    return Locality(True, tuple(dict.fromkeys(uses)))
+        return Locality(False, uses, "reaches " + ", ".join(far))
+    return Locality(True, uses)
+
+
+def _component_dims(spec: ModelSpec) -> set[str]:
+    lead, later = set(), set()
+    for v in spec.variables.values():
+        if v.role in ("state", "input", "target") and v.shape:
+            lead.add(v.shape[0].name)
+            later |= {d.name for d in v.shape[1:]}
+    return later - lead
 
 
 def prediction_name(spec: ModelSpec) -> str | None:

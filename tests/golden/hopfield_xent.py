@@ -104,10 +104,11 @@ def grad_cost_states(params, states, data):
     h = states["h"]
     y = data["y"]
     rho_h = rho(h)
-    exp_V_c_h = jnp.exp(c + jnp.einsum('jk,bk->bj', V, rho_h))
+    shift = jax.lax.stop_gradient(jnp.max(c + jnp.einsum('jk,bk->bj', V, rho_h), axis=1))
+    exp_V_shift_c_h = jnp.exp(c + jnp.einsum('jk,bk->bj', V, rho_h) + (-shift)[:, None])
     rho_prime_h = rho_prime(h)
     dC_dh = (
-        jnp.einsum('bi,b,bi,b->bi', jnp.einsum('ji,bj->bi', V, exp_V_c_h), jnp.sum(y, axis=1), rho_prime_h, (1 / jnp.sum(exp_V_c_h, axis=1)))
+        jnp.einsum('bi,b,bi,b->bi', jnp.einsum('ji,bj->bi', V, exp_V_shift_c_h), jnp.sum(y, axis=1), rho_prime_h, (1 / jnp.sum(exp_V_shift_c_h, axis=1)))
         - jnp.einsum('bj,ji->bi', y, V) * rho_prime_h
     )
     return {"h": dC_dh}
@@ -120,14 +121,13 @@ def grad_cost_params(params, states, data):
     y = data["y"]
     batch_size = states["h"].shape[0]
     rho_h = rho(h)
-    exp_V_c_h = jnp.exp(c + jnp.einsum('kl,bl->bk', V, rho_h))
     dC_dV = (
         -jnp.einsum('bi,bj->ij', y, rho_h) / batch_size
-        + jnp.einsum('b,bi,bj,b->ij', jnp.sum(y, axis=1), exp_V_c_h, rho_h, (1 / jnp.sum(exp_V_c_h, axis=1))) / batch_size
+        + jnp.einsum('b,bj,bi->ij', jnp.sum(y, axis=1), rho_h, jax.nn.softmax(c + jnp.einsum('kl,bl->bk', V, rho_h), axis=1)) / batch_size
     )
     dC_dc = (
         -jnp.sum(y, axis=0) / batch_size
-        + jnp.einsum('b,bi,b->i', jnp.sum(y, axis=1), exp_V_c_h, (1 / jnp.sum(exp_V_c_h, axis=1))) / batch_size
+        + jnp.einsum('b,bi->i', jnp.sum(y, axis=1), jax.nn.softmax(c + jnp.einsum('jk,bk->bj', V, rho_h), axis=1)) / batch_size
     )
     return {"V": dC_dV, "c": dC_dc}
 
