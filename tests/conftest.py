@@ -15,3 +15,9 @@ def write_model(tmp_path):
         path.write_text(text)
         return path
     return write
+
+
+def open_dims(path) -> dict:
+    """Values for a zoo model's open dims (64 each), so it can be compiled."""
+    import physlearn
+    return {k: 64 for k, v in physlearn.load(path).spec.dims.items() if v is None}

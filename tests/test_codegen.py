@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import physlearn
-from conftest import MODELS, ROOT
+from conftest import MODELS, ROOT, open_dims
 
 GOLDEN = ROOT / "tests" / "golden"
 
@@ -19,7 +19,7 @@ GOLDEN = ROOT / "tests" / "golden"
 @pytest.mark.parametrize("path", MODELS, ids=lambda p: p.stem)
 def test_generated_code_matches_golden(path):
     """Set PHYSLEARN_UPDATE_GOLDEN=1 to accept a deliberate change in emitted code."""
-    source = physlearn.load(path).source()
+    source = physlearn.load(path).source(open_dims(path))
     golden = GOLDEN / f"{path.stem}.py"
     if os.environ.get("PHYSLEARN_UPDATE_GOLDEN"):
         golden.parent.mkdir(exist_ok=True)

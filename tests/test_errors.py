@@ -288,3 +288,19 @@ def test_expression_that_cancels_to_division_by_zero():
     with pytest.raises(ModelError) as info:
         physlearn.loads(CANCELLING, "cancel.phl").source()
     assert info.value.span is not None
+
+
+CONSTANT_IN_SUM = """\
+dim n = 3
+input x[n]
+state h[n]
+energy E = sum(i: h[i]^2) / 2 + sum(j: (x[j] - 2) * h[0])
+cost C = sum(i: h[i])
+"""
+
+
+@pytest.mark.xfail(strict=True, reason="a valid model: the emitter splits Sum((x[j] - 2) * h[0]) "
+                   "over its terms and meets Sum(-2, (i, 0, n - 1)); codegen/emitter.py raises "
+                   "ValueError('sum over an index the summand lacks') instead of emitting n * -2")
+def test_sum_whose_expansion_has_a_constant_term():
+    physlearn.loads(CONSTANT_IN_SUM, "constant_in_sum.phl").source()

@@ -6,7 +6,7 @@ import sys
 import pytest
 
 import physlearn
-from conftest import MODELS
+from conftest import MODELS, open_dims
 
 
 @pytest.mark.parametrize("path", MODELS, ids=lambda p: p.stem)
@@ -27,8 +27,9 @@ def test_model_derivatives_match_autodiff(path):
 @pytest.mark.parametrize("path", MODELS, ids=lambda p: p.stem)
 def test_compiled_module_runs_without_physlearn(path, tmp_path):
     out = tmp_path / "gen.py"
-    run = subprocess.run([sys.executable, "-m", "physlearn", "compile", str(path), "-o", str(out)],
-                         capture_output=True, text=True)
+    dims = [a for k, v in open_dims(path).items() for a in ("--dim", f"{k}={v}")]
+    run = subprocess.run([sys.executable, "-m", "physlearn", "compile", str(path), "-o", str(out),
+                          *dims], capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
     probe = f"""
 import sys
