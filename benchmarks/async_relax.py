@@ -46,7 +46,7 @@ def main():
     print(f"async vs sync relaxation, hopfield_mlp, batch 20, weights x{args.scale}, until the "
           f"largest change per step < {args.tol:g}; jax {jax.__version__} on "
           f"{jax.devices()[0].platform} ({platform.processor() or platform.machine()})")
-    print("| method | steps | ms to converge (median of 50 jitted runs) |")
+    print("| method | steps | ms to converge (mean of 50 jitted runs) |")
     print("|---|---|---|")
     for method in ("fixed_point", "asynchronous"):
         relaxer = Relaxer(gen, RelaxConfig.for_module(gen, method=method))
