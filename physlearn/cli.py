@@ -78,7 +78,7 @@ def cmd_train(args) -> int:
     from .model import load
     from .train.data import DataError, load as load_data
     from .train.trainer import TrainConfig, Trainer, TrainingError
-    if args.algorithm not in ALGORITHMS:
+    if args.algorithm is not None and args.algorithm not in ALGORITHMS:
         raise UsageError(f"unknown algorithm {args.algorithm!r}; choose from "
                          f"{', '.join(ALGORITHMS)}")
     model = load(args.file)
@@ -189,22 +189,25 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("file")
     t.add_argument("--data", help=".npz with x_train y_train x_test y_test, or a folder of MNIST "
                    "IDX files (default: sklearn digits)")
-    t.add_argument("--algorithm", default="ep-centered", help=", ".join(ALGORITHMS))
+    t.add_argument("--algorithm", help=", ".join(ALGORITHMS) + " (default: the model's learn "
+                   "line, else ep-centered)")
     t.add_argument("--epochs", type=int, default=5)
     t.add_argument("--batch-size", type=int, default=20)
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--out", default="runs/run", help="output folder (metrics.jsonl, params.npz, "
                    "curves.png, checkpoint.npz)")
     t.add_argument("--resume", action="store_true", help="continue the run in --out")
-    t.add_argument("--optimizer", default="sgd", choices=["sgd", "momentum", "adam"])
-    t.add_argument("--lr", type=float, default=0.05, help="learning rate (default 0.05)")
+    t.add_argument("--optimizer", choices=["sgd", "momentum", "adam"],
+                   help="default: the model's learn line, else sgd")
+    t.add_argument("--lr", type=float, help="learning rate for every parameter (default: the "
+                   "model's learn line: lr, lr_<param>; else 0.05)")
     t.add_argument("--lr-param", action="append", metavar="NAME=RATE",
                    help="per-parameter learning rate, e.g. --lr-param W1=0.1")
     t.add_argument("--momentum", type=float, default=0.9)
     t.add_argument("--weight-decay", type=float, default=0.0)
     t.add_argument("--beta", type=float, help="nudging strength (default: the model's learn "
                    "line, else 0.5); centered EP nudges at +beta and -beta")
-    t.add_argument("--holomorphic-n", type=int, default=4, help="nudges for ep-holomorphic")
+    t.add_argument("--holomorphic-n", type=int, help="nudges for ep-holomorphic (default 4)")
     t.add_argument("--relax", choices=["gradient_flow", "fixed_point", "asynchronous"])
     t.add_argument("--dt", type=float)
     t.add_argument("--free-steps", type=int)

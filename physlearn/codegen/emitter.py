@@ -339,14 +339,19 @@ class Emitter:
         summed = tuple(v for v, *_ in e.limits)
         body = e.function
         if isinstance(body, sp.Add):
-            return self._add(sp.Add(*(sp.Sum(t, *e.limits) for t in body.args),
-                                    evaluate=False))
+            from ..symbolic.calculus import normalize
+            # split over the terms; a term free of a summed index counts that dim's size
+            split = normalize(sp.Sum(body, *e.limits))
+            return self.emit(split) if not isinstance(split, sp.Sum) else self._add(
+                sp.Add(*(sp.Sum(t, *e.limits) for t in body.args), evaluate=False))
         if isinstance(body, sp.Mul):
             return self._mul(body, summed)
+        missing = [v for v in summed if v not in body.free_symbols]
+        if missing:  # sum(i: c) = n * c
+            from ..symbolic.calculus import normalize
+            return self.emit(normalize(e))
         inner = self.emit(body)
         out = tuple(a for a in inner.axes if a not in summed)
-        if len(out) == len(inner.axes):
-            raise ValueError(f"sum over an index the summand lacks: {e}")
         axes = tuple(inner.axes.index(v) for v in summed if v in inner.axes)
         axis = axes[0] if len(axes) == 1 else axes
         return Arr(f"jnp.sum({inner.code}, axis={axis})", out)

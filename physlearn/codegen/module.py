@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 
 import sympy as sp
 
@@ -135,7 +136,7 @@ class ModuleWriter:
             like = self.local[s]
             axes = (BATCH,) + tuple(rule.indices)
             code = self._per_example(em, a, like, axes)
-            if f"({like}" in code:
+            if re.search(rf"\b{re.escape(like)}\b", code):
                 em.used.add(s)
             var = f"d{rule.lhs.split('/')[0][1:]}_d{self.local[s]}"
             em.lines.append(f"{var} = {code}")
@@ -211,7 +212,7 @@ class ModuleWriter:
             self._bind_indices(em, rule)
             a = em.emit(rule.expr)
             code = self._per_example(em, a, self.local[s], (BATCH,) + tuple(rule.indices))
-            if code.startswith("jnp.broadcast_to"):
+            if re.search(rf"\b{re.escape(self.local[s])}\b", code):
                 em.used.add(s)
             outs.append(f'"{s}": {code}')
         self._collect_functions(em)
@@ -267,7 +268,10 @@ class ModuleWriter:
         def options(directive, default):
             if directive is None:
                 return repr(default)
-            items = {"method": directive.method, **{o.key: o.value for o in directive.options}}
+            counts = {"free_steps", "nudged_steps", "max_steps", "n_nudges"}
+            items = {"method": directive.method,
+                     **{o.key: int(o.value) if o.key in counts else o.value
+                        for o in directive.options}}
             return repr(items)
 
         dims = ", ".join(f'"{k}": {v}' for k, v in self.dims.items())

@@ -5,14 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from . import ast
-from .builtins import (ELEMENTWISE, INIT_KINDS, LEARN_METHODS, RELAX_METHODS,
-                       WHOLE_TENSOR)
+from .builtins import (ELEMENTWISE, INIT_KINDS, LEARN_METHODS, OPTION_WORDS, RELAX_FOR,
+                       RELAX_METHODS, WHOLE_TENSOR)
 from .errors import ModelError, Span
 
 # learn/relax options by the kind of value they take.
 NUMBER_OPTIONS = {"beta", "lr", "dt", "tol"}  # positive numbers
 COUNT_OPTIONS = {"free_steps", "nudged_steps", "max_steps", "n_nudges"}  # positive integers
-NAME_OPTIONS = {"nudging", "optimizer", "algorithm", "solver"}  # a word, e.g. centered
+NAME_OPTIONS = {"nudging", "optimizer"}  # a word, e.g. centered
 
 KEYWORD_NAMES = {"model", "dim", "input", "target", "state", "param", "const", "def", "let",
                  "energy", "primitive", "update", "cost", "learn", "relax", "sum", "logsumexp",
@@ -57,6 +57,7 @@ class Checker:
         self.m = module
         self.spec = ModelSpec(module.name or "model", module.doc, source, filename)
         self.declared: dict[str, Span] = {}
+        self._lr_options: list = []
 
     def error(self, code, message, span, hint=None):
         return ModelError(code, message, span, self.spec.source, self.spec.filename, hint)
@@ -66,6 +67,7 @@ class Checker:
         sp = self.spec
         for st in self.m.statements:
             getattr(self, "_" + type(st).__name__)(st)
+        self._check_directives()
         top = self.m.span
         end = Span(top.line, top.column, top.line, top.column + 1)  # the model's first line
         if sp.physics is None:
@@ -153,6 +155,11 @@ class Checker:
             if v.init.kind == "uniform" and not args[0] < args[1]:
                 raise self.error("E219", f"uniform({args[0]:g}, {args[1]:g}): the lower bound "
                                  "must be below the upper bound", v.init.span)
+            if v.init.kind in ("glorot", "fan_in") and len(v.shape) < 2:
+                raise self.error("E219", f"init {v.init.kind} needs a matrix (it reads the fan-in "
+                                 f"and fan-out); {v.name} has {len(v.shape)} dim"
+                                 f"{'' if len(v.shape) == 1 else 's'}", v.init.span,
+                                 "use a number, zeros, ones, normal(std) or uniform(lo, hi)")
         self.spec.variables[v.name] = v
 
     def _FuncDef(self, f: ast.FuncDef):
@@ -222,7 +229,9 @@ class Checker:
                              "known: " + ", ".join(table))
         seen = set()
         for opt in d.options:
-            if opt.key not in table[d.method]:
+            if d.kind == "learn" and opt.key.startswith("lr_"):
+                self._lr_options.append(opt)  # checked once all params are declared
+            elif opt.key not in table[d.method]:
                 raise self.error("E219", f"unknown option {opt.key!r} for {d.method}", opt.span,
                                  "known: " + ", ".join(sorted(table[d.method])))
             if opt.key in seen:
@@ -244,6 +253,27 @@ class Checker:
         elif opt.key in NAME_OPTIONS and not isinstance(v, str):
             raise self.error("E219", f"{d.method}: {opt.key} takes a name "
                              f"(e.g. {opt.key} = centered), got {_show(v)}", opt.span)
+        elif opt.key in OPTION_WORDS and v not in OPTION_WORDS[opt.key]:
+            raise self.error("E219", f"{d.method}: {opt.key} = {v} is not known", opt.span,
+                             "use " + ", ".join(OPTION_WORDS[opt.key]))
+        elif opt.key.startswith("lr_") and (isinstance(v, str) or not v > 0):
+            raise self.error("E219", f"{d.method}: {opt.key} must be a positive number, "
+                             f"got {_show(v)}", opt.span)
+
+    def _check_directives(self):
+        """Options that depend on the whole model: lr_<param> names, relax vs physics."""
+        sp = self.spec
+        for opt in self._lr_options:
+            if sp.role(opt.key[3:]) != "param":
+                raise self.error("E219", f"{opt.key}: the model has no parameter "
+                                 f"{opt.key[3:]!r}", opt.span,
+                                 "per-parameter rates are lr_<param>, e.g. lr_W1 = 0.1")
+        if sp.relax is not None and sp.physics is not None:
+            fits = RELAX_FOR[sp.physics.kind]
+            if sp.relax.method not in fits:
+                raise self.error("E219", f"`relax {sp.relax.method}` does not fit a "
+                                 f"`{sp.physics.kind}` model", sp.relax.span,
+                                 f"use relax {' or '.join(fits)}")
 
     def _check_update(self, u: ast.UpdateRule):
         sp = self.spec

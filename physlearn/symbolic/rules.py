@@ -122,6 +122,8 @@ def derive(spec: ModelSpec) -> Derivation:
 
     physics = canon(b.scalar(spec.physics.body))
     cost = canon(b.scalar(spec.cost.body))
+    for expr, node in ((physics, spec.physics), (cost, spec.cost)):
+        _require_finite(expr, node, spec)
     d = Derivation(spec, b, spec.physics.kind, physics, cost)
     d.output = prediction_name(spec)
     P, C = spec.physics.name, spec.cost.name
@@ -167,6 +169,16 @@ def derive(spec: ModelSpec) -> Derivation:
             d.cost_param_gradients[p] = Rule("cost_gradient", f"d{C}/d{p}", p, idx, gc)
         d.ep_updates[p] = _ep_update(d, p)
     return d
+
+
+def _require_finite(expr, node, spec: ModelSpec) -> None:
+    """An expression that cancels to 1/0 (e.g. h[i] / (h[i] - h[i])) cannot be computed."""
+    if expr.has(sp.zoo, sp.nan, sp.oo, -sp.oo):
+        from ..language.errors import ModelError
+        what = getattr(node, "kind", "cost")
+        raise ModelError("E223", f"the {what} {node.name} simplifies to a division by zero or an infinite value",
+                         node.span, spec.source, spec.filename,
+                         "look for a denominator that cancels to 0, e.g. (h[i] - h[i])")
 
 
 def nudged(expr: sp.Expr, spec: ModelSpec, suffix: str) -> sp.Expr:

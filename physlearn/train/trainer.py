@@ -27,18 +27,20 @@ class TrainingError(RuntimeError):
 
 @dataclass
 class TrainConfig:
-    algorithm: str = "ep-centered"
+    """Settings of a run. None means: the model's `learn` line, else the built-in default."""
+
+    algorithm: str | None = None  # default: ep-<nudging of the learn line>, else ep-centered
     epochs: int = 5
     batch_size: int = 20
     seed: int = 0
     out: str = "runs/run"
-    optimizer: str = "sgd"
-    lr: float = 0.05
-    lr_params: dict = field(default_factory=dict)
+    optimizer: str | None = None  # default sgd
+    lr: float | None = None  # default 0.05
+    lr_params: dict = field(default_factory=dict)  # on top of the learn line's lr_<param>
     momentum: float = 0.9
     weight_decay: float = 0.0
     beta: float | None = None  # None: the model's `learn` line, else 0.5
-    holomorphic_n: int = 4
+    holomorphic_n: int | None = None  # default: the learn line's n_nudges, else 4
     relax: dict = field(default_factory=dict)  # RelaxConfig overrides
     dims: dict = field(default_factory=dict)
     x64: bool = False
@@ -73,8 +75,8 @@ class Trainer:
                                              self._shapes("target"), dims)
         self.gen = gen = model.compile(dims)
         self.n_classes = gen.DIMS[gen.TARGETS[self.y_name][0]]
-        learn = dict(gen.LEARN)
-        self.beta = float(cfg.beta if cfg.beta is not None else learn.get("beta", 0.5))
+        self._resolve_defaults(cfg, dict(gen.LEARN))
+        self.beta = float(cfg.beta)
         self.relax_cfg = RelaxConfig.for_module(gen, **cfg.relax)
         relaxer = Relaxer(gen, self.relax_cfg)
         self.problem = Problem(gen, relaxer, _functions(model))
@@ -88,6 +90,21 @@ class Trainer:
         self.dtype = jnp.float64 if cfg.x64 else jnp.float32
         self.out = Path(cfg.out)
         self._step_cache = {}
+
+    @staticmethod
+    def _resolve_defaults(cfg: TrainConfig, learn: dict) -> None:
+        """Fill what the command line left open from the model's `learn` line."""
+        nudging = learn.get("nudging", "centered")
+        if cfg.algorithm is None:
+            cfg.algorithm = "ep-holomorphic" if nudging == "holomorphic" else f"ep-{nudging}"
+        cfg.beta = learn.get("beta", 0.5) if cfg.beta is None else cfg.beta
+        cfg.optimizer = cfg.optimizer or learn.get("optimizer", "sgd")
+        # an explicit --lr sets every rate; else the learn line's lr and lr_<param> apply
+        model_rates = {} if cfg.lr is not None else {
+            k[3:]: float(v) for k, v in learn.items() if k.startswith("lr_")}
+        cfg.lr = float(learn.get("lr", 0.05) if cfg.lr is None else cfg.lr)
+        cfg.holomorphic_n = int(cfg.holomorphic_n or learn.get("n_nudges", 4))
+        cfg.lr_params = {**model_rates, **cfg.lr_params}
 
     def _shapes(self, role):
         spec = self.model.spec

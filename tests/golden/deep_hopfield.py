@@ -33,7 +33,7 @@ INITS = {}
 SYMMETRIC = ()
 NONNEGATIVE = ()
 LEARN = {'method': 'EP', 'beta': 0.2, 'nudging': 'centered'}
-RELAX = {'method': 'gradient_flow', 'dt': 0.2, 'free_steps': 60.0, 'nudged_steps': 15.0}
+RELAX = {'method': 'gradient_flow', 'dt': 0.2, 'free_steps': 60, 'nudged_steps': 15}
 
 
 def rho(u):

@@ -37,7 +37,7 @@ INITS = {"R": ('normal', (0.1,))}
 SYMMETRIC = ('W',)
 NONNEGATIVE = ()
 LEARN = {'method': 'EP', 'beta': 0.5, 'nudging': 'centered'}
-RELAX = {'method': 'gradient_flow', 'dt': 0.2, 'free_steps': 50.0, 'nudged_steps': 10.0}
+RELAX = {'method': 'gradient_flow', 'dt': 0.2, 'free_steps': 50, 'nudged_steps': 10}
 
 
 def rho(u):

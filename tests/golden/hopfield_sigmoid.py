@@ -37,7 +37,7 @@ INITS = {}
 SYMMETRIC = ()
 NONNEGATIVE = ()
 LEARN = {'method': 'EP', 'beta': 0.5, 'nudging': 'centered'}
-RELAX = {'method': 'gradient_flow', 'dt': 0.5, 'free_steps': 20.0, 'nudged_steps': 6.0}
+RELAX = {'method': 'gradient_flow', 'dt': 0.5, 'free_steps': 20, 'nudged_steps': 6}
 
 
 def rho(u):

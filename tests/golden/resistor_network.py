@@ -38,7 +38,7 @@ INITS = {"G": ('uniform', (0.1, 1.0)), "G_in": ('uniform', (0.1, 1.0)), "G_out":
 SYMMETRIC = ('G',)
 NONNEGATIVE = ('G', 'G_in', 'G_out')
 LEARN = {'method': 'EP', 'beta': 0.1, 'nudging': 'centered'}
-RELAX = {'method': 'gradient_flow', 'dt': 0.05, 'free_steps': 200.0, 'nudged_steps': 50.0}
+RELAX = {'method': 'gradient_flow', 'dt': 0.05, 'free_steps': 200, 'nudged_steps': 50}
 
 
 def symmetrize(g):
