@@ -200,24 +200,37 @@ class Trainer:
                  + (f", tol {self.relax_cfg.tol:g}" if self.relax_cfg.tol else "") + "), data "
                  f"{self.data.name} ({len(x_train)} train / {len(self.data.x_test)} test)")
 
-        for epoch in range(start + 1, cfg.epochs + 1):
+        n_total, batch = len(x_train), cfg.batch_size
+
+        def plan(epoch):
+            """The epoch's shuffle and per-batch keys: a function of (seed, epoch) alone."""
             ekey = jax.random.fold_in(key, epoch)
-            perm = jax.random.permutation(jax.random.fold_in(ekey, 0), len(x_train))
-            idx = perm[: n_batches * cfg.batch_size].reshape(n_batches, cfg.batch_size)
-            keys = jax.random.split(jax.random.fold_in(ekey, 1), n_batches)
+            perm = jax.random.permutation(jax.random.fold_in(ekey, 0), n_total)
+            idx = perm[: n_batches * batch].reshape(n_batches, batch)
+            return idx, jax.random.split(jax.random.fold_in(ekey, 1), n_batches)
+        plan = self._jit(("plan", n_total, batch), plan)
+
+        for epoch in range(start + 1, cfg.epochs + 1):
             stats_all = []
             bar = _progress(n_batches, f"epoch {epoch}/{cfg.epochs}", cfg.progress)
             t0 = time.perf_counter()
+            idx, keys = plan(epoch)
+            # dispatch every chunk at once (JAX runs them back to back), then collect each
+            # chunk's numbers as it finishes: the progress bar never stalls the pipeline
+            pending = []
             for c0 in range(0, n_batches, chunk):
                 sl = slice(c0, min(c0 + chunk, n_batches))
                 before = (params, opt_state)
                 params, opt_state, stats = train_chunk(params, consts, opt_state, x_train,
                                                        y_train, idx[sl], keys[sl])
+                pending.append((sl, before, stats))
+            for sl, before, stats in pending:
                 stats = jax.device_get(stats)
                 if not np.all(stats["finite"]):
                     bad = int(np.argmin(stats["finite"]))
                     raise TrainingError(self._diagnose(before, consts, x_train, y_train,
-                                                       idx[sl], keys[sl], bad, epoch, c0 + bad))
+                                                       idx[sl], keys[sl], bad, epoch,
+                                                       sl.start + bad))
                 stats_all.append(stats)
                 bar.update(sl.stop - sl.start)
             epoch_seconds = time.perf_counter() - t0
