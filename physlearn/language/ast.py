@@ -91,6 +91,8 @@ class VarDecl(Node):
     symmetric: bool = False
     nonnegative: bool = False
     init: InitSpec | None = None
+    conjugate: str | None = None  # a momentum names its position: `p[n] conjugate to q`
+    time_varying: bool = False  # an input given at every time step: `u[d](t)`
 
 
 @dataclass(frozen=True)
@@ -109,7 +111,7 @@ class LetDef(Node):
 
 @dataclass(frozen=True)
 class Physics(Node):
-    """`energy E = ...` or `primitive Phi = ...`."""
+    """`energy E = ...`, `primitive Phi = ...` or `hamiltonian H = ...`."""
 
     kind: str
     name: str
@@ -127,6 +129,7 @@ class UpdateRule(Node):
 class CostDef(Node):
     name: str
     body: Expr
+    final: bool = False  # trajectories: the cost of the final state only (else every step)
 
 
 @dataclass(frozen=True)

@@ -19,14 +19,17 @@ BATCHED_ROLES = ("input", "target", "state")
 INIT_KINDS = {"number": 1, "zeros": 0, "ones": 0, "normal": (1, 2), "uniform": 2,
               "glorot": 0, "fan_in": 0}
 
-LEARN_METHODS = {"EP": {"beta", "nudging", "lr", "optimizer", "n_nudges"}}  # + lr_<param>
+LEARN_METHODS = {"EP": {"beta", "nudging", "lr", "optimizer", "n_nudges"},  # + lr_<param>
+                 "RHEL": {"epsilon", "lr", "optimizer"}}
 # Allowed words for word-valued options.
 OPTION_WORDS = {"nudging": ("positive", "negative", "centered", "holomorphic"),
                 "optimizer": ("sgd", "momentum", "adam")}
 # Which relaxation suits which physics.
-RELAX_FOR = {"energy": ("gradient_flow",), "primitive": ("fixed_point", "asynchronous")}
+RELAX_FOR = {"energy": ("gradient_flow",), "primitive": ("fixed_point", "asynchronous"),
+             "hamiltonian": ("leapfrog",)}
 RELAX_METHODS = {
     "gradient_flow": {"dt", "free_steps", "nudged_steps", "tol", "max_steps"},
     "fixed_point": {"free_steps", "nudged_steps", "tol", "max_steps"},
     "asynchronous": {"free_steps", "nudged_steps", "tol", "max_steps"},
+    "leapfrog": {"dt"},  # Hamiltonian models: one drift-kick-drift step per input sample
 }

@@ -10,13 +10,13 @@ from .builtins import (ELEMENTWISE, INIT_KINDS, LEARN_METHODS, OPTION_WORDS, REL
 from .errors import ModelError, Span
 
 # learn/relax options by the kind of value they take.
-NUMBER_OPTIONS = {"beta", "lr", "dt", "tol"}  # positive numbers
+NUMBER_OPTIONS = {"beta", "lr", "dt", "tol", "epsilon"}  # positive numbers
 COUNT_OPTIONS = {"free_steps", "nudged_steps", "max_steps", "n_nudges"}  # positive integers
 NAME_OPTIONS = {"nudging", "optimizer"}  # a word, e.g. centered
 
 KEYWORD_NAMES = {"model", "dim", "input", "target", "state", "param", "const", "def", "let",
-                 "energy", "primitive", "update", "cost", "learn", "relax", "sum", "logsumexp",
-                 "symmetric", "nonnegative", "init", "beta"}
+                 "energy", "primitive", "hamiltonian", "update", "cost", "learn", "relax", "sum",
+                 "logsumexp", "symmetric", "nonnegative", "init", "conjugate", "final", "to"}
 
 
 @dataclass
@@ -71,14 +71,15 @@ class Checker:
         top = self.m.span
         end = Span(top.line, top.column, top.line, top.column + 1)  # the model's first line
         if sp.physics is None:
-            raise self.error("E208", "the model has no `energy` (or `primitive`) block", end,
-                             "add `energy E = ...` (gradient-flow dynamics) or "
-                             "`primitive Phi = ...` with `update` rules")
+            raise self.error("E208", "the model has no `energy`, `primitive` or `hamiltonian` "
+                             "block", end, "add `energy E = ...` (gradient-flow dynamics), "
+                             "`primitive Phi = ...` with `update` rules, or `hamiltonian H = ...`")
         if sp.cost is None:
             raise self.error("E209", "the model has no `cost`", end,
                              "add e.g. `cost C = sum(k: (o[k] - y[k])^2) / 2`")
         self._check_expr_scalar(sp.physics.body, sp.physics.kind)
         self._check_expr_scalar(sp.cost.body, "cost")
+        self._check_hamiltonian_structure()
         if sp.physics.kind == "primitive":
             dname = "d" + sp.physics.name
             if dname in self.declared:
@@ -95,11 +96,49 @@ class Checker:
         elif sp.updates:
             rule = next(iter(sp.updates.values()))
             raise self.error("E217", "`update` rules belong to `primitive` models", rule.span,
-                             "an `energy` model relaxes by gradient flow; remove the update")
+                             f"an `{sp.physics.kind}` model has derived dynamics; remove the "
+                             "update")
         if not sp.names("state"):
             raise self.error("E220", "the model declares no `state`", end,
                              "declare the units that relax, e.g. `state h[n_h]`")
         return sp
+
+    def _check_hamiltonian_structure(self):
+        """Momenta pair with positions; trajectory-only constructs need a Hamiltonian."""
+        sp = self.spec
+        momenta = {n: v for n, v in sp.variables.items() if v.conjugate is not None}
+        hamiltonian = sp.physics.kind == "hamiltonian"
+        if not hamiltonian:
+            for n, v in sp.variables.items():
+                if v.conjugate is not None or v.time_varying:
+                    what = "conjugate momenta" if v.conjugate else "time-varying inputs"
+                    raise self.error("E224", f"{what} belong to `hamiltonian` models", v.span,
+                                     f"this model has an `{sp.physics.kind}`; drop the "
+                                     f"{'`conjugate to`' if v.conjugate else '`(t)`'}")
+            if sp.cost.final:
+                raise self.error("E224", "`cost final` belongs to `hamiltonian` models (it "
+                                 "scores the last state of a trajectory)", sp.cost.span,
+                                 "write `cost C = ...`")
+            return
+        partner = {}
+        for n, v in momenta.items():
+            q = v.conjugate
+            if sp.role(q) != "state" or q == n:
+                raise self.error("E224", f"{n} is conjugate to {q!r}, which is not another "
+                                 "declared state", v.span,
+                                 "declare the position first: `state q[n], p[n] conjugate to q`")
+            if sp.shape(q) != sp.shape(n):
+                raise self.error("E224", f"momentum {n}[{', '.join(sp.shape(n))}] and position "
+                                 f"{q}[{', '.join(sp.shape(q))}] differ in shape", v.span)
+            if q in partner:
+                raise self.error("E224", f"{q} already has the momentum {partner[q]}", v.span)
+            if q in momenta:
+                raise self.error("E224", f"{q} is itself a momentum", v.span)
+            partner[q] = n
+        for n in sp.names("state"):
+            if n not in momenta and n not in partner:
+                raise self.error("E224", f"state {n} has no conjugate momentum", sp.variables[n].span,
+                                 f"declare one: `state p_{n}[...] conjugate to {n}`")
 
     def _declare(self, name: str, span: Span):
         if name in self.declared:
@@ -117,6 +156,12 @@ class Checker:
 
     def _VarDecl(self, v: ast.VarDecl):
         self._declare(v.name, v.span)
+        if v.conjugate is not None and v.role != "state":
+            raise self.error("E224", f"only a `state` can be a momentum; {v.name} is "
+                             f"{_article(v.role)}", v.span)
+        if v.time_varying and v.role != "input":
+            raise self.error("E224", f"only an `input` can vary in time; {v.name} is "
+                             f"{_article(v.role)}", v.span)
         for dim in v.shape:
             if dim.name not in self.spec.dims:
                 raise self.error("E215", f"unknown dim {dim.name!r} in the shape of {v.name}",
@@ -205,7 +250,7 @@ class Checker:
     def _Physics(self, p: ast.Physics):
         if self.spec.physics is not None:
             raise self.error("E216", f"a second physics block `{p.kind} {p.name}`", p.span,
-                             "a model has exactly one `energy` or `primitive`")
+                             "a model has exactly one `energy`, `primitive` or `hamiltonian`")
         self._declare(p.name, p.span)
         self.spec.physics = p
 

@@ -112,4 +112,5 @@ CODES = {
     "E221": "dim has no value",
     "E222": "index out of range",
     "E223": "undefined constant (division by zero, log of a non-positive number, ...)",
+    "E224": "bad Hamiltonian structure (momenta, time-varying inputs, final costs)",
 }

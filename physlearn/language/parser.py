@@ -31,8 +31,9 @@ _SOURCE: contextvars.ContextVar[str | None] = contextvars.ContextVar("physlearn_
                                                                     default=None)
 _WORD = re.compile(r"[A-Za-z0-9_]*")
 _KEYWORD_TERMINALS = ("MODEL", "DIM", "INPUT", "TARGET", "STATE", "PARAM", "CONST", "DEF",
-                      "LET", "ENERGY", "PRIMITIVE", "UPDATE", "COST", "LEARN", "RELAX",
-                      "SYMMETRIC", "NONNEGATIVE", "INIT", "SUM", "LOGSUMEXP")
+                      "LET", "ENERGY", "PRIMITIVE", "HAMILTONIAN", "UPDATE", "COST", "LEARN",
+                      "RELAX", "SYMMETRIC", "NONNEGATIVE", "INIT", "SUM", "LOGSUMEXP",
+                      "CONJUGATE", "FINAL")
 
 
 class _GluedKeyword(Exception):
@@ -67,6 +68,11 @@ class _Modifier:
 
     word: str
     span: Span
+    target: str | None = None  # `conjugate to q`
+
+
+class _TimeVarying:
+    """The `(t)` after an input's shape."""
 
 
 def _span(meta) -> Span:
@@ -153,6 +159,8 @@ class _ToAst(Transformer):
         rest = [x for x in c[1:] if x is not None]
         shape = rest[0] if rest and isinstance(rest[0], tuple) else ()
         mods = rest[1:] if shape else rest
+        timed = any(isinstance(m, _TimeVarying) for m in mods)
+        mods = [m for m in mods if not isinstance(m, _TimeVarying)]
         seen = {}
         for m in mods:
             word, span = ("init", m.span) if isinstance(m, ast.InitSpec) else (m.word, m.span)
@@ -166,8 +174,10 @@ class _ToAst(Transformer):
         sym = "symmetric" in seen
         nonneg = "nonnegative" in seen
         init = next((m for m in mods if isinstance(m, ast.InitSpec)), None)
+        conj = next((m.target for m in mods if isinstance(m, _Modifier)
+                     and m.word == "conjugate"), None)
         item = ast.Name(_tok_span(c[0]), str(c[0]))
-        object.__setattr__(item, "fields", (str(c[0]), shape, sym, nonneg, init))
+        object.__setattr__(item, "fields", (str(c[0]), shape, sym, nonneg, init, conj, timed))
         return item
 
     def shape(self, meta, c):
@@ -184,6 +194,15 @@ class _ToAst(Transformer):
 
     def value(self, meta, c):
         return ast.InitSpec(_span(meta), "number", (c[0],))
+
+    def conjugate(self, meta, c):
+        return _Modifier("conjugate", _span(meta), str(c[0]))
+
+    def time_arg(self, meta, c):
+        if str(c[0]) != "t":
+            raise ModelError("E100", f"a time-varying input is written with (t), not "
+                             f"({c[0]})", _tok_span(c[0]), hint="e.g. `input u[d](t)`")
+        return _TimeVarying()
 
     def signed_number(self, meta, c):
         return float(c[0])
@@ -211,6 +230,9 @@ class _ToAst(Transformer):
     def primitive_def(self, meta, c):
         return ast.Physics(_span(meta), "primitive", str(c[0]), c[1])
 
+    def hamiltonian_def(self, meta, c):
+        return ast.Physics(_span(meta), "hamiltonian", str(c[0]), c[1])
+
     def update_def(self, meta, c):
         return list(c)
 
@@ -220,6 +242,9 @@ class _ToAst(Transformer):
 
     def cost_def(self, meta, c):
         return ast.CostDef(_span(meta), str(c[0]), c[1])
+
+    def cost_final(self, meta, c):
+        return ast.CostDef(_span(meta), str(c[0]), c[1], final=True)
 
     def _directive(kind):
         def method(self, meta, c):
@@ -239,10 +264,10 @@ class _ToAst(Transformer):
 
 # ------------------------------------------------------------------ syntax errors
 _STATEMENTS = ("dim", "input", "target", "state", "param", "const", "def", "let", "energy",
-               "primitive", "update", "cost", "learn", "relax")
+               "primitive", "hamiltonian", "update", "cost", "learn", "relax")
 _STATEMENT_TERMS = {k.upper() for k in _STATEMENTS}
 _OPERATORS = {"PLUS", "MINUS", "STAR", "SLASH", "CIRCUMFLEX", "__ANON_0"}
-_MODIFIERS = {"SYMMETRIC", "NONNEGATIVE", "INIT"}
+_MODIFIERS = {"SYMMETRIC", "NONNEGATIVE", "INIT", "CONJUGATE"}
 _KEYWORDS = _STATEMENT_TERMS | _MODIFIERS | {"MODEL", "SUM", "LOGSUMEXP"}
 # The order in which single expected tokens are listed, with their human names.
 _LABELS = {
