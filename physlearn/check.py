@@ -87,6 +87,17 @@ def compare(gen, params, states, data) -> list[Comparison]:
             if name == C and p not in got_p and float(jnp.abs(ref).max()) == 0.0:
                 continue  # the cost does not read this parameter
             out.append(Comparison(f"d{name}/d{p}", rel_err(got, ref)))
+    if gen.KIND == "hamiltonian":
+        ref = jax.grad(lambda s: gen.physics(params, s, data).sum())(states)
+        got = gen.hamilton(params, states, data)
+        for p, q in gen.CONJUGATE.items():
+            out.append(Comparison(f"d{q}/dt", rel_err(got[q], ref[p])))
+            out.append(Comparison(f"d{p}/dt", rel_err(got[p], -ref[q])))
+        inputs = {k: v for k, v in data.items() if k in gen.INPUTS}
+        ref_u = jax.grad(lambda u: gen.physics(params, states, {**data, **u}).sum())(inputs)
+        got_u = gen.grad_inputs(params, states, data)
+        for u in gen.INPUTS:
+            out.append(Comparison(f"d{P}/d{u}", rel_err(got_u[u], ref_u[u])))
     if gen.KIND == "energy":
         beta = 0.37
         ref = jax.grad(lambda s: (gen.physics(params, s, data)

@@ -293,12 +293,26 @@ class ModuleWriter:
                 f"INITS = {inits('param')[:-1]}{', ' if inits('param') != '{}' and inits('const') != '{}' else ''}{inits('const')[1:]}",
                 f"SYMMETRIC = {tuple(n for n in spec.names('param') if spec.variables[n].symmetric)!r}",
                 f"NONNEGATIVE = {tuple(n for n in spec.names('param') if spec.variables[n].nonnegative)!r}",
-                f"LEARN = {options(spec.learn, {'method': 'EP', 'beta': 0.5, 'nudging': 'centered'})}",
+                f"LEARN = {options(spec.learn, self._default_learn())}",
                 f"RELAX = {options(spec.relax, self._default_relax())}",
                 ""]
+        if d.kind == "hamiltonian":
+            timed = tuple(n for n in spec.names("input") if spec.variables[n].time_varying)
+            out[-1:] = [f"CONJUGATE = {d.conjugates!r}  # momentum -> position",
+                        f"TIME_VARYING = {timed!r}",
+                        f"COST_FINAL = {spec.cost.final!r}",
+                        *[f"{k.upper()} = {v[0]!r}" for k, v in d.structure.items()],
+                        ""]
         return out
 
+    def _default_learn(self):
+        if self.d.kind == "hamiltonian":
+            return {"method": "RHEL", "epsilon": 1e-4}
+        return {"method": "EP", "beta": 0.5, "nudging": "centered"}
+
     def _default_relax(self):
+        if self.d.kind == "hamiltonian":
+            return {"method": "leapfrog", "dt": 0.05}
         if self.d.kind == "energy":
             return {"method": "gradient_flow", "dt": 0.5, "free_steps": 20, "nudged_steps": 4}
         return {"method": "fixed_point", "free_steps": 20, "nudged_steps": 4}
@@ -332,9 +346,14 @@ class ModuleWriter:
         fns.append(self.prediction_function())
         if d.kind == "energy":
             fns.append(self._energy_dynamics())
-        else:
+        elif d.kind == "primitive":
             fns.append(self.update_function())
             fns.append(self._primitive_relax())
+        else:
+            fns.append(self.grad_states_function(
+                "grad_inputs", d.input_gradients,
+                f"d{P}/du for every input u, per example (RHEL's input gradients)."))
+            fns.append(self._hamiltonian_functions())
         fns.append(self._init_functions())
         lines = self.header() + self.constants()
         fn_defs = []
@@ -394,6 +413,36 @@ class ModuleWriter:
              ")"],
             "jax.tree_util.tree_map(lambda v: v[-1], sol.ys)")
         return dyn + "\n\n\n" + vf + "\n\n\n" + relax_fn
+
+    def _hamiltonian_functions(self) -> str:
+        d = self.d
+        P = d.physics_name
+        hamilton = self._function(
+            "hamilton", "params, states, data",
+            f"Hamilton's equations: dq/dt = d{P}/dp, dp/dt = -d{P}/dq, per example.",
+            ["g = grad_states(params, states, data)",
+             "out = {}",
+             "for p, q in CONJUGATE.items():",
+             "    out[q] = g[p]",
+             "    out[p] = -g[q]"], "out")
+        dt = float({o.key: o.value for o in self.spec.relax.options}.get("dt", 0.05)) \
+            if self.spec.relax else 0.05
+        leap = self._function(
+            "leapfrog", f"params, states, data, dt={dt}",
+            "One drift-kick-drift step (time-symmetric, symplectic; exact for separable H).\n\n"
+            "    `data` holds this step's inputs. Returns (new states, states at the kick).",
+            ["half = dict(states)",
+             "g = grad_states(params, states, data)",
+             "for p, q in CONJUGATE.items():",
+             "    half[q] = states[q] + 0.5 * dt * g[p]",
+             "g = grad_states(params, half, data)",
+             "new = dict(half)",
+             "for p, q in CONJUGATE.items():",
+             "    new[p] = states[p] - dt * g[q]",
+             "g = grad_states(params, new, data)",
+             "for p, q in CONJUGATE.items():",
+             "    new[q] = half[q] + 0.5 * dt * g[p]"], "new, half")
+        return hamilton + "\n\n\n" + leap
 
     def _primitive_relax(self) -> str:
         relax = self.spec.relax

@@ -16,10 +16,17 @@ class PhysFunction(sp.Function):
     jax: str = ""  # a format string over the argument codes {0}, {1}, ...
 
 
-def _builtin(name, nargs, jax, fdiff):
+def _builtin(name, nargs, jax, fdiff, even=False):
     def method(self, argindex=1):
         return fdiff(self.args, argindex)
-    return type(name, (PhysFunction,), {"nargs": nargs, "jax": jax, "fdiff": method})
+    attrs = {"nargs": nargs, "jax": jax, "fdiff": method}
+    if even:  # f(-x) = f(x): keep the argument's sign canonical so equal terms merge
+        def evaluate(cls, x):
+            if x.could_extract_minus_sign():
+                return cls(-x)
+            return None
+        attrs["eval"] = classmethod(evaluate)
+    return type(name, (PhysFunction,), attrs)
 
 
 step = _builtin("step", 1, "jnp.where({0} > 0, 1.0, 0.0)", lambda a, i: sp.S.Zero)
@@ -32,8 +39,8 @@ tanh_prime = _builtin("tanh'", 1, "tanh_prime({0})",
                       lambda a, i: -2 * tanh(a[0]) * tanh_prime(a[0]))
 relu = _builtin("relu", 1, "jax.nn.relu({0})", lambda a, i: step(a[0]))
 softplus = _builtin("softplus", 1, "jax.nn.softplus({0})", lambda a, i: sigmoid(a[0]))
-logcosh = _builtin("logcosh", 1, "logcosh({0})", lambda a, i: tanh(a[0]))
-absval = _builtin("abs", 1, "jnp.abs({0})", lambda a, i: sign(a[0]))
+logcosh = _builtin("logcosh", 1, "logcosh({0})", lambda a, i: tanh(a[0]), even=True)
+absval = _builtin("abs", 1, "jnp.abs({0})", lambda a, i: sign(a[0]), even=True)
 # d clip/du is 1 on the closed interval [lo, hi]: a state sitting exactly at a bound
 # (zero-initialised hard-sigmoid units) can still move, as in the EP reference code.
 clip_prime = _builtin("clip'", 3, "jnp.where(({0} >= {1}) & ({0} <= {2}), 1.0, 0.0)",

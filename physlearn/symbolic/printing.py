@@ -107,7 +107,7 @@ def text_rule(rule: Rule) -> str:
 def latex_rule(rule: Rule) -> str:
     idx = ",".join(str(i) for i in rule.indices)
     sub = f"_{{{idx}}}" if idx else ""
-    if rule.kind in ("state_gradient", "param_gradient", "cost_gradient"):
+    if rule.kind in ("state_gradient", "param_gradient", "cost_gradient", "input_gradient"):
         num, den = rule.lhs[1:].split("/d")
         lhs = rf"\frac{{\partial {_tex_name(num)}}}{{\partial {_subscriptable(_tex_name(den))}{sub}}}"
     elif rule.kind == "dynamics":
@@ -130,15 +130,29 @@ def report(d: Derivation, as_latex: bool = False) -> str:
     out.append(f"dims: {dims}")
     out.append("")
     out.append(f"{d.kind} {d.physics_name} = {expr(d.physics)}")
-    out.append(f"cost {d.cost_name} = {expr(d.cost)}")
+    final = " (final state only)" if spec.cost.final else (
+        " (every time step, averaged)" if d.kind == "hamiltonian" else "")
+    out.append(f"cost {d.cost_name} = {expr(d.cost)}{final}")
     out.append("")
-    out.append("state dynamics" + (" (gradient flow)" if d.kind == "energy"
-                                   else " (discrete updates)") + ":")
+    if d.kind == "hamiltonian":
+        out.append("structure:")
+        for key, (ok, why) in d.structure.items():
+            out.append(f"  {key.replace('_', ' ')}: {'yes' if ok else 'no'} ({why})")
+        out.append("  dissipation: none (a Hamiltonian conserves H when inputs are constant)")
+        out.append("")
+    kind = {"energy": " (gradient flow)", "primitive": " (discrete updates)",
+            "hamiltonian": " (Hamilton's equations)"}[d.kind]
+    out.append("state dynamics" + kind + ":")
     for r in d.dynamics.values():
         out.append("  " + show(r))
     if d.kind == "primitive":
         for r in d.state_gradients.values():
             out.append("  where " + show(r))
+    if d.input_gradients:
+        out.append("")
+        out.append("input gradients (RHEL's echo gives dL/du from their contrast):")
+        for r in d.input_gradients.values():
+            out.append("  " + show(r))
     out.append("")
     out.append("nudge (cost gradient on states):")
     for r in d.cost_state_gradients.values():
@@ -154,6 +168,13 @@ def report(d: Derivation, as_latex: bool = False) -> str:
     for r in d.cost_param_gradients.values():
         out.append("  " + show(r) + "   (readout: the cost depends on it directly)")
     out.append("")
+    if d.kind == "hamiltonian":
+        out.append("RHEL (two echoes from the momentum-flipped final state, inputs reversed, "
+                   "momenta nudged by -+eps dC/dq):")
+        for p in (p for p, r in d.param_gradients.items() if r.expr != 0):
+            out.append(f"  dL/d{p} = dt/(2 eps) * sum over echo steps of "
+                       f"[d{d.physics_name}/d{p}(echo +eps) - d{d.physics_name}/d{p}(echo -eps)]")
+        return "\n".join(out)
     out.append("EP updates (centered: beta convention s+ = s(+beta), s- = s(-beta)):")
     for r in d.ep_updates.values():
         out.append("  " + show(r))

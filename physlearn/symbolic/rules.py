@@ -63,6 +63,13 @@ class Derivation:
     dynamics: dict[str, Rule] = field(default_factory=dict)
     ep_updates: dict[str, Rule] = field(default_factory=dict)
     output: str | None = None  # the cost's prediction: a state or a `let` name
+    input_gradients: dict[str, Rule] = field(default_factory=dict)  # Hamiltonian: dH/du
+    structure: dict[str, tuple[bool, str]] = field(default_factory=dict)  # Hamiltonian checks
+
+    @property
+    def conjugates(self) -> dict[str, str]:
+        """momentum -> position, for Hamiltonian models."""
+        return {n: v.conjugate for n, v in self.spec.variables.items() if v.conjugate}
 
     def state_couplings(self) -> dict[str, set[str]]:
         """For each state, the states its gradient (hence its update) reads."""
@@ -145,6 +152,8 @@ def derive(spec: ModelSpec) -> Derivation:
         if d.kind == "energy":
             d.dynamics[s] = Rule("dynamics", f"d{s}/dt", s, idx, -g,
                                  note=f"gradient flow: -d{P}/d{s}")
+    if d.kind == "hamiltonian":
+        _hamilton(d)
     if d.kind == "primitive":
         for s, rule in spec.updates.items():
             idx0, rhs = b.update(rule)
@@ -167,8 +176,51 @@ def derive(spec: ModelSpec) -> Derivation:
         idx, gc = grad(cost, p)
         if gc != 0:
             d.cost_param_gradients[p] = Rule("cost_gradient", f"d{C}/d{p}", p, idx, gc)
-        d.ep_updates[p] = _ep_update(d, p)
+        if d.kind != "hamiltonian":
+            d.ep_updates[p] = _ep_update(d, p)
+    if d.kind == "hamiltonian":
+        for u in spec.names("input"):
+            idx, g = grad(physics, u)
+            d.input_gradients[u] = Rule("input_gradient", f"d{P}/d{u}", u, idx, g)
+        d.structure = hamiltonian_structure(d)
     return d
+
+
+def _hamilton(d: Derivation) -> None:
+    """dq/dt = dH/dp, dp/dt = -dH/dq for every conjugate pair."""
+    P = d.physics_name
+    for p, q in d.conjugates.items():
+        gp, gq = d.state_gradients[p], d.state_gradients[q]
+        d.dynamics[q] = Rule("dynamics", f"d{q}/dt", q, gp.indices, gp.expr,
+                             note=f"Hamilton: d{P}/d{p}")
+        d.dynamics[p] = Rule("dynamics", f"d{p}/dt", p, gq.indices, -gq.expr,
+                             note=f"Hamilton: -d{P}/d{q}")
+
+
+def _reads(expr: sp.Expr, names) -> set[str]:
+    used = {x.base.name for x in expr.atoms(sp.Indexed)} | {x.name for x in expr.atoms(sp.Symbol)}
+    return used & set(names)
+
+
+def hamiltonian_structure(d: Derivation) -> dict[str, tuple[bool, str]]:
+    """What the algorithms need to know, read off the symbolic form."""
+    momenta, positions = set(d.conjugates), set(d.conjugates.values())
+    out = {}
+    mixed = [p for p in momenta if _reads(d.state_gradients[p].expr, positions)] + \
+        [q for q in positions if _reads(d.state_gradients[q].expr, momenta)]
+    out["separable"] = (not mixed, "H = T(p) + V(q)" if not mixed else
+                        f"dH/d{mixed[0]} mixes positions and momenta")
+    flipped = d.physics.replace(
+        lambda e: (isinstance(e, sp.Indexed) and e.base.name in momenta)
+        or (isinstance(e, sp.Symbol) and e.name in momenta and not d.spec.shape(e.name)),
+        lambda e: -e)
+    even = canonical_indices(normalize(sp.expand(flipped - d.physics))) == 0
+    out["time_reversible"] = (even, "H is even in the momenta" if even else
+                              "H(q, -p) differs from H(q, p) (or could not be shown equal)")
+    kinetic_params = [n for n, r in d.param_gradients.items() if _reads(r.expr, momenta)]
+    out["kinetic_parameter_free"] = (not kinetic_params, "parameters only in V(q)" if not
+                                     kinetic_params else f"{kinetic_params[0]} enters T(p)")
+    return out
 
 
 def _require_finite(expr, node, spec: ModelSpec) -> None:
