@@ -120,3 +120,62 @@ def gdu_table(problem, params, data, s_star, beta, steps):
         rows.append({"t": t, **{k: (cosine(ep[k], bp[k]), rel_err(ep[k], bp[k]))
                                 for k in gen.PARAMS}})
     return rows
+
+
+def run_trajectory(model, algorithm: str, eps: float, *, dims=None, x64=True, batch=4, seed=0,
+                   length=100, reference=True):
+    """Hamiltonian models: RHEL (or BPTT) against BPTT through the same leapfrog steps."""
+    from .learning import trajectory as tr
+    from .learning.core import Unsupported
+    if algorithm not in ("rhel", "bptt"):
+        raise Unsupported(f"a hamiltonian model learns with rhel or bptt, not {algorithm}")
+    if algorithm == "rhel":
+        tr.rhel_requirements(model)
+    with jax.enable_x64(x64):
+        dtype = jnp.float64 if x64 else jnp.float32
+        gen = model.compile(dims)
+        dt = float(gen.RELAX.get("dt", 0.05))
+        key = jax.random.PRNGKey(seed)
+        params = gen.init_params(jax.random.fold_in(key, 0), dtype)
+        data = {}
+        for n, dims_ in gen.INPUTS.items():
+            shape = (batch,) + ((length,) if n in gen.TIME_VARYING else ()) + \
+                tuple(gen.DIMS[d] for d in dims_)
+            data[n] = jax.random.normal(jax.random.fold_in(key, 10 + len(data)), shape, dtype)
+        data.update(_targets(gen, jax.random.fold_in(key, 2), batch, dtype))
+        states = {s: 0.1 * jax.random.normal(jax.random.fold_in(key, 3 + i),
+                                             (batch,) + tuple(gen.DIMS[d] for d in dd), dtype)
+                  for i, (s, dd) in enumerate(gen.STATES.items())}
+        if algorithm == "rhel":
+            est, est_u = jax.jit(lambda p, s, d: tr.rhel(gen, p, s, d, dt, eps))(params, states, data)
+        else:
+            est, est_u = jax.jit(lambda p, s, d: tr.bptt(gen, p, s, d, dt))(params, states, data)
+        rows = []
+        if reference:
+            ref, ref_u = jax.jit(lambda p, s, d: tr.bptt(gen, p, s, d, dt))(params, states, data)
+            for k in gen.PARAMS:
+                rows.append({"param": k, "cosine": cosine(est[k], ref[k]),
+                             "norm_ratio": norm_ratio(est[k], ref[k]),
+                             "rel_err": rel_err(est[k], ref[k])})
+            for k in gen.TIME_VARYING:
+                rows.append({"param": f"input {k}", "cosine": cosine(est_u[k], ref_u[k]),
+                             "norm_ratio": norm_ratio(est_u[k], ref_u[k]),
+                             "rel_err": rel_err(est_u[k], ref_u[k])})
+        else:
+            for k in gen.PARAMS:
+                rows.append({"param": k, "norm": float(np.linalg.norm(np.ravel(est[k])))})
+        info = {"dtype": "float64" if x64 else "float32", "batch": batch, "length": length,
+                "dt": dt, "epsilon": eps}
+        return rows, info
+
+
+def _targets(gen, key, batch, dtype):
+    out = {}
+    for n, dims in gen.TARGETS.items():
+        shape = tuple(gen.DIMS[d] for d in dims)
+        if len(shape) == 1:
+            out[n] = jax.nn.one_hot(jax.random.randint(key, (batch,), 0, shape[0]), shape[0],
+                                    dtype=dtype)
+        else:
+            out[n] = jax.random.uniform(key, (batch,) + shape, dtype)
+    return out

@@ -69,6 +69,9 @@ def _functions(model) -> frozenset:
 class Trainer:
     def __init__(self, model, dataset: Dataset, cfg: TrainConfig, log=print):
         self.model, self.data, self.cfg, self.log = model, dataset, cfg, log
+        if model.derivation.kind == "hamiltonian":
+            raise ValueError("training hamiltonian models is not available yet; check their "
+                             "gradients with `physlearn gradcheck --algorithm rhel`")
         dims = dict(model.spec.dims)
         dims.update(cfg.dims)
         self.x_name, self.y_name = fit_model(dataset, self._shapes("input"),

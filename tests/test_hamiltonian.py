@@ -1,0 +1,121 @@
+"""Hamiltonian models: derivation, structure checks, generated leapfrog, RHEL = BPTT."""
+
+import json
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+import physlearn
+from conftest import ROOT
+from physlearn.learning import trajectory as tr
+from physlearn.symbolic.printing import text_rule
+
+LOGCOSH = ROOT / "models" / "hru_logcosh.phl"
+LINEAR = ROOT / "models" / "hru_linear.phl"
+
+
+def test_hamiltons_equations_and_structure():
+    d = physlearn.load(LOGCOSH).derivation
+    assert text_rule(d.dynamics["q"]) == "dq/dt[i] = p[i]"
+    assert text_rule(d.dynamics["p"]).startswith("dp/dt[i] = -a[i]*q[i] - sum(j: tanh(")
+    assert all(ok for ok, _ in d.structure.values())
+    assert "dH/du" in physlearn.load(LOGCOSH).report()
+
+
+def test_structure_checks_refuse_rhel_with_a_positioned_error():
+    text = """
+    dim n = 3
+    input u[n](t)
+    target y[n]
+    state q[n], p[n] conjugate to q
+    param a[n]
+    hamiltonian H = sum(i: p[i]^2) / 2 + sum(i: a[i] * q[i] * p[i]) - sum(i: q[i] * u[i])
+    cost final C = squared_error(q, y)
+    """
+    model = physlearn.loads(text, "mixed.phl")
+    d = model.derivation
+    assert not d.structure["separable"][0] and not d.structure["time_reversible"][0]
+    with pytest.raises(physlearn.ModelError) as err:
+        tr.rhel_requirements(model)
+    assert err.value.code == "E224" and err.value.span.line == 7 and "bptt" in err.value.render()
+
+
+def _setup(path, final=True, n=6, T=60):
+    text = path.read_text()
+    if not final:
+        text = text.replace("cost final L", "cost L")
+    gen = physlearn.loads(text, path.name).compile({"n": n})
+    key = jax.random.PRNGKey(0)
+    params = gen.init_params(key, jnp.float64)
+    params = {k: v + 0.3 * jax.random.normal(jax.random.fold_in(key, 9), v.shape, v.dtype)
+              for k, v in params.items()}
+    data = {"u": jax.random.normal(jax.random.PRNGKey(1), (3, T, 1), jnp.float64),
+            "y": jax.nn.one_hot(jnp.array([0, 4, 9]), 10, dtype=jnp.float64)}
+    states = {"q": 0.3 * jax.random.normal(jax.random.PRNGKey(2), (3, n), jnp.float64),
+              "p": jnp.zeros((3, n), jnp.float64)}
+    return gen, params, states, data
+
+
+def rel(a, b):
+    return float(jnp.linalg.norm(a - b) / jnp.linalg.norm(b))
+
+
+@pytest.fixture(autouse=True)
+def x64():
+    with jax.enable_x64(True):
+        yield
+
+
+def test_generated_leapfrog_is_reversible():
+    gen, params, states, data = _setup(LOGCOSH, T=500)
+    static = {"y": data["y"]}
+    us = jnp.swapaxes(data["u"], 0, 1)
+
+    def run(s, seq):
+        def body(s, u):
+            return gen.leapfrog(params, s, {**static, "u": u}, 0.05)[0], None
+        return jax.lax.scan(body, s, seq)[0]
+    end = run(states, us)
+    back = run({"q": end["q"], "p": -end["p"]}, us[::-1])
+    assert float(jnp.max(jnp.abs(back["q"] - states["q"]))) < 1e-12
+    assert float(jnp.max(jnp.abs(back["p"] + states["p"]))) < 1e-12
+
+
+@pytest.mark.parametrize("final", [True, False], ids=["final-cost", "per-step-cost"])
+def test_rhel_equals_bptt_on_generated_code(final):
+    gen, params, states, data = _setup(LOGCOSH, final)
+    g, gu = tr.rhel(gen, params, states, data, 0.05, 1e-4)
+    ref, ref_u = tr.bptt(gen, params, states, data, 0.05)
+    for k in ref:
+        if float(jnp.linalg.norm(ref[k])) > 0:
+            assert rel(g[k], ref[k]) < 1e-6, k
+    assert rel(gu["u"], ref_u["u"]) < 1e-6
+
+
+def test_rhel_is_exact_for_the_linear_hru():
+    gen, params, states, data = _setup(LINEAR)
+    for eps in (1e-3, 1.0):
+        g, gu = tr.rhel(gen, params, states, data, 0.05, eps)
+        ref, ref_u = tr.bptt(gen, params, states, data, 0.05)
+        assert max(rel(g[k], ref[k]) for k in ref) < 1e-9
+        assert rel(gu["u"], ref_u["u"]) < 1e-9
+
+
+@pytest.mark.parametrize("path,tol", [(LINEAR, 1e-9), (LOGCOSH, 1e-5)], ids=["linear", "logcosh"])
+def test_gradcheck_command(path, tol):
+    r = subprocess.run([sys.executable, "-m", "physlearn", "gradcheck", str(path), "--algorithm",
+                        "rhel", "--epsilon", "1e-4", "--x64", "--length", "50", "--dim", "n=16"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    last = json.loads(r.stdout.strip().splitlines()[-1])
+    assert last["algorithm"] == "rhel" and last["reference"] == "bptt"
+    assert last["max_rel_err"] <= tol
+
+
+def test_training_hamiltonian_models_is_refused_clearly(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "physlearn", "train", str(LINEAR), "--out",
+                        str(tmp_path / "run")], capture_output=True, text=True)
+    assert r.returncode == 2 and "gradcheck" in r.stderr and "Traceback" not in r.stderr
