@@ -72,10 +72,14 @@ def bptt(gen, params, states, data, dt):
     return {k: g[k] for k in gen.PARAMS}, gu
 
 
-def rhel(gen, params, states, data, dt, eps=1e-4):
-    """(dL/dtheta, dL/du) from two echoes, vmapped over the sign of eps."""
-    static, seq = split(gen, data)
-    n = next(iter(seq.values())).shape[0]
+def rhel(gen, params, states, data, dt, eps=1e-4, with_inputs=True):
+    """(dL/dtheta, dL/du) from two echoes, vmapped over the sign of eps.
+
+    With `with_inputs=False` no per-step input gradient is kept (dL/du is then {}), and the
+    memory no longer grows with the sequence length.
+    """
+    static, seq = split(gen, data)  # one time-major copy of the input sequences
+    n = length(gen, data)
     batch = jax.tree_util.tree_leaves(states)[0].shape[0]
     weight = 1.0 if gen.COST_FINAL else 1.0 / n
 
@@ -108,19 +112,19 @@ def rhel(gen, params, states, data, dt, eps=1e-4):
             gu = gen.grad_inputs(params, half, d)
             if not gen.COST_FINAL:  # every state before the last carries a loss
                 s = jax.lax.cond(t >= 1, lambda s: nudge(s, t - 1, e), lambda s: s, s)
-            return (s, acc), {k: gu[k] for k in gen.TIME_VARYING}
+            return (s, acc), ({k: gu[k] for k in gen.TIME_VARYING} if with_inputs else None)
 
         (_, acc), gu = jax.lax.scan(body, (s, zeros), jnp.arange(n))
-        return acc, jax.tree_util.tree_map(lambda v: v[::-1], gu)
+        return acc, (jax.tree_util.tree_map(lambda v: v[::-1], gu) if with_inputs else {})
 
     acc, gu = jax.vmap(echo)(jnp.array([eps, -eps]))
     g = {k: dt * (v[0] - v[1]) / (2 * eps) for k, v in acc.items()}
     gu = {k: jnp.swapaxes(dt * (v[0] - v[1]) / (2 * eps), 0, 1) / batch for k, v in gu.items()}
-    direct = _direct_cost_grads(gen, params, states, data, dt)
+    direct = _direct_cost_grads(gen, params, states, data, dt, final if gen.COST_FINAL else None)
     return {k: g[k] + direct[k] for k in g}, gu
 
 
-def _direct_cost_grads(gen, params, states, data, dt):
+def _direct_cost_grads(gen, params, states, data, dt, final=None):
     """dC/dtheta for parameters the cost reads (readouts), at the final or every state."""
     static, seq = split(gen, data)
     zeros = {k: jnp.zeros_like(params[k]) for k in gen.PARAMS}
@@ -130,7 +134,8 @@ def _direct_cost_grads(gen, params, states, data, dt):
         return {k: g.get(k, zeros[k]) for k in zeros}
 
     if gen.COST_FINAL:
-        final, _ = forward(gen, params, states, data, dt)
+        if final is None:
+            final, _ = forward(gen, params, states, data, dt)
         return read(final, {**static, **{k: v[-1] for k, v in seq.items()}})
 
     def body(s, u):
