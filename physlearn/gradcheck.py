@@ -19,37 +19,41 @@ from .learning import Problem, implicit_gradient, make_algorithm
 from .learning.autodiff import BPTT
 
 
+ZERO = 1e-14  # a gradient this small (in norm) counts as exactly zero
+
+
 def cosine(a, b) -> float:
     a, b = np.ravel(np.asarray(a, np.float64)), np.ravel(np.asarray(b, np.float64))
     na, nb = np.linalg.norm(a), np.linalg.norm(b)
-    if na == 0 and nb == 0:
-        return 1.0
+    if na < ZERO and nb < ZERO:
+        return 1.0  # both vanish (e.g. a parameter the error has not reached)
     return float(a @ b / max(na * nb, 1e-300))
 
 
 def norm_ratio(a, b) -> float:
-    nb = np.linalg.norm(np.ravel(b))
-    return float(np.linalg.norm(np.ravel(a)) / nb) if nb > 0 else float("inf")
+    na, nb = np.linalg.norm(np.ravel(a)), np.linalg.norm(np.ravel(b))
+    if na < ZERO and nb < ZERO:
+        return 1.0
+    return float(na / nb) if nb > 0 else float("inf")
 
 
 def rel_err(a, b) -> float:
     """|a - b| / |b|; 0 when both vanish (e.g. a layer the error has not reached yet)."""
     num = np.linalg.norm(np.ravel(np.asarray(a, np.float64) - np.asarray(b, np.float64)))
-    if num == 0:
+    if num < ZERO:
         return 0.0
-    return float(num / max(np.linalg.norm(np.ravel(b)), 1e-300))
+    scale = max(np.linalg.norm(np.ravel(b)), np.linalg.norm(np.ravel(a)))
+    return float(num / scale)
 
 
 def random_batch(gen, key, batch: int, dtype, n_classes=None):
-    (xn, xd), (yn, yd) = next(iter(gen.INPUTS.items())), next(iter(gen.TARGETS.items()))
-    kx, ky = jax.random.split(key)
-    x = jax.random.uniform(kx, (batch,) + tuple(gen.DIMS[d] for d in xd), dtype)
-    k = gen.DIMS[yd[0]] if len(yd) == 1 else None
-    if k is not None:
-        y = jax.nn.one_hot(jax.random.randint(ky, (batch,), 0, k), k, dtype=dtype)
-    else:
-        y = jax.random.uniform(ky, (batch,) + tuple(gen.DIMS[d] for d in yd), dtype)
-    return {xn: x, yn: y}
+    """Inputs uniform in [0, 1]; vector targets one-hot, other targets uniform."""
+    out = {}
+    for n, (name, dims) in enumerate(gen.INPUTS.items()):
+        shape = (batch,) + tuple(gen.DIMS[d] for d in dims)
+        out[name] = jax.random.uniform(jax.random.fold_in(key, n), shape, dtype)
+    out.update(_targets(gen, jax.random.fold_in(key, 100), batch, dtype))
+    return out
 
 
 def run(model, algorithm: str, beta: float, *, dims=None, x64=True, batch=8, seed=0,

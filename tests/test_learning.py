@@ -197,3 +197,48 @@ def test_gradcheck_command_reports_json(tmp_path):
     assert last["algorithm"] == "ep-centered" and last["reference"] == "implicit"
     assert last["min_cosine"] > 0.9999 and last["max_rel_err"] < 1e-5
     assert "GDU" in r.stdout
+
+
+def test_symmetric_parameters_share_one_convention(tmp_path):
+    """EP's tied rule, BPTT and implicit differentiation agree on a symmetric weight."""
+    import json
+    import subprocess
+    import sys
+    r = subprocess.run([sys.executable, "-m", "physlearn", "gradcheck", "models/hopfield_full.phl",
+                        "--dim", "n=6", "--dim", "n_in=4", "--dim", "n_out=2", "--x64"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    last = json.loads(r.stdout.strip().splitlines()[-1])
+    assert last["max_rel_err"] < 1e-5 and last["max_rel_err_bptt"] < 1e-5
+
+
+def test_gradcheck_takes_any_number_of_inputs():
+    text = """
+    dim n_in = 4, n_g = 3, n_h = 5, n_out = 2
+    input  x[n_in], g[n_g]
+    target y[n_out]
+    state  h[n_h], o[n_out]
+    param  T[n_h, n_in, n_g] init = normal(0.2), W[n_out, n_h]
+    energy E = sum(i: h[i]^2)/2 + sum(k: o[k]^2)/2 - sum(i, j, m: T[i,j,m]*tanh(h[i])*x[j]*g[m])
+             - sum(k, i: W[k,i]*tanh(o[k])*tanh(h[i]))
+    cost C = squared_error(o, y)
+    """
+    rows, _, _ = gradcheck.run(physlearn.loads(text), "ep-centered", 1e-3, free_steps=300)
+    assert min(r["cosine"] for r in rows) > 0.9999
+
+
+def test_asynchronous_needs_layers():
+    text = """
+    dim n = 3
+    input x[n]
+    target y[n]
+    state h[n]
+    param L[n, n]
+    primitive Phi = sum(i, j: h[i] * L[i,j] * h[j]) + sum(i: h[i] * x[i])
+    update h = sigmoid(dPhi/dh)
+    cost C = squared_error(h, y)
+    relax asynchronous(free_steps = 10)
+    """
+    with pytest.raises(physlearn.ModelError) as err:
+        physlearn.loads(text, "lateral.phl").derivation
+    assert err.value.code == "E219" and err.value.span.line == 10

@@ -201,3 +201,11 @@ def test_idx_files(tmp_path):
     r = cli("train", ROOT / "models" / "hopfield_any.phl", "--data", folder, "--epochs", "1",
             "--out", tmp_path / "run", "--no-progress")
     assert r.returncode == 0, r.stderr
+
+
+def test_open_dim_the_data_cannot_bind(tmp_path):
+    path = tmp_path / "open.phl"
+    path.write_text(SMALL.replace("dim n_in, n_h = 24, n_out = 10", "dim n_in, n_h, n_out"))
+    r = cli("train", path, "--epochs", "1", "--out", tmp_path / "run", "--no-progress")
+    assert r.returncode == 2 and "E221" in r.stderr and "n_h" in r.stderr
+    assert "Traceback" not in r.stderr and "internal error" not in r.stderr

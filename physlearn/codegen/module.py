@@ -554,7 +554,8 @@ def generate(d: Derivation, dims: dict[str, int] | None = None,
         if k not in bound:
             raise ModelError("E221", f"--dim {k}: the model has no dim {k!r}",
                              hint="dims: " + ", ".join(bound))
-        bound[k] = int(v)
+        if v is not None:
+            bound[k] = int(v)
     missing = [k for k, v in bound.items() if v is None]
     if missing:
         raise ModelError("E221", f"dim {missing[0]} has no value", hint=f"bind it, e.g. "

@@ -16,7 +16,8 @@ NAME_OPTIONS = {"nudging", "optimizer"}  # a word, e.g. centered
 
 KEYWORD_NAMES = {"model", "dim", "input", "target", "state", "param", "const", "def", "let",
                  "energy", "primitive", "hamiltonian", "update", "cost", "learn", "relax", "sum",
-                 "logsumexp", "symmetric", "nonnegative", "init", "conjugate", "final", "to"}
+                 "logsumexp", "symmetric", "nonnegative", "init", "conjugate", "final", "to",
+                 "beta"}  # beta: the nudging strength in printed EP rules
 
 
 @dataclass
@@ -316,7 +317,8 @@ class Checker:
         if sp.relax is not None and sp.physics is not None:
             fits = RELAX_FOR[sp.physics.kind]
             if sp.relax.method not in fits:
-                raise self.error("E219", f"`relax {sp.relax.method}` does not fit a "
+                article = "an" if sp.physics.kind[0] in "aeiou" else "a"
+                raise self.error("E219", f"`relax {sp.relax.method}` does not fit {article} "
                                  f"`{sp.physics.kind}` model", sp.relax.span,
                                  f"use relax {' or '.join(fits)}")
 
@@ -508,7 +510,7 @@ class Checker:
                 if type(a).__name__ != "Name" or (a.name not in sp.variables
                                                   and a.name not in sp.lets):
                     raise self.error("E206", f"{e.func} takes whole tensors by name, "
-                                     "e.g. crossentropy(o, y)", a.span)
+                                     f"e.g. {e.func}(o, y)", a.span)
                 shapes.append(sp.lets[a.name][1] if a.name in sp.lets else sp.shape(a.name))
             if len(shapes[0]) != 1:
                 raise self.error("E206", f"{e.func} needs vectors; {e.args[0].name} has "

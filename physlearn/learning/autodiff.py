@@ -12,6 +12,13 @@ from jax.flatten_util import ravel_pytree
 from .base import AbstractAlgorithm
 
 
+def tie_symmetric(problem, g: dict) -> dict:
+    """Autodiff treats W[i,j] and W[j,i] as two numbers; a symmetric parameter has one
+    learned copy per pair, whose gradient is G + G^T - diag(G) (as the derived rules give)."""
+    return {k: (v + v.T - jnp.diag(jnp.diag(v)) if k in problem.gen.SYMMETRIC else v)
+            for k, v in g.items()}
+
+
 @dataclass(frozen=True)
 class BPTT(AbstractAlgorithm):
     """jax.grad of the mean cost through the unrolled free relaxation."""
@@ -24,7 +31,7 @@ class BPTT(AbstractAlgorithm):
             return problem.loss(theta, s, data), (s, info)
 
         g, (s0, info) = jax.grad(loss, has_aux=True)(params)
-        return ({k: g[k] for k in problem.param_names},
+        return (tie_symmetric(problem, {k: g[k] for k in problem.param_names}),
                 {"free_states": jax.lax.stop_gradient(s0), "info": info})
 
 
@@ -63,7 +70,7 @@ def implicit_gradient(problem, params, states, data) -> dict:
     _, vjp = jax.vjp(lambda theta: residual(theta, states), params)
     (dr,) = vjp(lam)
     dc = problem.cost_param_grads(params, states, data)
-    return {k: dc[k] - dr[k] for k in problem.param_names}
+    return tie_symmetric(problem, {k: dc[k] - dr[k] for k in problem.param_names})
 
 
 @dataclass(frozen=True)

@@ -178,6 +178,11 @@ def derive(spec: ModelSpec) -> Derivation:
             d.cost_param_gradients[p] = Rule("cost_gradient", f"d{C}/d{p}", p, idx, gc)
         if d.kind != "hamiltonian":
             d.ep_updates[p] = _ep_update(d, p)
+    if spec.relax is not None and spec.relax.method == "asynchronous" and d.layers() is None:
+        from ..language.errors import ModelError
+        raise ModelError("E219", "`relax asynchronous` needs layered states: here a state's "
+                         "update reads itself or a state of the same parity", spec.relax.span,
+                         spec.source, spec.filename, "use relax fixed_point")
     if d.kind == "hamiltonian":
         for u in spec.names("input"):
             idx, g = grad(physics, u)
