@@ -78,7 +78,7 @@ def cmd_train(args) -> int:
     from .model import load
     from .train.data import DataError, load as load_data
     from .train.trainer import TrainConfig, Trainer, TrainingError
-    if args.algorithm is not None and args.algorithm not in ALGORITHMS:
+    if args.algorithm is not None and args.algorithm not in ALGORITHMS + ("rhel",):
         raise UsageError(f"unknown algorithm {args.algorithm!r}; choose from "
                          f"{', '.join(ALGORITHMS)}")
     model = load(args.file)
@@ -98,7 +98,11 @@ def cmd_train(args) -> int:
         if args.x64:
             import jax
             jax.config.update("jax_enable_x64", True)
-        trainer = Trainer(model, dataset, cfg)
+        if model.derivation.kind == "hamiltonian":
+            from .train.sequence import SequenceTrainer
+            trainer = SequenceTrainer(model, dataset, cfg)
+        else:
+            trainer = Trainer(model, dataset, cfg)
         last = trainer.run()
     except (DataError, Unsupported, ValueError) as exc:
         raise UsageError(str(exc)) from None

@@ -115,7 +115,20 @@ def test_gradcheck_command(path, tol):
     assert last["max_rel_err"] <= tol
 
 
-def test_training_hamiltonian_models_is_refused_clearly(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "physlearn", "train", str(LINEAR), "--out",
-                        str(tmp_path / "run")], capture_output=True, text=True)
-    assert r.returncode == 2 and "gradcheck" in r.stderr and "Traceback" not in r.stderr
+@pytest.mark.parametrize("algorithm", ["rhel", "bptt"])
+def test_sequence_training_on_digit_rows(tmp_path, algorithm):
+    out = tmp_path / "run"
+    r = subprocess.run([sys.executable, "-m", "physlearn", "train",
+                        str(ROOT / "models" / "hru_digits.phl"), "--algorithm", algorithm,
+                        "--epochs", "2", "--train-limit", "600", "--out", str(out),
+                        "--no-progress"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert rows[-1]["train_loss"] < rows[0]["train_loss"] and rows[-1]["test_acc"] > 0.5
+
+
+def test_ep_is_refused_for_a_hamiltonian_model(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "physlearn", "train", str(LINEAR), "--algorithm",
+                        "ep-centered", "--out", str(tmp_path / "run")], capture_output=True,
+                       text=True)
+    assert r.returncode == 2 and "rhel" in r.stderr and "Traceback" not in r.stderr

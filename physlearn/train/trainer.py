@@ -69,9 +69,6 @@ def _functions(model) -> frozenset:
 class Trainer:
     def __init__(self, model, dataset: Dataset, cfg: TrainConfig, log=print):
         self.model, self.data, self.cfg, self.log = model, dataset, cfg, log
-        if model.derivation.kind == "hamiltonian":
-            raise ValueError("training hamiltonian models is not available yet; check their "
-                             "gradients with `physlearn gradcheck --algorithm rhel`")
         dims = dict(model.spec.dims)
         dims.update(cfg.dims)
         self.x_name, self.y_name = fit_model(dataset, self._shapes("input"),
@@ -108,6 +105,15 @@ class Trainer:
         cfg.lr = float(learn.get("lr", 0.05) if cfg.lr is None else cfg.lr)
         cfg.holomorphic_n = int(cfg.holomorphic_n or learn.get("n_nudges", 4))
         cfg.lr_params = {**model_rates, **cfg.lr_params}
+
+    def describe(self, n_batches: int, n_train: int) -> str:
+        cfg = self.cfg
+        return (f"{self.model.name}: {cfg.algorithm}, beta {self.beta:g}, {cfg.optimizer} "
+                f"lr {_lrs_text(self.lrs)}, batch {cfg.batch_size}, {n_batches} batches/epoch, "
+                f"relax {self.relax_cfg.method} ({self.relax_cfg.free_steps} free / "
+                f"{self.relax_cfg.nudged_steps} nudged steps"
+                + (f", tol {self.relax_cfg.tol:g}" if self.relax_cfg.tol else "") + "), data "
+                f"{self.data.name} ({n_train} train / {len(self.data.x_test)} test)")
 
     def _shapes(self, role):
         spec = self.model.spec
@@ -196,13 +202,7 @@ class Trainer:
         chunk = max(1, math.ceil(n_batches / max(1, cfg.chunks)))
         train_chunk = self._jit("train", self._train_chunk)
         evaluate = self._jit("eval", self._evaluate)
-        self.log(f"{self.model.name}: {cfg.algorithm}, beta {self.beta:g}, {cfg.optimizer} "
-                 f"lr {_lrs_text(self.lrs)}, batch {cfg.batch_size}, {n_batches} batches/epoch, "
-                 f"relax {self.relax_cfg.method} ({self.relax_cfg.free_steps} free / "
-                 f"{self.relax_cfg.nudged_steps} nudged steps"
-                 + (f", tol {self.relax_cfg.tol:g}" if self.relax_cfg.tol else "") + "), data "
-                 f"{self.data.name} ({len(x_train)} train / {len(self.data.x_test)} test)")
-
+        self.log(self.describe(n_batches, len(x_train)))
         n_total, batch = len(x_train), cfg.batch_size
 
         def plan(epoch):

@@ -1,0 +1,130 @@
+"""Training Hamiltonian models on sequences with RHEL or BPTT (same loop as EP training).
+
+Images become sequences: each example's features are cut into T = features / d steps of
+the model's time-varying input u[d](t) (d = 1: pixel by pixel; d = 8 on 8x8 digits: row by
+row). The trajectory starts at rest; the cost reads the final state (`cost final`) or every
+state; accuracy compares the prediction at the final state with the label.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from ..learning import trajectory as tr
+from . import optim
+from .data import DataError
+from .trainer import TrainConfig, Trainer
+
+ALGORITHMS = ("rhel", "bptt")
+
+
+class SequenceTrainer(Trainer):
+    def __init__(self, model, dataset, cfg: TrainConfig, log=print):
+        self.model, self.data, self.cfg, self.log = model, dataset, cfg, log
+        spec = model.spec
+        timed = [n for n in spec.names("input") if spec.variables[n].time_varying]
+        if len(timed) != 1 or len(spec.names("input")) != 1 or len(spec.names("target")) != 1:
+            raise DataError("sequence training needs one time-varying input u[d](t) and one "
+                            "target vector")
+        self.x_name, self.y_name = timed[0], spec.names("target")[0]
+        dims = dict(spec.dims)
+        dims.update(cfg.dims)
+        (d_dim,), (y_dim,) = spec.shape(self.x_name), spec.shape(self.y_name)
+        if dims.get(y_dim) is None:
+            dims[y_dim] = dataset.classes
+        if dims.get(d_dim) is None:
+            dims[d_dim] = 1
+        self.gen = gen = model.compile(dims)
+        self.step_inputs = gen.DIMS[d_dim]
+        if dataset.features % self.step_inputs:
+            raise DataError(f"{dataset.name}: {dataset.features} features do not split into "
+                            f"steps of {self.step_inputs} inputs ({self.x_name}[{d_dim}])")
+        self.length = dataset.features // self.step_inputs
+        self.n_classes = gen.DIMS[y_dim]
+        if self.n_classes < dataset.classes:
+            raise DataError(f"{dataset.name}: labels go up to {dataset.classes - 1} but "
+                            f"{self.y_name} has {self.n_classes} classes")
+        learn = dict(gen.LEARN)
+        cfg.algorithm = cfg.algorithm or "rhel"
+        if cfg.algorithm not in ALGORITHMS:
+            raise ValueError(f"a hamiltonian model trains with {' or '.join(ALGORITHMS)}, "
+                             f"not {cfg.algorithm}")
+        if cfg.algorithm == "rhel":
+            tr.rhel_requirements(model)
+        cfg.beta = float(learn.get("epsilon", 1e-4)) if cfg.beta is None else cfg.beta
+        cfg.optimizer = cfg.optimizer or learn.get("optimizer", "adam")
+        model_rates = {} if cfg.lr is not None else {
+            k[3:]: float(v) for k, v in learn.items() if k.startswith("lr_")}
+        cfg.lr = float(learn.get("lr", 1e-3) if cfg.lr is None else cfg.lr)
+        cfg.holomorphic_n = cfg.holomorphic_n or 4
+        cfg.lr_params = {**model_rates, **cfg.lr_params}
+        self.eps = cfg.beta
+        self.dt = float(cfg.relax.get("dt") or gen.RELAX.get("dt", 0.05))
+        self.lrs = optim.learning_rates(list(gen.PARAMS), cfg.lr, cfg.lr_params)
+        self.opt = optim.build(cfg.optimizer, self.lrs, cfg.momentum, cfg.weight_decay)
+        self.dtype = jnp.float64 if cfg.x64 else jnp.float32
+        from pathlib import Path
+        self.out = Path(cfg.out)
+        self._step_cache = {}
+
+    def describe(self, n_batches, n_train):
+        cfg = self.cfg
+        what = f"eps {self.eps:g}" if cfg.algorithm == "rhel" else "autodiff"
+        return (f"{self.model.name}: {cfg.algorithm} ({what}), {cfg.optimizer} lr "
+                f"{cfg.lr:g}, batch {cfg.batch_size}, {n_batches} batches/epoch, sequences of "
+                f"{self.length} steps x {self.step_inputs} inputs, leapfrog dt {self.dt:g}, "
+                f"data {self.data.name} ({n_train} train / {len(self.data.x_test)} test)")
+
+    def batch_data(self, x, labels):
+        seq = x.reshape(x.shape[0], self.length, self.step_inputs)
+        return {self.x_name: seq,
+                self.y_name: jax.nn.one_hot(labels, self.n_classes, dtype=x.dtype)}
+
+    def _final(self, params, data):
+        states = self.gen.init_states(data[self.y_name].shape[0], data[self.y_name].dtype)
+        final, _ = tr.forward(self.gen, params, states, data, self.dt)
+        last = {**data, self.x_name: data[self.x_name][:, -1]}
+        return final, last
+
+    def _train_chunk(self, params, consts, opt_state, x_all, y_all, idx, keys):
+        gen = self.gen
+        xs, ys = x_all[idx], y_all[idx]
+
+        def step(carry, batch):
+            trainable, opt_state = carry
+            x, labels, _ = batch
+            data = self.batch_data(x, labels)
+            full = {**consts, **trainable}
+            states = gen.init_states(x.shape[0], x.dtype)
+            if self.cfg.algorithm == "rhel":
+                g, _ = tr.rhel(gen, full, states, data, self.dt, self.eps, with_inputs=False)
+            else:
+                g, _ = tr.bptt(gen, full, states, data, self.dt)
+            updates, opt_state = self.opt.update(g, opt_state, trainable)
+            new = gen.project({**consts, **optax.apply_updates(trainable, updates)})
+            new = {k: new[k] for k in trainable}
+            final, last = self._final(full, data)
+            pred = gen.prediction(full, final, last)
+            stats = {"loss": jnp.mean(gen.cost(full, final, last)),
+                     "hits": jnp.sum(jnp.argmax(pred, -1) == labels),
+                     "steps": jnp.asarray(self.length), "residual": jnp.asarray(0.0),
+                     "finite": optim.tree_all_finite(new) & optim.tree_all_finite(final)}
+            return (new, opt_state), stats
+
+        (params, opt_state), stats = jax.lax.scan(step, (params, opt_state), (xs, ys, keys))
+        return params, opt_state, stats
+
+    def _evaluate(self, params, consts, x, labels):
+        data = self.batch_data(x, labels)
+        full = {**consts, **params}
+        final, last = self._final(full, data)
+        pred = self.gen.prediction(full, final, last)
+        hits = jnp.sum(jnp.argmax(pred, -1) == labels)
+        return hits, jnp.mean(self.gen.cost(full, final, last)) * x.shape[0]
+
+    def _diagnose(self, before, consts, x_all, y_all, idx, keys, bad, epoch, batch) -> str:
+        return (f"the {self.cfg.algorithm} gradient or the trajectory became NaN/inf (epoch "
+                f"{epoch}, batch {batch}); try a smaller learning rate (--lr) or leapfrog step "
+                "(--dt)")
