@@ -145,3 +145,71 @@ def _direct_cost_grads(gen, params, states, data, dt, final=None):
 
     _, gs = jax.lax.scan(body, states, seq)
     return {k: jnp.mean(v, axis=0) for k, v in gs.items()}
+
+
+def hru_layer(gen, dt: float, eps: float = 1e-4):
+    """A Hamiltonian layer for larger models: (params, us) -> positions after every step.
+
+    `us` maps each time-varying input to (batch, T, ...). The layer starts at rest and
+    returns {position: (batch, T, ...)}. Its VJP is RHEL with the upstream cotangents as
+    fixed nudges (exact for quadratic H, O(eps^2) otherwise), so composing it with ordinary
+    backprop never stores the trajectory. Static data are not supported in the layer.
+    """
+    positions = tuple(gen.CONJUGATE.values())
+
+    def run(params, us):
+        batch = next(iter(us.values())).shape[0]
+        states = gen.init_states(batch, next(iter(us.values())).dtype)
+        seq = {k: jnp.swapaxes(v, 0, 1) for k, v in us.items()}
+
+        def body(s, u):
+            s, _ = gen.leapfrog(params, s, u, dt)
+            return s, {q: s[q] for q in positions}
+        final, qs = jax.lax.scan(body, states, seq)
+        return final, {q: jnp.swapaxes(v, 0, 1) for q, v in qs.items()}
+
+    @jax.custom_vjp
+    def layer(params, us):
+        return run(params, us)[1]
+
+    def fwd(params, us):
+        final, qs = run(params, us)
+        return qs, (params, us, final)
+
+    def bwd(res, ct):
+        params, us, final = res
+        seq = {k: jnp.swapaxes(v, 0, 1) for k, v in us.items()}
+        cts = {q: jnp.swapaxes(v, 0, 1) for q, v in ct.items()}  # (T, batch, ...)
+        n = next(iter(seq.values())).shape[0]
+        batch = next(iter(us.values())).shape[0]
+
+        def nudge(s, t, e):
+            return {**s, **{p: s[p] - e * cts[q][t] for p, q in gen.CONJUGATE.items()}}
+
+        def echo(e):
+            s = nudge({**final, **{p: -final[p] for p in gen.CONJUGATE}}, n - 1, e)
+            zeros = {k: jnp.zeros_like(params[k]) for k in gen.PARAMS}
+
+            def body(carry, j):
+                s, acc = carry
+                t = n - 1 - j
+                d = {k: v[t] for k, v in seq.items()}
+                s, half = gen.leapfrog(params, s, d, dt)
+                g = gen.grad_params(params, half, d)
+                acc = {k: acc[k] + g[k] for k in acc}
+                gu = gen.grad_inputs(params, half, d)
+                s = jax.lax.cond(t >= 1, lambda s: nudge(s, t - 1, e), lambda s: s, s)
+                return (s, acc), {k: gu[k] for k in seq}
+
+            (_, acc), gu = jax.lax.scan(body, (s, zeros), jnp.arange(n))
+            return acc, jax.tree_util.tree_map(lambda v: v[::-1], gu)
+
+        acc, gu = jax.vmap(echo)(jnp.array([eps, -eps]))
+        # grad_params averages over the batch; a VJP sums over it
+        g = {k: batch * dt * (acc[k][0] - acc[k][1]) / (2 * eps) for k in gen.PARAMS}
+        g = {**{k: jnp.zeros_like(v) for k, v in params.items()}, **g}
+        g_us = {k: jnp.swapaxes(dt * (v[0] - v[1]) / (2 * eps), 0, 1) for k, v in gu.items()}
+        return g, g_us
+
+    layer.defvjp(fwd, bwd)
+    return layer
