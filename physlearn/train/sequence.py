@@ -77,6 +77,9 @@ class SequenceTrainer(Trainer):
                 f"{self.length} steps x {self.step_inputs} inputs, leapfrog dt {self.dt:g}, "
                 f"data {self.data.name} ({n_train} train / {len(self.data.x_test)} test)")
 
+    def dynamics_summary(self, row: dict) -> str:
+        return f"{row['relax_steps']:.0f} leapfrog steps"
+
     def batch_data(self, x, labels):
         seq = x.reshape(x.shape[0], self.length, self.step_inputs)
         return {self.x_name: seq,

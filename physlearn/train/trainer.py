@@ -106,6 +106,9 @@ class Trainer:
         cfg.holomorphic_n = int(cfg.holomorphic_n or learn.get("n_nudges", 4))
         cfg.lr_params = {**model_rates, **cfg.lr_params}
 
+    def dynamics_summary(self, row: dict) -> str:
+        return f"relax {row['relax_steps']:.0f} steps, residual {row['relax_residual']:.2e}"
+
     def describe(self, n_batches: int, n_train: int) -> str:
         cfg = self.cfg
         return (f"{self.model.name}: {cfg.algorithm}, beta {self.beta:g}, {cfg.optimizer} "
@@ -261,8 +264,8 @@ class Trainer:
             _write_lines(metrics_path, history)
             _plot(self.out / "curves.png", history, self.model.name, cfg.algorithm)
             self.log(f"epoch {epoch}: train loss {row['train_loss']:.4f} acc {row['train_acc']:.4f}"
-                     f" | test acc {row['test_acc']:.4f} | {epoch_seconds:.2f} s | relax "
-                     f"{row['relax_steps']:.0f} steps, residual {row['relax_residual']:.2e}")
+                     f" | test acc {row['test_acc']:.4f} | {epoch_seconds:.2f} s | "
+                     + self.dynamics_summary(row))
         return history[-1] if history else {}
 
     def _diagnose(self, before, consts, x_all, y_all, idx, keys, bad, epoch, batch) -> str:
