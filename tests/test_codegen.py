@@ -155,3 +155,21 @@ def test_unbound_dim_is_a_clear_error():
     with pytest.raises(physlearn.ModelError):
         m.source({"q": 3})
     assert "n = 6" in m.source({"n": 6})
+
+
+def test_constant_gradients_keep_the_parameter_dtype():
+    text = """
+    dim n = 3
+    input x[n]
+    target y[n]
+    state s[n]
+    param b[n], k
+    energy E = sum(i: s[i]^2)/2 + sum(i: b[i]) - sum(i: s[i]*x[i]) + 2 * k
+    cost C = squared_error(s, y) + sum(i: s[i])
+    """
+    _check_all(text)
+    gen = physlearn.loads(text).compile()
+    params = gen.init_params(jax.random.PRNGKey(0))
+    g = gen.grad_params(params, gen.init_states(2), {"x": jnp.ones((2, 3)), "y": jnp.ones((2, 3))})
+    assert all(g[k].dtype == params[k].dtype and g[k].shape == params[k].shape for k in g)
+    assert float(g["k"]) == 2.0

@@ -105,8 +105,8 @@ class ModuleWriter:
             return a.code
         if BATCH in axes and BATCH not in a.axes:
             code = em.align(a, axes[1:]) if a.axes else a.code
-            if code == "0" and like:
-                return f"jnp.zeros_like({like})"
+            if like and _is_number(code):
+                return _fill(code, like)
             shape = f"{like}.shape" if like else "(batch_size,)"
             return f"jnp.broadcast_to({code}, {shape})"
         return em.align(a, axes)
@@ -153,8 +153,9 @@ class ModuleWriter:
             self._bind_indices(em, rule)
             a = em.batch_mean(expr, tuple(rule.indices))
             code = em.align(a, tuple(rule.indices)) if a.axes else a.code
-            if a.axes != tuple(rule.indices) and set(a.axes) != set(rule.indices):
-                code = f"jnp.broadcast_to({code}, {self.local[p]}.shape)"
+            if (a.axes != tuple(rule.indices) and set(a.axes) != set(rule.indices)) \
+                    or _is_number(code):
+                code = _fill(code, self.local[p])
                 em.used.add(p)
             var = f"d{rule.lhs.split('/')[0][1:]}_d{self.local[p]}"
             em.lines.append(f"{var} = {code}")
@@ -503,6 +504,24 @@ class ModuleWriter:
             "{s: jnp.zeros((batch_size,) + tuple(DIMS[d] for d in dims), dtype) "
             "for s, dims in STATES.items()}")
         return "\n\n\n".join([helper, init_p, proj, states])
+
+
+def _is_number(code: str) -> bool:
+    try:
+        float(code.strip("()").replace(" / ", "/").split("/")[0])
+        return "/" not in code or all(part.strip(" ()-").replace(".", "").isdigit()
+                                      for part in code.split("/"))
+    except ValueError:
+        return False
+
+
+def _fill(code: str, like: str) -> str:
+    """An array shaped and typed like `like`: zeros, a constant, or `code` broadcast."""
+    if code == "0":
+        return f"jnp.zeros_like({like})"
+    if _is_number(code):
+        return f"jnp.full_like({like}, {code})"
+    return f"jnp.broadcast_to({code}, {like}.shape)"
 
 
 def _top_level_splits(code: str) -> list[str]:

@@ -93,8 +93,8 @@ def grad_params(params, states, data):
     rho_h = rho(h)
     dE_dW1 = -jnp.einsum('bj,bi->ij', x, rho_h) / batch_size
     dE_db1 = -jnp.sum(rho_h, axis=0) / batch_size
-    dE_dV = jnp.broadcast_to(0, V.shape)
-    dE_dc = jnp.broadcast_to(0, c.shape)
+    dE_dV = jnp.zeros_like(V)
+    dE_dc = jnp.zeros_like(c)
     return {"W1": dE_dW1, "b1": dE_db1, "V": dE_dV, "c": dE_dc}
 
 

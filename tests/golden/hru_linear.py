@@ -86,7 +86,7 @@ def grad_params(params, states, data):
     batch_size = states["q"].shape[0]
     dH_da = 0.5 * jnp.sum((q ** 2), axis=0) / batch_size
     dH_dB = -jnp.einsum('bi,bj->ij', q, u) / batch_size
-    dH_dC = jnp.broadcast_to(0, C.shape)
+    dH_dC = jnp.zeros_like(C)
     return {"a": dH_da, "B": dH_dB, "C": dH_dC}
 
 

@@ -97,7 +97,7 @@ def grad_params(params, states, data):
     dH_dW = jnp.einsum('bj,bi->ij', q, tanh_B_W_b_q_u) / batch_size
     dH_dB = jnp.einsum('bj,bi->ij', u, tanh_B_W_b_q_u) / batch_size
     dH_db = jnp.sum(tanh_B_W_b_q_u, axis=0) / batch_size
-    dH_dC = jnp.broadcast_to(0, C.shape)
+    dH_dC = jnp.zeros_like(C)
     return {"a": dH_da, "W": dH_dW, "B": dH_dB, "b": dH_db, "C": dH_dC}
 
 
