@@ -44,6 +44,8 @@ def cmd_check(args) -> int:
     from .check import check
     from .model import load
     model = load(args.file)
+    for w in model.derivation.warnings():
+        print(f"{args.file}: warning: {w}", file=sys.stderr)
     results = check(model, _dims(args.dim), seed=args.seed, trials=args.trials)
     width = max(len(c.quantity) for c in results)
     print(f"{model.name}: generated derivatives vs jax.grad, float64, {args.trials} random "

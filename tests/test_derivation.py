@@ -138,3 +138,18 @@ def test_rules_are_sympy():
     d = derivation(HOPFIELD.format(n_in=4, n_h=5))
     for rule in d.rules():
         assert isinstance(rule.expr, sp.Basic)
+
+
+def test_warnings_for_unused_parameters_and_still_states():
+    text = """
+    dim n = 3
+    input x[n]
+    target y[n]
+    state s[n], o[n]
+    param w[n], Z[n]
+    energy E = sum(i: s[i]^2)/2 - sum(i: w[i]*s[i]*x[i])
+    cost C = squared_error(o, y)
+    """
+    w = physlearn.loads(text).derivation.warnings()
+    assert any("parameter Z" in x for x in w) and any("state o" in x for x in w)
+    assert physlearn.loads(HOPFIELD.format(n_in=4, n_h=5)).derivation.warnings() == []

@@ -128,6 +128,8 @@ def report(d: Derivation, as_latex: bool = False) -> str:
     out = [f"model {spec.name}" + (f": {spec.doc.splitlines()[0]}" if spec.doc else "")]
     dims = ", ".join(f"{k} = {v}" if v is not None else f"{k} (open)" for k, v in spec.dims.items())
     out.append(f"dims: {dims}")
+    for w in d.warnings():
+        out.append(f"warning: {w}")
     out.append("")
     out.append(f"{d.kind} {d.physics_name} = {expr(d.physics)}")
     final = " (final state only)" if spec.cost.final else (

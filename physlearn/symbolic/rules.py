@@ -71,6 +71,20 @@ class Derivation:
         """momentum -> position, for Hamiltonian models."""
         return {n: v.conjugate for n, v in self.spec.variables.items() if v.conjugate}
 
+    def warnings(self) -> list[str]:
+        """Legal but probably unintended: unused parameters, states the physics ignores."""
+        out = []
+        P, C = self.physics_name, self.cost_name
+        for p, r in self.param_gradients.items():
+            if r.expr == 0 and p not in self.cost_param_gradients:
+                out.append(f"parameter {p} appears in neither {P} nor {C}: it never learns")
+        for s, r in self.state_gradients.items():
+            if r.expr == 0:
+                out.append(f"state {s} does not appear in {P}: its dynamics are zero")
+        if all(r.expr == 0 for r in self.cost_state_gradients.values()):
+            out.append(f"the cost {C} reads no state: nudging changes nothing")
+        return out
+
     def state_couplings(self) -> dict[str, set[str]]:
         """For each state, the states its gradient (hence its update) reads."""
         names = set(self.spec.names("state"))
