@@ -52,8 +52,12 @@ class TexPrinter(LatexPrinter):
                                           "logcosh", "sign", "abs") or "_d" in name:
             base = name.rstrip("'")
             primes = "'" * (len(name) - len(base))
-            head = (self._print(sp.Symbol(base)) if len(base) > 1 and base in _GREEK
-                    else rf"\operatorname{{{base}}}" if len(base) > 1 else base) + primes
+            partial = ""
+            if "_d" in base and base.rsplit("_d", 1)[1].isdigit():  # f_d2: d f / d(arg 2)
+                base, k = base.rsplit("_d", 1)
+                partial = rf"\partial_{{{k}}} "
+            head = partial + (self._print(sp.Symbol(base)) if len(base) > 1 and base in _GREEK
+                              else rf"\operatorname{{{base}}}" if len(base) > 1 else base) + primes
             args = ", ".join(self._print(a) for a in expr.args)
             out = rf"{head}\left({args}\right)"
             return out if exp is None else rf"{out}^{{{exp}}}"
