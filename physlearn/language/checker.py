@@ -492,7 +492,8 @@ class Checker:
                 size = sp.dims.get(dim)
                 if ix.value < 0 or (size is not None and ix.value >= size):
                     raise self.error("E222", f"index {ix.value} is outside {dim} = {size}",
-                                     ix.span)
+                                     ix.span, f"indices start at 0: {dim} runs over 0.."
+                                     f"{size - 1 if size is not None else 'n - 1'}")
                 continue
             self._check_index_name(ix)
             free = self._merge(free, {ix.name: (dim, ix.span)})
@@ -606,7 +607,8 @@ class Checker:
                 size = sp.dims.get(dim)
                 if size is not None and ix.value >= size:
                     raise self.error("E222", f"index {ix.value} is outside {dim} = {size}",
-                                     ix.span)
+                                     ix.span, f"indices start at 0: {dim} runs over 0.."
+                                     f"{size - 1 if size is not None else 'n - 1'}")
                 continue
             self._check_index_name(ix)
             free = self._merge(free, {ix.name: (dim, ix.span)})
