@@ -486,10 +486,14 @@ class Checker:
             raise self.error("E202", f"{e.name} has {_count(len(shape), 'index')} "
                              f"[{', '.join(shape)}], got {len(e.indices)}", e.span,
                              f"write e.g. {e.name}[{', '.join('ijklm'[:len(shape)])}]")
+        return self._index_list(e.indices, shape)
+
+    def _index_list(self, indices, shape) -> Free:
+        """Free indices of `X[a, b, ...]` over `shape`; literal indices must be in range."""
         free: Free = {}
-        for ix, dim in zip(e.indices, shape):
+        for ix, dim in zip(indices, shape):
             if ix.name is None:
-                size = sp.dims.get(dim)
+                size = self.spec.dims.get(dim)
                 if ix.value < 0 or (size is not None and ix.value >= size):
                     raise self.error("E222", f"index {ix.value} is outside {dim} = {size}",
                                      ix.span, f"indices start at 0: {dim} runs over 0.."
@@ -601,18 +605,7 @@ class Checker:
         if len(right.indices) != len(shape):
             raise self.error("E202", f"{state} has {_count(len(shape), 'index')}, got "
                              f"{len(right.indices)}", right.span)
-        free: Free = {}
-        for ix, dim in zip(right.indices, shape):
-            if ix.name is None:
-                size = sp.dims.get(dim)
-                if size is not None and ix.value >= size:
-                    raise self.error("E222", f"index {ix.value} is outside {dim} = {size}",
-                                     ix.span, f"indices start at 0: {dim} runs over 0.."
-                                     f"{size - 1 if size is not None else 'n - 1'}")
-                continue
-            self._check_index_name(ix)
-            free = self._merge(free, {ix.name: (dim, ix.span)})
-        return free
+        return self._index_list(right.indices, shape)
 
     # ------------------------------------------------------------ constants
     def _check_constant(self, e):

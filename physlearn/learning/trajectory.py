@@ -97,10 +97,26 @@ def rhel(gen, params, states, data, dt, eps=1e-4, with_inputs=True):
         gc = gen.grad_cost_states(params, s, step_data(t))
         return {**s, **{p: s[p] - e * weight * gc[q] for p, q in gen.CONJUGATE.items()}}
 
+    g, gu = echo_contrast(gen, params, final, step_data, n, nudge, not gen.COST_FINAL, dt, eps,
+                          with_inputs)
+    gu = {k: jnp.swapaxes(v, 0, 1) / batch for k, v in gu.items()}
+    direct = _direct_cost_grads(gen, params, states, data, dt, final if gen.COST_FINAL else None)
+    return {k: g[k] + direct[k] for k in g}, gu
+
+
+def echo_contrast(gen, params, final, step_data, n, nudge, every_step, dt, eps,
+                  with_inputs=True):
+    """The two echoes of RHEL and their contrast: (dL/dtheta, dL/du time-major).
+
+    From the momentum-flipped `final` state, replay steps n-1 .. 0 (`step_data(t)` gives
+    step t's data) with `nudge(states, t, e)` applied to the starting state (t = n - 1) and,
+    if `every_step`, after each echo step to the state that carries loss t - 1. dH/dtheta
+    and dH/du are taken at the kick. Both signs of eps run in one `vmap`; dL/dtheta is the
+    batch mean, as `grad_params` gives it.
+    """
     def echo(e):
-        s = {**final, **{p: -final[p] for p in gen.CONJUGATE}}
-        s = nudge(s, n - 1, e)
-        zeros = jax.tree_util.tree_map(jnp.zeros_like, {k: params[k] for k in gen.PARAMS})
+        s = nudge({**final, **{p: -final[p] for p in gen.CONJUGATE}}, n - 1, e)
+        zeros = {k: jnp.zeros_like(params[k]) for k in gen.PARAMS}
 
         def body(carry, j):
             s, acc = carry
@@ -109,9 +125,9 @@ def rhel(gen, params, states, data, dt, eps=1e-4, with_inputs=True):
             s, half = gen.leapfrog(params, s, d, dt)
             g = gen.grad_params(params, half, d)
             acc = {k: acc[k] + g[k] for k in acc}
-            gu = gen.grad_inputs(params, half, d)
-            if not gen.COST_FINAL:  # every state before the last carries a loss
+            if every_step:
                 s = jax.lax.cond(t >= 1, lambda s: nudge(s, t - 1, e), lambda s: s, s)
+            gu = gen.grad_inputs(params, half, d) if with_inputs else None
             return (s, acc), ({k: gu[k] for k in gen.TIME_VARYING} if with_inputs else None)
 
         (_, acc), gu = jax.lax.scan(body, (s, zeros), jnp.arange(n))
@@ -119,9 +135,7 @@ def rhel(gen, params, states, data, dt, eps=1e-4, with_inputs=True):
 
     acc, gu = jax.vmap(echo)(jnp.array([eps, -eps]))
     g = {k: dt * (v[0] - v[1]) / (2 * eps) for k, v in acc.items()}
-    gu = {k: jnp.swapaxes(dt * (v[0] - v[1]) / (2 * eps), 0, 1) / batch for k, v in gu.items()}
-    direct = _direct_cost_grads(gen, params, states, data, dt, final if gen.COST_FINAL else None)
-    return {k: g[k] + direct[k] for k in g}, gu
+    return g, {k: dt * (v[0] - v[1]) / (2 * eps) for k, v in gu.items()}
 
 
 def _direct_cost_grads(gen, params, states, data, dt, final=None):
@@ -183,33 +197,15 @@ def hru_layer(gen, dt: float, eps: float = 1e-4):
         n = next(iter(seq.values())).shape[0]
         batch = next(iter(us.values())).shape[0]
 
-        def nudge(s, t, e):
+        def nudge(s, t, e):  # the upstream cotangents are the nudges: fixed vectors
             return {**s, **{p: s[p] - e * cts[q][t] for p, q in gen.CONJUGATE.items()}}
 
-        def echo(e):
-            s = nudge({**final, **{p: -final[p] for p in gen.CONJUGATE}}, n - 1, e)
-            zeros = {k: jnp.zeros_like(params[k]) for k in gen.PARAMS}
-
-            def body(carry, j):
-                s, acc = carry
-                t = n - 1 - j
-                d = {k: v[t] for k, v in seq.items()}
-                s, half = gen.leapfrog(params, s, d, dt)
-                g = gen.grad_params(params, half, d)
-                acc = {k: acc[k] + g[k] for k in acc}
-                gu = gen.grad_inputs(params, half, d)
-                s = jax.lax.cond(t >= 1, lambda s: nudge(s, t - 1, e), lambda s: s, s)
-                return (s, acc), {k: gu[k] for k in seq}
-
-            (_, acc), gu = jax.lax.scan(body, (s, zeros), jnp.arange(n))
-            return acc, jax.tree_util.tree_map(lambda v: v[::-1], gu)
-
-        acc, gu = jax.vmap(echo)(jnp.array([eps, -eps]))
+        g, gu = echo_contrast(gen, params, final, lambda t: {k: v[t] for k, v in seq.items()},
+                              n, nudge, True, dt, eps)
         # grad_params averages over the batch; a VJP sums over it
-        g = {k: batch * dt * (acc[k][0] - acc[k][1]) / (2 * eps) for k in gen.PARAMS}
-        g = {**{k: jnp.zeros_like(v) for k, v in params.items()}, **g}
-        g_us = {k: jnp.swapaxes(dt * (v[0] - v[1]) / (2 * eps), 0, 1) for k, v in gu.items()}
-        return g, g_us
+        g = {**{k: jnp.zeros_like(v) for k, v in params.items()},
+             **{k: batch * v for k, v in g.items()}}
+        return g, {k: jnp.swapaxes(v, 0, 1) for k, v in gu.items()}
 
     layer.defvjp(fwd, bwd)
     return layer

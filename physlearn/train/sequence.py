@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-import optax
 
 from ..learning import trajectory as tr
 from . import optim
@@ -105,9 +104,7 @@ class SequenceTrainer(Trainer):
                 g, _ = tr.rhel(gen, full, states, data, self.dt, self.eps, with_inputs=False)
             else:
                 g, _ = tr.bptt(gen, full, states, data, self.dt)
-            updates, opt_state = self.opt.update(g, opt_state, trainable)
-            new = gen.project({**consts, **optax.apply_updates(trainable, updates)})
-            new = {k: new[k] for k in trainable}
+            new, opt_state = self.apply_gradient(g, trainable, consts, opt_state)
             final, last = self._final(full, data)
             pred = gen.prediction(full, final, last)
             stats = {"loss": jnp.mean(gen.cost(full, final, last)),

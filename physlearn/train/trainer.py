@@ -137,9 +137,7 @@ class Trainer:
             data = self.batch_data(x, labels)
             full = {**consts, **trainable}
             g, aux = alg.gradient(problem, full, data, key)
-            updates, opt_state = self.opt.update(g, opt_state, trainable)
-            new = gen.project({**consts, **optax.apply_updates(trainable, updates)})
-            new = {k: new[k] for k in trainable}
+            new, opt_state = self.apply_gradient(g, trainable, consts, opt_state)
             stats = summary(problem, full, data, aux["free_states"], aux["info"])
             stats["finite"] = optim.tree_all_finite(new) & optim.tree_all_finite(
                 aux["free_states"])
@@ -147,6 +145,12 @@ class Trainer:
 
         (params, opt_state), stats = jax.lax.scan(step, (params, opt_state), (xs, ys, keys))
         return params, opt_state, stats
+
+    def apply_gradient(self, g, trainable, consts, opt_state):
+        """One optimizer step, then `nonnegative` projection; constants stay as they are."""
+        updates, opt_state = self.opt.update(g, opt_state, trainable)
+        new = self.gen.project({**consts, **optax.apply_updates(trainable, updates)})
+        return {k: new[k] for k in trainable}, opt_state
 
     def _evaluate(self, params, consts, x, labels):
         data = self.batch_data(x, labels)
