@@ -87,7 +87,9 @@ def compare(gen, params, states, data) -> list[Comparison]:
             if name == C and p not in got_p and float(jnp.abs(ref).max()) == 0.0:
                 continue  # the cost does not read this parameter
             out.append(Comparison(f"d{name}/d{p}", rel_err(got, ref)))
-    if gen.KIND == "hamiltonian":
+    if gen.KIND == "lagrangian":
+        out += _lagrangian_checks(gen, params, states, data)
+    if gen.KIND in ("hamiltonian", "lagrangian"):
         ref = jax.grad(lambda s: gen.physics(params, s, data).sum())(states)
         got = gen.hamilton(params, states, data)
         for p, q in gen.CONJUGATE.items():
@@ -105,6 +107,34 @@ def compare(gen, params, states, data) -> list[Comparison]:
         got = gen.dynamics(params, states, data, beta)
         for s in gen.STATES:
             out.append(Comparison(f"d{s}/dt", rel_err(got[s], -ref[s])))
+    return out
+
+
+def _lagrangian_checks(gen, params, states, data) -> list[Comparison]:
+    """The Legendre transform and GLEP's integrand dL/dtheta at fixed (q, q')."""
+    P, L = gen.PHYSICS_NAME, gen.LAGRANGIAN_NAME
+    out = []
+    dH = jax.grad(lambda s: gen.physics(params, s, data).sum())(states)
+    vel = gen.velocities(params, states, data)
+    for p, q in gen.CONJUGATE.items():
+        out.append(Comparison(f"{q}' = d{P}/d{p}", rel_err(vel[q], dH[p])))
+    pv = sum(jnp.sum((states[p] * vel[q]).reshape(len(vel[q]), -1), axis=1)
+             for p, q in gen.CONJUGATE.items())
+    out.append(Comparison(f"{L} + {P} = p.q'", rel_err(
+        gen.lagrangian(params, states, data) + gen.physics(params, states, data), pv)))
+    ones = {**states, **{p: jnp.ones_like(states[p]) for p in gen.CONJUGATE}}
+    unit = gen.velocities(params, ones, data)  # q' per unit momentum: 1 / m
+
+    def at_fixed_velocity(theta):  # p chosen so that q' stays what it is at params
+        full = {**params, **theta}
+        now = gen.velocities(full, ones, data)
+        moved = {p: states[p] * unit[q] / now[q] for p, q in gen.CONJUGATE.items()}
+        return gen.lagrangian(full, {**states, **moved}, data).mean()
+    trainable = {k: v for k, v in params.items() if k in gen.PARAMS}
+    ref = jax.grad(at_fixed_velocity)(trainable)
+    got = gen.grad_lagrangian_params(params, states, data)
+    for p in gen.PARAMS:
+        out.append(Comparison(f"d{L}/d{p} (fixed q')", rel_err(got[p], ref[p])))
     return out
 
 

@@ -80,9 +80,10 @@ def cmd_train(args) -> int:
     from .model import load
     from .train.data import DataError, load as load_data
     from .train.trainer import TrainConfig, Trainer, TrainingError
-    if args.algorithm is not None and args.algorithm not in ALGORITHMS + ("rhel",):
+    if args.algorithm is not None and args.algorithm not in ALGORITHMS + ("rhel", "glep"):
         raise UsageError(f"unknown algorithm {args.algorithm!r}; choose from "
-                         f"{', '.join(ALGORITHMS)}")
+                         f"{', '.join(ALGORITHMS)} (energy models), rhel, glep, bptt "
+                         "(trajectories)")
     model = load(args.file)
     relax = {"method": args.relax, "dt": args.dt, "free_steps": args.free_steps,
              "nudged_steps": args.nudged_steps, "tol": args.tol, "max_steps": args.max_steps}
@@ -100,7 +101,7 @@ def cmd_train(args) -> int:
         if args.x64:
             import jax
             jax.config.update("jax_enable_x64", True)
-        if model.derivation.kind == "hamiltonian":
+        if model.derivation.trajectory:
             from .train.sequence import SequenceTrainer
             trainer = SequenceTrainer(model, dataset, cfg)
         else:
@@ -124,9 +125,10 @@ def cmd_gradcheck(args) -> int:
     from .learning import Unsupported
     from .model import load
     model = load(args.file)
-    if model.derivation.kind == "hamiltonian":
+    if model.derivation.trajectory:
         return _gradcheck_trajectory(args, model)
     beta = args.beta if args.beta is not None else 0.001
+    args.algorithm = args.algorithm or "ep-centered"
     try:
         rows, gdu, info = gradcheck.run(
             model, args.algorithm, beta, dims=_dims(args.dim), x64=args.x64, batch=args.batch,
@@ -171,15 +173,18 @@ def _gradcheck_trajectory(args, model) -> int:
 
     from . import gradcheck
     from .learning import Unsupported
-    algorithm = args.algorithm if args.algorithm != "ep-centered" else "rhel"
+    default = "glep" if model.derivation.kind == "lagrangian" else "rhel"
+    algorithm = args.algorithm or default
     eps = args.epsilon if args.epsilon is not None else 1e-4
     try:
         rows, info = gradcheck.run_trajectory(
             model, algorithm, eps, dims=_dims(args.dim), x64=args.x64, batch=args.batch,
-            seed=args.seed, length=args.length, reference=not args.no_reference)
+            seed=args.seed, length=args.length, reference=not args.no_reference,
+            boundary=args.boundary)
     except (Unsupported, ValueError) as exc:
         raise UsageError(str(exc)) from None
-    print(f"{model.name}: {algorithm} (epsilon {eps:g}) vs BPTT through the same leapfrog "
+    what = f"{algorithm}, {info['boundary']} boundary" if algorithm == "glep" else algorithm
+    print(f"{model.name}: {what} (epsilon {eps:g}) vs BPTT through the same leapfrog "
           f"steps; {info['dtype']}, batch {info['batch']}, length {info['length']}, "
           f"dt {info['dt']:g}")
     if args.no_reference:
@@ -187,17 +192,21 @@ def _gradcheck_trajectory(args, model) -> int:
             print(f"  {r['param']}  |g| = {r['norm']:.6e}")
         print(json.dumps({"algorithm": algorithm, "reference": None, "length": args.length}))
         return 0
-    w = max(len(r["param"]) for r in rows)
+    w = max(5, *(len(r["param"]) for r in rows))
     print(f"  {'param':<{w}}  cosine              norm ratio  rel err")
     for r in rows:
         print(f"  {r['param']:<{w}}  {r['cosine']:.15f}  {r['norm_ratio']:.6f}    "
               f"{r['rel_err']:.2e}")
     min_cos = min(r["cosine"] for r in rows)
+    worst = max(r["rel_err"] for r in rows)
     summary = {"algorithm": algorithm, "reference": "bptt", "epsilon": eps,
-               "length": args.length, "min_cosine": min_cos,
-               "max_rel_err": max(r["rel_err"] for r in rows), "dtype": info["dtype"]}
+               "length": args.length, "min_cosine": min_cos, "max_rel_err": worst,
+               "dtype": info["dtype"]}
+    if algorithm == "glep":
+        summary["boundary"] = info["boundary"]
     print(json.dumps(summary))
-    return 0 if min_cos >= args.min_cosine else 1
+    ok = min_cos >= args.min_cosine and (args.max_rel_err is None or worst <= args.max_rel_err)
+    return 0 if ok else 1
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -270,8 +279,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     g = sub.add_parser("gradcheck", help="compare an algorithm's gradient with the exact one")
     g.add_argument("file")
-    g.add_argument("--algorithm", default="ep-centered",
-                   help=", ".join(ALGORITHMS) + "; rhel, bptt for hamiltonian models")
+    g.add_argument("--algorithm",
+                   help=", ".join(ALGORITHMS) + " (default ep-centered); rhel, bptt for "
+                   "hamiltonian models (default rhel); glep, rhel, bptt for lagrangian models "
+                   "(default glep)")
+    g.add_argument("--boundary", choices=("echo", "initial"),
+                   help="glep's boundary condition (default: the model's, else echo)")
     g.add_argument("--beta", type=float, help="nudging strength (default 0.001)")
     g.add_argument("--x64", action="store_true", help="float64 (recommended)")
     g.add_argument("--batch", type=int, default=8)
@@ -281,6 +294,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--nudged-steps", type=int, help="default: as many as the free steps")
     g.add_argument("--dim", action="append", metavar="NAME=N")
     g.add_argument("--min-cosine", type=float, default=0.99, help="exit 1 below this (0.99)")
+    g.add_argument("--max-rel-err", type=float,
+                   help="also exit 1 when the worst relative error is above this")
     g.add_argument("--epsilon", type=float, help="RHEL's echo nudge (default 1e-4)")
     g.add_argument("--length", type=int, default=100, help="sequence length (Hamiltonian "
                    "models, default 100)")

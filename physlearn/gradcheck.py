@@ -127,13 +127,18 @@ def gdu_table(problem, params, data, s_star, beta, steps):
 
 
 def run_trajectory(model, algorithm: str, eps: float, *, dims=None, x64=True, batch=4, seed=0,
-                   length=100, reference=True):
-    """Hamiltonian models: RHEL (or BPTT) against BPTT through the same leapfrog steps."""
+                   length=100, reference=True, boundary=None):
+    """Hamiltonian and Lagrangian models: RHEL, GLEP (or BPTT) against BPTT through the
+    same leapfrog steps."""
     from .learning import trajectory as tr
     from .learning.core import Unsupported
-    if algorithm not in ("rhel", "bptt"):
-        raise Unsupported(f"a hamiltonian model learns with rhel or bptt, not {algorithm}")
-    if algorithm == "rhel":
+    kind = model.derivation.kind
+    known = ("glep", "rhel", "bptt") if kind == "lagrangian" else ("rhel", "bptt")
+    if algorithm not in known:
+        raise Unsupported(f"a {kind} model learns with {', '.join(known)}, not {algorithm}"
+                          + ("" if algorithm != "glep" else
+                             " (glep needs a `lagrangian`; use rhel on a hamiltonian)"))
+    if algorithm in ("rhel", "glep"):
         tr.rhel_requirements(model)
     with jax.enable_x64(x64):
         dtype = jnp.float64 if x64 else jnp.float32
@@ -150,8 +155,12 @@ def run_trajectory(model, algorithm: str, eps: float, *, dims=None, x64=True, ba
         states = {s: 0.1 * jax.random.normal(jax.random.fold_in(key, 3 + i),
                                              (batch,) + tuple(gen.DIMS[d] for d in dd), dtype)
                   for i, (s, dd) in enumerate(gen.STATES.items())}
+        boundary = boundary or gen.LEARN.get("boundary", "echo")
         if algorithm == "rhel":
             est, est_u = jax.jit(lambda p, s, d: tr.rhel(gen, p, s, d, dt, eps))(params, states, data)
+        elif algorithm == "glep":
+            est, est_u = jax.jit(lambda p, s, d: tr.glep(gen, p, s, d, dt, eps, boundary))(
+                params, states, data)
         else:
             est, est_u = jax.jit(lambda p, s, d: tr.bptt(gen, p, s, d, dt))(params, states, data)
         rows = []
@@ -161,7 +170,7 @@ def run_trajectory(model, algorithm: str, eps: float, *, dims=None, x64=True, ba
                 rows.append({"param": k, "cosine": cosine(est[k], ref[k]),
                              "norm_ratio": norm_ratio(est[k], ref[k]),
                              "rel_err": rel_err(est[k], ref[k])})
-            for k in gen.TIME_VARYING:
+            for k in (k for k in gen.TIME_VARYING if k in est_u):
                 rows.append({"param": f"input {k}", "cosine": cosine(est_u[k], ref_u[k]),
                              "norm_ratio": norm_ratio(est_u[k], ref_u[k]),
                              "rel_err": rel_err(est_u[k], ref_u[k])})
@@ -169,7 +178,7 @@ def run_trajectory(model, algorithm: str, eps: float, *, dims=None, x64=True, ba
             for k in gen.PARAMS:
                 rows.append({"param": k, "norm": float(np.linalg.norm(np.ravel(est[k])))})
         info = {"dtype": "float64" if x64 else "float32", "batch": batch, "length": length,
-                "dt": dt, "epsilon": eps}
+                "dt": dt, "epsilon": eps, "boundary": boundary}
         return rows, info
 
 

@@ -46,7 +46,7 @@ g = jax.jit(gen.grad_params)(params, states, data)
 assert set(g) == set(gen.PARAMS)
 for k, v in g.items():
     assert v.shape == params[k].shape, (k, v.shape)
-if gen.KIND == "hamiltonian":
+if gen.KIND in ("hamiltonian", "lagrangian"):
     s, _ = jax.jit(gen.leapfrog)(params, states, data)
 else:
     s = jax.jit(gen.relax, static_argnames=("steps",))(params, states, data, 0.0, steps=3)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import sympy as sp
 
 from ..symbolic import functions as F
+from ..symbolic.calculus import Inside
 from .names import pyname
 
 BATCH = sp.Symbol("_batch")
@@ -79,6 +80,9 @@ class Emitter:
         self.used: set[str] = set()  # sympy base names read
         self.helpers: set[str] = set()  # module-level helper functions needed
         self._tmp = 0
+        self.periodic: set[str] = set()  # dims whose shifted reads wrap around
+        self.fills: dict[str, str] = {}  # variable -> code of its boundary value
+        self.shapes: dict[str, tuple] = {}  # variable -> the dims of its axes
 
     # --------------------------------------------------------------- utilities
     def assign(self, name_hint: str, a: Arr) -> Arr:
@@ -185,7 +189,15 @@ class Emitter:
         code = self.local[base]
         axes = ([BATCH] if base in self.batched else [])
         lead = ":, " if axes else ""
-        symbols = [i for i in e.indices]
+        symbols = []
+        for pos, i in enumerate(e.indices):  # q[i - 1]: read a shifted copy of q
+            if isinstance(i, sp.Symbol) or i.is_Integer:
+                symbols.append(i)
+                continue
+            k = next(s for s in i.free_symbols if s.is_integer)
+            dim = self.shapes[base][pos] if base in self.shapes else self.index_dim[k]
+            code = self._shift(code, base, int(i - k), len(axes) + pos, dim)
+            symbols.append(k)
         if any(not isinstance(i, sp.Symbol) for i in symbols):
             slots = [":" if isinstance(i, sp.Symbol) else _number(i) for i in symbols]
             code = f"{code}[{lead}{', '.join(slots)}]"
@@ -197,6 +209,22 @@ class Emitter:
             dst = "".join(letters[a] for a in axes + uniq)
             return Arr(f"jnp.einsum('{src}->{dst}', {code})", tuple(axes + uniq))
         return Arr(code, tuple(axes + symbols))
+
+    def _shift(self, code: str, base: str, offset: int, axis: int, dim: str) -> str:
+        if dim in self.periodic:
+            return f"jnp.roll({code}, {-offset}, axis={axis})"
+        self.helpers.add("shifted")
+        fill = self.fills.get(base)
+        if fill is not None:
+            self.used.add(fill[1]) if isinstance(fill, tuple) else None
+            fill = fill[0] if isinstance(fill, tuple) else fill
+        return f"shifted({code}, {offset}, axis={axis}, fill={fill or repr('edge')})"
+
+    def _inside(self, e):
+        at, n = e.args
+        k = next(s for s in at.free_symbols if s.is_integer and not s.is_positive)
+        self.helpers.add("inside")
+        return Arr(f"inside({n}, {int(at - k)})", (k,))
 
     def _delta(self, e):
         a, b = e.args
@@ -418,6 +446,7 @@ class Emitter:
         (sp.Mul, _mul),
         (sp.Pow, _pow),
         (sp.Sum, _sum),
+        (Inside, _inside),
         (sp.Function, _function),
     )
 

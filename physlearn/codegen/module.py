@@ -35,7 +35,15 @@ class ModuleWriter:
 
     # ----------------------------------------------------------------- helpers
     def emitter(self) -> Emitter:
-        return Emitter(self.batched, dict(self.d.builder.index_dim), self.local)
+        em = Emitter(self.batched, dict(self.d.builder.index_dim), self.local)
+        em.periodic = set(self.spec.periodic)
+        em.shapes = {n: self.spec.shape(n) for n in self.spec.variables}
+        for n, v in self.spec.variables.items():
+            b = v.boundary
+            if b is not None:
+                em.fills[n] = ("0.0" if b == "zero" else (self.local[b], b) if isinstance(b, str)
+                               else repr(float(b)))
+        return em
 
     def _unpack(self, em: Emitter, kinds=("params", "states", "data")) -> list[str]:
         spec = self.spec
@@ -138,7 +146,8 @@ class ModuleWriter:
             code = self._per_example(em, a, like, axes)
             if re.search(rf"\b{re.escape(like)}\b", code):
                 em.used.add(s)
-            var = f"d{rule.lhs.split('/')[0][1:]}_d{self.local[s]}"
+            var = (f"d{rule.lhs.split('/')[0][1:]}_d{self.local[s]}" if "/" in rule.lhs
+                   else pyname(rule.lhs))
             em.lines.append(f"{var} = {code}")
             outs.append(f'"{s}": {var}')
         self._collect_functions(em)
@@ -297,22 +306,26 @@ class ModuleWriter:
                 f"LEARN = {options(spec.learn, self._default_learn())}",
                 f"RELAX = {options(spec.relax, self._default_relax())}",
                 ""]
-        if d.kind == "hamiltonian":
+        if d.trajectory:
             timed = tuple(n for n in spec.names("input") if spec.variables[n].time_varying)
             out[-1:] = [f"CONJUGATE = {d.conjugates!r}  # momentum -> position",
                         f"TIME_VARYING = {timed!r}",
                         f"COST_FINAL = {spec.cost.final!r}",
                         *[f"{k.upper()} = {v[0]!r}" for k, v in d.structure.items()],
                         ""]
+            if d.kind == "lagrangian":
+                out[-1:] = [f'LAGRANGIAN_NAME = "{spec.physics.name}"', ""]
         return out
 
     def _default_learn(self):
+        if self.d.kind == "lagrangian":
+            return {"method": "GLEP", "epsilon": 1e-4, "boundary": "echo"}
         if self.d.kind == "hamiltonian":
             return {"method": "RHEL", "epsilon": 1e-4}
         return {"method": "EP", "beta": 0.5, "nudging": "centered"}
 
     def _default_relax(self):
-        if self.d.kind == "hamiltonian":
+        if self.d.trajectory:
             return {"method": "leapfrog", "dt": 0.05}
         if self.d.kind == "energy":
             return {"method": "gradient_flow", "dt": 0.5, "free_steps": 20, "nudged_steps": 4}
@@ -322,9 +335,10 @@ class ModuleWriter:
         d = self.d
         P, C = d.physics_name, d.cost_name
         fns = []
+        what = (f"Hamiltonian {P} (the Legendre transform of {d.spec.physics.name})"
+                if d.kind == "lagrangian" else f"{d.kind} {P}")
         fns.append(self.scalar_function(
-            "physics", d.physics,
-            f"The {d.kind} {P} of each example, shape (batch,)."))
+            "physics", d.physics, f"The {what} of each example, shape (batch,)."))
         fns.append(self.scalar_function("cost", d.cost, f"The cost {C} of each example, "
                                                         "shape (batch,)."))
         fns.append(self.grad_states_function(
@@ -355,6 +369,8 @@ class ModuleWriter:
                 "grad_inputs", d.input_gradients,
                 f"d{P}/du for every input u, per example (RHEL's input gradients)."))
             fns.append(self._hamiltonian_functions())
+            if d.kind == "lagrangian":
+                fns.append(self._lagrangian_functions())
         fns.append(self._init_functions())
         lines = self.header() + self.constants()
         fn_defs = []
@@ -444,6 +460,24 @@ class ModuleWriter:
              "for p, q in CONJUGATE.items():",
              "    new[q] = half[q] + 0.5 * dt * g[p]"], "new, half")
         return hamilton + "\n\n\n" + leap
+
+    def _lagrangian_functions(self) -> str:
+        """L and dL/dtheta in phase space (q' = dH/dp), for GLEP and for checks."""
+        d = self.d
+        L = d.spec.physics.name
+        lag = self.scalar_function(
+            "lagrangian", d.in_phase_space(d.lagrangian),
+            f"The Lagrangian {L}(q, q') at q' = d{d.physics_name}/dp, shape (batch,).")
+        vel = self.grad_states_function(
+            "velocities", {q: r for q, r in d.velocities.items()},
+            f"q' = d{d.physics_name}/dp for every position q, per example.")
+        rules = {p: type(r)(r.kind, r.lhs, r.target, r.indices, d.in_phase_space(r.expr))
+                 for p, r in d.lagrangian_param_gradients.items()}
+        grad = self.grad_params_function(
+            "grad_lagrangian_params", rules,
+            f"d{L}/dtheta at q' = d{d.physics_name}/dp, averaged over the batch (GLEP's "
+            "integrand).")
+        return "\n\n\n".join([lag, vel, grad])
 
     def _primitive_relax(self) -> str:
         relax = self.spec.relax

@@ -11,7 +11,8 @@ _MODULE_NAMES = {
     "MODEL", "KIND", "DIMS", "INPUTS", "TARGETS", "STATES", "PARAMS", "CONSTS", "SYMMETRIC",
     "NONNEGATIVE", "LEARN", "RELAX", "PHYSICS_NAME", "COST_NAME", "logcosh", "sigmoid_prime",
     "tanh_prime", "symmetrize", "prediction", "_init_array", "OUTPUT", "OUTPUT_IS_STATE",
-    "LAYERS", "INITS",
+    "LAYERS", "INITS", "LAGRANGIAN_NAME", "shifted", "inside", "lagrangian", "velocities", "hamilton",
+    "leapfrog", "grad_inputs", "grad_lagrangian_params", "CONJUGATE", "TIME_VARYING",
 }
 
 

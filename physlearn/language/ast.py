@@ -30,12 +30,22 @@ class Index(Node):
 
     name: str | None
     value: int | None = None
+    offset: int = 0  # `i+1` / `i-1`: a neighbour along the dim (see boundary rules)
 
 
 @dataclass(frozen=True)
 class Indexed(Node):
     name: str
     indices: tuple[Index, ...]
+    name_span: Span = field(compare=False, repr=False, default=None)
+
+
+@dataclass(frozen=True)
+class Velocity(Node):
+    """`q'` or `q'[i]`: the time derivative of a state, in a Lagrangian."""
+
+    name: str
+    indices: tuple[Index, ...] = ()
     name_span: Span = field(compare=False, repr=False, default=None)
 
 
@@ -67,7 +77,7 @@ class Neg(Node):
     operand: "Expr"
 
 
-Expr = Number | Name | Indexed | Call | Reduction | BinOp | Neg
+Expr = Number | Name | Indexed | Velocity | Call | Reduction | BinOp | Neg
 
 
 # ----------------------------------------------------------------- statements
@@ -75,6 +85,7 @@ Expr = Number | Name | Indexed | Call | Reduction | BinOp | Neg
 class DimDecl(Node):
     name: str
     value: int | None
+    periodic: bool = False  # `dim n = 8 periodic`: index arithmetic wraps around
 
 
 @dataclass(frozen=True)
@@ -93,6 +104,7 @@ class VarDecl(Node):
     init: InitSpec | None = None
     conjugate: str | None = None  # a momentum names its position: `p[n] conjugate to q`
     time_varying: bool = False  # an input given at every time step: `u[d](t)`
+    boundary: float | str | None = None  # value read outside the range: `boundary = 0`
 
 
 @dataclass(frozen=True)
@@ -111,7 +123,7 @@ class LetDef(Node):
 
 @dataclass(frozen=True)
 class Physics(Node):
-    """`energy E = ...`, `primitive Phi = ...` or `hamiltonian H = ...`."""
+    """`energy E = ...`, `primitive Phi = ...`, `hamiltonian H = ...` or `lagrangian L = ...`."""
 
     kind: str
     name: str

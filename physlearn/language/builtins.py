@@ -20,13 +20,18 @@ INIT_KINDS = {"number": 1, "zeros": 0, "ones": 0, "normal": (1, 2), "uniform": 2
               "glorot": 0, "fan_in": 0}
 
 LEARN_METHODS = {"EP": {"beta", "nudging", "lr", "optimizer", "n_nudges"},  # + lr_<param>
-                 "RHEL": {"epsilon", "lr", "optimizer"}}
+                 "RHEL": {"epsilon", "lr", "optimizer"},
+                 "GLEP": {"epsilon", "lr", "optimizer", "boundary"}}
 # Allowed words for word-valued options.
 OPTION_WORDS = {"nudging": ("positive", "negative", "centered", "holomorphic"),
-                "optimizer": ("sgd", "momentum", "adam")}
+                "optimizer": ("sgd", "momentum", "adam"),
+                "boundary": ("echo", "initial")}
+# Which learning rule suits which physics.
+LEARN_FOR = {"energy": ("EP",), "primitive": ("EP",), "hamiltonian": ("RHEL",),
+             "lagrangian": ("GLEP", "RHEL")}
 # Which relaxation suits which physics.
 RELAX_FOR = {"energy": ("gradient_flow",), "primitive": ("fixed_point", "asynchronous"),
-             "hamiltonian": ("leapfrog",)}
+             "hamiltonian": ("leapfrog",), "lagrangian": ("leapfrog",)}
 RELAX_METHODS = {
     "gradient_flow": {"dt", "free_steps", "nudged_steps", "tol", "max_steps"},
     "fixed_point": {"free_steps", "nudged_steps", "tol", "max_steps"},

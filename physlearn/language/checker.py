@@ -5,17 +5,18 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from . import ast
-from .builtins import (ELEMENTWISE, INIT_KINDS, LEARN_METHODS, OPTION_WORDS, RELAX_FOR,
-                       RELAX_METHODS, WHOLE_TENSOR)
+from .builtins import (ELEMENTWISE, INIT_KINDS, LEARN_FOR, LEARN_METHODS, OPTION_WORDS,
+                       RELAX_FOR, RELAX_METHODS, WHOLE_TENSOR)
 from .errors import ModelError, Span
 
 # learn/relax options by the kind of value they take.
 NUMBER_OPTIONS = {"beta", "lr", "dt", "tol", "epsilon"}  # positive numbers
 COUNT_OPTIONS = {"free_steps", "nudged_steps", "max_steps", "n_nudges"}  # positive integers
-NAME_OPTIONS = {"nudging", "optimizer"}  # a word, e.g. centered
+NAME_OPTIONS = {"nudging", "optimizer", "boundary"}  # a word, e.g. centered
 
 KEYWORD_NAMES = {"model", "dim", "input", "target", "state", "param", "const", "def", "let",
-                 "energy", "primitive", "hamiltonian", "update", "cost", "learn", "relax", "sum",
+                 "energy", "primitive", "hamiltonian", "lagrangian", "update", "cost", "learn",
+                 "relax", "sum", "periodic", "boundary",
                  "logsumexp", "symmetric", "nonnegative", "init", "conjugate", "final", "to",
                  "beta"}  # beta: the nudging strength in printed EP rules
 
@@ -38,6 +39,7 @@ class ModelSpec:
     learn: ast.Directive | None = None
     relax: ast.Directive | None = None
     index_dims: dict[int, str] = field(default_factory=dict)  # id(Reduction index Name) -> dim
+    periodic: set[str] = field(default_factory=set)  # dims whose index arithmetic wraps
 
     def role(self, name: str) -> str | None:
         v = self.variables.get(name)
@@ -59,6 +61,9 @@ class Checker:
         self.spec = ModelSpec(module.name or "model", module.doc, source, filename)
         self.declared: dict[str, Span] = {}
         self._lr_options: list = []
+        # the physics kind, known before its statement (a `let` may read velocities)
+        self._kind = next((st.kind for st in module.statements
+                           if isinstance(st, ast.Physics)), None)
 
     def error(self, code, message, span, hint=None):
         return ModelError(code, message, span, self.spec.source, self.spec.filename, hint)
@@ -72,14 +77,19 @@ class Checker:
         top = self.m.span
         end = Span(top.line, top.column, top.line, top.column + 1)  # the model's first line
         if sp.physics is None:
-            raise self.error("E208", "the model has no `energy`, `primitive` or `hamiltonian` "
-                             "block", end, "add `energy E = ...` (gradient-flow dynamics), "
-                             "`primitive Phi = ...` with `update` rules, or `hamiltonian H = ...`")
+            raise self.error("E208", "the model has no `energy`, `primitive`, `hamiltonian` or "
+                             "`lagrangian` block", end, "add `energy E = ...` (gradient-flow "
+                             "dynamics), `primitive Phi = ...` with `update` rules, "
+                             "`hamiltonian H = ...` or `lagrangian L = ...`")
         if sp.cost is None:
             raise self.error("E209", "the model has no `cost`", end,
                              "add e.g. `cost C = sum(k: (o[k] - y[k])^2) / 2`")
         self._check_expr_scalar(sp.physics.body, sp.physics.kind)
-        self._check_expr_scalar(sp.cost.body, "cost")
+        self._in_cost = True
+        try:
+            self._check_expr_scalar(sp.cost.body, "cost")
+        finally:
+            self._in_cost = False
         self._check_hamiltonian_structure()
         if sp.physics.kind == "primitive":
             dname = "d" + sp.physics.name
@@ -109,16 +119,24 @@ class Checker:
         sp = self.spec
         momenta = {n: v for n, v in sp.variables.items() if v.conjugate is not None}
         hamiltonian = sp.physics.kind == "hamiltonian"
+        if sp.physics.kind == "lagrangian":
+            for n, v in momenta.items():
+                raise self.error("E224", "a `lagrangian` model derives its momenta "
+                                 "(p = dL/dq'); it declares none", v.span,
+                                 f"drop `conjugate to {v.conjugate}` and the state {n}")
+            return
         if not hamiltonian:
             for n, v in sp.variables.items():
                 if v.conjugate is not None or v.time_varying:
                     what = "conjugate momenta" if v.conjugate else "time-varying inputs"
-                    raise self.error("E224", f"{what} belong to `hamiltonian` models", v.span,
+                    raise self.error("E224", f"{what} belong to `hamiltonian` or `lagrangian` "
+                                     "models", v.span,
                                      f"this model has an `{sp.physics.kind}`; drop the "
                                      f"{'`conjugate to`' if v.conjugate else '`(t)`'}")
             if sp.cost.final:
-                raise self.error("E224", "`cost final` belongs to `hamiltonian` models (it "
-                                 "scores the last state of a trajectory)", sp.cost.span,
+                raise self.error("E224", "`cost final` belongs to `hamiltonian` and "
+                                 "`lagrangian` models (it scores the last state of a trajectory)",
+                                 sp.cost.span,
                                  "write `cost C = ...`")
             return
         partner = {}
@@ -154,6 +172,8 @@ class Checker:
         if d.value is not None and d.value < 1:
             raise self.error("E221", f"dim {d.name} must be at least 1", d.span)
         self.spec.dims[d.name] = d.value
+        if d.periodic:
+            self.spec.periodic.add(d.name)
 
     def _VarDecl(self, v: ast.VarDecl):
         self._declare(v.name, v.span)
@@ -167,6 +187,17 @@ class Checker:
             if dim.name not in self.spec.dims:
                 raise self.error("E215", f"unknown dim {dim.name!r} in the shape of {v.name}",
                                  dim.span, "declare it first: `dim " + dim.name + " = ...`")
+        if v.boundary is not None:
+            b = v.boundary
+            if not v.shape:
+                raise self.error("E226", f"{v.name} is a scalar and has no boundary", v.span,
+                                 "a boundary value is read by shifted indices like q[i-1]")
+            if isinstance(b, str) and b != "zero" and not (
+                    self.spec.role(b) == "const" and not self.spec.shape(b)):
+                raise self.error("E226", f"boundary = {b}: not a number or a scalar `const` "
+                                 "declared before it", v.span,
+                                 "write `boundary = 0`, `boundary = zero` or name a scalar "
+                                 "`const` (a boundary value is not learned)")
         if v.symmetric:
             if v.role != "param":
                 raise self.error("E220", "only a `param` can be `symmetric`", v.span)
@@ -251,7 +282,8 @@ class Checker:
     def _Physics(self, p: ast.Physics):
         if self.spec.physics is not None:
             raise self.error("E216", f"a second physics block `{p.kind} {p.name}`", p.span,
-                             "a model has exactly one `energy`, `primitive` or `hamiltonian`")
+                             "a model has exactly one `energy`, `primitive`, `hamiltonian` or "
+                             "`lagrangian`")
         self._declare(p.name, p.span)
         self.spec.physics = p
 
@@ -314,13 +346,15 @@ class Checker:
                 raise self.error("E219", f"{opt.key}: the model has no parameter "
                                  f"{opt.key[3:]!r}", opt.span,
                                  "per-parameter rates are lr_<param>, e.g. lr_W1 = 0.1")
-        if sp.relax is not None and sp.physics is not None:
-            fits = RELAX_FOR[sp.physics.kind]
-            if sp.relax.method not in fits:
+        for directive, table in ((sp.learn, LEARN_FOR), (sp.relax, RELAX_FOR)):
+            if directive is None or sp.physics is None:
+                continue
+            fits = table[sp.physics.kind]
+            if directive.method not in fits:
                 article = "an" if sp.physics.kind[0] in "aeiou" else "a"
-                raise self.error("E219", f"`relax {sp.relax.method}` does not fit {article} "
-                                 f"`{sp.physics.kind}` model", sp.relax.span,
-                                 f"use relax {' or '.join(fits)}")
+                raise self.error("E219", f"`{directive.kind} {directive.method}` does not fit "
+                                 f"{article} `{sp.physics.kind}` model", directive.span,
+                                 f"use {directive.kind} {' or '.join(fits)}")
 
     def _check_update(self, u: ast.UpdateRule):
         sp = self.spec
@@ -357,6 +391,7 @@ class Checker:
 
     # --------------------------------------------------------------- expressions
     _update_target = None
+    _in_cost = False
     _in_def = None
     _defining = None  # the let or def whose body is being checked
 
@@ -406,6 +441,8 @@ class Checker:
             return self._name(e, local_scalars)
         if k == "Indexed":
             return self._indexed(e, bound)
+        if k == "Velocity":
+            return self._velocity(e)
         if k == "Call":
             return self._call(e, bound, local_scalars)
         if k == "Reduction":
@@ -486,12 +523,52 @@ class Checker:
             raise self.error("E202", f"{e.name} has {_count(len(shape), 'index')} "
                              f"[{', '.join(shape)}], got {len(e.indices)}", e.span,
                              f"write e.g. {e.name}[{', '.join('ijklm'[:len(shape)])}]")
-        return self._index_list(e.indices, shape)
+        return self._index_list(e.indices, shape, e.name)
 
-    def _index_list(self, indices, shape) -> Free:
-        """Free indices of `X[a, b, ...]` over `shape`; literal indices must be in range."""
+    def _check_shift(self, ix, dim, name):
+        sp = self.spec
+        shown = f"{ix.name}{ix.offset:+d}"
+        if name is None or name not in sp.variables:
+            raise self.error("E226", f"only a declared variable can be read at a shifted index "
+                             f"({shown})", ix.span, "shift the variables inside the `let` "
+                             "instead" if name in sp.lets else None)
+        if dim not in sp.periodic and sp.variables[name].boundary is None:
+            edge = "-1" if ix.offset < 0 else f"{dim}"
+            raise self.error("E226", f"{name}[..{shown}..] reads outside 0..{dim}-1 (at "
+                             f"{name}[{edge}]), and {name} has no boundary rule", ix.span,
+                             f"declare `boundary = 0` (or a constant) on {name}, or make the "
+                             f"dim a ring: `dim {dim} = ... periodic`")
+
+    def _velocity(self, e: ast.Velocity) -> Free:
+        sp = self.spec
+        if self._kind != "lagrangian":
+            raise self.error("E225", f"the velocity {e.name}' belongs in a `lagrangian` model",
+                             e.span, "Hamiltonian and energy models have no velocities; "
+                             "write the physics as `lagrangian L = ...`")
+        if self._in_cost:
+            raise self.error("E225", f"the cost reads the velocity {e.name}'", e.span,
+                             "a cost scores positions; nudging it is what GLEP and RHEL do")
+        if self._update_target is not None or self._in_def is not None:
+            raise self.error("E225", f"velocity {e.name}' used outside the lagrangian", e.span)
+        if sp.role(e.name) != "state":
+            what = f"{_article(sp.role(e.name))}" if sp.role(e.name) else "not a declared state"
+            raise self.error("E225", f"{e.name}' is the velocity of a state, but {e.name} is "
+                             f"{what}", e.name_span or e.span,
+                             "only states move: declare `state " + e.name + "[...]`")
+        shape = sp.shape(e.name)
+        if len(e.indices) != len(shape):
+            raise self.error("E202", f"{e.name}' has {_count(len(shape), 'index')}"
+                             f"{' [' + ', '.join(shape) + ']' if shape else ''}, got "
+                             f"{len(e.indices)}", e.span)
+        return self._index_list(e.indices, shape, e.name)
+
+    def _index_list(self, indices, shape, name: str | None = None) -> Free:
+        """Free indices of `X[a, b, ...]` over `shape`; literal indices must be in range;
+        a shifted index (`i-1`) needs a periodic dim or a boundary value for `name`."""
         free: Free = {}
         for ix, dim in zip(indices, shape):
+            if ix.offset:
+                self._check_shift(ix, dim, name)
             if ix.name is None:
                 size = self.spec.dims.get(dim)
                 if ix.value < 0 or (size is not None and ix.value >= size):
@@ -605,6 +682,10 @@ class Checker:
         if len(right.indices) != len(shape):
             raise self.error("E202", f"{state} has {_count(len(shape), 'index')}, got "
                              f"{len(right.indices)}", right.span)
+        for ix in right.indices:
+            if ix.offset:
+                raise self.error("E226", "a derivative reference takes plain indices",
+                                 ix.span, "shift inside the primitive instead")
         return self._index_list(right.indices, shape)
 
     # ------------------------------------------------------------ constants

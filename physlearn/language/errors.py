@@ -113,4 +113,6 @@ CODES = {
     "E222": "index out of range",
     "E223": "undefined constant (division by zero, log of a non-positive number, ...)",
     "E224": "bad Hamiltonian structure (momenta, time-varying inputs, final costs)",
+    "E225": "bad Lagrangian (velocities outside it, or a kinetic term physlearn cannot invert)",
+    "E226": "shifted index (q[i-1]) without a periodic dim or a boundary value",
 }

@@ -31,9 +31,9 @@ _SOURCE: contextvars.ContextVar[str | None] = contextvars.ContextVar("physlearn_
                                                                     default=None)
 _WORD = re.compile(r"[A-Za-z0-9_]*")
 _KEYWORD_TERMINALS = ("MODEL", "DIM", "INPUT", "TARGET", "STATE", "PARAM", "CONST", "DEF",
-                      "LET", "ENERGY", "PRIMITIVE", "HAMILTONIAN", "UPDATE", "COST", "LEARN",
+                      "LET", "ENERGY", "PRIMITIVE", "HAMILTONIAN", "LAGRANGIAN", "UPDATE", "COST", "LEARN",
                       "RELAX", "SYMMETRIC", "NONNEGATIVE", "INIT", "SUM", "LOGSUMEXP",
-                      "CONJUGATE", "FINAL")
+                      "CONJUGATE", "FINAL", "PERIODIC", "BOUNDARY")
 
 
 class _GluedKeyword(Exception):
@@ -68,7 +68,7 @@ class _Modifier:
 
     word: str
     span: Span
-    target: str | None = None  # `conjugate to q`
+    target: str | float | None = None  # `conjugate to q`, `boundary = 0`
 
 
 class _TimeVarying:
@@ -99,6 +99,18 @@ class _ToAst(Transformer):
 
     def index_int(self, meta, c):
         return ast.Index(_tok_span(c[0]), None, int(c[0]))
+
+    def index_plus(self, meta, c):
+        return ast.Index(_span(meta), str(c[0]), None, int(c[1]))
+
+    def index_minus(self, meta, c):
+        return ast.Index(_span(meta), str(c[0]), None, -int(c[1]))
+
+    def velocity_name(self, meta, c):
+        return ast.Velocity(_span(meta), str(c[0]), (), _tok_span(c[0]))
+
+    def velocity_indexed(self, meta, c):
+        return ast.Velocity(_span(meta), str(c[0]), tuple(c[2:]), _tok_span(c[0]))
 
     def indexed(self, meta, c):
         return ast.Indexed(_span(meta), str(c[0]), tuple(c[1:]), _tok_span(c[0]))
@@ -146,7 +158,13 @@ class _ToAst(Transformer):
         return list(c)
 
     def dim_item(self, meta, c):
-        return ast.DimDecl(_span(meta), str(c[0]), int(c[1]) if len(c) > 1 else None)
+        periodic = bool(c) and c[-1] == "periodic"
+        c = [x for x in c if x is not None and x != "periodic"]
+        return ast.DimDecl(_span(meta), str(c[0]), int(c[1]) if len(c) > 1 else None,
+                           periodic)
+
+    def periodic(self, meta, c):
+        return "periodic"
 
     def role(self, meta, c):
         return str(c[0])
@@ -176,8 +194,11 @@ class _ToAst(Transformer):
         init = next((m for m in mods if isinstance(m, ast.InitSpec)), None)
         conj = next((m.target for m in mods if isinstance(m, _Modifier)
                      and m.word == "conjugate"), None)
+        bound = next((m.target for m in mods if isinstance(m, _Modifier)
+                      and m.word == "boundary"), None)
         item = ast.Name(_tok_span(c[0]), str(c[0]))
-        object.__setattr__(item, "fields", (str(c[0]), shape, sym, nonneg, init, conj, timed))
+        object.__setattr__(item, "fields", (str(c[0]), shape, sym, nonneg, init, conj, timed,
+                                            bound))
         return item
 
     def shape(self, meta, c):
@@ -197,6 +218,12 @@ class _ToAst(Transformer):
 
     def conjugate(self, meta, c):
         return _Modifier("conjugate", _span(meta), str(c[0]))
+
+    def boundary(self, meta, c):
+        return _Modifier("boundary", _span(meta), c[0])
+
+    def boundary_name(self, meta, c):
+        return str(c[0])
 
     def time_arg(self, meta, c):
         if str(c[0]) != "t":
@@ -233,6 +260,9 @@ class _ToAst(Transformer):
     def hamiltonian_def(self, meta, c):
         return ast.Physics(_span(meta), "hamiltonian", str(c[0]), c[1])
 
+    def lagrangian_def(self, meta, c):
+        return ast.Physics(_span(meta), "lagrangian", str(c[0]), c[1])
+
     def update_def(self, meta, c):
         return list(c)
 
@@ -264,10 +294,10 @@ class _ToAst(Transformer):
 
 # ------------------------------------------------------------------ syntax errors
 _STATEMENTS = ("dim", "input", "target", "state", "param", "const", "def", "let", "energy",
-               "primitive", "hamiltonian", "update", "cost", "learn", "relax")
+               "primitive", "hamiltonian", "lagrangian", "update", "cost", "learn", "relax")
 _STATEMENT_TERMS = {k.upper() for k in _STATEMENTS}
 _OPERATORS = {"PLUS", "MINUS", "STAR", "SLASH", "CIRCUMFLEX", "__ANON_0"}
-_MODIFIERS = {"SYMMETRIC", "NONNEGATIVE", "INIT", "CONJUGATE"}
+_MODIFIERS = {"SYMMETRIC", "NONNEGATIVE", "INIT", "CONJUGATE", "BOUNDARY"}
 _KEYWORDS = _STATEMENT_TERMS | _MODIFIERS | {"MODEL", "SUM", "LOGSUMEXP"}
 # The order in which single expected tokens are listed, with their human names.
 _LABELS = {

@@ -1,4 +1,4 @@
-"""Learning on trajectories of a compiled Hamiltonian model: BPTT and RHEL.
+"""Learning on trajectories of a compiled Hamiltonian or Lagrangian model: BPTT, RHEL, GLEP.
 
 Data: time-varying inputs carry a time axis after the batch axis, (batch, T, ...); other
 data are static. The loss is the cost of the final state (`cost final`) or the mean over
@@ -21,14 +21,26 @@ def rhel_requirements(model) -> None:
     spec = d.spec
     for key, advice in (("separable", "the leapfrog step needs H = T(p) + V(q)"),
                         ("time_reversible", "the echo retraces the trajectory only if H is "
-                                            "even in the momenta"),
-                        ("kinetic_parameter_free", "the exact discrete RHEL takes dH/dtheta at "
-                                                   "the kick, so parameters must sit in V(q)")):
+                                            "even in the momenta")):
         ok, why = d.structure[key]
         if not ok:
             raise ModelError("E224", f"rhel needs a {key.replace('_', ' ')} Hamiltonian: {why}",
                              spec.physics.span, spec.source, spec.filename,
                              f"{advice}; use --algorithm bptt")
+
+
+def _integrand(gen, grad):
+    """Per leapfrog step: dX/dtheta at the kick (q at the half step) for V, and the mean
+    over the two drifts' momenta for T. `grad` is grad_params (X = H) or
+    grad_lagrangian_params (X = L). With parameters only in V one call suffices."""
+    if gen.KINETIC_PARAMETER_FREE:
+        return lambda params, half, new, d: grad(params, half, d)
+
+    def both(params, half, new, d):
+        a = grad(params, half, d)
+        b = grad(params, {**half, **{p: new[p] for p in gen.CONJUGATE}}, d)
+        return {k: (a[k] + b[k]) / 2 for k in a}
+    return both
 
 
 def split(gen, data):
@@ -72,12 +84,15 @@ def bptt(gen, params, states, data, dt):
     return {k: g[k] for k in gen.PARAMS}, gu
 
 
-def rhel(gen, params, states, data, dt, eps=1e-4, with_inputs=True):
+def rhel(gen, params, states, data, dt, eps=1e-4, with_inputs=True, *, sign=1.0,
+         integrand=None):
     """(dL/dtheta, dL/du) from two echoes, vmapped over the sign of eps.
 
     With `with_inputs=False` no per-step input gradient is kept (dL/du is then {}), and the
-    memory no longer grows with the sequence length.
+    memory no longer grows with the sequence length. `integrand` and `sign` default to
+    RHEL's +dH/dtheta; GLEP's echo passes -dL/dtheta.
     """
+    integrand = integrand or _integrand(gen, gen.grad_params)
     static, seq = split(gen, data)  # one time-major copy of the input sequences
     n = length(gen, data)
     batch = jax.tree_util.tree_leaves(states)[0].shape[0]
@@ -92,50 +107,146 @@ def rhel(gen, params, states, data, dt, eps=1e-4, with_inputs=True):
 
     final, _ = jax.lax.scan(fwd, states, seq)
 
-    def nudge(s, t, e):
-        """Push the momenta by -e dC/dq of the state the echo sits on (the loss of step t)."""
+    def kick(s, t):
+        """The momentum push per unit eps: -dC/dq of the loss of step t at state s."""
         gc = gen.grad_cost_states(params, s, step_data(t))
-        return {**s, **{p: s[p] - e * weight * gc[q] for p, q in gen.CONJUGATE.items()}}
+        return {p: -weight * gc[q] for p, q in gen.CONJUGATE.items()}
 
-    g, gu = echo_contrast(gen, params, final, step_data, n, nudge, not gen.COST_FINAL, dt, eps,
-                          with_inputs)
+    g, gu = echo_contrast(gen, params, final, step_data, n, kick, not gen.COST_FINAL, dt, eps,
+                          with_inputs, integrand)
     gu = {k: jnp.swapaxes(v, 0, 1) / batch for k, v in gu.items()}
     direct = _direct_cost_grads(gen, params, states, data, dt, final if gen.COST_FINAL else None)
-    return {k: g[k] + direct[k] for k in g}, gu
+    return {k: sign * g[k] + direct[k] for k in g}, gu
 
 
-def echo_contrast(gen, params, final, step_data, n, nudge, every_step, dt, eps,
-                  with_inputs=True):
+def _paired(tree):
+    """Two copies of every array (the +eps and -eps runs), on a new leading axis."""
+    return jax.tree_util.tree_map(lambda v: jnp.stack([v, v]), tree)
+
+
+def _push(pair, kick, t, eps):
+    """Kick the +eps and -eps runs by +-eps kick(midpoint, t).
+
+    The midpoint of the two runs is the unnudged run exactly when the dynamics are linear
+    (a quadratic H): the contrast is then exact for any loss, not only for fixed
+    cotangents; otherwise the midpoint is within O(eps^2) of it.
+    """
+    mid = jax.tree_util.tree_map(lambda v: 0.5 * (v[0] + v[1]), pair)
+    k = kick(mid, t)
+    def pushed(p):
+        signs = jnp.array([eps, -eps], dtype=pair[p].dtype).reshape((2,) + (1,) * k[p].ndim)
+        return pair[p] + signs * k[p].astype(pair[p].dtype)
+    return {**pair, **{p: pushed(p) for p in k}}
+
+
+def echo_contrast(gen, params, final, step_data, n, kick, every_step, dt, eps,
+                  with_inputs=True, integrand=None):
     """The two echoes of RHEL and their contrast: (dL/dtheta, dL/du time-major).
 
     From the momentum-flipped `final` state, replay steps n-1 .. 0 (`step_data(t)` gives
-    step t's data) with `nudge(states, t, e)` applied to the starting state (t = n - 1) and,
-    if `every_step`, after each echo step to the state that carries loss t - 1. dH/dtheta
-    and dH/du are taken at the kick. Both signs of eps run in one `vmap`; dL/dtheta is the
-    batch mean, as `grad_params` gives it.
+    step t's data), pushing the momenta by +-eps `kick(states, t)` at the starting state
+    (t = n - 1) and, if `every_step`, after each echo step at the state that carries loss
+    t - 1. dH/dtheta and dH/du are taken at the kick (`integrand` says how; see
+    `_integrand`). The two echoes step together (vmapped); dL/dtheta is the batch mean, as
+    `grad_params` gives it.
     """
-    def echo(e):
-        s = nudge({**final, **{p: -final[p] for p in gen.CONJUGATE}}, n - 1, e)
-        zeros = {k: jnp.zeros_like(params[k]) for k in gen.PARAMS}
+    integrand = integrand or _integrand(gen, gen.grad_params)
+    step = jax.vmap(lambda s, d: gen.leapfrog(params, s, d, dt), in_axes=(0, None))
+    grads = jax.vmap(lambda h, w, d: integrand(params, h, w, d), in_axes=(0, 0, None))
+    inputs = jax.vmap(lambda h, d: gen.grad_inputs(params, h, d), in_axes=(0, None))
+    flipped = {**final, **{p: -final[p] for p in gen.CONJUGATE}}
+    pair = _push(_paired(flipped), kick, n - 1, eps)
+    zeros = {k: jnp.zeros((2,) + params[k].shape, params[k].dtype) for k in gen.PARAMS}
 
-        def body(carry, j):
-            s, acc = carry
-            t = n - 1 - j
-            d = step_data(t)
-            s, half = gen.leapfrog(params, s, d, dt)
-            g = gen.grad_params(params, half, d)
-            acc = {k: acc[k] + g[k] for k in acc}
-            if every_step:
-                s = jax.lax.cond(t >= 1, lambda s: nudge(s, t - 1, e), lambda s: s, s)
-            gu = gen.grad_inputs(params, half, d) if with_inputs else None
-            return (s, acc), ({k: gu[k] for k in gen.TIME_VARYING} if with_inputs else None)
+    def body(carry, j):
+        s, acc = carry
+        t = n - 1 - j
+        d = step_data(t)
+        new, half = step(s, d)
+        g = grads(half, new, d)
+        acc = {k: acc[k] + g[k] for k in acc}
+        if every_step:
+            new = jax.lax.cond(t >= 1, lambda s: _push(s, kick, t - 1, eps), lambda s: s, new)
+        gu = inputs(half, d) if with_inputs else None
+        return (new, acc), ({k: gu[k] for k in gen.TIME_VARYING} if with_inputs else None)
 
-        (_, acc), gu = jax.lax.scan(body, (s, zeros), jnp.arange(n))
-        return acc, (jax.tree_util.tree_map(lambda v: v[::-1], gu) if with_inputs else {})
-
-    acc, gu = jax.vmap(echo)(jnp.array([eps, -eps]))
+    (_, acc), gu = jax.lax.scan(body, (pair, zeros), jnp.arange(n))
+    gu = {k: v[::-1] for k, v in gu.items()} if with_inputs else {}  # time-major again
     g = {k: dt * (v[0] - v[1]) / (2 * eps) for k, v in acc.items()}
-    return g, {k: dt * (v[0] - v[1]) / (2 * eps) for k, v in gu.items()}
+    return g, {k: dt * (v[:, 0] - v[:, 1]) / (2 * eps) for k, v in gu.items()}
+
+
+def glep(gen, params, states, data, dt, eps=1e-4, boundary="echo"):
+    """GLEP on a Lagrangian model: (dL/dtheta, dL/du) from the action's parameter integrand.
+
+    boundary="echo" (final value): the nudged trajectories end where the free one ends;
+    for a time-reversible L they are the echoes from the velocity-flipped final state, and
+      dC/dtheta = -dt/(2 eps) sum over echo steps [dL/dtheta(+eps) - dL/dtheta(-eps)],
+    which is RHEL on the Legendre transform, with dL/dtheta in place of -dH/dtheta.
+    boundary="initial": the nudged runs start where the free one starts (q(0), q'(0)
+    fixed) and go forward; the boundary term at T needs the forward sensitivities
+    dq_T/dtheta, dp_T/dtheta (RTRL's cost: one tangent per parameter entry):
+      dC/dtheta = -dt d/deps sum dL/dtheta - (dp_T/deps . dq_T/dtheta - dq_T/deps . dp_T/dtheta).
+    The input gradient is returned for the echo boundary only ({} otherwise).
+    """
+    if gen.KIND != "lagrangian":
+        raise ValueError(f"glep needs a lagrangian model; {gen.MODEL} is {gen.KIND}")
+    integrand = _integrand(gen, gen.grad_lagrangian_params)
+    if boundary == "echo":
+        return rhel(gen, params, states, data, dt, eps, sign=-1.0, integrand=integrand)
+    if boundary != "initial":
+        raise ValueError(f"glep boundary must be echo or initial, not {boundary!r}")
+    return glep_initial(gen, params, states, data, dt, eps, integrand), {}
+
+
+def glep_initial(gen, params, states, data, dt, eps, integrand):
+    """GLEP with initial-value boundary conditions (see `glep`)."""
+    static, seq = split(gen, data)
+    n = length(gen, data)
+    batch = jax.tree_util.tree_leaves(states)[0].shape[0]
+    weight = 1.0 if gen.COST_FINAL else 1.0 / n
+    trainable = {k: params[k] for k in gen.PARAMS}
+
+    def step_data(t):
+        return {**static, **{k: v[t] for k, v in seq.items()}}
+
+    def kick(s, t):
+        gc = gen.grad_cost_states(params, s, step_data(t))
+        return {p: -weight * gc[q] for p, q in gen.CONJUGATE.items()}
+
+    step = jax.vmap(lambda s, d: gen.leapfrog(params, s, d, dt), in_axes=(0, None))
+    grads = jax.vmap(lambda h, w, d: integrand(params, h, w, d), in_axes=(0, 0, None))
+    zeros = {k: jnp.zeros((2,) + params[k].shape, params[k].dtype) for k in gen.PARAMS}
+
+    def body(carry, t):  # the +eps and -eps runs forward from the same initial state
+        s, acc = carry
+        d = step_data(t)
+        new, half = step(s, d)
+        g = grads(half, new, d)
+        acc = {k: acc[k] + g[k] for k in acc}
+        if not gen.COST_FINAL:
+            new = _push(new, kick, t, eps)
+        return (new, acc), None
+
+    (finals, accs), _ = jax.lax.scan(body, (_paired(states), zeros), jnp.arange(n))
+    if gen.COST_FINAL:
+        finals = _push(finals, kick, n - 1, eps)
+    g = {k: -dt * (v[0] - v[1]) / (2 * eps) for k, v in accs.items()}
+    d_eps = jax.tree_util.tree_map(lambda v: (v[0] - v[1]) / (2 * eps), finals)
+
+    def free_final(theta):
+        return forward(gen, {**params, **theta}, states, data, dt)[0]
+
+    sens = jax.jacfwd(free_final)(trainable)  # forward sensitivities: state -> param -> array
+    for k in gen.PARAMS:
+        term = 0.0
+        for p, q in gen.CONJUGATE.items():
+            nd = d_eps[q].ndim
+            term = term + jnp.tensordot(d_eps[p], sens[q][k], axes=nd) \
+                - jnp.tensordot(d_eps[q], sens[p][k], axes=nd)
+        g[k] = g[k] - term / batch
+    direct = _direct_cost_grads(gen, params, states, data, dt)
+    return {k: g[k] + direct[k] for k in g}
 
 
 def _direct_cost_grads(gen, params, states, data, dt, final=None):
@@ -197,11 +308,11 @@ def hru_layer(gen, dt: float, eps: float = 1e-4):
         n = next(iter(seq.values())).shape[0]
         batch = next(iter(us.values())).shape[0]
 
-        def nudge(s, t, e):  # the upstream cotangents are the nudges: fixed vectors
-            return {**s, **{p: s[p] - e * cts[q][t] for p, q in gen.CONJUGATE.items()}}
+        def kick(s, t):  # the upstream cotangents are the pushes: fixed vectors
+            return {p: -cts[q][t] for p, q in gen.CONJUGATE.items()}
 
         g, gu = echo_contrast(gen, params, final, lambda t: {k: v[t] for k, v in seq.items()},
-                              n, nudge, True, dt, eps)
+                              n, kick, True, dt, eps)
         # grad_params averages over the batch; a VJP sums over it
         g = {**{k: jnp.zeros_like(v) for k, v in params.items()},
              **{k: batch * v for k, v in g.items()}}

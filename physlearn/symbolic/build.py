@@ -18,6 +18,12 @@ def index_symbol(name: str) -> sp.Symbol:
     return sp.Symbol(name, integer=True)
 
 
+def velocity_base(spec: ModelSpec, state: str):
+    """q' for a state q: an IndexedBase (or Symbol for a scalar state) named `q'`."""
+    name = state + "'"
+    return sp.IndexedBase(name, real=True) if spec.shape(state) else sp.Symbol(name, real=True)
+
+
 def gradient_base(of: str, wrt: str) -> sp.IndexedBase:
     """Placeholder for `d<of>/d<wrt>` inside update rules."""
     return sp.IndexedBase(f"d{of}/d{wrt}", real=True)
@@ -79,10 +85,19 @@ class Builder:
         return self.symbols[e.name]
 
     def _Indexed(self, e, env, sc):
-        idx = tuple(sp.Integer(i.value) if i.name is None else env[i.name] for i in e.indices)
+        idx = self._indices(e.indices, env)
         if e.name in self.spec.lets:
             return self._let(e.name, idx, env)
         return self.symbols[e.name][idx]
+
+    @staticmethod
+    def _indices(indices, env) -> tuple:
+        return tuple(sp.Integer(i.value) if i.name is None else env[i.name] + i.offset
+                     for i in indices)
+
+    def _Velocity(self, e, env, sc):
+        base = velocity_base(self.spec, e.name)
+        return base[self._indices(e.indices, env)] if e.indices else base
 
     def _let(self, name, idx, env):
         d, _dims = self.spec.lets[name]

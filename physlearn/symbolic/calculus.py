@@ -11,6 +11,41 @@ from __future__ import annotations
 import sympy as sp
 
 
+class Inside(sp.Function):
+    """inside(k + c, n) = 1 when 0 <= k + c < n, else 0: the edge of a non-periodic dim.
+
+    It appears when a sum with a shifted read (q[i-1]) is differentiated: the term
+    i = a + 1 exists only for a + 1 < n. On a periodic dim it is 1 (removed by `rules`).
+    """
+
+    nargs = 2
+    is_real = True
+
+    def fdiff(self, argindex=1):
+        return sp.S.Zero
+
+    @classmethod
+    def eval(cls, x, n):
+        if x.is_Integer and n.is_Integer:
+            return sp.S.One if 0 <= int(x) < int(n) else sp.S.Zero
+        return None
+
+
+def _pinned(a: sp.Expr, b: sp.Expr, bound: dict):
+    """delta(a, b) with a = var + c for a summed `var`: (var, its value) or None."""
+    for x, y in ((a, b), (b, a)):
+        vars_ = [s for s in x.free_symbols if s in bound]
+        if len(vars_) == 1 and (x - vars_[0]).is_Integer and vars_[0] not in y.free_symbols:
+            return vars_[0], y - (x - vars_[0])
+    return None
+
+
+def _shifted(value: sp.Expr) -> bool:
+    """True for `k + c` (c != 0): a value that may fall outside its dim."""
+    syms = [s for s in value.free_symbols if s.is_integer]
+    return len(syms) == 1 and value != syms[0]
+
+
 def differentiate(expr: sp.Expr, wrt: sp.Expr) -> sp.Expr:
     """d expr / d wrt, for `wrt` a scalar symbol or an element `X[k, l]`, deltas removed."""
     return normalize(sp.diff(expr, wrt))
@@ -51,11 +86,13 @@ def _sum_term(term: sp.Expr, limits: list) -> sp.Expr:
         for n, f in enumerate(factors):
             if not isinstance(f, sp.KroneckerDelta):
                 continue
-            a, b = f.args
-            var, other = (a, b) if a in bound else (b, a) if b in bound else (None, None)
-            if var is None:
+            pin = _pinned(*f.args, bound)
+            if pin is None:
                 continue
+            var, other = pin
             rest = factors[:n] + factors[n + 1:]
+            if _shifted(other):  # the pinned term exists only inside the dim's range
+                rest.append(Inside(other, bound[var][2] + 1))
             factors = list(sp.Mul.make_args(sp.Mul(*(r.xreplace({var: other}) for r in rest))))
             limits = [lim for lim in limits if lim[0] != var]
             changed = True

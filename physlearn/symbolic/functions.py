@@ -73,6 +73,23 @@ SYMPY_JAX = {sp.exp: "jnp.exp", sp.log: "jnp.log", sp.sin: "jnp.sin", sp.cos: "j
 
 # Helpers a generated module defines when it uses them (name -> body lines).
 HELPERS = {
+    "shifted": (
+        "def shifted(x, offset, axis, fill):\n"
+        "    \"\"\"x[.., i + offset, ..] along `axis`, reading `fill` outside the range.\n\n"
+        "    fill='edge' repeats the edge value: used only under an `inside` mask.\n"
+        "    \"\"\"\n"
+        "    n = x.shape[axis]\n"
+        "    at = jnp.arange(n) + offset\n"
+        "    y = jnp.take(x, jnp.clip(at, 0, n - 1), axis=axis)\n"
+        "    if isinstance(fill, str):\n"
+        "        return y\n"
+        "    keep = ((at >= 0) & (at < n)).reshape((n,) + (1,) * (x.ndim - axis - 1))\n"
+        "    return jnp.where(keep, y, fill)\n"),
+    "inside": (
+        "def inside(n, offset):\n"
+        "    \"\"\"1 where 0 <= i + offset < n (i = 0..n-1): the edge of a chain.\"\"\"\n"
+        "    at = jnp.arange(n) + offset\n"
+        "    return jnp.where((at >= 0) & (at < n), 1.0, 0.0)\n"),
     "sigmoid_prime": "def sigmoid_prime(u):\n    s = jax.nn.sigmoid(u)\n    return s * (1 - s)\n",
     "tanh_prime": "def tanh_prime(u):\n    return 1 - jnp.tanh(u) ** 2\n",
     "logcosh": "def logcosh(u):\n    \"\"\"log(cosh(u)) without overflow.\"\"\"\n"

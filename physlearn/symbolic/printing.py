@@ -27,6 +27,9 @@ class TextPrinter(StrPrinter):
     def _print_Rational(self, expr):
         return f"{expr.p}/{expr.q}"
 
+    def _print_Inside(self, expr):
+        return _edge(self._print, *expr.args)
+
 
 class TexPrinter(LatexPrinter):
     """LaTeX with bare sums (`\\sum_{i}`), primes for derived functions, h^{+} for nudges."""
@@ -35,6 +38,9 @@ class TexPrinter(LatexPrinter):
         idx = ",".join(self._print(v) for v, *_ in expr.limits)
         return rf"\sum_{{{idx}}} {self.parenthesize(expr.function, 1000)}" \
             if isinstance(expr.function, sp.Add) else rf"\sum_{{{idx}}} {self._print(expr.function)}"
+
+    def _print_Inside(self, expr, exp=None):
+        return _edge(self._print, *expr.args).replace(">=", r"\geq")
 
     def _print_IndexedBase(self, expr):
         return _tex_name(expr.name)
@@ -62,6 +68,15 @@ class TexPrinter(LatexPrinter):
             out = rf"{head}\left({args}\right)"
             return out if exp is None else rf"{out}^{{{exp}}}"
         return super()._print_Function(expr, exp)
+
+
+def _edge(show, at, n) -> str:
+    """Iverson bracket for `inside(k + c, n)`: [k + 1 < n] or [k - 1 >= 0]."""
+    shift = at - next(iter(at.free_symbols & {s for s in at.free_symbols if s.is_integer
+                                              and not s.is_positive}), at)
+    if shift.is_Integer and shift < 0:
+        return f"[{show(at)} >= 0]"
+    return f"[{show(at)} < {show(n)}]"
 
 
 _GREEK = {"alpha", "beta", "gamma", "delta", "epsilon", "theta", "lambda", "mu", "rho",
@@ -124,6 +139,12 @@ def latex_rule(rule: Rule) -> str:
     return f"{lhs} = {latex(rule.expr)}"
 
 
+def _cost_when(d: Derivation) -> str:
+    if d.spec.cost.final:
+        return " (final state only)"
+    return " (every time step, averaged)" if d.trajectory else ""
+
+
 def report(d: Derivation, as_latex: bool = False) -> str:
     """The `physlearn derive` report: dynamics, gradients, EP updates, locality."""
     show = latex_rule if as_latex else text_rule
@@ -135,19 +156,34 @@ def report(d: Derivation, as_latex: bool = False) -> str:
     for w in d.warnings():
         out.append(f"warning: {w}")
     out.append("")
-    out.append(f"{d.kind} {d.physics_name} = {expr(d.physics)}")
-    final = " (final state only)" if spec.cost.final else (
-        " (every time step, averaged)" if d.kind == "hamiltonian" else "")
-    out.append(f"cost {d.cost_name} = {expr(d.cost)}{final}")
+    if d.kind == "lagrangian":
+        L = spec.physics.name
+        out.append(f"lagrangian {L} = {expr(d.lagrangian)}")
+        out.append(f"cost {d.cost_name} = {expr(d.cost)}{_cost_when(d)}")
+        out.append("")
+        out.append(f"momenta (p = d{L}/dq'):")
+        for r in d.momenta.values():
+            out.append("  " + show(r))
+        out.append("Euler-Lagrange equations (d/dt dL/dq' = dL/dq, the diagonal mass solved):")
+        for r in d.euler_lagrange.values():
+            out.append("  " + show(r))
+        out.append(f"Legendre transform ({d.physics_name} = p.q' - {L}, "
+                   f"q' = p / m):")
+        out.append(f"  hamiltonian {d.physics_name} = {expr(d.physics)}")
+    else:
+        out.append(f"{d.kind} {d.physics_name} = {expr(d.physics)}")
+        out.append(f"cost {d.cost_name} = {expr(d.cost)}{_cost_when(d)}")
     out.append("")
-    if d.kind == "hamiltonian":
+    if d.trajectory:
         out.append("structure:")
         for key, (ok, why) in d.structure.items():
             out.append(f"  {key.replace('_', ' ')}: {'yes' if ok else 'no'} ({why})")
-        out.append("  dissipation: none (a Hamiltonian conserves H when inputs are constant)")
+        out.append(f"  dissipation: none (conservative: {d.physics_name} is conserved when "
+                   "inputs are constant)")
         out.append("")
     kind = {"energy": " (gradient flow)", "primitive": " (discrete updates)",
-            "hamiltonian": " (Hamilton's equations)"}[d.kind]
+            "hamiltonian": " (Hamilton's equations)",
+            "lagrangian": f" (Hamilton's equations of {d.physics_name})"}[d.kind]
     out.append("state dynamics" + kind + ":")
     for r in d.dynamics.values():
         out.append("  " + show(r))
@@ -174,7 +210,22 @@ def report(d: Derivation, as_latex: bool = False) -> str:
     for r in d.cost_param_gradients.values():
         out.append("  " + show(r) + "   (readout: the cost depends on it directly)")
     out.append("")
-    if d.kind == "hamiltonian":
+    if d.kind == "lagrangian":
+        L = spec.physics.name
+        out.append(f"GLEP integrand (d{L}/dtheta at fixed q, q'; note d{L}/dtheta = "
+                   f"-d{d.physics_name}/dtheta):")
+        for r in d.lagrangian_param_gradients.values():
+            out.append("  " + show(r))
+        out.append("")
+        out.append("GLEP, echo boundary (final value; equals RHEL on the Legendre transform):")
+        for p in (p for p, r in d.lagrangian_param_gradients.items() if r.expr != 0):
+            out.append(f"  dC/d{p} = -dt/(2 eps) * sum over echo steps of "
+                       f"[d{L}/d{p}(echo +eps) - d{L}/d{p}(echo -eps)]")
+        out.append("GLEP, initial-value boundary: the same sum along nudged forward runs "
+                   "(+-eps), plus the boundary term at T: (dp/deps . dq/dtheta - dq/deps . "
+                   "dp/dtheta), with forward sensitivities dq/dtheta, dp/dtheta")
+        out.append("")
+    if d.trajectory:
         out.append("RHEL (two echoes from the momentum-flipped final state, inputs reversed, "
                    "momenta nudged by -+eps dC/dq):")
         for p in (p for p, r in d.param_gradients.items() if r.expr != 0):

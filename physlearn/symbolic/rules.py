@@ -7,8 +7,9 @@ from dataclasses import dataclass, field
 import sympy as sp
 
 from ..language.checker import ModelSpec
-from .build import Builder, gradient_base, index_symbol
-from .calculus import INDEX_POOL, canonical_indices, differentiate, normalize, swap_indices
+from .build import Builder, gradient_base, index_symbol, velocity_base
+from .calculus import (INDEX_POOL, Inside, canonical_indices, differentiate, normalize,
+                       swap_indices)
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,29 @@ class Derivation:
     output: str | None = None  # the cost's prediction: a state or a `let` name
     input_gradients: dict[str, Rule] = field(default_factory=dict)  # Hamiltonian: dH/du
     structure: dict[str, tuple[bool, str]] = field(default_factory=dict)  # Hamiltonian checks
+    # Lagrangian models: L itself, p = dL/dq', q'' from Euler-Lagrange, dL/dtheta
+    lagrangian: sp.Expr | None = None
+    momenta: dict[str, Rule] = field(default_factory=dict)
+    euler_lagrange: dict[str, Rule] = field(default_factory=dict)
+    lagrangian_param_gradients: dict[str, Rule] = field(default_factory=dict)
+    velocities: dict[str, Rule] = field(default_factory=dict)  # q' = dH/dp, in (q, p)
+    hamiltonian_name: str = "H"
+
+    def in_phase_space(self, expr: sp.Expr) -> sp.Expr:
+        """`expr` with every velocity q'[k] replaced by dH/dp = p[k] / m[k]."""
+        out = {}
+        for x in expr.atoms(sp.Indexed, sp.Symbol):
+            name = x.base.name if isinstance(x, sp.Indexed) else x.name
+            if name.endswith("'") and name[:-1] in self.velocities:
+                rule = self.velocities[name[:-1]]
+                at = x.indices if isinstance(x, sp.Indexed) else ()
+                out[x] = rule.expr.xreplace(dict(zip(rule.indices, at)))
+        return expr.xreplace(out)
+
+    @property
+    def trajectory(self) -> bool:
+        """Hamiltonian and Lagrangian models integrate trajectories (leapfrog, RHEL)."""
+        return self.kind in ("hamiltonian", "lagrangian")
 
     @property
     def conjugates(self) -> dict[str, str]:
@@ -111,7 +135,8 @@ class Derivation:
 
     @property
     def physics_name(self) -> str:
-        return self.spec.physics.name
+        """The name of `physics`: for a Lagrangian model, its Legendre transform H."""
+        return self.hamiltonian_name if self.kind == "lagrangian" else self.spec.physics.name
 
     @property
     def cost_name(self) -> str:
@@ -141,11 +166,24 @@ def derive(spec: ModelSpec) -> Derivation:
     def canon(e, idx=(), rename=None):
         return canonical_indices(normalize(e), idx, reserved, rename)
 
+    periodic = {sp.Symbol(n, integer=True, positive=True) for n in spec.periodic}
+
+    def canon(e, idx=(), rename=None):
+        e = canonical_indices(normalize(e), idx, reserved, rename)
+        if periodic:  # a ring has no edge
+            e = e.replace(lambda x: isinstance(x, Inside) and x.args[1] in periodic,
+                          lambda x: sp.S.One)
+        return e
+
     physics = canon(b.scalar(spec.physics.body))
     cost = canon(b.scalar(spec.cost.body))
     for expr, node in ((physics, spec.physics), (cost, spec.cost)):
         _require_finite(expr, node, spec)
-    d = Derivation(spec, b, spec.physics.kind, physics, cost)
+    lagrangian = None
+    if spec.physics.kind == "lagrangian":
+        lagrangian, physics = physics, None
+        _no_velocity_in_cost(cost, spec)
+    d = Derivation(spec, b, spec.physics.kind, physics, cost, lagrangian=lagrangian)
     d.output = prediction_name(spec)
     P, C = spec.physics.name, spec.cost.name
 
@@ -158,6 +196,10 @@ def derive(spec: ModelSpec) -> Derivation:
         g = differentiate(expr, _element(b, name, tmp))
         return idx, canon(g, idx, dict(zip(tmp, idx)))
 
+    if lagrangian is not None:
+        d.physics = physics = _legendre(d, lagrangian, grad, canon)
+        P = d.physics_name
+
     for s in spec.names("state"):
         idx, g = grad(physics, s)
         d.state_gradients[s] = Rule("state_gradient", f"d{P}/d{s}", s, idx, g)
@@ -166,7 +208,7 @@ def derive(spec: ModelSpec) -> Derivation:
         if d.kind == "energy":
             d.dynamics[s] = Rule("dynamics", f"d{s}/dt", s, idx, -g,
                                  note=f"gradient flow: -d{P}/d{s}")
-    if d.kind == "hamiltonian":
+    if d.trajectory:
         _hamilton(d)
     if d.kind == "primitive":
         for s, rule in spec.updates.items():
@@ -190,19 +232,125 @@ def derive(spec: ModelSpec) -> Derivation:
         idx, gc = grad(cost, p)
         if gc != 0:
             d.cost_param_gradients[p] = Rule("cost_gradient", f"d{C}/d{p}", p, idx, gc)
-        if d.kind != "hamiltonian":
+        if not d.trajectory:
             d.ep_updates[p] = _ep_update(d, p)
+        if lagrangian is not None:
+            idx, gl = grad(lagrangian, p)
+            d.lagrangian_param_gradients[p] = Rule("param_gradient", f"d{spec.physics.name}/d{p}",
+                                                   p, idx, gl, "GLEP's integrand",
+                                                   locality(gl, idx, spec))
     if spec.relax is not None and spec.relax.method == "asynchronous" and d.layers() is None:
         from ..language.errors import ModelError
         raise ModelError("E219", "`relax asynchronous` needs layered states: here a state's "
                          "update reads itself or a state of the same parity", spec.relax.span,
                          spec.source, spec.filename, "use relax fixed_point")
-    if d.kind == "hamiltonian":
+    if d.trajectory:
         for u in spec.names("input"):
             idx, g = grad(physics, u)
             d.input_gradients[u] = Rule("input_gradient", f"d{P}/d{u}", u, idx, g)
         d.structure = hamiltonian_structure(d)
     return d
+
+
+def _no_velocity_in_cost(cost: sp.Expr, spec: ModelSpec) -> None:
+    if any(str(getattr(x, "base", x)).endswith("'") for x in cost.atoms(sp.Indexed, sp.Symbol)):
+        from ..language.errors import ModelError
+        raise ModelError("E225", f"the cost {spec.cost.name} reads a velocity (through a `let`)",
+                         spec.cost.span, spec.source, spec.filename,
+                         "a cost scores positions; nudging it is what GLEP and RHEL do")
+
+
+def _legendre(d: Derivation, L: sp.Expr, grad, canon) -> sp.Expr:
+    """H(q, p) = sum p^2 / (2 m) - L(q, q' = 0) for L = sum m q'^2 / 2 - V(q).
+
+    For every state q: p = dL/dq' must equal m q' with m free of velocities and
+    positions (a diagonal mass that does not move), which makes the Legendre transform
+    explicit and H separable and even in p. Anything else is refused, saying why.
+    """
+    from ..language.ast import VarDecl
+    from ..language.errors import ModelError
+    spec, b = d.spec, d.builder
+    node = spec.physics
+
+    def refuse(why, hint):
+        raise ModelError("E225", why, node.span, spec.source, spec.filename, hint)
+
+    def show(e):
+        from .printing import text
+        return text(e)
+
+    states = spec.names("state")
+    taken = set(spec.variables) | set(spec.dims) | set(spec.lets) | set(spec.functions) | {
+        spec.cost.name, node.name}
+    name = "H"
+    while name in taken:
+        name += "_"
+    d.hamiltonian_name = name
+    vel_names = {q + "'" for q in states}
+
+    def is_velocity(x):
+        return (isinstance(x, sp.Indexed) and x.base.name in vel_names) or (
+            isinstance(x, sp.Symbol) and x.name in vel_names)
+
+    def still(e):  # e with every velocity set to 0
+        return canon(e.xreplace({x: sp.S.Zero for x in e.atoms(sp.Indexed, sp.Symbol)
+                                 if is_velocity(x)}))
+
+    at_rest = still(L)
+    kinetic = []
+    for q in states:
+        shape = spec.shape(q)
+        vel = velocity_base(spec, q)
+        idx = free_indices(spec, len(shape))
+        for s, dim in zip(idx, shape):
+            b.index_dim[s] = dim
+        tmp = tuple(b.fresh_index(str(s), dim) for s, dim in zip(idx, shape))
+        element = vel[tmp] if shape else vel
+        p_expr = canon(differentiate(L, element), idx, dict(zip(tmp, idx)))
+        v = vel[idx] if shape else vel
+        mass = canon(sp.diff(p_expr, v))
+        if mass == 0:
+            refuse(f"{q} has no kinetic term: dL/d{q}' = 0",
+                   f"add one, e.g. `sum(i: m[i] * {q}'[i]^2) / 2`, or make {q} a param")
+        rest = canon(sp.expand(p_expr - mass * v))
+        if rest != 0:
+            if still(rest) != 0:
+                refuse(f"{node.name} has a term linear in the velocities (dL/d{q}' = "
+                       f"{show(still(rest))} at {q}' = 0): not time-reversible",
+                       "GLEP's echo and RHEL need L even in q'; use the bptt algorithm on a "
+                       "hamiltonian form")
+            refuse(f"the mass matrix of {q} is not diagonal or not constant: dL/d{q}' = "
+                   f"{show(p_expr)}",
+                   "physlearn inverts a diagonal mass m[i] * q'[i]^2 / 2; write other "
+                   "kinetic terms as a `hamiltonian`")
+        if any(is_velocity(x) for x in mass.atoms(sp.Indexed, sp.Symbol)):
+            refuse(f"{node.name} is not quadratic in {q}': the mass {show(mass)} depends on "
+                   "the velocities",
+                   "write the model as a `hamiltonian`")
+        if _reads(mass, states):
+            refuse(f"the mass of {q} depends on the positions ({show(mass)}): H is then not "
+                   "separable and the explicit leapfrog does not apply",
+                   "use a position-independent mass")
+        pname = "p_" + q
+        while pname in taken:
+            pname += "_"
+        taken.add(pname)
+        decl = spec.variables[q]
+        spec.variables[pname] = VarDecl(node.span, "state", pname, decl.shape, conjugate=q)
+        pb = sp.IndexedBase(pname, real=True) if shape else sp.Symbol(pname, real=True)
+        b.symbols[pname] = pb
+        p = pb[idx] if shape else pb
+        d.momenta[q] = Rule("momentum", pname, pname, idx, mass * v,
+                            note=f"p = d{node.name}/d{q}'")
+        d.velocities[q] = Rule("velocity", f"{q}'", q, idx, p / mass)
+        force = canon(differentiate(at_rest, b.symbols[q][tmp] if shape else b.symbols[q]),
+                      idx, dict(zip(tmp, idx)))
+        d.euler_lagrange[q] = Rule("euler_lagrange", f"{q}''", q, idx, canon(force / mass),
+                                   note=f"Euler-Lagrange: d/dt(d{node.name}/d{q}') = "
+                                        f"d{node.name}/d{q}, solved for {q}''")
+        body = p ** 2 / (2 * mass)
+        kinetic.append(sp.Sum(body, *(b.dim_range(s) for s in idx)) if shape else body)
+    return canon(sp.Add(*kinetic) - at_rest)
 
 
 def _hamilton(d: Derivation) -> None:

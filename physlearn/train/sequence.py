@@ -1,4 +1,4 @@
-"""Training Hamiltonian models on sequences with RHEL or BPTT (same loop as EP training).
+"""Training Hamiltonian and Lagrangian models on sequences with RHEL, GLEP or BPTT.
 
 Images become sequences: each example's features are cut into T = features / d steps of
 the model's time-varying input u[d](t) (d = 1: pixel by pixel; d = 8 on 8x8 digits: row by
@@ -16,7 +16,7 @@ from . import optim
 from .data import DataError
 from .trainer import TrainConfig, Trainer
 
-ALGORITHMS = ("rhel", "bptt")
+ALGORITHMS = ("rhel", "bptt")  # Lagrangian models add glep
 
 
 class SequenceTrainer(Trainer):
@@ -46,12 +46,15 @@ class SequenceTrainer(Trainer):
             raise DataError(f"{dataset.name}: labels go up to {dataset.classes - 1} but "
                             f"{self.y_name} has {self.n_classes} classes")
         learn = dict(gen.LEARN)
-        cfg.algorithm = cfg.algorithm or "rhel"
-        if cfg.algorithm not in ALGORITHMS:
-            raise ValueError(f"a hamiltonian model trains with {' or '.join(ALGORITHMS)}, "
+        lagrangian = gen.KIND == "lagrangian"
+        known = ("glep",) + ALGORITHMS if lagrangian else ALGORITHMS
+        cfg.algorithm = cfg.algorithm or known[0]
+        if cfg.algorithm not in known:
+            raise ValueError(f"a {gen.KIND} model trains with {', '.join(known)}, "
                              f"not {cfg.algorithm}")
-        if cfg.algorithm == "rhel":
+        if cfg.algorithm in ("rhel", "glep"):
             tr.rhel_requirements(model)
+        self.boundary = learn.get("boundary", "echo")
         cfg.beta = float(learn.get("epsilon", 1e-4)) if cfg.beta is None else cfg.beta
         cfg.optimizer = cfg.optimizer or learn.get("optimizer", "adam")
         model_rates = {} if cfg.lr is not None else {
@@ -70,7 +73,8 @@ class SequenceTrainer(Trainer):
 
     def describe(self, n_batches, n_train):
         cfg = self.cfg
-        what = f"eps {self.eps:g}" if cfg.algorithm == "rhel" else "autodiff"
+        what = {"rhel": f"eps {self.eps:g}", "bptt": "autodiff",
+                "glep": f"eps {self.eps:g}, {self.boundary} boundary"}[cfg.algorithm]
         return (f"{self.model.name}: {cfg.algorithm} ({what}), {cfg.optimizer} lr "
                 f"{cfg.lr:g}, batch {cfg.batch_size}, {n_batches} batches/epoch, sequences of "
                 f"{self.length} steps x {self.step_inputs} inputs, leapfrog dt {self.dt:g}, "
@@ -102,6 +106,8 @@ class SequenceTrainer(Trainer):
             states = gen.init_states(x.shape[0], x.dtype)
             if self.cfg.algorithm == "rhel":
                 g, _ = tr.rhel(gen, full, states, data, self.dt, self.eps, with_inputs=False)
+            elif self.cfg.algorithm == "glep":
+                g, _ = tr.glep(gen, full, states, data, self.dt, self.eps, self.boundary)
             else:
                 g, _ = tr.bptt(gen, full, states, data, self.dt)
             new, opt_state = self.apply_gradient(g, trainable, consts, opt_state)
