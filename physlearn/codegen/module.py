@@ -459,7 +459,23 @@ class ModuleWriter:
              "g = grad_states(params, new, data)",
              "for p, q in CONJUGATE.items():",
              "    new[q] = half[q] + 0.5 * dt * g[p]"], "new, half")
-        return hamilton + "\n\n\n" + leap
+        vf = self._function("vector_field", "t, y, args", "The diffrax vector field of "
+                            "Hamilton's equations: args = (params, data).",
+                            ["params, data = args"], "hamilton(params, y, data)")
+        opts = {o.key: o.value for o in self.spec.relax.options} if self.spec.relax else {}
+        tol = float(opts.get("tol", 1e-6))
+        max_steps = int(opts.get("max_steps", 4096))
+        adaptive = self._function(
+            "adaptive_step", f"params, states, data, dt={dt}, tol={tol}",
+            "One input step by diffrax's adaptive Tsit5 (any H; not time-symmetric).",
+            ["sol = diffrax.diffeqsolve(",
+             "    diffrax.ODETerm(vector_field), diffrax.Tsit5(), t0=0.0, t1=dt, dt0=dt,",
+             "    y0=states, args=(params, data), saveat=diffrax.SaveAt(t1=True),",
+             f"    stepsize_controller=diffrax.PIDController(rtol=tol, atol=tol), "
+             f"max_steps={max_steps},",
+             ")"],
+            "jax.tree_util.tree_map(lambda v: v[-1], sol.ys)")
+        return "\n\n\n".join([hamilton, leap, vf, adaptive])
 
     def _lagrangian_functions(self) -> str:
         """L and dL/dtheta in phase space (q' = dH/dp), for GLEP and for checks."""

@@ -25,16 +25,21 @@ LEARN_METHODS = {"EP": {"beta", "nudging", "lr", "optimizer", "n_nudges"},  # + 
 # Allowed words for word-valued options.
 OPTION_WORDS = {"nudging": ("positive", "negative", "centered", "holomorphic"),
                 "optimizer": ("sgd", "momentum", "adam"),
-                "boundary": ("echo", "initial")}
+                "boundary": ("echo", "initial"),
+                "scan": ("sequential", "parallel")}
 # Which learning rule suits which physics.
 LEARN_FOR = {"energy": ("EP",), "primitive": ("EP",), "hamiltonian": ("RHEL",),
              "lagrangian": ("GLEP", "RHEL")}
 # Which relaxation suits which physics.
 RELAX_FOR = {"energy": ("gradient_flow",), "primitive": ("fixed_point", "asynchronous"),
-             "hamiltonian": ("leapfrog",), "lagrangian": ("leapfrog",)}
+             "hamiltonian": ("leapfrog", "adaptive"), "lagrangian": ("leapfrog", "adaptive")}
 RELAX_METHODS = {
     "gradient_flow": {"dt", "free_steps", "nudged_steps", "tol", "max_steps"},
     "fixed_point": {"free_steps", "nudged_steps", "tol", "max_steps"},
     "asynchronous": {"free_steps", "nudged_steps", "tol", "max_steps"},
-    "leapfrog": {"dt"},  # Hamiltonian models: one drift-kick-drift step per input sample
+    # Hamiltonian models: one drift-kick-drift step per input sample; `scan = parallel`
+    # runs a diagonal quadratic H as an associative scan
+    "leapfrog": {"dt", "scan"},
+    # any H: diffrax's adaptive Tsit5 over each input step (not time-symmetric: bptt only)
+    "adaptive": {"dt", "tol", "max_steps"},
 }

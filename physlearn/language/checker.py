@@ -12,7 +12,7 @@ from .errors import ModelError, Span
 # learn/relax options by the kind of value they take.
 NUMBER_OPTIONS = {"beta", "lr", "dt", "tol", "epsilon"}  # positive numbers
 COUNT_OPTIONS = {"free_steps", "nudged_steps", "max_steps", "n_nudges"}  # positive integers
-NAME_OPTIONS = {"nudging", "optimizer", "boundary"}  # a word, e.g. centered
+NAME_OPTIONS = {"nudging", "optimizer", "boundary", "scan"}  # a word, e.g. centered
 
 KEYWORD_NAMES = {"model", "dim", "input", "target", "state", "param", "const", "def", "let",
                  "energy", "primitive", "hamiltonian", "lagrangian", "update", "cost", "learn",

@@ -19,6 +19,11 @@ def rhel_requirements(model) -> None:
     """Raise a positioned error if the discrete RHEL identity does not hold for `model`."""
     d = model.derivation
     spec = d.spec
+    if spec.relax is not None and spec.relax.method == "adaptive":
+        raise ModelError("E224", "rhel and glep need `relax leapfrog`: adaptive steps are not "
+                         "time-symmetric, so the echo would not retrace the trajectory",
+                         spec.relax.span, spec.source, spec.filename,
+                         "use --algorithm bptt, or relax leapfrog(dt = ...)")
     for key, advice in (("separable", "the leapfrog step needs H = T(p) + V(q)"),
                         ("time_reversible", "the echo retraces the trajectory only if H is "
                                             "even in the momenta")):
@@ -43,6 +48,13 @@ def _integrand(gen, grad):
     return both
 
 
+def stepper(gen):
+    """The model's integrator, (params, states, data, dt) -> (new states, kick states)."""
+    if gen.RELAX.get("method") == "adaptive":
+        return lambda params, s, d, dt: (gen.adaptive_step(params, s, d, dt), s)
+    return gen.leapfrog
+
+
 def split(gen, data):
     """(static data, time-major sequences) from a batch dict."""
     static = {k: v for k, v in data.items() if k not in gen.TIME_VARYING}
@@ -54,13 +66,26 @@ def length(gen, data) -> int:
     return data[gen.TIME_VARYING[0]].shape[1]
 
 
-def forward(gen, params, states, data, dt):
-    """Integrate; returns (final states, mean over steps of the cost, sum of dC/dtheta)."""
+def forward(gen, params, states, data, dt, parallel=None):
+    """Integrate; returns (final states, the batch-mean cost after every step).
+
+    `parallel` (default: the model's `relax leapfrog(scan = parallel)`) runs the steps of
+    a diagonal quadratic H as an associative scan: the same states, O(log T) depth.
+    """
     static, seq = split(gen, data)
+    if parallel is None:
+        parallel = gen.RELAX.get("scan") == "parallel"
+    if parallel:
+        from ..dynamics.parallel import trajectory
+        every = trajectory(gen, params, states, seq, static, dt)
+        costs = jax.vmap(lambda s, u: jnp.mean(gen.cost(params, s, {**static, **u})))(every, seq)
+        return jax.tree_util.tree_map(lambda v: v[-1], every), costs
+
+    step = stepper(gen)
 
     def body(s, u):
         d = {**static, **u}
-        s, _ = gen.leapfrog(params, s, d, dt)
+        s, _ = step(params, s, d, dt)
         return s, jnp.mean(gen.cost(params, s, d))
 
     final, costs = jax.lax.scan(body, states, seq)
@@ -263,9 +288,11 @@ def _direct_cost_grads(gen, params, states, data, dt, final=None):
             final, _ = forward(gen, params, states, data, dt)
         return read(final, {**static, **{k: v[-1] for k, v in seq.items()}})
 
+    step = stepper(gen)
+
     def body(s, u):
         d = {**static, **u}
-        s, _ = gen.leapfrog(params, s, d, dt)
+        s, _ = step(params, s, d, dt)
         return s, read(s, d)
 
     _, gs = jax.lax.scan(body, states, seq)

@@ -249,7 +249,20 @@ def derive(spec: ModelSpec) -> Derivation:
             idx, g = grad(physics, u)
             d.input_gradients[u] = Rule("input_gradient", f"d{P}/d{u}", u, idx, g)
         d.structure = hamiltonian_structure(d)
+        _parallel_scan_fits(d)
     return d
+
+
+def _parallel_scan_fits(d: Derivation) -> None:
+    relax = d.spec.relax
+    opts = {o.key: o.value for o in relax.options} if relax else {}
+    ok, why = d.structure["diagonal_quadratic"]
+    if opts.get("scan") == "parallel" and not ok:
+        from ..language.errors import ModelError
+        raise ModelError("E224", f"`scan = parallel` needs a diagonal quadratic "
+                         f"{d.physics_name}: {why}", relax.span, d.spec.source,
+                         d.spec.filename, "drop `scan = parallel` (the leapfrog then runs "
+                         "step by step)")
 
 
 def _no_velocity_in_cost(cost: sp.Expr, spec: ModelSpec) -> None:
@@ -387,7 +400,33 @@ def hamiltonian_structure(d: Derivation) -> dict[str, tuple[bool, str]]:
     kinetic_params = [n for n, r in d.param_gradients.items() if _reads(r.expr, momenta)]
     out["kinetic_parameter_free"] = (not kinetic_params, "parameters only in V(q)" if not
                                      kinetic_params else f"{kinetic_params[0]} enters T(p)")
+    out["diagonal_quadratic"] = _diagonal_quadratic(d)
     return out
+
+
+def _diagonal_quadratic(d: Derivation) -> tuple[bool, str]:
+    """H quadratic in the states, each unit (q[i], p[i]) coupled to nothing else: then a
+    leapfrog step is a 2x2 affine map per unit and the whole trajectory is an associative
+    scan (parallel in time)."""
+    b, states = d.builder, list(d.spec.names("state"))
+    pair = {s: d.conjugates.get(s, s) for s in states}  # momentum -> its position
+    for s in states:
+        g = d.state_gradients[s]
+        for r in states:
+            shape = d.spec.shape(r)
+            tmp = tuple(b.fresh_index("k", dim) for dim in shape)
+            h = differentiate(g.expr, b.symbols[r][tmp] if shape else b.symbols[r])
+            if h == 0:
+                continue
+            if _reads(h, states):
+                return False, f"d{d.physics_name}/d{s} is not linear in {r}"
+            if pair[s] != pair[r]:
+                return False, f"{s} and {r} are coupled"
+            same_unit = lambda e: (isinstance(e, sp.KroneckerDelta)  # noqa: E731
+                                   and all(isinstance(a, sp.Symbol) for a in e.args))
+            if shape and sp.expand(h).replace(same_unit, lambda e: sp.S.Zero) != 0:
+                return False, f"units of {s} are coupled through {r}"
+    return True, "quadratic in the states, no unit coupled to another"
 
 
 def _require_finite(expr, node, spec: ModelSpec) -> None:

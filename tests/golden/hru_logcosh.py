@@ -45,6 +45,7 @@ COST_FINAL = True
 SEPARABLE = True
 TIME_REVERSIBLE = True
 KINETIC_PARAMETER_FREE = True
+DIAGONAL_QUADRATIC = False
 
 
 def logcosh(u):
@@ -172,6 +173,22 @@ def leapfrog(params, states, data, dt=0.05):
     for p, q in CONJUGATE.items():
         new[q] = half[q] + 0.5 * dt * g[p]
     return new, half
+
+
+def vector_field(t, y, args):
+    """The diffrax vector field of Hamilton's equations: args = (params, data)."""
+    params, data = args
+    return hamilton(params, y, data)
+
+
+def adaptive_step(params, states, data, dt=0.05, tol=1e-06):
+    """One input step by diffrax's adaptive Tsit5 (any H; not time-symmetric)."""
+    sol = diffrax.diffeqsolve(
+        diffrax.ODETerm(vector_field), diffrax.Tsit5(), t0=0.0, t1=dt, dt0=dt,
+        y0=states, args=(params, data), saveat=diffrax.SaveAt(t1=True),
+        stepsize_controller=diffrax.PIDController(rtol=tol, atol=tol), max_steps=4096,
+    )
+    return jax.tree_util.tree_map(lambda v: v[-1], sol.ys)
 
 
 def _init_array(key, kind, args, shape, dtype):
