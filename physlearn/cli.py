@@ -184,6 +184,8 @@ def _gradcheck_trajectory(args, model) -> int:
     except (Unsupported, ValueError) as exc:
         raise UsageError(str(exc)) from None
     what = f"{algorithm}, {info['boundary']} boundary" if algorithm == "glep" else algorithm
+    if info.get("stack"):
+        what = f"the whole stack ({info['stack']}) with {algorithm} in every core"
     print(f"{model.name}: {what} (epsilon {eps:g}) vs BPTT through the same leapfrog "
           f"steps; {info['dtype']}, batch {info['batch']}, length {info['length']}, "
           f"dt {info['dt']:g}")

@@ -145,6 +145,9 @@ def run_trajectory(model, algorithm: str, eps: float, *, dims=None, x64=True, ba
         gen = model.compile(dims)
         dt = float(gen.RELAX.get("dt", 0.05))
         key = jax.random.PRNGKey(seed)
+        if gen.STACK:
+            return _run_stack(model, gen, algorithm, eps, dt, key, dtype, batch, length,
+                              reference)
         params = gen.init_params(jax.random.fold_in(key, 0), dtype)
         data = {}
         for n, dims_ in gen.INPUTS.items():
@@ -180,6 +183,34 @@ def run_trajectory(model, algorithm: str, eps: float, *, dims=None, x64=True, ba
         info = {"dtype": "float64" if x64 else "float32", "batch": batch, "length": length,
                 "dt": dt, "epsilon": eps, "boundary": boundary}
         return rows, info
+
+
+def _run_stack(model, gen, algorithm, eps, dt, key, dtype, batch, length, reference):
+    """A stacked model: the whole network's gradient with RHEL in every core vs autodiff."""
+    from .learning.hssm import Stack
+    stack = Stack.from_model(model, gen)
+    params = stack.init(jax.random.fold_in(key, 0), dtype)
+    consts = stack.consts(dtype)
+    x = jax.random.normal(jax.random.fold_in(key, 1), (batch, length, stack.inputs), dtype)
+    labels = jax.random.randint(jax.random.fold_in(key, 2), (batch,), 0, stack.classes)
+
+    def grads(rhel):
+        layer = stack.layer(dt, eps, rhel)
+        return jax.jit(jax.grad(lambda p: stack.loss(p, consts, x, labels, layer)[0]))(params)
+    est = grads(algorithm != "bptt")
+    rows = []
+    if reference:
+        ref = grads(False)
+        for k in params:
+            rows.append({"param": k, "cosine": cosine(est[k], ref[k]),
+                         "norm_ratio": norm_ratio(est[k], ref[k]),
+                         "rel_err": rel_err(est[k], ref[k])})
+    else:
+        rows = [{"param": k, "norm": float(np.linalg.norm(np.ravel(est[k])))} for k in params]
+    info = {"dtype": "float64" if dtype == jnp.float64 else "float32", "batch": batch,
+            "length": length, "dt": dt, "epsilon": eps, "boundary": None,
+            "stack": stack.describe()}
+    return rows, info
 
 
 def _targets(gen, key, batch, dtype):

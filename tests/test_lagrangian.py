@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import physlearn
-from conftest import ROOT
+from conftest import ROOT, train_briefly
 from physlearn import cli
 from physlearn.check import check
 from physlearn.learning import trajectory as tr
@@ -192,9 +192,5 @@ def test_glep_is_refused_for_a_hamiltonian_model(capsys):
 
 
 def test_sequence_training_with_glep(tmp_path):
-    out = tmp_path / "run"
-    code = cli.main(["train", str(CHAIN), "--epochs", "2", "--train-limit", "400",
-                     "--out", str(out), "--no-progress"])
-    assert code == 0
-    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
-    assert rows[-1]["train_loss"] < rows[0]["train_loss"]
+    rows = train_briefly(CHAIN, tmp_path / "run")
+    assert rows[-1]["train_loss"] < rows[0]["train_loss"] and rows[-1]["algorithm"] == "glep"

@@ -278,7 +278,7 @@ class ModuleWriter:
         def options(directive, default):
             if directive is None:
                 return repr(default)
-            counts = {"free_steps", "nudged_steps", "max_steps", "n_nudges"}
+            counts = {"free_steps", "nudged_steps", "max_steps", "n_nudges", "blocks", "inputs"}
             items = {"method": directive.method,
                      **{o.key: int(o.value) if o.key in counts else o.value
                         for o in directive.options}}
@@ -308,7 +308,8 @@ class ModuleWriter:
                 ""]
         if d.trajectory:
             timed = tuple(n for n in spec.names("input") if spec.variables[n].time_varying)
-            out[-1:] = [f"CONJUGATE = {d.conjugates!r}  # momentum -> position",
+            out[-1:] = [f"STACK = {options(spec.stack, None)}",
+                        f"CONJUGATE = {d.conjugates!r}  # momentum -> position",
                         f"TIME_VARYING = {timed!r}",
                         f"COST_FINAL = {spec.cost.final!r}",
                         *[f"{k.upper()} = {v[0]!r}" for k, v in d.structure.items()],

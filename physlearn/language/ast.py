@@ -152,7 +152,7 @@ class Option(Node):
 
 @dataclass(frozen=True)
 class Directive(Node):
-    """`learn EP(beta = 0.5, ...)` or `relax gradient_flow(...)`."""
+    """`learn EP(beta = 0.5, ...)`, `relax gradient_flow(...)` or `stack HSSM(...)`."""
 
     kind: str
     method: str

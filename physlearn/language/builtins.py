@@ -26,7 +26,12 @@ LEARN_METHODS = {"EP": {"beta", "nudging", "lr", "optimizer", "n_nudges"},  # + 
 OPTION_WORDS = {"nudging": ("positive", "negative", "centered", "holomorphic"),
                 "optimizer": ("sgd", "momentum", "adam"),
                 "boundary": ("echo", "initial"),
-                "scan": ("sequential", "parallel")}
+                "scan": ("sequential", "parallel"),
+                "pool": ("mean", "last")}
+# A Hamiltonian core stacked into a deep network (see physlearn/learning/hssm.py).
+STACK_METHODS = {"HSSM": {"blocks", "inputs", "pool"}}
+STACK_FOR = {"energy": (), "primitive": (), "hamiltonian": ("HSSM",),
+             "lagrangian": ("HSSM",)}
 # Which learning rule suits which physics.
 LEARN_FOR = {"energy": ("EP",), "primitive": ("EP",), "hamiltonian": ("RHEL",),
              "lagrangian": ("GLEP", "RHEL")}

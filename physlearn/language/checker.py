@@ -6,17 +6,18 @@ from dataclasses import dataclass, field
 
 from . import ast
 from .builtins import (ELEMENTWISE, INIT_KINDS, LEARN_FOR, LEARN_METHODS, OPTION_WORDS,
-                       RELAX_FOR, RELAX_METHODS, WHOLE_TENSOR)
+                       RELAX_FOR, RELAX_METHODS, STACK_FOR, STACK_METHODS, WHOLE_TENSOR)
 from .errors import ModelError, Span
 
 # learn/relax options by the kind of value they take.
 NUMBER_OPTIONS = {"beta", "lr", "dt", "tol", "epsilon"}  # positive numbers
-COUNT_OPTIONS = {"free_steps", "nudged_steps", "max_steps", "n_nudges"}  # positive integers
-NAME_OPTIONS = {"nudging", "optimizer", "boundary", "scan"}  # a word, e.g. centered
+COUNT_OPTIONS = {"free_steps", "nudged_steps", "max_steps", "n_nudges", "blocks",
+                 "inputs"}  # positive integers
+NAME_OPTIONS = {"nudging", "optimizer", "boundary", "scan", "pool"}  # a word, e.g. centered
 
 KEYWORD_NAMES = {"model", "dim", "input", "target", "state", "param", "const", "def", "let",
                  "energy", "primitive", "hamiltonian", "lagrangian", "update", "cost", "learn",
-                 "relax", "sum", "periodic", "boundary",
+                 "relax", "sum", "periodic", "boundary", "stack",
                  "logsumexp", "symmetric", "nonnegative", "init", "conjugate", "final", "to",
                  "beta"}  # beta: the nudging strength in printed EP rules
 
@@ -38,6 +39,7 @@ class ModelSpec:
     cost: ast.CostDef | None = None
     learn: ast.Directive | None = None
     relax: ast.Directive | None = None
+    stack: ast.Directive | None = None
     index_dims: dict[int, str] = field(default_factory=dict)  # id(Reduction index Name) -> dim
     periodic: set[str] = field(default_factory=set)  # dims whose index arithmetic wraps
 
@@ -299,7 +301,7 @@ class Checker:
         self.spec.updates[u.target] = u
 
     def _Directive(self, d: ast.Directive):
-        table = LEARN_METHODS if d.kind == "learn" else RELAX_METHODS
+        table = {"learn": LEARN_METHODS, "relax": RELAX_METHODS, "stack": STACK_METHODS}[d.kind]
         if getattr(self.spec, d.kind) is not None:
             raise self.error("E207", f"a second `{d.kind}` line", d.span)
         if d.method not in table:
@@ -346,7 +348,8 @@ class Checker:
                 raise self.error("E219", f"{opt.key}: the model has no parameter "
                                  f"{opt.key[3:]!r}", opt.span,
                                  "per-parameter rates are lr_<param>, e.g. lr_W1 = 0.1")
-        for directive, table in ((sp.learn, LEARN_FOR), (sp.relax, RELAX_FOR)):
+        for directive, table in ((sp.learn, LEARN_FOR), (sp.relax, RELAX_FOR),
+                                 (sp.stack, STACK_FOR)):
             if directive is None or sp.physics is None:
                 continue
             fits = table[sp.physics.kind]
@@ -354,7 +357,30 @@ class Checker:
                 article = "an" if sp.physics.kind[0] in "aeiou" else "a"
                 raise self.error("E219", f"`{directive.kind} {directive.method}` does not fit "
                                  f"{article} `{sp.physics.kind}` model", directive.span,
-                                 f"use {directive.kind} {' or '.join(fits)}")
+                                 f"use {directive.kind} {' or '.join(fits)}" if fits else
+                                 f"only `hamiltonian` and `lagrangian` models take a "
+                                 f"`{directive.kind}` line")
+        if sp.stack is not None and sp.physics is not None and sp.physics.kind in (
+                "hamiltonian", "lagrangian"):
+            self._check_stack_core()
+
+    def _check_stack_core(self):
+        """A stacked core reads one time-varying input vector (the block's width), moves one
+        position vector (the block's features) and is scored against one target vector."""
+        sp = self.spec
+        timed = [n for n in sp.names("input") if sp.variables[n].time_varying]
+        positions = [n for n in sp.names("state") if sp.variables[n].conjugate is None]
+        where = sp.stack.span
+        if len(sp.names("input")) != 1 or len(timed) != 1 or len(sp.shape(timed[0])) != 1:
+            raise self.error("E224", "a stacked core needs exactly one input, a time-varying "
+                             "vector `input u[w](t)`: the block's width w", where)
+        if len(positions) != 1 or len(sp.shape(positions[0])) != 1:
+            raise self.error("E224", "a stacked core needs exactly one position vector "
+                             "`state q[n]` (its n features feed the block's GLU)", where)
+        targets = sp.names("target")
+        if len(targets) != 1 or len(sp.shape(targets[0])) != 1:
+            raise self.error("E224", "a stacked model needs one target vector `target y[c]` "
+                             "(the head's c classes)", where)
 
     def _check_update(self, u: ast.UpdateRule):
         sp = self.spec

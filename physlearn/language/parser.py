@@ -31,7 +31,7 @@ _SOURCE: contextvars.ContextVar[str | None] = contextvars.ContextVar("physlearn_
                                                                     default=None)
 _WORD = re.compile(r"[A-Za-z0-9_]*")
 _KEYWORD_TERMINALS = ("MODEL", "DIM", "INPUT", "TARGET", "STATE", "PARAM", "CONST", "DEF",
-                      "LET", "ENERGY", "PRIMITIVE", "HAMILTONIAN", "LAGRANGIAN", "UPDATE", "COST", "LEARN",
+                      "LET", "ENERGY", "PRIMITIVE", "HAMILTONIAN", "LAGRANGIAN", "UPDATE", "STACK", "COST", "LEARN",
                       "RELAX", "SYMMETRIC", "NONNEGATIVE", "INIT", "SUM", "LOGSUMEXP",
                       "CONJUGATE", "FINAL", "PERIODIC", "BOUNDARY")
 
@@ -284,6 +284,7 @@ class _ToAst(Transformer):
 
     learn_def = _directive("learn")
     relax_def = _directive("relax")
+    stack_def = _directive("stack")
 
     def option(self, meta, c):
         return ast.Option(_span(meta), str(c[0]), c[1])
@@ -294,7 +295,8 @@ class _ToAst(Transformer):
 
 # ------------------------------------------------------------------ syntax errors
 _STATEMENTS = ("dim", "input", "target", "state", "param", "const", "def", "let", "energy",
-               "primitive", "hamiltonian", "lagrangian", "update", "cost", "learn", "relax")
+               "primitive", "hamiltonian", "lagrangian", "update", "cost", "learn", "relax",
+               "stack")
 _STATEMENT_TERMS = {k.upper() for k in _STATEMENTS}
 _OPERATORS = {"PLUS", "MINUS", "STAR", "SLASH", "CIRCUMFLEX", "__ANON_0"}
 _MODIFIERS = {"SYMMETRIC", "NONNEGATIVE", "INIT", "CONJUGATE", "BOUNDARY"}

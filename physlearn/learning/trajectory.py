@@ -299,13 +299,14 @@ def _direct_cost_grads(gen, params, states, data, dt, final=None):
     return {k: jnp.mean(v, axis=0) for k, v in gs.items()}
 
 
-def hru_layer(gen, dt: float, eps: float = 1e-4):
+def hru_layer(gen, dt: float, eps: float = 1e-4, rhel: bool = True):
     """A Hamiltonian layer for larger models: (params, us) -> positions after every step.
 
     `us` maps each time-varying input to (batch, T, ...). The layer starts at rest and
     returns {position: (batch, T, ...)}. Its VJP is RHEL with the upstream cotangents as
     fixed nudges (exact for quadratic H, O(eps^2) otherwise), so composing it with ordinary
     backprop never stores the trajectory. Static data are not supported in the layer.
+    With `rhel=False` the same layer is differentiated by autodiff (BPTT), the reference.
     """
     positions = tuple(gen.CONJUGATE.values())
 
@@ -319,6 +320,9 @@ def hru_layer(gen, dt: float, eps: float = 1e-4):
             return s, {q: s[q] for q in positions}
         final, qs = jax.lax.scan(body, states, seq)
         return final, {q: jnp.swapaxes(v, 0, 1) for q, v in qs.items()}
+
+    if not rhel:
+        return lambda params, us: run(params, us)[1]
 
     @jax.custom_vjp
     def layer(params, us):

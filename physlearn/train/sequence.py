@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 
 from ..learning import trajectory as tr
+from ..learning.hssm import Stack
 from . import optim
 from .data import DataError
 from .trainer import TrainConfig, Trainer
@@ -36,7 +37,8 @@ class SequenceTrainer(Trainer):
         if dims.get(d_dim) is None:
             dims[d_dim] = 1
         self.gen = gen = model.compile(dims)
-        self.step_inputs = gen.DIMS[d_dim]
+        self.stack = Stack.from_model(model, gen) if gen.STACK else None
+        self.step_inputs = self.stack.inputs if self.stack else gen.DIMS[d_dim]
         if dataset.features % self.step_inputs:
             raise DataError(f"{dataset.name}: {dataset.features} features do not split into "
                             f"steps of {self.step_inputs} inputs ({self.x_name}[{d_dim}])")
@@ -64,15 +66,34 @@ class SequenceTrainer(Trainer):
         cfg.lr_params = {**model_rates, **cfg.lr_params}
         self.eps = cfg.beta
         self.dt = float(cfg.relax.get("dt") or gen.RELAX.get("dt", 0.05))
-        self.lrs = optim.learning_rates(list(gen.PARAMS), cfg.lr, cfg.lr_params)
+        names = list(gen.PARAMS)
+        if self.stack:  # lr_<core param> applies to that parameter in every block
+            names = list(self.stack.init(jax.random.PRNGKey(0)))
+            cfg.lr_params = {n: cfg.lr_params[n.rsplit(".", 1)[1]] for n in names
+                             if ".core." in n and n.rsplit(".", 1)[1] in cfg.lr_params}
+        self.lrs = optim.learning_rates(names, cfg.lr, cfg.lr_params)
         self.opt = optim.build(cfg.optimizer, self.lrs, cfg.momentum, cfg.weight_decay)
         self.dtype = jnp.float64 if cfg.x64 else jnp.float32
         from pathlib import Path
         self.out = Path(cfg.out)
         self._step_cache = {}
 
+    def initial_parameters(self, key):
+        if not self.stack:
+            return super().initial_parameters(key)
+        return self.stack.consts(self.dtype), self.stack.init(key, self.dtype)
+
+    def project(self, params):
+        return self.stack.project(params) if self.stack else self.gen.project(params)
+
     def describe(self, n_batches, n_train):
         cfg = self.cfg
+        if self.stack:
+            return (f"{self.model.name}: {self.stack.describe()}; {cfg.algorithm} in the "
+                    f"cores (eps {self.eps:g}), {cfg.optimizer} lr {cfg.lr:g}, batch "
+                    f"{cfg.batch_size}, {n_batches} batches/epoch, sequences of {self.length} "
+                    f"steps x {self.step_inputs} inputs, leapfrog dt {self.dt:g}, data "
+                    f"{self.data.name} ({n_train} train / {len(self.data.x_test)} test)")
         what = {"rhel": f"eps {self.eps:g}", "bptt": "autodiff",
                 "glep": f"eps {self.eps:g}, {self.boundary} boundary"}[cfg.algorithm]
         return (f"{self.model.name}: {cfg.algorithm} ({what}), {cfg.optimizer} lr "
@@ -94,7 +115,29 @@ class SequenceTrainer(Trainer):
         last = {**data, self.x_name: data[self.x_name][:, -1]}
         return final, last
 
+    def _stack_chunk(self, params, consts, opt_state, x_all, y_all, idx, keys):
+        stack = self.stack
+        layer = stack.layer(self.dt, self.eps, rhel=self.cfg.algorithm != "bptt")
+        xs, ys = x_all[idx], y_all[idx]
+
+        def step(carry, batch):
+            trainable, opt_state = carry
+            x, labels, _ = batch
+            seq = x.reshape(x.shape[0], self.length, self.step_inputs)
+            (loss, z), g = jax.value_and_grad(stack.loss, has_aux=True)(
+                trainable, consts, seq, labels, layer)
+            new, opt_state = self.apply_gradient(g, trainable, consts, opt_state)
+            stats = {"loss": loss, "hits": jnp.sum(jnp.argmax(z, -1) == labels),
+                     "steps": jnp.asarray(self.length), "residual": jnp.asarray(0.0),
+                     "finite": optim.tree_all_finite(new) & jnp.isfinite(loss)}
+            return (new, opt_state), stats
+
+        (params, opt_state), stats = jax.lax.scan(step, (params, opt_state), (xs, ys, keys))
+        return params, opt_state, stats
+
     def _train_chunk(self, params, consts, opt_state, x_all, y_all, idx, keys):
+        if self.stack:
+            return self._stack_chunk(params, consts, opt_state, x_all, y_all, idx, keys)
         gen = self.gen
         xs, ys = x_all[idx], y_all[idx]
 
@@ -123,6 +166,11 @@ class SequenceTrainer(Trainer):
         return params, opt_state, stats
 
     def _evaluate(self, params, consts, x, labels):
+        if self.stack:
+            seq = x.reshape(x.shape[0], self.length, self.step_inputs)
+            layer = self.stack.layer(self.dt, self.eps, rhel=False)
+            loss, z = self.stack.loss(params, consts, seq, labels, layer)
+            return jnp.sum(jnp.argmax(z, -1) == labels), loss * x.shape[0]
         data = self.batch_data(x, labels)
         full = {**consts, **params}
         final, last = self._final(full, data)

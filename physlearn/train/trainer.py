@@ -149,8 +149,16 @@ class Trainer:
     def apply_gradient(self, g, trainable, consts, opt_state):
         """One optimizer step, then `nonnegative` projection; constants stay as they are."""
         updates, opt_state = self.opt.update(g, opt_state, trainable)
-        new = self.gen.project({**consts, **optax.apply_updates(trainable, updates)})
+        new = self.project({**consts, **optax.apply_updates(trainable, updates)})
         return {k: new[k] for k in trainable}, opt_state
+
+    def project(self, params: dict) -> dict:
+        return self.gen.project(params)
+
+    def initial_parameters(self, key) -> tuple[dict, dict]:
+        """(constants, learned parameters) at the start of a run."""
+        full = self.gen.init_params(key, self.dtype)
+        return ({k: full[k] for k in self.gen.CONSTS}, {k: full[k] for k in self.gen.PARAMS})
 
     def _evaluate(self, params, consts, x, labels):
         data = self.batch_data(x, labels)
@@ -180,9 +188,7 @@ class Trainer:
         ckpt = self.out / "checkpoint.npz"
         metrics_path = self.out / "metrics.jsonl"
         key = jax.random.PRNGKey(cfg.seed)
-        full = gen.init_params(jax.random.fold_in(key, 0), self.dtype)
-        consts = {k: full[k] for k in gen.CONSTS}
-        params = {k: full[k] for k in gen.PARAMS}
+        consts, params = self.initial_parameters(jax.random.fold_in(key, 0))
         opt_state = self.opt.init(params)
         start = 0
         if ckpt.exists() and not cfg.resume:

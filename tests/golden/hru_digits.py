@@ -37,6 +37,7 @@ SYMMETRIC = ()
 NONNEGATIVE = ('a',)
 LEARN = {'method': 'RHEL', 'epsilon': 0.0001, 'optimizer': 'adam', 'lr': 0.01}
 RELAX = {'method': 'leapfrog', 'dt': 0.5}
+STACK = None
 CONJUGATE = {'p': 'q'}  # momentum -> position
 TIME_VARYING = ('u',)
 COST_FINAL = True

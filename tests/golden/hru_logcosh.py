@@ -39,6 +39,7 @@ SYMMETRIC = ()
 NONNEGATIVE = ('a',)
 LEARN = {'method': 'RHEL', 'epsilon': 0.0001}
 RELAX = {'method': 'leapfrog', 'dt': 0.05}
+STACK = None
 CONJUGATE = {'p': 'q'}  # momentum -> position
 TIME_VARYING = ('u',)
 COST_FINAL = True

@@ -39,6 +39,7 @@ SYMMETRIC = ()
 NONNEGATIVE = ('k', 'g')
 LEARN = {'method': 'GLEP', 'epsilon': 0.0001, 'lr': 0.01, 'optimizer': 'adam'}
 RELAX = {'method': 'leapfrog', 'dt': 0.2}
+STACK = None
 CONJUGATE = {'p_th': 'th'}  # momentum -> position
 TIME_VARYING = ('u',)
 COST_FINAL = True

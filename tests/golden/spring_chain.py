@@ -42,6 +42,7 @@ SYMMETRIC = ()
 NONNEGATIVE = ('k', 'm')
 LEARN = {'method': 'GLEP', 'epsilon': 0.0001, 'boundary': 'echo', 'lr': 0.01, 'optimizer': 'adam'}
 RELAX = {'method': 'leapfrog', 'dt': 0.2}
+STACK = None
 CONJUGATE = {'p_q': 'q'}  # momentum -> position
 TIME_VARYING = ('u',)
 COST_FINAL = True
