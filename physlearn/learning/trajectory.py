@@ -183,9 +183,8 @@ def echo_contrast(gen, params, final, step_data, n, kick, every_step, dt, eps,
     pair = _push(_paired(flipped), kick, n - 1, eps)
     zeros = {k: jnp.zeros((2,) + params[k].shape, params[k].dtype) for k in gen.PARAMS}
 
-    def body(carry, j):
-        s, acc = carry
-        t = n - 1 - j
+    def body(carry, _):
+        s, acc, t = carry  # the step counter rides in the carry: no length-T index array
         d = step_data(t)
         new, half = step(s, d)
         g = grads(half, new, d)
@@ -193,9 +192,10 @@ def echo_contrast(gen, params, final, step_data, n, kick, every_step, dt, eps,
         if every_step:
             new = jax.lax.cond(t >= 1, lambda s: _push(s, kick, t - 1, eps), lambda s: s, new)
         gu = inputs(half, d) if with_inputs else None
-        return (new, acc), ({k: gu[k] for k in gen.TIME_VARYING} if with_inputs else None)
+        return (new, acc, t - 1), ({k: gu[k] for k in gen.TIME_VARYING} if with_inputs
+                                   else None)
 
-    (_, acc), gu = jax.lax.scan(body, (pair, zeros), jnp.arange(n))
+    (_, acc, _), gu = jax.lax.scan(body, (pair, zeros, jnp.asarray(n - 1)), None, length=n)
     gu = {k: v[::-1] for k, v in gu.items()} if with_inputs else {}  # time-major again
     g = {k: dt * (v[0] - v[1]) / (2 * eps) for k, v in acc.items()}
     return g, {k: dt * (v[:, 0] - v[:, 1]) / (2 * eps) for k, v in gu.items()}
