@@ -122,13 +122,19 @@ def _lagrangian_checks(gen, params, states, data) -> list[Comparison]:
              for p, q in gen.CONJUGATE.items())
     out.append(Comparison(f"{L} + {P} = p.q'", rel_err(
         gen.lagrangian(params, states, data) + gen.physics(params, states, data), pv)))
-    ones = {**states, **{p: jnp.ones_like(states[p]) for p in gen.CONJUGATE}}
-    unit = gen.velocities(params, ones, data)  # q' per unit momentum: 1 / m
+    def affine(theta):  # q' = alpha p + beta, unit by unit (alpha = 1/m, beta = -b(q)/m)
+        at = {p: {**states, **{m: jnp.full_like(states[m], v) for m in gen.CONJUGATE}}
+              for p, v in (("zero", 0.0), ("one", 1.0))}
+        v0 = gen.velocities(theta, at["zero"], data)
+        v1 = gen.velocities(theta, at["one"], data)
+        return {q: (v1[q] - v0[q], v0[q]) for q in v0}
+
+    fixed = {q: vel[q] for q in vel}
 
     def at_fixed_velocity(theta):  # p chosen so that q' stays what it is at params
         full = {**params, **theta}
-        now = gen.velocities(full, ones, data)
-        moved = {p: states[p] * unit[q] / now[q] for p, q in gen.CONJUGATE.items()}
+        ab = affine(full)
+        moved = {p: (fixed[q] - ab[q][1]) / ab[q][0] for p, q in gen.CONJUGATE.items()}
         return gen.lagrangian(full, {**states, **moved}, data).mean()
     trainable = {k: v for k, v in params.items() if k in gen.PARAMS}
     ref = jax.grad(at_fixed_velocity)(trainable)

@@ -106,7 +106,9 @@ def test_rhel_is_exact_for_the_linear_hru():
         assert rel(gu["u"], ref_u["u"]) < 1e-9
 
 
-@pytest.mark.parametrize("path,tol", [(LINEAR, 1e-9), (LOGCOSH, 1e-5)], ids=["linear", "logcosh"])
+@pytest.mark.parametrize("path,tol", [(LINEAR, 1e-9), (LOGCOSH, 1e-5),
+                                      (ROOT / "models" / "hru_digits.phl", 1e-5)],
+                         ids=["linear", "logcosh", "digits"])
 def test_gradcheck_command(path, tol):
     r = subprocess.run([sys.executable, "-m", "physlearn", "gradcheck", str(path), "--algorithm",
                         "rhel", "--epsilon", "1e-4", "--x64", "--length", "50", "--dim", "n=16"],

@@ -194,3 +194,24 @@ def test_glep_is_refused_for_a_hamiltonian_model(capsys):
 def test_sequence_training_with_glep(tmp_path):
     rows = train_briefly(CHAIN, tmp_path / "run")
     assert rows[-1]["train_loss"] < rows[0]["train_loss"] and rows[-1]["algorithm"] == "glep"
+
+
+def test_a_gyroscopic_term_is_derived_and_refused_by_the_echo_only():
+    """L with a term linear in q' (a magnetic-like coupling): p = m q' + b(q), the Legendre
+    transform H = (p - b)^2 / 2m + V is neither separable nor even in p, so RHEL and GLEP
+    are refused (positioned, pointing to bptt) while BPTT and `check` work."""
+    text = WALL.replace("+ sum(i: u[i] * q[i])", "+ sum(i: u[i] * q[i]) + sum(i: k[i] * q[i-1] * q'[i])")
+    model = physlearn.loads(text, "gyro.phl")
+    d = model.derivation
+    assert text_rule(d.momenta["q"]) == "p_q[i] = k[i]*q[i - 1] + m[i]*q'[i]"
+    el = text_rule(d.euler_lagrange["q"])
+    assert "-[i - 1 >= 0]*k[i]*q'[i - 1]" in el and "[i + 1 < n]*k[i + 1]*q'[i + 1]" in el
+    assert not d.structure["time_reversible"][0] and not d.structure["separable"][0]
+    assert max(c.rel_err for c in check(model)) < 1e-10
+    with pytest.raises(physlearn.ModelError) as err:
+        tr.rhel_requirements(model)
+    assert err.value.code == "E224" and "bptt" in err.value.render()
+    gen = model.compile()
+    params, states, data = _setup(gen, T=10)
+    g, _ = tr.bptt(gen, params, states, data, 0.1)
+    assert all(bool(jnp.all(jnp.isfinite(v))) for v in g.values())

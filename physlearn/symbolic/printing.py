@@ -84,6 +84,8 @@ _GREEK = {"alpha", "beta", "gamma", "delta", "epsilon", "theta", "lambda", "mu",
 
 
 def _tex_name(name: str) -> str:
+    if name.endswith("'") and len(name) > 1:  # a velocity q'
+        return _subscriptable(_tex_name(name[:-1])) + "'"
     sup = ""
     if name.endswith(("+", "-")) and len(name) > 1:
         name, sup = name[:-1], name[-1]
@@ -134,6 +136,10 @@ def latex_rule(rule: Rule) -> str:
     elif rule.kind == "update":
         lhs = rf"{_subscriptable(_tex_name(rule.target))}{sub} \leftarrow"
         return f"{lhs} {latex(rule.expr)}"
+    elif rule.kind in ("momentum", "velocity", "euler_lagrange"):  # p_q, q', q''
+        base = rule.lhs.rstrip("'")
+        primes = "'" * (len(rule.lhs) - len(base))
+        lhs = f"{_subscriptable(_tex_name(base))}{primes}{sub}"
     else:
         lhs = rf"\Delta {_subscriptable(_tex_name(rule.target))}{sub}"
     return f"{lhs} = {latex(rule.expr)}"
@@ -167,8 +173,8 @@ def report(d: Derivation, as_latex: bool = False) -> str:
         out.append("Euler-Lagrange equations (d/dt dL/dq' = dL/dq, the diagonal mass solved):")
         for r in d.euler_lagrange.values():
             out.append("  " + show(r))
-        out.append(f"Legendre transform ({d.physics_name} = p.q' - {L}, "
-                   f"q' = p / m):")
+        vel = "; ".join(show(r) for r in d.velocities.values())
+        out.append(f"Legendre transform ({d.physics_name} = p.q' - {L}, with {vel}):")
         out.append(f"  hamiltonian {d.physics_name} = {expr(d.physics)}")
     else:
         out.append(f"{d.kind} {d.physics_name} = {expr(d.physics)}")

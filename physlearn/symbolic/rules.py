@@ -325,13 +325,8 @@ def _legendre(d: Derivation, L: sp.Expr, grad, canon) -> sp.Expr:
         if mass == 0:
             refuse(f"{q} has no kinetic term: dL/d{q}' = 0",
                    f"add one, e.g. `sum(i: m[i] * {q}'[i]^2) / 2`, or make {q} a param")
-        rest = canon(sp.expand(p_expr - mass * v))
-        if rest != 0:
-            if still(rest) != 0:
-                refuse(f"{node.name} has a term linear in the velocities (dL/d{q}' = "
-                       f"{show(still(rest))} at {q}' = 0): not time-reversible",
-                       "GLEP's echo and RHEL need L even in q'; use the bptt algorithm on a "
-                       "hamiltonian form")
+        lin = still(p_expr)  # dL/dq' at q' = 0: a gyroscopic (magnetic) term b(q)
+        if canon(sp.expand(p_expr - mass * v - lin)) != 0:
             refuse(f"the mass matrix of {q} is not diagonal or not constant: dL/d{q}' = "
                    f"{show(p_expr)}",
                    "physlearn inverts a diagonal mass m[i] * q'[i]^2 / 2; write other "
@@ -353,17 +348,38 @@ def _legendre(d: Derivation, L: sp.Expr, grad, canon) -> sp.Expr:
         pb = sp.IndexedBase(pname, real=True) if shape else sp.Symbol(pname, real=True)
         b.symbols[pname] = pb
         p = pb[idx] if shape else pb
-        d.momenta[q] = Rule("momentum", pname, pname, idx, mass * v,
+        d.momenta[q] = Rule("momentum", pname, pname, idx, canon(mass * v + lin),
                             note=f"p = d{node.name}/d{q}'")
-        d.velocities[q] = Rule("velocity", f"{q}'", q, idx, p / mass)
-        force = canon(differentiate(at_rest, b.symbols[q][tmp] if shape else b.symbols[q]),
+        d.velocities[q] = Rule("velocity", f"{q}'", q, idx, canon((p - lin) / mass))
+        force = canon(differentiate(L, b.symbols[q][tmp] if shape else b.symbols[q]),
                       idx, dict(zip(tmp, idx)))
-        d.euler_lagrange[q] = Rule("euler_lagrange", f"{q}''", q, idx, canon(force / mass),
+        d.euler_lagrange[q] = Rule("euler_lagrange", f"{q}''", q, idx,
+                                   canon((force - _time_derivative(d, lin)) / mass),
                                    note=f"Euler-Lagrange: d/dt(d{node.name}/d{q}') = "
                                         f"d{node.name}/d{q}, solved for {q}''")
-        body = p ** 2 / (2 * mass)
+        body = (p - lin) ** 2 / (2 * mass)
         kinetic.append(sp.Sum(body, *(b.dim_range(s) for s in idx)) if shape else body)
     return canon(sp.Add(*kinetic) - at_rest)
+
+
+def _time_derivative(d: Derivation, e: sp.Expr) -> sp.Expr:
+    """d e / dt along the motion, for e a function of the positions: sum of de/dr r'."""
+    if e == 0:
+        return sp.S.Zero
+    b, spec = d.builder, d.spec
+    out = []
+    for r in spec.names("state"):
+        if spec.variables[r].conjugate is not None:
+            continue
+        shape = spec.shape(r)
+        c = tuple(b.fresh_index("c", dim) for dim in shape)
+        part = differentiate(e, b.symbols[r][c] if shape else b.symbols[r])
+        if part == 0:
+            continue
+        vel = velocity_base(spec, r)
+        term = part * (vel[c] if shape else vel)
+        out.append(sp.Sum(term, *(b.dim_range(x) for x in c)) if shape else term)
+    return normalize(sp.Add(*out))
 
 
 def _hamilton(d: Derivation) -> None:
