@@ -139,13 +139,17 @@ def run_trajectory(model, algorithm: str, eps: float, *, dims=None, x64=True, ba
                           + ("" if algorithm != "glep" else
                              " (glep needs a `lagrangian`; use rhel on a hamiltonian)"))
     if algorithm in ("rhel", "glep"):
-        tr.rhel_requirements(model)
+        tr.rhel_requirements(model, algorithm)
     with jax.enable_x64(x64):
         dtype = jnp.float64 if x64 else jnp.float32
         gen = model.compile(dims)
         dt = float(gen.RELAX.get("dt", 0.05))
         key = jax.random.PRNGKey(seed)
         if gen.STACK:
+            if boundary == "initial":
+                raise Unsupported("a stacked model's cores learn with the echo (RHEL, or "
+                                  "GLEP's echo boundary); --boundary initial applies to a "
+                                  "Lagrangian trained alone")
             return _run_stack(model, gen, algorithm, eps, dt, key, dtype, batch, length,
                               reference)
         params = gen.init_params(jax.random.fold_in(key, 0), dtype)
@@ -181,7 +185,8 @@ def run_trajectory(model, algorithm: str, eps: float, *, dims=None, x64=True, ba
             for k in gen.PARAMS:
                 rows.append({"param": k, "norm": float(np.linalg.norm(np.ravel(est[k])))})
         info = {"dtype": "float64" if x64 else "float32", "batch": batch, "length": length,
-                "dt": dt, "epsilon": eps, "boundary": boundary}
+                "dt": dt, "epsilon": eps, "boundary": boundary,
+                "integrator": gen.RELAX.get("method", "leapfrog")}
         return rows, info
 
 
@@ -208,8 +213,9 @@ def _run_stack(model, gen, algorithm, eps, dt, key, dtype, batch, length, refere
     else:
         rows = [{"param": k, "norm": float(np.linalg.norm(np.ravel(est[k])))} for k in params]
     info = {"dtype": "float64" if dtype == jnp.float64 else "float32", "batch": batch,
-            "length": length, "dt": dt, "epsilon": eps, "boundary": None,
-            "stack": stack.describe()}
+            "length": length, "dt": dt, "epsilon": eps,
+            "boundary": "echo" if algorithm == "glep" else None, "stack": stack.describe(),
+            "integrator": gen.RELAX.get("method", "leapfrog")}
     return rows, info
 
 

@@ -215,3 +215,16 @@ def test_a_gyroscopic_term_is_derived_and_refused_by_the_echo_only():
     params, states, data = _setup(gen, T=10)
     g, _ = tr.bptt(gen, params, states, data, 0.1)
     assert all(bool(jnp.all(jnp.isfinite(v))) for v in g.values())
+
+
+def test_a_cost_that_reads_a_time_varying_input_gets_its_direct_input_gradient():
+    """Tracking: the per-step cost compares q with a reference r(t); dL/dr comes only from
+    the cost, and dL/du through the dynamics and the cost together."""
+    text = WALL.replace("cost C = sum(i: (q[i] - y[i])^4) / 4",
+                        "cost C = sum(i: (q[i] - u[i])^2) / 2 + sum(i: (q[i] - y[i])^4) / 4")
+    gen = physlearn.loads(text, "track.phl").compile()
+    assert gen.COST_INPUTS == ("u",)
+    params, states, data = _setup(gen, T=30)
+    for g_u in (tr.rhel(gen, params, states, data, 0.1, 1e-4)[1]["u"],
+                tr.glep(gen, params, states, data, 0.1, 1e-4, "echo")[1]["u"]):
+        assert rel(g_u, tr.bptt(gen, params, states, data, 0.1)[1]["u"]) < 1e-8

@@ -117,7 +117,10 @@ class ModuleWriter:
                 return _fill(code, like)
             shape = f"{like}.shape" if like else "(batch_size,)"
             return f"jnp.broadcast_to({code}, {shape})"
-        return em.align(a, axes)
+        code = em.align(a, axes)
+        if like and set(a.axes) != set(axes):  # an axis the value does not depend on
+            return f"jnp.broadcast_to({code}, {like}.shape)"
+        return code
 
     # ---------------------------------------------------------------- functions
     def scalar_function(self, name, expr, doc) -> str:
@@ -308,7 +311,11 @@ class ModuleWriter:
                 ""]
         if d.trajectory:
             timed = tuple(n for n in spec.names("input") if spec.variables[n].time_varying)
+            reads = {x.base.name if isinstance(x, sp.Indexed) else x.name
+                     for x in d.cost.atoms(sp.Indexed, sp.Symbol)}
+            cost_inputs = tuple(n for n in timed if n in reads)
             out[-1:] = [f"STACK = {options(spec.stack, None)}",
+                        f"COST_INPUTS = {cost_inputs!r}  # time-varying inputs the cost reads",
                         f"CONJUGATE = {d.conjugates!r}  # momentum -> position",
                         f"TIME_VARYING = {timed!r}",
                         f"COST_FINAL = {spec.cost.final!r}",

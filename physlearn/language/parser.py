@@ -454,6 +454,12 @@ def _parse(source: str, filename: str) -> ast.Module:
                              source, filename, hint="dim sizes and literal indices are "
                              "integers") from None
         hint = f"expected {_describe(accepts)}"
+        if str(tok).startswith("-") and prev is not None and prev.type in ("LSQB", "COMMA") \
+                and "INT" in accepts:
+            raise ModelError("E222", f"negative index {tok}: indices start at 0", _tok_span(tok),
+                             source, filename, hint="to read a neighbour, shift a summed "
+                             "index (q[i-1]) and give the variable a `boundary` or make the "
+                             "dim `periodic`") from None
         if tok.type == "NAME" and accepts & _STATEMENT_TERMS:
             close = difflib.get_close_matches(str(tok), _STATEMENTS + ("model",), n=1,
                                               cutoff=0.6)

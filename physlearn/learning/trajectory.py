@@ -15,8 +15,9 @@ import jax.numpy as jnp
 from ..language.errors import ModelError
 
 
-def rhel_requirements(model) -> None:
-    """Raise a positioned error if the discrete RHEL identity does not hold for `model`."""
+def rhel_requirements(model, algorithm: str = "rhel") -> None:
+    """Raise a positioned error if the discrete echo identity (RHEL, GLEP's echo) does not
+    hold for `model`; `algorithm` is named in the message."""
     d = model.derivation
     spec = d.spec
     if spec.relax is not None and spec.relax.method == "adaptive":
@@ -29,7 +30,8 @@ def rhel_requirements(model) -> None:
                                             "even in the momenta")):
         ok, why = d.structure[key]
         if not ok:
-            raise ModelError("E224", f"rhel needs a {key.replace('_', ' ')} Hamiltonian: {why}",
+            raise ModelError("E224", f"{algorithm} needs a {key.replace('_', ' ')} Hamiltonian: "
+                             f"{why}",
                              spec.physics.span, spec.source, spec.filename,
                              f"{advice}; use --algorithm bptt")
 
@@ -140,6 +142,9 @@ def rhel(gen, params, states, data, dt, eps=1e-4, with_inputs=True, *, sign=1.0,
     g, gu = echo_contrast(gen, params, final, step_data, n, kick, not gen.COST_FINAL, dt, eps,
                           with_inputs, integrand)
     gu = {k: jnp.swapaxes(v, 0, 1) / batch for k, v in gu.items()}
+    if with_inputs and gen.COST_INPUTS:  # the cost reads inputs directly: add dC/du
+        direct_u = _direct_input_grads(gen, params, states, data, dt)
+        gu = {k: gu[k] + direct_u[k] if k in direct_u else gu[k] for k in gu}
     direct = _direct_cost_grads(gen, params, states, data, dt, final if gen.COST_FINAL else None)
     return {k: sign * g[k] + direct[k] for k in g}, gu
 
@@ -297,6 +302,28 @@ def _direct_cost_grads(gen, params, states, data, dt, final=None):
 
     _, gs = jax.lax.scan(body, states, seq)
     return {k: jnp.mean(v, axis=0) for k, v in gs.items()}
+
+
+def _direct_input_grads(gen, params, states, data, dt):
+    """dL/du through the cost's own reading of the inputs (not through the dynamics):
+    (batch, T, ...) per input in gen.COST_INPUTS, zero at steps that carry no loss."""
+    static, seq = split(gen, data)
+    n = length(gen, data)
+    batch = jax.tree_util.tree_leaves(states)[0].shape[0]
+    weight = (1.0 if gen.COST_FINAL else 1.0 / n) / batch
+    step = stepper(gen)
+
+    def body(carry, u):
+        s, t = carry
+        d = {**static, **u}
+        s, _ = step(params, s, d, dt)
+        g = jax.grad(lambda v: jnp.sum(gen.cost(params, s, {**d, **v})))(
+            {k: u[k] for k in gen.COST_INPUTS})
+        scale = weight if not gen.COST_FINAL else jnp.where(t == n - 1, weight, 0.0)
+        return (s, t + 1), {k: scale * v for k, v in g.items()}
+
+    _, gs = jax.lax.scan(body, (states, jnp.asarray(0)), seq)
+    return {k: jnp.swapaxes(v, 0, 1) for k, v in gs.items()}
 
 
 def hru_layer(gen, dt: float, eps: float = 1e-4, rhel: bool = True):

@@ -145,6 +145,29 @@ def latex_rule(rule: Rule) -> str:
     return f"{lhs} = {latex(rule.expr)}"
 
 
+def _echo_blocked(d: Derivation) -> str:
+    """Why the echo algorithms do not apply, or ''."""
+    relax = d.spec.relax
+    if relax is not None and relax.method == "adaptive":
+        return "relax adaptive is not time-symmetric"
+    for key in ("separable", "time_reversible"):
+        ok, why = d.structure[key]
+        if not ok:
+            return f"{key.replace('_', ' ')}: no, {why}"
+    return ""
+
+
+def _stack_lines(d: Derivation) -> list[str]:
+    st = d.spec.stack
+    if st is None:
+        return []
+    opts = ", ".join(f"{o.key} = {o.value:g}" if isinstance(o.value, float) else
+                     f"{o.key} = {o.value}" for o in st.options)
+    return ["", f"stack {st.method}({opts}): this model is the core of every block of a "
+                "Hamiltonian SSM (encoder, [norm, core, GELU, GLU, residual] blocks, head); "
+                "`physlearn train` builds the network, RHEL in every core"]
+
+
 def _cost_when(d: Derivation) -> str:
     if d.spec.cost.final:
         return " (final state only)"
@@ -198,7 +221,7 @@ def report(d: Derivation, as_latex: bool = False) -> str:
             out.append("  where " + show(r))
     if d.input_gradients:
         out.append("")
-        out.append("input gradients (RHEL's echo gives dL/du from their contrast):")
+        out.append(f"input gradients (RHEL's echo gives d{d.cost_name}/du from their contrast):")
         for r in d.input_gradients.values():
             out.append("  " + show(r))
     out.append("")
@@ -223,21 +246,27 @@ def report(d: Derivation, as_latex: bool = False) -> str:
         for r in d.lagrangian_param_gradients.values():
             out.append("  " + show(r))
         out.append("")
-        out.append("GLEP, echo boundary (final value; equals RHEL on the Legendre transform):")
-        for p in (p for p, r in d.lagrangian_param_gradients.items() if r.expr != 0):
-            out.append(f"  dC/d{p} = -dt/(2 eps) * sum over echo steps of "
-                       f"[d{L}/d{p}(echo +eps) - d{L}/d{p}(echo -eps)]")
-        out.append("GLEP, initial-value boundary: the same sum along nudged forward runs "
-                   "(+-eps), plus the boundary term at T: (dp/deps . dq/dtheta - dq/deps . "
-                   "dp/dtheta), with forward sensitivities dq/dtheta, dp/dtheta")
-        out.append("")
+        if not _echo_blocked(d):
+            out.append("GLEP, echo boundary (final value; equals RHEL on the Legendre "
+                       "transform):")
+            for p in (p for p, r in d.lagrangian_param_gradients.items() if r.expr != 0):
+                out.append(f"  d{d.cost_name}/d{p} = -dt/(2 eps) * sum over echo steps of "
+                           f"[d{L}/d{p}(echo +eps) - d{L}/d{p}(echo -eps)]")
+            out.append("GLEP, initial-value boundary: the same sum along nudged forward runs "
+                       "(+-eps), plus the boundary term at T: (dp/deps . dq/dtheta - dq/deps "
+                       ". dp/dtheta), with forward sensitivities dq/dtheta, dp/dtheta")
+            out.append("")
     if d.trajectory:
+        blocked = _echo_blocked(d)
+        if blocked:
+            out.append(f"RHEL and GLEP: not available ({blocked}); train with bptt")
+            return "\n".join(out + _stack_lines(d))
         out.append("RHEL (two echoes from the momentum-flipped final state, inputs reversed, "
                    "momenta nudged by -+eps dC/dq):")
         for p in (p for p, r in d.param_gradients.items() if r.expr != 0):
-            out.append(f"  dL/d{p} = dt/(2 eps) * sum over echo steps of "
+            out.append(f"  d{d.cost_name}/d{p} = dt/(2 eps) * sum over echo steps of "
                        f"[d{d.physics_name}/d{p}(echo +eps) - d{d.physics_name}/d{p}(echo -eps)]")
-        return "\n".join(out)
+        return "\n".join(out + _stack_lines(d))
     out.append("EP updates (centered: beta convention s+ = s(+beta), s- = s(-beta)):")
     for r in d.ep_updates.values():
         out.append("  " + show(r))

@@ -107,6 +107,10 @@ class Derivation:
                 out.append(f"state {s} does not appear in {P}: its dynamics are zero")
         if all(r.expr == 0 for r in self.cost_state_gradients.values()):
             out.append(f"the cost {C} reads no state: nudging changes nothing")
+        for name, v in self.spec.variables.items():
+            if v.boundary is not None and all(d.name in self.spec.periodic for d in v.shape):
+                out.append(f"{name} declares a boundary, but its dims are periodic: the "
+                           "boundary value is never read")
         return out
 
     def state_couplings(self) -> dict[str, set[str]]:
@@ -335,6 +339,13 @@ def _legendre(d: Derivation, L: sp.Expr, grad, canon) -> sp.Expr:
             refuse(f"{node.name} is not quadratic in {q}': the mass {show(mass)} depends on "
                    "the velocities",
                    "write the model as a `hamiltonian`")
+        if mass.has(Inside):
+            refuse(f"the kinetic term of {q} is missing at the edge of its dim (mass "
+                   f"{show(mass)}): a shifted velocity reads the boundary",
+                   f"give every unit its own kinetic term, e.g. `sum(i: m[i] * {q}'[i]^2) / 2`")
+        if _reads(mass, spec.names("input")):
+            refuse(f"the mass of {q} depends on an input ({show(mass)})",
+                   "a mass may be a parameter or a constant, not data")
         if _reads(mass, states):
             refuse(f"the mass of {q} depends on the positions ({show(mass)}): H is then not "
                    "separable and the explicit leapfrog does not apply",

@@ -55,7 +55,7 @@ class SequenceTrainer(Trainer):
             raise ValueError(f"a {gen.KIND} model trains with {', '.join(known)}, "
                              f"not {cfg.algorithm}")
         if cfg.algorithm in ("rhel", "glep"):
-            tr.rhel_requirements(model)
+            tr.rhel_requirements(model, cfg.algorithm)
         self.boundary = learn.get("boundary", "echo")
         cfg.beta = float(learn.get("epsilon", 1e-4)) if cfg.beta is None else cfg.beta
         cfg.optimizer = cfg.optimizer or learn.get("optimizer", "adam")

@@ -38,6 +38,7 @@ NONNEGATIVE = ('a',)
 LEARN = {'method': 'RHEL', 'epsilon': 0.0001, 'optimizer': 'adam', 'lr': 0.01}
 RELAX = {'method': 'leapfrog', 'dt': 0.5}
 STACK = None
+COST_INPUTS = ()  # time-varying inputs the cost reads
 CONJUGATE = {'p': 'q'}  # momentum -> position
 TIME_VARYING = ('u',)
 COST_FINAL = True

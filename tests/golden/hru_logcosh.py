@@ -40,6 +40,7 @@ NONNEGATIVE = ('a',)
 LEARN = {'method': 'RHEL', 'epsilon': 0.0001}
 RELAX = {'method': 'leapfrog', 'dt': 0.05}
 STACK = None
+COST_INPUTS = ()  # time-varying inputs the cost reads
 CONJUGATE = {'p': 'q'}  # momentum -> position
 TIME_VARYING = ('u',)
 COST_FINAL = True

@@ -42,6 +42,7 @@ NONNEGATIVE = ('a',)
 LEARN = {'method': 'RHEL', 'epsilon': 0.0001, 'lr': 0.01, 'optimizer': 'adam'}
 RELAX = {'method': 'leapfrog', 'dt': 0.2}
 STACK = {'method': 'HSSM', 'blocks': 2, 'inputs': 8, 'pool': 'mean'}
+COST_INPUTS = ()  # time-varying inputs the cost reads
 CONJUGATE = {'p': 'q'}  # momentum -> position
 TIME_VARYING = ('u',)
 COST_FINAL = True

@@ -40,6 +40,7 @@ NONNEGATIVE = ('k', 'g')
 LEARN = {'method': 'GLEP', 'epsilon': 0.0001, 'lr': 0.01, 'optimizer': 'adam'}
 RELAX = {'method': 'leapfrog', 'dt': 0.2}
 STACK = None
+COST_INPUTS = ()  # time-varying inputs the cost reads
 CONJUGATE = {'p_th': 'th'}  # momentum -> position
 TIME_VARYING = ('u',)
 COST_FINAL = True

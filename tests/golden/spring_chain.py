@@ -43,6 +43,7 @@ NONNEGATIVE = ('k', 'm')
 LEARN = {'method': 'GLEP', 'epsilon': 0.0001, 'boundary': 'echo', 'lr': 0.01, 'optimizer': 'adam'}
 RELAX = {'method': 'leapfrog', 'dt': 0.2}
 STACK = None
+COST_INPUTS = ()  # time-varying inputs the cost reads
 CONJUGATE = {'p_q': 'q'}  # momentum -> position
 TIME_VARYING = ('u',)
 COST_FINAL = True
