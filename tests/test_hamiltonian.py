@@ -183,3 +183,28 @@ def test_rhel_memory_does_not_grow_with_the_sequence_length():
         bptt = lambda p, s, d: tr.bptt(gen, p, s, d, 0.05)  # noqa: E731
         assert temps(rhel, 20_000) <= 1.3 * temps(rhel, 1_000)
         assert temps(bptt, 20_000) > 10 * temps(bptt, 1_000)
+
+
+def test_symmetric_couplings_in_rhel_bptt_and_the_layer():
+    """One learned copy per pair for rhel and bptt alike; the layer's VJP is the derivative
+    by each entry on its own, as autodiff gives it."""
+    text = """
+    dim n = 4, d = 2
+    input  u[d](t)
+    state  q[n], p[n] conjugate to q
+    param  K[n, n] symmetric init = normal(0.1), B[n, d]
+    hamiltonian H = sum(i: p[i]^2 + q[i]^2) / 2 + sum(i, j: K[i,j] * q[i] * q[j]) / 2
+                  - sum(i, j: q[i] * B[i,j] * u[j])
+    cost C = sum(i: q[i]^2) / 2
+    """
+    gen = physlearn.loads(text, "sym.phl").compile()
+    params = gen.init_params(jax.random.PRNGKey(0), jnp.float64)
+    data = {"u": jax.random.normal(jax.random.PRNGKey(1), (3, 25, 2), jnp.float64)}
+    states = gen.init_states(3, jnp.float64)
+    states = {**states, "q": states["q"] + 0.3}
+    g, _ = tr.rhel(gen, params, states, data, 0.05, 1e-4)
+    ref, _ = tr.bptt(gen, params, states, data, 0.05)
+    assert rel(g["K"], ref["K"]) < 1e-9
+    layer, plain = tr.hru_layer(gen, 0.05), tr.hru_layer(gen, 0.05, rhel=False)
+    f = lambda fn: jax.grad(lambda p: jnp.sum(jnp.sin(fn(p, data)["q"])))(params)  # noqa: E731
+    assert rel(f(layer)["K"], f(plain)["K"]) < 1e-9

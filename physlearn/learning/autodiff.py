@@ -12,11 +12,21 @@ from jax.flatten_util import ravel_pytree
 from .base import AbstractAlgorithm
 
 
-def tie_symmetric(problem, g: dict) -> dict:
+def tied(gen, g: dict) -> dict:
     """Autodiff treats W[i,j] and W[j,i] as two numbers; a symmetric parameter has one
     learned copy per pair, whose gradient is G + G^T - diag(G) (as the derived rules give)."""
-    return {k: (v + v.T - jnp.diag(jnp.diag(v)) if k in problem.gen.SYMMETRIC else v)
+    return {k: (v + v.T - jnp.diag(jnp.diag(v)) if k in gen.SYMMETRIC else v)
             for k, v in g.items()}
+
+
+def untied(gen, g: dict) -> dict:
+    """The inverse of `tied` for a symmetric G: the derivative by each entry on its own."""
+    return {k: ((v + jnp.diag(jnp.diag(v))) / 2 if k in gen.SYMMETRIC else v)
+            for k, v in g.items()}
+
+
+def tie_symmetric(problem, g: dict) -> dict:
+    return tied(problem.gen, g)
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 
 from ..language.errors import ModelError
+from .autodiff import tied, untied
 
 
 def rhel_requirements(model, algorithm: str = "rhel") -> None:
@@ -108,7 +109,7 @@ def bptt(gen, params, states, data, dt):
     seq_names = gen.TIME_VARYING
     g, gu = jax.grad(lambda p, u: loss(gen, p, states, {**data, **u}, dt), argnums=(0, 1))(
         params, {k: data[k] for k in seq_names})
-    return {k: g[k] for k in gen.PARAMS}, gu
+    return tied(gen, {k: g[k] for k in gen.PARAMS}), gu
 
 
 def rhel(gen, params, states, data, dt, eps=1e-4, with_inputs=True, *, sign=1.0,
@@ -371,9 +372,10 @@ def hru_layer(gen, dt: float, eps: float = 1e-4, rhel: bool = True):
 
         g, gu = echo_contrast(gen, params, final, lambda t: {k: v[t] for k, v in seq.items()},
                               n, kick, True, dt, eps)
-        # grad_params averages over the batch; a VJP sums over it
+        # grad_params averages over the batch, a VJP sums over it; and a VJP is the
+        # derivative by each entry of a symmetric matrix on its own (not one per pair)
         g = {**{k: jnp.zeros_like(v) for k, v in params.items()},
-             **{k: batch * v for k, v in g.items()}}
+             **untied(gen, {k: batch * v for k, v in g.items()})}
         return g, {k: jnp.swapaxes(v, 0, 1) for k, v in gu.items()}
 
     layer.defvjp(fwd, bwd)
