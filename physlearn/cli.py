@@ -176,7 +176,10 @@ def _gradcheck_trajectory(args, model) -> int:
     from .learning import Unsupported
     default = "glep" if model.derivation.kind == "lagrangian" else "rhel"
     algorithm = args.algorithm or default
-    eps = args.epsilon if args.epsilon is not None else 1e-4
+    eps = args.epsilon if args.epsilon is not None else (
+        args.beta if args.beta is not None else 1e-4)  # --beta: the same finite difference
+    if args.boundary is not None and algorithm != "glep":
+        raise UsageError(f"--boundary is a glep option; {algorithm} has none")
     try:
         rows, info = gradcheck.run_trajectory(
             model, algorithm, eps, dims=_dims(args.dim), x64=args.x64, batch=args.batch,
@@ -187,11 +190,15 @@ def _gradcheck_trajectory(args, model) -> int:
     what = f"{algorithm}, {info['boundary']} boundary" if algorithm == "glep" else algorithm
     if info.get("stack"):
         what = f"the whole stack ({info['stack']}) with {algorithm} in every core"
-    print(f"{model.name}: {what} (epsilon {eps:g}) vs BPTT through the same "
+    step = f" (epsilon {eps:g})" if algorithm != "bptt" else ""
+    print(f"{model.name}: {what}{step} vs BPTT through the same "
           f"{info['integrator']} steps; {info['dtype']}, batch {info['batch']}, length "
           f"{info['length']}, dt {info['dt']:g}")
     if algorithm == "bptt" and not args.no_reference:
         print("note: bptt is the reference itself; this run only shows it computes")
+    if info["dtype"] == "float32" and algorithm != "bptt" and eps < 1e-2:
+        print(f"note: in float32 a finite difference of eps {eps:g} meets rounding over long "
+              "sequences; use --x64, or --epsilon 1e-2 to 1e-1 (see docs/benchmarks.md)")
     if args.no_reference:
         for r in rows:
             print(f"  {r['param']}  |g| = {r['norm']:.6e}")
@@ -277,8 +284,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="per-parameter learning rate, e.g. --lr-param W1=0.1")
     t.add_argument("--momentum", type=float, default=0.9)
     t.add_argument("--weight-decay", type=float, default=0.0)
-    t.add_argument("--beta", type=float, help="nudging strength (default: the model's learn "
-                   "line, else 0.5); centered EP nudges at +beta and -beta")
+    t.add_argument("--beta", "--epsilon", type=float, dest="beta",
+                   help="nudging strength (default: the model's learn line, else 0.5 for EP, "
+                   "1e-4 for RHEL/GLEP); centered EP nudges at +beta and -beta, RHEL/GLEP's "
+                   "echoes at +-epsilon")
     t.add_argument("--holomorphic-n", type=int, help="nudges for ep-holomorphic (default 4)")
     t.add_argument("--relax", choices=["gradient_flow", "fixed_point", "asynchronous"])
     t.add_argument("--dt", type=float)
@@ -301,7 +310,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default glep)")
     g.add_argument("--boundary", choices=("echo", "initial"),
                    help="glep's boundary condition (default: the model's, else echo)")
-    g.add_argument("--beta", type=float, help="nudging strength (default 0.001)")
+    g.add_argument("--beta", type=float, help="nudging strength (default 0.001; for "
+                   "trajectories the same as --epsilon)")
     g.add_argument("--x64", action="store_true", help="float64 (recommended)")
     g.add_argument("--batch", type=int, default=8)
     g.add_argument("--seed", type=int, default=0)

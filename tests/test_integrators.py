@@ -108,3 +108,16 @@ def test_adaptive_steps_conserve_energy_and_bptt_matches_finite_differences():
                            0.1)
         fd = (loss_at(step) - loss_at(-step)) / (2 * step)
         assert abs(float(jnp.sum(g[name] * direction)) - float(fd)) < 1e-7 * max(1.0, abs(fd))
+
+
+def test_echo_algorithms_refuse_from_python_and_warn_in_derive():
+    model = physlearn.loads(NONSEPARABLE.replace("relax adaptive(dt = 0.1, tol = 1e-11)",
+                                                 "relax leapfrog(dt = 0.1)"), "ns.phl")
+    assert any("first order" in w for w in model.derivation.warnings())
+    assert "RHEL and GLEP: not available" in model.report()
+    gen = model.compile()
+    params, states, data = _batch(gen, T=5)
+    with pytest.raises(ValueError, match="not separable"):
+        tr.rhel(gen, params, states, data, 0.1)
+    with pytest.raises(ValueError, match="not separable"):
+        tr.hru_layer(gen, 0.1)

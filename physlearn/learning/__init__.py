@@ -14,6 +14,9 @@ ALGORITHMS = ("ep-positive", "ep-negative", "ep-centered", "ep-holomorphic", "cl
 def make_algorithm(name: str, beta: float = 0.5, holomorphic_n: int = 4,
                    lrs: dict | None = None) -> AbstractAlgorithm:
     """The algorithm called `name` (see ALGORITHMS)."""
+    if name in ("rhel", "glep"):
+        raise Unsupported(f"{name} learns trajectories (hamiltonian or lagrangian models); "
+                          f"an energy model learns with {', '.join(ALGORITHMS)}")
     if name not in ALGORITHMS:
         raise Unsupported(f"unknown algorithm {name!r}; choose from {', '.join(ALGORITHMS)}")
     if name.startswith("ep-") and name != "ep-holomorphic":

@@ -37,6 +37,18 @@ def rhel_requirements(model, algorithm: str = "rhel") -> None:
                              f"{advice}; use --algorithm bptt")
 
 
+def require_echo(gen, algorithm: str = "rhel") -> None:
+    """The compiled module's own check (for Python callers; the CLI gives a positioned
+    E224 through `rhel_requirements`): the echo needs a separable, time-reversible H
+    integrated by the leapfrog."""
+    why = ("H is not separable" if not gen.SEPARABLE else
+           "H is not even in the momenta" if not gen.TIME_REVERSIBLE else
+           "relax adaptive is not time-symmetric" if gen.RELAX.get("method") == "adaptive"
+           else None)
+    if why:
+        raise ValueError(f"{algorithm} does not apply to {gen.MODEL}: {why}; use bptt")
+
+
 def _integrand(gen, grad):
     """Per leapfrog step: dX/dtheta at the kick (q at the half step) for V, and the mean
     over the two drifts' momenta for T. `grad` is grad_params (X = H) or
@@ -120,6 +132,7 @@ def rhel(gen, params, states, data, dt, eps=1e-4, with_inputs=True, *, sign=1.0,
     memory no longer grows with the sequence length. `integrand` and `sign` default to
     RHEL's +dH/dtheta; GLEP's echo passes -dL/dtheta.
     """
+    require_echo(gen, "rhel" if sign > 0 else "glep")
     integrand = integrand or _integrand(gen, gen.grad_params)
     static, seq = split(gen, data)  # one time-major copy of the input sequences
     n = length(gen, data)
@@ -222,6 +235,7 @@ def glep(gen, params, states, data, dt, eps=1e-4, boundary="echo"):
     """
     if gen.KIND != "lagrangian":
         raise ValueError(f"glep needs a lagrangian model; {gen.MODEL} is {gen.KIND}")
+    require_echo(gen, "glep")
     integrand = _integrand(gen, gen.grad_lagrangian_params)
     if boundary == "echo":
         return rhel(gen, params, states, data, dt, eps, sign=-1.0, integrand=integrand)
@@ -337,6 +351,8 @@ def hru_layer(gen, dt: float, eps: float = 1e-4, rhel: bool = True):
     With `rhel=False` the same layer is differentiated by autodiff (BPTT), the reference.
     """
     positions = tuple(gen.CONJUGATE.values())
+    if rhel:
+        require_echo(gen, "an RHEL layer")
 
     def run(params, us):
         batch = next(iter(us.values())).shape[0]

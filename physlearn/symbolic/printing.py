@@ -47,7 +47,8 @@ class TexPrinter(LatexPrinter):
 
     def _print_Indexed(self, expr):
         idx = ",".join(self._print(i) for i in expr.indices)
-        return f"{_subscriptable(_tex_name(expr.base.name))}_{{{idx}}}"
+        out = f"{_subscriptable(_tex_name(expr.base.name))}_{{{idx}}}"
+        return "{" + out + "}" if "'" in out else out  # q'_{i}^{2} is a double superscript
 
     def _print_Symbol(self, expr, style="plain"):
         return _tex_name(expr.name)

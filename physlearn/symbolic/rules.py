@@ -107,6 +107,11 @@ class Derivation:
                 out.append(f"state {s} does not appear in {P}: its dynamics are zero")
         if all(r.expr == 0 for r in self.cost_state_gradients.values()):
             out.append(f"the cost {C} reads no state: nudging changes nothing")
+        relax = self.spec.relax
+        if self.trajectory and not self.structure["separable"][0] and (
+                relax is None or relax.method == "leapfrog"):
+            out.append(f"{self.physics_name} is not separable: the explicit leapfrog is only "
+                       "first order here; use `relax adaptive(dt = ..., tol = ...)`")
         for name, v in self.spec.variables.items():
             if v.boundary is not None and all(d.name in self.spec.periodic for d in v.shape):
                 out.append(f"{name} declares a boundary, but its dims are periodic: the "
@@ -349,7 +354,8 @@ def _legendre(d: Derivation, L: sp.Expr, grad, canon) -> sp.Expr:
         if _reads(mass, states):
             refuse(f"the mass of {q} depends on the positions ({show(mass)}): H is then not "
                    "separable and the explicit leapfrog does not apply",
-                   "use a position-independent mass")
+                   "use a position-independent mass, or write the system as a `hamiltonian` "
+                   "with `relax adaptive(...)` and train it with bptt")
         pname = "p_" + q
         while pname in taken:
             pname += "_"

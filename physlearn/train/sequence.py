@@ -40,8 +40,10 @@ class SequenceTrainer(Trainer):
         self.stack = Stack.from_model(model, gen) if gen.STACK else None
         self.step_inputs = self.stack.inputs if self.stack else gen.DIMS[d_dim]
         if dataset.features % self.step_inputs:
+            where = (f"the stack's `inputs = {self.step_inputs}`" if self.stack
+                     else f"{self.x_name}[{d_dim}]")
             raise DataError(f"{dataset.name}: {dataset.features} features do not split into "
-                            f"steps of {self.step_inputs} inputs ({self.x_name}[{d_dim}])")
+                            f"steps of {self.step_inputs} inputs ({where})")
         self.length = dataset.features // self.step_inputs
         self.n_classes = gen.DIMS[y_dim]
         if self.n_classes < dataset.classes:
@@ -66,6 +68,8 @@ class SequenceTrainer(Trainer):
         cfg.lr_params = {**model_rates, **cfg.lr_params}
         self.eps = cfg.beta
         self.dt = float(cfg.relax.get("dt") or gen.RELAX.get("dt", 0.05))
+        self.integrator = gen.RELAX.get("method", "leapfrog") + (
+            " (parallel scan)" if gen.RELAX.get("scan") == "parallel" else "")
         names = list(gen.PARAMS)
         if self.stack:  # lr_<core param> applies to that parameter in every block
             names = list(self.stack.init(jax.random.PRNGKey(0)))
@@ -92,17 +96,17 @@ class SequenceTrainer(Trainer):
             return (f"{self.model.name}: {self.stack.describe()}; {cfg.algorithm} in the "
                     f"cores (eps {self.eps:g}), {cfg.optimizer} lr {cfg.lr:g}, batch "
                     f"{cfg.batch_size}, {n_batches} batches/epoch, sequences of {self.length} "
-                    f"steps x {self.step_inputs} inputs, leapfrog dt {self.dt:g}, data "
+                    f"steps x {self.step_inputs} inputs, {self.integrator} dt {self.dt:g}, data "
                     f"{self.data.name} ({n_train} train / {len(self.data.x_test)} test)")
         what = {"rhel": f"eps {self.eps:g}", "bptt": "autodiff",
                 "glep": f"eps {self.eps:g}, {self.boundary} boundary"}[cfg.algorithm]
         return (f"{self.model.name}: {cfg.algorithm} ({what}), {cfg.optimizer} lr "
                 f"{cfg.lr:g}, batch {cfg.batch_size}, {n_batches} batches/epoch, sequences of "
-                f"{self.length} steps x {self.step_inputs} inputs, leapfrog dt {self.dt:g}, "
+                f"{self.length} steps x {self.step_inputs} inputs, {self.integrator} dt {self.dt:g}, "
                 f"data {self.data.name} ({n_train} train / {len(self.data.x_test)} test)")
 
     def dynamics_summary(self, row: dict) -> str:
-        return f"{row['relax_steps']:.0f} leapfrog steps"
+        return f"{row['relax_steps']:.0f} {self.integrator} steps"
 
     def batch_data(self, x, labels):
         seq = x.reshape(x.shape[0], self.length, self.step_inputs)
