@@ -30,11 +30,12 @@ def run(model_file, algorithm, ds, epochs):
                       out=tempfile.mkdtemp(), lr_params=LRS, beta=0.5, progress=False)
     trainer = Trainer(physlearn.load(ROOT / "models" / model_file), ds, cfg,
                       log=lambda *a: None)
-    rows = []
+    rows, times = [], []
     for epoch in range(1, epochs + 1):
         cfg.epochs, cfg.resume = epoch, epoch > 1
         rows.append(trainer.run())
-    secs = np.median([r["epoch_seconds"] for r in rows[1:]]) if epochs > 1 else rows[0]["epoch_seconds"]
+        times.append(trainer.timings[-1]["epoch_seconds"])
+    secs = np.median(times[1:]) if epochs > 1 else times[0]
     return rows[-1]["test_acc"], max(r["test_acc"] for r in rows), secs, rows[-1]["relax_steps"]
 
 

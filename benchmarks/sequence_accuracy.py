@@ -39,13 +39,13 @@ def run(model, algorithm, ds, epochs, lr, batch):
                       out=tempfile.mkdtemp(), lr=lr, progress=False)
     trainer = SequenceTrainer(model, ds, cfg, log=lambda *a: None)
     t0 = time.perf_counter()
-    rows = []
+    rows, times = [], []
     for epoch in range(1, epochs + 1):
         cfg.epochs, cfg.resume = epoch, epoch > 1
         rows.append(trainer.run())
+        times.append(trainer.timings[-1]["epoch_seconds"])
     total = time.perf_counter() - t0
-    secs = sorted(r["epoch_seconds"] for r in rows[1:])[len(rows[1:]) // 2] if epochs > 1 \
-        else rows[0]["epoch_seconds"]
+    secs = sorted(times[1:])[len(times[1:]) // 2] if epochs > 1 else times[0]
     return rows[-1], secs, total, trainer
 
 

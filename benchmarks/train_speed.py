@@ -100,7 +100,7 @@ def main():
         cfg.resume = epoch > 1
         t = time.perf_counter()
         row = trainer.run()
-        gen_times.append(row["epoch_seconds"])
+        gen_times.append(trainer.timings[-1]["epoch_seconds"])
         t = time.perf_counter()
         p, hits = hand_epoch(p, x, y, jax.random.PRNGKey(epoch))
         jax.block_until_ready(p)

@@ -42,6 +42,8 @@ def random_point(gen, rng: np.random.Generator, batch: int = 3):
     def shape(dims):
         return tuple(gen.DIMS[d] for d in dims)
 
+    from .memory import require_fits
+    require_fits(gen, batch, 8)
     params = {}
     declared = gen.init_params(jax.random.PRNGKey(0), jnp.float64)
     for name, dims in {**gen.PARAMS, **gen.CONSTS}.items():

@@ -7,7 +7,9 @@ import math
 import sys
 from pathlib import Path
 
+from . import options
 from .language.errors import ModelError
+from .options import OptionError, argparse_type
 
 
 def _dims(pairs: list[str]) -> dict[str, int]:
@@ -16,6 +18,9 @@ def _dims(pairs: list[str]) -> dict[str, int]:
         name, _, value = p.partition("=")
         if not value.strip().isdigit() or int(value) < 1:
             raise ModelError("E221", f"--dim expects name=positive integer, got {p!r}")
+        if int(value) > options.MAX_DIM:
+            raise ModelError("E221", f"--dim {name.strip()}={int(value):,} is larger than the "
+                             f"largest supported dim, {options.MAX_DIM:,}")
         out[name.strip()] = int(value)
     return out
 
@@ -28,17 +33,38 @@ def cmd_derive(args) -> int:
 
 def cmd_compile(args) -> int:
     from .model import load
+    if args.output not in (None, "-") and Path(args.output).is_dir():
+        raise UsageError(f"-o {args.output} is a folder; give a file name, e.g. "
+                         f"{Path(args.output) / 'model.py'}")
     model = load(args.file)
     source = model.source(_dims(args.dim))
     if args.output in (None, "-"):
         sys.stdout.write(source)
     else:
         out = Path(args.output)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(source)
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            _write_atomically(out, source)
+        except OSError as exc:
+            raise UsageError(f"cannot write {out}: {exc.strerror or exc}") from None
         print(f"wrote {out} ({len(source.splitlines())} lines) from {args.file}",
               file=sys.stderr)
     return 0
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    """A full disk or a kill leaves the old file (or none), never half a module."""
+    import os
+    if path.exists() and not path.is_file():  # a device or a pipe: write to it in place
+        with open(path, "w") as f:
+            f.write(text)
+        return
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def cmd_check(args) -> int:
@@ -96,8 +122,9 @@ def cmd_train(args) -> int:
                       x64=args.x64, resume=args.resume,
                       progress=False if args.no_progress else None)
     try:
+        cfg.validate()
         dataset = load_data(args.data)
-        if args.train_limit or args.test_limit:
+        if args.train_limit is not None or args.test_limit is not None:
             dataset = dataset.limit(args.train_limit, args.test_limit)
         if args.x64:
             import jax
@@ -112,6 +139,8 @@ def cmd_train(args) -> int:
         raise UsageError(str(exc)) from None
     except TrainingError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        print(f"note: {args.out} keeps every epoch committed before the failure",
+              file=sys.stderr)
         return 1
     if last:
         print(f"done: test accuracy {last['test_acc']:.4f} after epoch {last['epoch']}; "
@@ -141,10 +170,11 @@ def cmd_gradcheck(args) -> int:
           f"free fixed point and BPTT; {info['dtype']}, batch {info['batch']}, "
           f"{info['free_steps']} free / {info['nudged_steps']} nudged steps, free residual "
           f"{info['residual']:.1e}")
-    if not info["residual"] < (1e-6 if args.x64 else 1e-4):
-        print(f"warning: the free phase has not converged (residual {info['residual']:.1e}); "
-              "the comparison is not meaningful until it does: raise --free-steps or change "
-              "--dt", file=sys.stderr)
+    converged = bool(abs(info["residual"]) < (1e-6 if args.x64 else 1e-4))
+    if not converged:
+        print(f"error: the free phase has not converged (residual {info['residual']:.1e}); "
+              "the comparison is not meaningful until it does: raise --free-steps, or use a "
+              "smaller (positive) --dt", file=sys.stderr)
     w = max(len(r["param"]) for r in rows)
     print(f"  {'param':<{w}}  cosine    norm ratio  rel err   | cosine(BPTT)  rel err(BPTT)")
     for r in rows:
@@ -158,15 +188,25 @@ def cmd_gradcheck(args) -> int:
             print(f"  {row['t']:<2} " + "  ".join(f"{row[n][0]:>10.6f} / {row[n][1]:.1e}"
                                                for n in names))
     min_cos = min(r["cosine"] for r in rows)
+    worst = max(r["rel_err"] for r in rows)
+    finite = all(math.isfinite(r[k]) for r in rows for k in
+                 ("cosine", "rel_err", "cosine_bptt", "rel_err_bptt"))
+    if not finite:
+        print("error: a gradient is not finite (NaN or inf); the relaxation or the nudged "
+              "phase diverged: try a smaller --dt or --beta", file=sys.stderr)
     summary = {"algorithm": args.algorithm, "reference": "implicit", "beta": beta,
-               "min_cosine": min_cos, "max_rel_err": max(r["rel_err"] for r in rows),
-               "min_cosine_bptt": min(r["cosine_bptt"] for r in rows),
-               "max_rel_err_bptt": max(r["rel_err_bptt"] for r in rows),
-               "dtype": info["dtype"], "free_residual": info["residual"]}
+               "min_cosine": _finite_or_none(min_cos), "max_rel_err": _finite_or_none(worst),
+               "min_cosine_bptt": _finite_or_none(min(r["cosine_bptt"] for r in rows)),
+               "max_rel_err_bptt": _finite_or_none(max(r["rel_err_bptt"] for r in rows)),
+               "dtype": info["dtype"], "free_residual": _finite_or_none(info["residual"]),
+               "converged": converged}
     if gdu:
-        summary["gdu_max_rel_err"] = max(row[n][1] for row in gdu for n in row if n != "t")
+        summary["gdu_max_rel_err"] = _finite_or_none(
+            max(row[n][1] for row in gdu for n in row if n != "t"))
     print(json.dumps(summary))
-    return 0 if min_cos >= args.min_cosine else 1
+    ok = finite and converged and min_cos >= args.min_cosine and (
+        args.max_rel_err is None or worst <= args.max_rel_err)
+    return 0 if ok else 1
 
 
 def _gradcheck_trajectory(args, model) -> int:
@@ -232,6 +272,10 @@ def _finite_or_none(x: float):
     return float(x) if math.isfinite(x) else None
 
 
+T = argparse_type
+SEED = T(options.whole, "--seed")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
     p = argparse.ArgumentParser(
@@ -256,9 +300,10 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("file")
     k.add_argument("--dim", action="append", metavar="NAME=N",
                    help="bind a dim (open dims default to 3, 4, 5, ...)")
-    k.add_argument("--seed", type=int, default=0)
-    k.add_argument("--trials", type=int, default=3, help="random points (default 3)")
-    k.add_argument("--tol", type=float, default=1e-8, help="max relative error (default 1e-8)")
+    k.add_argument("--seed", type=SEED, default=0)
+    k.add_argument("--trials", type=T(options.positive_int, "--trials"), default=3,
+                   help="random points (default 3)")
+    k.add_argument("--tol", type=T(options.positive, "--tol"), default=1e-8, help="max relative error (default 1e-8)")
     k.set_defaults(run=cmd_check)
 
     from .learning import ALGORITHMS
@@ -270,35 +315,36 @@ def build_parser() -> argparse.ArgumentParser:
                    "IDX files (default: sklearn digits)")
     t.add_argument("--algorithm", help=", ".join(ALGORITHMS) + " (default: the model's learn "
                    "line, else ep-centered)")
-    t.add_argument("--epochs", type=int, default=5)
-    t.add_argument("--batch-size", type=int, default=20)
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--epochs", type=T(options.positive_int, "--epochs"), default=5)
+    t.add_argument("--batch-size", type=T(options.positive_int, "--batch-size"), default=20)
+    t.add_argument("--seed", type=SEED, default=0)
     t.add_argument("--out", default="runs/run", help="output folder (metrics.jsonl, params.npz, "
                    "curves.png, checkpoint.npz)")
     t.add_argument("--resume", action="store_true", help="continue the run in --out")
     t.add_argument("--optimizer", choices=["sgd", "momentum", "adam"],
                    help="default: the model's learn line, else sgd")
-    t.add_argument("--lr", type=float, help="learning rate for every parameter (default: the "
+    t.add_argument("--lr", type=T(options.positive, "--lr"), help="learning rate for every parameter (default: the "
                    "model's learn line: lr, lr_<param>; else 0.05)")
     t.add_argument("--lr-param", action="append", metavar="NAME=RATE",
                    help="per-parameter learning rate, e.g. --lr-param W1=0.1")
-    t.add_argument("--momentum", type=float, default=0.9)
-    t.add_argument("--weight-decay", type=float, default=0.0)
-    t.add_argument("--beta", "--epsilon", type=float, dest="beta",
+    t.add_argument("--momentum", type=T(options.unit_interval, "--momentum"), default=0.9)
+    t.add_argument("--weight-decay", type=T(options.nonnegative, "--weight-decay"), default=0.0)
+    t.add_argument("--beta", "--epsilon", type=T(options.positive, "--beta"), dest="beta",
                    help="nudging strength (default: the model's learn line, else 0.5 for EP, "
                    "1e-4 for RHEL/GLEP); centered EP nudges at +beta and -beta, RHEL/GLEP's "
                    "echoes at +-epsilon")
-    t.add_argument("--holomorphic-n", type=int, help="nudges for ep-holomorphic (default 4)")
+    t.add_argument("--holomorphic-n", type=T(options.at_least_two, "--holomorphic-n"), help="nudges for ep-holomorphic (default 4)")
     t.add_argument("--relax", choices=["gradient_flow", "fixed_point", "asynchronous"])
-    t.add_argument("--dt", type=float)
-    t.add_argument("--free-steps", type=int)
-    t.add_argument("--nudged-steps", type=int)
-    t.add_argument("--tol", type=float, help="gradient flow: adaptive steps until |ds/dt| < tol")
-    t.add_argument("--max-steps", type=int)
+    t.add_argument("--dt", type=T(options.positive, "--dt"))
+    t.add_argument("--free-steps", type=T(options.positive_int, "--free-steps"))
+    t.add_argument("--nudged-steps", type=T(options.positive_int, "--nudged-steps"))
+    t.add_argument("--tol", type=T(options.positive, "--tol"), help="gradient flow: adaptive steps until |ds/dt| < tol")
+    t.add_argument("--max-steps", type=T(options.positive_int, "--max-steps"))
     t.add_argument("--dim", action="append", metavar="NAME=N")
     t.add_argument("--x64", action="store_true", help="train in float64")
-    t.add_argument("--train-limit", type=int, help="use only the first N training examples")
-    t.add_argument("--test-limit", type=int)
+    t.add_argument("--train-limit", type=T(options.positive_int, "--train-limit"), help="use only the first N training examples")
+    t.add_argument("--test-limit", type=T(options.positive_int, "--test-limit"),
+                   help="use only the first N test examples")
     t.add_argument("--no-progress", action="store_true")
     t.set_defaults(run=cmd_train)
 
@@ -310,20 +356,20 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default glep)")
     g.add_argument("--boundary", choices=("echo", "initial"),
                    help="glep's boundary condition (default: the model's, else echo)")
-    g.add_argument("--beta", type=float, help="nudging strength (default 0.001; for "
+    g.add_argument("--beta", type=T(options.positive, "--beta"), help="nudging strength (default 0.001; for "
                    "trajectories the same as --epsilon)")
     g.add_argument("--x64", action="store_true", help="float64 (recommended)")
-    g.add_argument("--batch", type=int, default=8)
-    g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--free-steps", type=int, help="default: 5x the model's, at least 100")
-    g.add_argument("--dt", type=float, help="gradient-flow step (default: the model's)")
-    g.add_argument("--nudged-steps", type=int, help="default: as many as the free steps")
+    g.add_argument("--batch", type=T(options.positive_int, "--batch"), default=8)
+    g.add_argument("--seed", type=SEED, default=0)
+    g.add_argument("--free-steps", type=T(options.positive_int, "--free-steps"), help="default: 5x the model's, at least 100")
+    g.add_argument("--dt", type=T(options.positive, "--dt"), help="gradient-flow step (default: the model's)")
+    g.add_argument("--nudged-steps", type=T(options.positive_int, "--nudged-steps"), help="default: as many as the free steps")
     g.add_argument("--dim", action="append", metavar="NAME=N")
-    g.add_argument("--min-cosine", type=float, default=0.99, help="exit 1 below this (0.99)")
-    g.add_argument("--max-rel-err", type=float,
+    g.add_argument("--min-cosine", type=T(options.cosine, "--min-cosine"), default=0.99, help="exit 1 below this (0.99)")
+    g.add_argument("--max-rel-err", type=T(options.nonnegative, "--max-rel-err"),
                    help="also exit 1 when the worst relative error is above this")
-    g.add_argument("--epsilon", type=float, help="RHEL's echo nudge (default 1e-4)")
-    g.add_argument("--length", type=int, default=100, help="sequence length (Hamiltonian "
+    g.add_argument("--epsilon", type=T(options.positive, "--epsilon"), help="RHEL's echo nudge (default 1e-4)")
+    g.add_argument("--length", type=T(options.positive_int, "--length"), default=100, help="sequence length (Hamiltonian "
                    "models, default 100)")
     g.add_argument("--no-reference", action="store_true",
                    help="only the algorithm's own gradient (for memory measurements)")
@@ -338,12 +384,16 @@ def main(argv: list[str] | None = None) -> int:
     except ModelError as err:
         print(err.render(), file=sys.stderr)
         return 2
-    except UsageError as err:
+    except (UsageError, OptionError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+    except KeyboardInterrupt as exc:
+        print(f"interrupted: {exc}" if str(exc) else "interrupted", file=sys.stderr)
         return 130
+    except OSError as exc:  # the disk, not physlearn: full, read-only, gone
+        where = f" {exc.filename}" if exc.filename else ""
+        print(f"error: cannot access{where}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
     except BrokenPipeError:  # `physlearn derive ... | head`: the reader left, nothing to say
         import os
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

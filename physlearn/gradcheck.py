@@ -17,6 +17,7 @@ import numpy as np
 from .dynamics.relax import RelaxConfig, Relaxer
 from .learning import Problem, implicit_gradient, make_algorithm
 from .learning.autodiff import BPTT
+from .memory import require_fits
 
 
 ZERO = 1e-14  # a gradient this small (in norm) counts as exactly zero
@@ -64,6 +65,7 @@ def run(model, algorithm: str, beta: float, *, dims=None, x64=True, batch=8, see
     with jax.enable_x64(x64):
         dtype = jnp.float64 if x64 else jnp.float32
         gen = model.compile(dims)
+        require_fits(gen, batch, 8 if x64 else 4)
         base = RelaxConfig.for_module(gen, **(relax_overrides or {}))
         # converged phases: the theory speaks of fixed points
         free = free_steps or max(5 * base.free_steps, 100)
@@ -143,6 +145,7 @@ def run_trajectory(model, algorithm: str, eps: float, *, dims=None, x64=True, ba
     with jax.enable_x64(x64):
         dtype = jnp.float64 if x64 else jnp.float32
         gen = model.compile(dims)
+        require_fits(gen, batch, 8 if x64 else 4, length)
         dt = float(gen.RELAX.get("dt", 0.05))
         key = jax.random.PRNGKey(seed)
         if gen.STACK:

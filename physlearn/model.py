@@ -12,7 +12,7 @@ from .codegen.loader import load_source
 from .codegen.module import generate
 from .language.checker import ModelSpec, check
 from .language.errors import ModelError
-from .language.parser import parse
+from .language.parser import MAX_FILE_BYTES, check_size, parse
 from .symbolic.printing import report
 from .symbolic.rules import Derivation, Rule, derive
 
@@ -54,17 +54,47 @@ class Model:
 
 def loads(text: str, filename: str = "<string>") -> Model:
     """Parse and check model text; raises ModelError with a position on any mistake."""
+    check_size(text, filename)  # E002, before the text is hashed for the cache
     return Model(_check_cached(text, filename))
 
 
 def load(path: str | Path) -> Model:
+    """Read a model file (UTF-8) and check it; an unreadable file is E001, a huge one E002."""
     path = Path(path)
     try:
-        text = path.read_text()
+        with open(path, "rb") as f:
+            data = f.read(MAX_FILE_BYTES + 1)  # never more: the file may be huge or endless
     except FileNotFoundError:
         raise ModelError("E001", f"no such model file: {path}") from None
-    except (IsADirectoryError, UnicodeDecodeError) as exc:
-        raise ModelError("E001", f"cannot read {path}: {exc}") from None
+    except IsADirectoryError:
+        raise ModelError("E001", f"cannot read {path}: it is a directory, not a model "
+                         "file") from None
+    except PermissionError:
+        raise ModelError("E001", f"cannot read {path}: permission denied") from None
+    except OSError as exc:
+        raise ModelError("E001", f"cannot read {path}: {exc.strerror or exc}") from None
+    if len(data) > MAX_FILE_BYTES:
+        try:
+            st_size = path.stat().st_size
+        except OSError:
+            st_size = 0
+        size = f"{st_size:,} bytes" if st_size > MAX_FILE_BYTES else \
+            f"over {MAX_FILE_BYTES:,} bytes"
+        raise ModelError("E002", f"model file too large: {size}, the limit is "
+                         f"{MAX_FILE_BYTES:,}", filename=str(path))
+    if b"\0" in data:
+        raise ModelError("E001", f"cannot read {path}: it is a binary file, not a model "
+                         "(it contains NUL bytes)") from None
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        col = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise ModelError("E001", f"cannot read {path}: not UTF-8 text (byte "
+                         f"0x{data[exc.start]:02x} at line {line}, column {col}); save it "
+                         "as UTF-8") from None
+    # As text-mode reading did: Windows and old Mac line ends become "\n".
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
     return loads(text, str(path))
 
 

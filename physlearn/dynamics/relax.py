@@ -37,8 +37,22 @@ class RelaxConfig:
         known = {k: v for k, v in opts.items() if k in cls.__dataclass_fields__}
         cfg = replace(cfg, **known)
         cfg = replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
-        return replace(cfg, free_steps=int(cfg.free_steps), nudged_steps=int(cfg.nudged_steps),
-                       max_steps=int(cfg.max_steps), dt=float(cfg.dt))
+        cfg = replace(cfg, free_steps=int(cfg.free_steps), nudged_steps=int(cfg.nudged_steps),
+                      max_steps=int(cfg.max_steps), dt=float(cfg.dt))
+        cfg.validate()
+        return cfg
+
+    def validate(self) -> None:
+        """A step of zero or below, or no steps at all, learns nothing: refuse by name."""
+        from ..options import OptionError
+        if not (self.dt > 0 and self.dt < float("inf")):
+            raise OptionError(f"dt must be a positive number, got {self.dt:g}")
+        for name in ("free_steps", "nudged_steps", "max_steps"):
+            if getattr(self, name) < 1:
+                raise OptionError(f"{name} must be a positive whole number, got "
+                                  f"{getattr(self, name)}")
+        if self.tol is not None and not self.tol > 0:
+            raise OptionError(f"tol must be a positive number, got {self.tol:g}")
 
 
 class RelaxInfo(NamedTuple):
@@ -91,7 +105,7 @@ class Relaxer:
         return _merge({**states, **{k: new[k] for k in odd}}, clamp)
 
     def _change(self, new, old):
-        scale = self.cfg.dt if self.cfg.method == "gradient_flow" else 1.0
+        scale = abs(self.cfg.dt) if self.cfg.method == "gradient_flow" else 1.0
         return jnp.max(jnp.stack([jnp.max(jnp.abs(new[k] - old[k])) for k in new])) / scale
 
     def residual(self, params, states, data, beta, clamp=None):

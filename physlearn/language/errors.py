@@ -49,16 +49,33 @@ class ModelError(Exception):
         lines = [ln.rstrip("\r") for ln in (self.source or "").split("\n")]
         out = [head]
         if self.source is not None and 1 <= sp.line <= len(lines):
-            text = "".join(" " if c in "\t\f\v" else c for c in lines[sp.line - 1])
+            text, column = _window(lines[sp.line - 1], sp.column)
+            text = "".join(" " if c in "\t\f\v" else c for c in text)
             width = max(1, (sp.end_column - sp.column) if sp.end_line == sp.line else 1)
             out.append("  " + text)
-            out.append("  " + " " * (sp.column - 1) + "^" * min(width, max(1, len(text) - sp.column + 1)))
+            out.append("  " + " " * (column - 1) + "^" * min(width, max(1, len(text) - column + 1)))
         if self.hint:
             out.append(f"  help: {self.hint}")
         return "\n".join(out)
 
     def __str__(self) -> str:
         return self.render()
+
+
+# A source line longer than this is shown as a window around the caret, cut with `...`.
+MAX_SHOWN = 120
+
+
+def _window(line: str, column: int) -> tuple[str, int]:
+    """At most about MAX_SHOWN characters of `line` around `column` (1-based), and the
+    caret's column in what is shown."""
+    if len(line) <= MAX_SHOWN:
+        return line, column
+    start = max(0, min(column - 1 - MAX_SHOWN // 2, len(line) - MAX_SHOWN))
+    end = min(len(line), start + MAX_SHOWN)
+    head = "..." if start > 0 else ""
+    tail = "..." if end < len(line) else ""
+    return head + line[start:end] + tail, column - start + len(head)
 
 
 def _find_span(code: str, message: str, source: str) -> Span | None:
@@ -86,9 +103,12 @@ def _find_span(code: str, message: str, source: str) -> Span | None:
 
 # The error codes, one line each; docs/language.md lists them for users.
 CODES = {
+    "E001": "model file cannot be read (missing, a directory, no permission, not UTF-8 text)",
+    "E002": "model file too large (over 256,000 bytes)",
     "E100": "syntax error",
     "E101": "unexpected end of file",
     "E102": "invalid character",
+    "E103": "expression nested too deeply",
     "E201": "unknown name",
     "E202": "wrong number of indices",
     "E203": "index used over two different dims",

@@ -410,8 +410,25 @@ def _unfinished(source, filename, prev: Token | None, accepts) -> ModelError | N
                       hint=f"complete the previous statement{where}")
 
 
+# The largest model text accepted (E002), in UTF-8 bytes, checked before parsing: models are
+# a few kB, and parsing is slow enough (about 30 s and 0.5 GB for 1 MB of a flat sum) that a
+# huge file is better refused at once. Long lines are fine: errors show a window of them.
+MAX_FILE_BYTES = 256_000
+
+
+def check_size(source: str, filename: str = "<model>") -> None:
+    """Refuse text over MAX_FILE_BYTES (E002)."""
+    if len(source) * 4 <= MAX_FILE_BYTES:  # no need to encode it to know
+        return
+    size = len(source.encode("utf-8", "surrogatepass"))
+    if size > MAX_FILE_BYTES:
+        raise ModelError("E002", f"model file too large: {size:,} bytes, the limit is "
+                         f"{MAX_FILE_BYTES:,}", filename=filename)
+
+
 def parse(source: str, filename: str = "<model>") -> ast.Module:
-    """Parse model text; raise ModelError (E100/E101/E102) at the offending place."""
+    """Parse model text; raise ModelError (E002/E100/E101/E102/E103) at the offending place."""
+    check_size(source, filename)
     reset = _SOURCE.set(source)
     try:
         return _parse(source, filename)
@@ -467,6 +484,7 @@ def _parse(source: str, filename: str) -> ast.Module:
                 hint = f"did you mean `{close[0]}`?"
         raise ModelError("E100", _token_words(tok), _tok_span(tok), source, filename,
                          hint=hint) from None
+    tree = _rebalance(tree)
     _check_depth(tree, source, filename)
     try:
         return _ToAst().transform(tree)
@@ -476,10 +494,72 @@ def _parse(source: str, filename: str) -> ast.Module:
         raise exc.orig_exc from None  # a bug in the transformer, not the user's
 
 
-# Expressions nest at most this deep: the tree walks after parsing (here, in sympy and in
-# code generation) recurse, and about 140 nested calls or powers exhaust Python's stack.
+# Expressions nest at most this deep (E103): the tree walks after parsing (here, in sympy
+# and in code generation) recurse, and about 140 nested calls or powers exhaust Python's
+# stack. Long flat chains (`a + b - c + ...`, `a * b / c * ...`) do not count: _rebalance
+# regroups them into a tree of logarithmic depth first.
 MAX_DEPTH = 100
 _NESTING = {"add", "sub", "mul", "div", "pow", "neg", "call", "reduction"}
+# Chains of more terms than this are regrouped; shorter ones keep the parser's left-deep tree.
+_CHAIN_MIN = 16
+_CHAINS = {"add": ("add", "sub"), "sub": ("add", "sub"), "mul": ("mul", "div"),
+           "div": ("mul", "div")}
+_INVERSE = {"add": "sub", "sub": "add", "mul": "div", "div": "mul"}
+
+
+def _rebalance(tree: lark.Tree) -> lark.Tree:
+    """Regroup each long left-deep chain `t0 op1 t1 op2 t2 ...` (ops + and -, or * and /)
+    into a balanced tree with the same value, so that no later walk recurses once per term:
+    `a - b - c - d` becomes `(a - b) - (c + d)`. Iterative: the chain may be any length."""
+    root = lark.Tree("root", [tree])
+    stack = [root]
+    while stack:
+        node = stack.pop()
+        for k, child in enumerate(node.children):
+            if not isinstance(child, lark.Tree):
+                continue
+            if child.data in _CHAINS:
+                family = _CHAINS[child.data]
+                ops, terms, cur = [], [], child
+                while isinstance(cur, lark.Tree) and cur.data in family:
+                    ops.append(cur.data)
+                    terms.append(cur.children[1])
+                    cur = cur.children[0]
+                terms.append(cur)
+                terms.reverse()
+                ops.reverse()
+                if len(terms) > _CHAIN_MIN and not _derivative_hazard(terms, ops):
+                    node.children[k] = _balanced(terms, [None] + ops)
+                stack.extend(terms)  # (a chain left as it is is walked term by term too)
+            else:
+                stack.append(child)
+    return root.children[0]
+
+
+def _derivative_hazard(terms, ops) -> bool:
+    """Regrouping `x * dPhi / dh` could make `dPhi/dh` a derivative reference (or undo one):
+    leave a `*`/`/` chain with a bare name starting with `d` as it is."""
+    return "div" in ops and any(t.data == "name" and str(t.children[0]).startswith("d")
+                                for t in terms)
+
+
+def _balanced(terms: list, ops: list) -> lark.Tree:
+    """`terms[0] ops[1] terms[1] ...` (ops[0] is None: the first term is taken as is)."""
+    if len(terms) == 1:
+        return terms[0]
+    mid = len(terms) // 2
+    left = _balanced(terms[:mid], ops[:mid])
+    right_ops = ops[mid:]
+    op = right_ops[0]
+    if op in ("sub", "div"):  # a - b - c = a - (b + c);  a / b * c = a / (b / c)
+        right_ops = [_INVERSE[o] for o in right_ops]
+    right = _balanced(terms[mid:], [None] + right_ops[1:])
+    meta = lark.tree.Meta()
+    first, last = left.meta, right.meta
+    meta.empty = False
+    meta.line, meta.column, meta.start_pos = first.line, first.column, first.start_pos
+    meta.end_line, meta.end_column, meta.end_pos = last.end_line, last.end_column, last.end_pos
+    return lark.Tree(op, [left, right], meta)
 
 
 def _check_depth(tree: lark.Tree, source: str, filename: str) -> None:
@@ -492,7 +572,7 @@ def _check_depth(tree: lark.Tree, source: str, filename: str) -> None:
                 meta = node.meta
                 span = (Span(meta.line, meta.column, meta.line, meta.column + 1)
                         if not meta.empty else Span(1, 1, 1, 2))
-                raise ModelError("E100", f"expression nested too deeply (more than {MAX_DEPTH} "
+                raise ModelError("E103", f"expression nested too deeply (more than {MAX_DEPTH} "
                                  "levels of operators and calls)", span, source, filename,
                                  hint="split it into `let` definitions, or write a long sum "
                                  "as sum(i: ...)")

@@ -1,24 +1,42 @@
-"""Datasets: an .npz (x_train y_train x_test y_test), MNIST IDX files, or sklearn's digits."""
+"""Datasets: an .npz (x_train y_train x_test y_test), MNIST IDX files, or sklearn's digits.
+
+`validate` is the one gate every dataset passes through (the .npz reader, the IDX reader
+and `digits`): whatever is wrong with a file surfaces here as a `DataError` whose one-line
+message names the file, the array, what was found and what was expected.
+"""
 
 from __future__ import annotations
 
+import ast
 import gzip
+import hashlib
+import io
+import math
+import os
+import re
 import struct
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+KEYS = ("x_train", "y_train", "x_test", "y_test")
+_INT32_MAX = int(np.iinfo(np.int32).max)
+
 
 class DataError(ValueError):
     """A dataset that cannot be read or does not fit the model (one-line message)."""
+
+    def __init__(self, message: str):
+        super().__init__(str(message).replace("\r", " ").replace("\n", " "))
 
 
 @dataclass(frozen=True)
 class Dataset:
     name: str
     x_train: np.ndarray  # (N, features) float32
-    y_train: np.ndarray  # (N,) int labels
+    y_train: np.ndarray  # (N,) int32 labels
     x_test: np.ndarray
     y_test: np.ndarray
 
@@ -31,9 +49,193 @@ class Dataset:
         return int(max(self.y_train.max(), self.y_test.max()) + 1)
 
     def limit(self, n_train: int | None, n_test: int | None = None) -> "Dataset":
+        """The first `n_train` training and `n_test` test examples (None: all of them).
+
+        A limit above the number of examples keeps them all; one below 1 is a DataError.
+        """
+        def check(n, what, have):
+            if n is None:
+                return None
+            if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
+                raise DataError(f"{self.name}: the {what} limit must be a whole number, "
+                                f"got {n!r}")
+            if n < 1:
+                raise DataError(f"{self.name}: the {what} limit must be at least 1, got {n} "
+                                f"(leave it out to use all {have} {what} examples)")
+            return int(n)
+
+        n_train = check(n_train, "training", len(self.x_train))
+        n_test = check(n_test, "test", len(self.x_test))
         return Dataset(self.name, self.x_train[:n_train], self.y_train[:n_train],
                        self.x_test[:n_test], self.y_test[:n_test])
 
+    def fingerprint(self) -> str:
+        """sha256 hex digest of the four arrays' dtypes, shapes and bytes (not the name).
+
+        Equal for the same data however it was stored or named; different as soon as one
+        value, shape or dtype differs. A resumed run compares it to tell that its data changed.
+        """
+        h = hashlib.sha256(b"physlearn-dataset-v1\n")
+        for key in KEYS:
+            a = np.ascontiguousarray(getattr(self, key))
+            h.update(f"{key} {a.dtype.str} {a.shape}\n".encode())
+            h.update(memoryview(a.reshape(-1).view(np.uint8)))
+        return h.hexdigest()
+
+
+# --------------------------------------------------------------------------- validation
+
+def _fmt(values, limit: int = 6) -> str:
+    """A short one-line rendering of a few values."""
+    flat = np.asarray(values).reshape(-1)
+    items = [repr(v.item()) if hasattr(v, "item") else repr(v) for v in flat[:limit]]
+    return "[" + ", ".join(items) + (", ...]" if flat.size > limit else "]")
+
+
+def _check_dtype(where: str, dtype: np.dtype) -> None:
+    """Only real numbers (bool, ints, floats) are data."""
+    if dtype.hasobject:
+        raise DataError(f"{where} holds Python objects (dtype {dtype}); expected a numeric array "
+                        "(float, int, uint8 or bool)")
+    if dtype.kind not in "biuf":
+        what = {"c": "complex numbers", "U": "strings", "S": "bytes", "V": "raw/structured records",
+                "M": "dates", "m": "time deltas"}.get(dtype.kind, "non-numeric values")
+        raise DataError(f"{where} has dtype {dtype} ({what}); expected real numbers "
+                        "(float, int, uint8 or bool)")
+
+
+def _first_row(bad: np.ndarray) -> int:
+    """Index of the first example (row) with a True anywhere in `bad`."""
+    return int(np.flatnonzero(bad.reshape(len(bad), -1).any(axis=1))[0])
+
+
+def _inputs(where: str, key: str, x: np.ndarray) -> np.ndarray:
+    _check_dtype(where, x.dtype)
+    if x.ndim < 2:
+        raise DataError(f"{where} has shape {x.shape}; expected (examples, features...) with at "
+                        "least 2 dims (one row per example)")
+    if x.shape[0] == 0:
+        raise DataError(f"{where} has shape {x.shape}: 0 examples; expected at least 1")
+    features = math.prod(x.shape[1:])
+    if features == 0:
+        raise DataError(f"{where} has shape {x.shape}: 0 features per example; expected at "
+                        "least 1")
+    x = x.reshape(x.shape[0], features)
+    if x.dtype.kind == "f":
+        bad = ~np.isfinite(x)
+        if bad.any():
+            i = _first_row(bad)
+            j = int(np.flatnonzero(bad[i])[0])
+            raise DataError(f"{where}: example {i} has {x[i, j].item()!r} at feature {j}; "
+                            "expected finite numbers (no NaN or inf)")
+    if x.dtype == np.uint8:  # pixels 0..255, as in MNIST: scaled to [0, 1]
+        out = (x / 255.0).astype(np.float32)
+    else:
+        with np.errstate(over="ignore"):
+            out = x.astype(np.float32)
+        if x.dtype.kind == "f" and not np.isfinite(out).all():
+            i = _first_row(~np.isfinite(out))
+            j = int(np.flatnonzero(~np.isfinite(out[i]))[0])
+            raise DataError(f"{where}: example {i} has {x[i, j].item()!r} at feature {j}, beyond "
+                            "the float32 range; expected |values| < 3.4e38")
+    return np.ascontiguousarray(out)
+
+
+def _labels(where: str, key: str, y: np.ndarray) -> np.ndarray:
+    _check_dtype(where, y.dtype)
+    expected = ("expected class labels: (examples,) non-negative integers, a column "
+                "(examples, 1), or one-hot rows (examples, classes)")
+    if y.ndim not in (1, 2):
+        raise DataError(f"{where} has shape {y.shape}; {expected}")
+    if y.shape[0] == 0:
+        raise DataError(f"{where} has shape {y.shape}: 0 labels; expected at least 1")
+    if y.dtype.kind == "f":
+        bad = ~np.isfinite(y)
+        if bad.any():
+            i = _first_row(bad)
+            shown = _fmt(y[i]) if y.ndim == 2 else repr(y[i].item())
+            raise DataError(f"{where}: label {i} is {shown}; expected finite integer class labels")
+    if y.ndim == 2:
+        if y.shape[1] == 1:  # a column of labels
+            y = y[:, 0]
+        elif y.shape[1] == 0:
+            raise DataError(f"{where} has shape {y.shape}: 0 classes; {expected}")
+        else:
+            values_ok = (y == 0) | (y == 1)
+            rows_ok = values_ok.all(axis=1) & ((y == 1).sum(axis=1) == 1)
+            if not rows_ok.all():
+                i = int(np.flatnonzero(~rows_ok)[0])
+                raise DataError(f"{where} has shape {y.shape} but row {i} is {_fmt(y[i])}, not "
+                                "one-hot; expected exactly one 1 per row and 0 elsewhere (or 1-D "
+                                "integer labels)")
+            return np.ascontiguousarray(y.argmax(axis=1).astype(np.int32))
+    if y.dtype.kind == "f":
+        bad = y != np.floor(y)
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise DataError(f"{where}: label {i} is {y[i].item()!r}; expected integer class "
+                            f"labels (dtype {y.dtype} is fine only if all are whole numbers)")
+    if y.dtype.kind != "b":
+        bad = y < 0
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise DataError(f"{where}: label {i} is {y[i].item()!r}; expected class labels >= 0")
+        bad = y > _INT32_MAX
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise DataError(f"{where}: label {i} is {y[i].item()!r}; expected class labels that "
+                            f"fit int32 (<= {_INT32_MAX})")
+    return np.ascontiguousarray(y.astype(np.int32))
+
+
+def validate(arrays: dict[str, np.ndarray], source: str, *, name: str | None = None,
+             files: dict[str, str] | None = None) -> Dataset:
+    """Check and convert raw arrays into a Dataset, or raise a one-line DataError.
+
+    `arrays` maps x_train, y_train, x_test, y_test to arrays as stored; `source` names where
+    they came from (a file or folder); `files` optionally names each key's own file (IDX).
+    Inputs: at least 2 dims (examples, features...), flattened per example to float32; uint8
+    is scaled by 1/255, bool becomes 0/1, other ints and floats are taken as they are;
+    everything must be finite. Labels: 1-D non-negative whole numbers (ints, bools or
+    integral floats), a column (N, 1), or exactly one-hot rows (N, C); they become int32.
+    Every array needs at least one example, each x/y pair the same length, and train and
+    test the same number of features.
+    """
+    def where(key: str) -> str:
+        if files and key in files:
+            return f"{files[key]} ({key})"
+        return f"{source}: {key}"
+
+    missing = [k for k in KEYS if k not in arrays]
+    if missing:
+        raise DataError(f"{source}: missing {', '.join(missing)}; expected arrays x_train "
+                        f"y_train x_test y_test (found: {', '.join(sorted(arrays)) or 'none'})")
+    out = {}
+    for key in KEYS:
+        a = arrays[key]
+        if not isinstance(a, np.ndarray):
+            try:
+                a = np.asarray(a)
+            except Exception as exc:  # noqa: BLE001 - anything unconvertible is bad data
+                raise DataError(f"{where(key)} is not an array ({type(exc).__name__}); expected "
+                                "a numeric array") from None
+        out[key] = (_inputs if key.startswith("x") else _labels)(where(key), key, a)
+    for part in ("train", "test"):
+        x, y = out[f"x_{part}"], out[f"y_{part}"]
+        if len(x) != len(y):
+            raise DataError(f"{where(f'y_{part}')} has {len(y)} labels but {where(f'x_{part}')} "
+                            f"has {len(x)} examples; expected one label per example")
+    f_train, f_test = out["x_train"].shape[1], out["x_test"].shape[1]
+    if f_train != f_test:
+        raise DataError(f"{where('x_test')} has {f_test} features per example (shape "
+                        f"{np.shape(arrays['x_test'])}) but {where('x_train')} has {f_train} "
+                        f"(shape {np.shape(arrays['x_train'])}); expected the same number")
+    if name is None:
+        name = Path(source).stem or str(source)
+    return Dataset(name, out["x_train"], out["y_train"], out["x_test"], out["y_test"])
+
+
+# --------------------------------------------------------------------------- readers
 
 def digits() -> Dataset:
     """scikit-learn's 8x8 digits (1,797 images, shipped with the package: works offline)."""
@@ -43,73 +245,189 @@ def digits() -> Dataset:
     y = d.target.astype(np.int32)
     order = np.random.default_rng(0).permutation(len(x))
     x, y = x[order], y[order]
-    return Dataset("sklearn-digits", x[:1500], y[:1500], x[1500:], y[1500:])
+    return validate({"x_train": x[:1500], "y_train": y[:1500], "x_test": x[1500:],
+                     "y_test": y[1500:]}, "sklearn-digits", name="sklearn-digits")
+
+
+def _read_bytes(path: Path) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read the file ({exc.strerror or exc}); expected a "
+                        "readable data file") from None
+
+
+_NPY_MAGIC = b"\x93NUMPY"
+
+
+def _parse_npy(where: str, data: bytes) -> np.ndarray:
+    """One .npy member, without unpickling anything and checking its size against its header."""
+    if not data.startswith(_NPY_MAGIC) or len(data) < 10:
+        raise DataError(f"{where}: not a .npy array (bad magic bytes); the file is corrupt")
+    major = data[6]
+    if major == 1:
+        (hlen,), start, encoding = struct.unpack("<H", data[8:10]), 10, "latin1"
+    elif major in (2, 3) and len(data) >= 12:
+        (hlen,), start = struct.unpack("<I", data[8:12]), 12
+        encoding = "latin1" if major == 2 else "utf8"
+    else:
+        raise DataError(f"{where}: unknown .npy format version {major}; the file is corrupt or "
+                        "from a newer numpy")
+    if hlen > 100_000 or start + hlen > len(data):
+        raise DataError(f"{where}: .npy header runs past the end of the data; the file is "
+                        "corrupt")
+    try:
+        header = ast.literal_eval(data[start:start + hlen].decode(encoding))
+    except Exception:  # noqa: BLE001 - a garbled header can fail in many ways
+        raise DataError(f"{where}: unreadable .npy header; the file is corrupt") from None
+    if (not isinstance(header, dict) or set(header) != {"descr", "fortran_order", "shape"}
+            or not isinstance(header["shape"], tuple)
+            or not all(type(n) is int and n >= 0 for n in header["shape"])
+            or not isinstance(header["fortran_order"], bool)):
+        raise DataError(f"{where}: malformed .npy header {str(header)[:80]!r}; the file is "
+                        "corrupt")
+    try:
+        dtype = np.lib.format.descr_to_dtype(header["descr"])
+    except Exception:  # noqa: BLE001
+        raise DataError(f"{where}: unknown dtype {str(header['descr'])[:40]!r} in the .npy "
+                        "header; the file is corrupt") from None
+    _check_dtype(where, dtype)
+    shape = header["shape"]
+    count = math.prod(shape)
+    payload = memoryview(data)[start + hlen:]
+    if len(payload) != count * dtype.itemsize:
+        raise DataError(f"{where}: {len(payload)} bytes of data but the header says shape {shape} "
+                        f"of {dtype} ({count * dtype.itemsize} bytes); the file is corrupt or "
+                        "truncated")
+    if count == 0:
+        return np.empty(shape, dtype)
+    order = "F" if header["fortran_order"] else "C"
+    return np.frombuffer(payload, dtype=dtype, count=count).reshape(shape, order=order)
+
+
+def _read_npz(path: Path) -> Dataset:
+    raw = _read_bytes(path)
+    members: dict[str, bytes] = {}
+    member = None
+    try:
+        with zipfile.ZipFile(io.BytesIO(raw)) as zf:
+            for info in zf.infolist():  # every member, read to its end: checks its CRC
+                member = info.filename
+                data = zf.read(info)
+                key = member.removesuffix(".npy")
+                if key in KEYS:
+                    members[key] = data
+    except Exception as exc:  # noqa: BLE001 - BadZipFile, zlib.error, EOFError, ...
+        inside = f" in member {member}" if member else ""
+        raise DataError(f"{path}: corrupt or unreadable .npz{inside} ({type(exc).__name__}: "
+                        f"{str(exc)[:100]}); expected a zip of .npy arrays as np.savez writes"
+                        ) from None
+    missing = [k for k in KEYS if k not in members]
+    if missing:
+        raise DataError(f"{path}: missing arrays {', '.join(missing)}; expected x_train y_train "
+                        "x_test y_test")
+    arrays = {k: _parse_npy(f"{path}: {k}", members[k]) for k in KEYS}
+    return validate(arrays, str(path), name=path.stem)
+
+
+_IDX_TYPES = {0x08: np.dtype(np.uint8), 0x09: np.dtype(np.int8), 0x0B: np.dtype(">i2"),
+              0x0C: np.dtype(">i4"), 0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
+_IDX_FILES = {"x_train": "train-images", "y_train": "train-labels",
+              "x_test": "t10k-images", "y_test": "t10k-labels"}
 
 
 def _read_idx(path: Path) -> np.ndarray:
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        raw = f.read()
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0:
-        raise DataError(f"{path}: not an IDX file")
-    dtype = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4",
-             0x0E: ">f8"}.get(raw[2])
+    raw = _read_bytes(path)
+    if raw[:2] == b"\x1f\x8b":  # gzip, whatever the name says
+        try:
+            raw = gzip.decompress(raw)  # checks the CRC and length at the end
+        except Exception as exc:  # noqa: BLE001 - BadGzipFile, EOFError, zlib.error, ...
+            raise DataError(f"{path}: corrupt or truncated gzip file ({type(exc).__name__}: "
+                            f"{str(exc)[:100]}); expected a gzipped MNIST IDX file") from None
+    if len(raw) < 4:
+        raise DataError(f"{path}: {len(raw)} bytes, a truncated IDX header; expected at least 4 "
+                        "(magic 00 00, element type, number of dims)")
+    if raw[0] != 0 or raw[1] != 0:
+        raise DataError(f"{path}: magic bytes {raw[:2].hex(' ')}, not an IDX file; expected "
+                        "00 00 (MNIST IDX format)")
+    dtype = _IDX_TYPES.get(raw[2])
     if dtype is None:
-        raise DataError(f"{path}: unknown IDX element type {raw[2]:#x}")
+        raise DataError(f"{path}: unknown IDX element type {raw[2]:#04x}; expected one of "
+                        "0x08 0x09 0x0b 0x0c 0x0d 0x0e")
     ndim = raw[3]
-    shape = struct.unpack(f">{ndim}I", raw[4:4 + 4 * ndim])
-    data = np.frombuffer(raw, dtype=dtype, offset=4 + 4 * ndim)
-    if data.size != int(np.prod(shape)):
-        raise DataError(f"{path}: truncated IDX file ({data.size} of {int(np.prod(shape))} values)")
-    return data.reshape(shape)
+    if ndim == 0:
+        raise DataError(f"{path}: IDX header declares 0 dims; expected at least 1")
+    head = 4 + 4 * ndim
+    if len(raw) < head:
+        raise DataError(f"{path}: truncated IDX header ({len(raw)} bytes, {ndim} dims need "
+                        f"{head}); the file is corrupt")
+    shape = struct.unpack(f">{ndim}I", raw[4:head])
+    count = math.prod(shape)
+    size = len(raw) - head
+    if size != count * dtype.itemsize:
+        what = "truncated" if size < count * dtype.itemsize else "has trailing bytes"
+        raise DataError(f"{path}: IDX file {what}: {size} bytes of data, header says shape "
+                        f"{shape} of {dtype} ({count * dtype.itemsize} bytes)")
+    if count == 0:
+        return np.empty(shape, dtype)
+    return np.frombuffer(raw, dtype=dtype, offset=head, count=count).reshape(shape)
 
 
 def _idx_folder(folder: Path) -> Dataset:
-    def find(stem):
-        hits = sorted(p for p in folder.iterdir() if p.name.startswith(stem))
+    try:
+        entries = sorted(p for p in folder.iterdir() if p.is_file())
+    except OSError as exc:
+        raise DataError(f"{folder}: cannot list the folder ({exc.strerror or exc}); expected a "
+                        "readable folder of MNIST IDX files") from None
+    files = {}
+    for key, stem in _IDX_FILES.items():
+        hits = [p for p in entries if p.name.startswith(stem)]
         if not hits:
-            raise DataError(f"{folder}: no {stem}* file (expected MNIST IDX files "
-                            "train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-...)")
-        return _read_idx(hits[0])
+            found = ", ".join(p.name for p in entries[:5]) or "nothing"
+            raise DataError(f"{folder}: no {stem}* file (found {found}); expected MNIST IDX files "
+                            "train-images-idx3-ubyte, train-labels-idx1-ubyte, "
+                            "t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte (.gz or not) or an "
+                            ".npz")
+        files[key] = hits[0]
+    arrays = {key: _read_idx(p) for key, p in files.items()}
+    for part in ("train", "test"):
+        xs, ys = files[f"x_{part}"], files[f"y_{part}"]
+        nx = arrays[f"x_{part}"].shape[0]
+        ny = arrays[f"y_{part}"].shape[0]
+        if nx != ny:
+            raise DataError(f"{ys} has {ny} labels but {xs} has {nx} images; expected the same "
+                            "count")
+    return validate(arrays, str(folder), name=folder.name,
+                    files={k: str(p) for k, p in files.items()})
 
-    xs = [find(s) for s in ("train-images", "train-labels", "t10k-images", "t10k-labels")]
-    x_train, y_train, x_test, y_test = xs
-    scale = 255.0 if x_train.dtype == np.uint8 else 1.0
-    return Dataset(folder.name, (x_train.reshape(len(x_train), -1) / scale).astype(np.float32),
-                   y_train.astype(np.int32),
-                   (x_test.reshape(len(x_test), -1) / scale).astype(np.float32),
-                   y_test.astype(np.int32))
+
+_IDX_NAME = re.compile(r"idx\d", re.IGNORECASE)
 
 
-def load(path: str | None) -> Dataset:
+def load(path: str | os.PathLike | None) -> Dataset:
     """`None` -> sklearn digits; a .npz; or a folder (or file inside it) of MNIST IDX files."""
     if path is None:
         return digits()
     p = Path(path)
-    if not p.exists():
+    try:
+        exists, is_dir, is_file = p.exists(), p.is_dir(), p.is_file()
+    except OSError as exc:
+        raise DataError(f"cannot access data path {p} ({exc.strerror or exc})") from None
+    if not exists:
         raise DataError(f"no such data file: {p}")
-    if p.is_file() and p.suffix == ".npz":
-        try:
-            with np.load(p) as z:
-                missing = [k for k in ("x_train", "y_train", "x_test", "y_test") if k not in z]
-                if missing:
-                    raise DataError(f"{p}: missing arrays {', '.join(missing)} (need x_train "
-                                    "y_train x_test y_test)")
-                arrays = {k: z[k] for k in ("x_train", "y_train", "x_test", "y_test")}
-        except (OSError, ValueError) as exc:
-            if isinstance(exc, DataError):
-                raise
-            raise DataError(f"{p}: cannot read as .npz ({exc})") from None
-        x_train = arrays["x_train"].reshape(len(arrays["x_train"]), -1).astype(np.float32)
-        x_test = arrays["x_test"].reshape(len(arrays["x_test"]), -1).astype(np.float32)
-        for name in ("y_train", "y_test"):
-            y = arrays[name]
-            if y.ndim == 2:  # one-hot given
-                arrays[name] = y.argmax(1)
-        return Dataset(p.stem, x_train, arrays["y_train"].astype(np.int32), x_test,
-                       arrays["y_test"].astype(np.int32))
-    folder = p if p.is_dir() else p.parent
-    return _idx_folder(folder)
+    if is_dir:
+        return _idx_folder(p)
+    if not is_file:
+        raise DataError(f"{p}: not a regular file or folder; expected an .npz or a folder of MNIST "
+                        "IDX files")
+    if p.suffix.lower() == ".npz":
+        return _read_npz(p)
+    if _IDX_NAME.search(p.name.removesuffix(".gz")):
+        return _idx_folder(p.parent)
+    raise DataError(f"{p}: unknown data file type {p.suffix or '(no suffix)'!r}; expected an .npz "
+                    "(x_train y_train x_test y_test), MNIST IDX files (*-idx3-ubyte[.gz]) or a "
+                    "folder of them")
 
 
 def fit_model(dataset: Dataset, inputs: dict, targets: dict, dims: dict) -> tuple[str, str]:

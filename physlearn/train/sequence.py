@@ -10,19 +10,23 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from ..learning import trajectory as tr
+from ..memory import require_fits
 from ..learning.hssm import Stack
 from . import optim
 from .data import DataError
-from .trainer import TrainConfig, Trainer
+from .trainer import TrainConfig, Trainer, _first_bad, checked
 
 ALGORITHMS = ("rhel", "bptt")  # Lagrangian models add glep
 
 
 class SequenceTrainer(Trainer):
     def __init__(self, model, dataset, cfg: TrainConfig, log=print):
-        self.model, self.data, self.cfg, self.log = model, dataset, cfg, log
+        self.model, self.data, self.cfg, self.log = model, checked(dataset), cfg, log
+        dataset = self.data
+        cfg.validate()
         spec = model.spec
         timed = [n for n in spec.names("input") if spec.variables[n].time_varying]
         if len(timed) != 1 or len(spec.names("input")) != 1 or len(spec.names("target")) != 1:
@@ -37,6 +41,7 @@ class SequenceTrainer(Trainer):
         if dims.get(d_dim) is None:
             dims[d_dim] = 1
         self.gen = gen = model.compile(dims)
+        require_fits(gen, cfg.batch_size, 8 if cfg.x64 else 4, dataset.features)
         self.stack = Stack.from_model(model, gen) if gen.STACK else None
         self.step_inputs = self.stack.inputs if self.stack else gen.DIMS[d_dim]
         if dataset.features % self.step_inputs:
@@ -64,7 +69,7 @@ class SequenceTrainer(Trainer):
         model_rates = {} if cfg.lr is not None else {
             k[3:]: float(v) for k, v in learn.items() if k.startswith("lr_")}
         cfg.lr = float(learn.get("lr", 1e-3) if cfg.lr is None else cfg.lr)
-        cfg.holomorphic_n = cfg.holomorphic_n or 4
+        cfg.holomorphic_n = 4 if cfg.holomorphic_n is None else cfg.holomorphic_n
         cfg.lr_params = {**model_rates, **cfg.lr_params}
         self.eps = cfg.beta
         self.dt = float(cfg.relax.get("dt") or gen.RELAX.get("dt", 0.05))
@@ -139,6 +144,17 @@ class SequenceTrainer(Trainer):
         (params, opt_state), stats = jax.lax.scan(step, (params, opt_state), (xs, ys, keys))
         return params, opt_state, stats
 
+    def _gradient(self, params, states, data) -> dict:
+        """dL/dtheta by the run's algorithm, from `states` at rest."""
+        gen, alg = self.gen, self.cfg.algorithm
+        if alg == "rhel":
+            g, _ = tr.rhel(gen, params, states, data, self.dt, self.eps, with_inputs=False)
+        elif alg == "glep":
+            g, _ = tr.glep(gen, params, states, data, self.dt, self.eps, self.boundary)
+        else:
+            g, _ = tr.bptt(gen, params, states, data, self.dt)
+        return g
+
     def _train_chunk(self, params, consts, opt_state, x_all, y_all, idx, keys):
         if self.stack:
             return self._stack_chunk(params, consts, opt_state, x_all, y_all, idx, keys)
@@ -151,12 +167,7 @@ class SequenceTrainer(Trainer):
             data = self.batch_data(x, labels)
             full = {**consts, **trainable}
             states = gen.init_states(x.shape[0], x.dtype)
-            if self.cfg.algorithm == "rhel":
-                g, _ = tr.rhel(gen, full, states, data, self.dt, self.eps, with_inputs=False)
-            elif self.cfg.algorithm == "glep":
-                g, _ = tr.glep(gen, full, states, data, self.dt, self.eps, self.boundary)
-            else:
-                g, _ = tr.bptt(gen, full, states, data, self.dt)
+            g = self._gradient(full, states, data)
             new, opt_state = self.apply_gradient(g, trainable, consts, opt_state)
             final, last = self._final(full, data)
             pred = gen.prediction(full, final, last)
@@ -183,6 +194,35 @@ class SequenceTrainer(Trainer):
         return hits, jnp.mean(self.gen.cost(full, final, last)) * x.shape[0]
 
     def _diagnose(self, before, consts, x_all, y_all, idx, keys, bad, epoch, batch) -> str:
-        return (f"the {self.cfg.algorithm} gradient or the trajectory became NaN/inf (epoch "
-                f"{epoch}, batch {batch}); try a smaller learning rate (--lr) or leapfrog step "
-                "(--dt)")
+        """Name the phase (forward or echo), step and variable where NaN/inf appeared."""
+        where = f"epoch {epoch}, batch {batch}"
+        hint = "try a smaller learning rate (--lr) or leapfrog step (--dt)"
+        if self.stack:
+            return (f"the {self.cfg.algorithm} gradient or the trajectory of the stack became "
+                    f"NaN/inf ({where}); {hint}")
+        params, opt_state = before
+        if bad:
+            params, opt_state, _ = self._jit("train", self._train_chunk)(
+                params, consts, opt_state, x_all, y_all, idx[:bad], keys[:bad])
+        gen, full = self.gen, {**consts, **params}
+        data = self.batch_data(x_all[idx[bad]], y_all[idx[bad]])
+        static, seq = tr.split(gen, data)
+        step = tr.stepper(gen)
+
+        def body(s, u):
+            s, _ = step(full, s, {**static, **u}, self.dt)
+            return s, s
+        states = gen.init_states(data[self.y_name].shape[0], data[self.y_name].dtype)
+        _, traj = jax.lax.scan(body, states, seq)
+        found = _first_bad(traj)
+        if found:
+            return (f"the forward trajectory diverged at {self.integrator} step {found[0] + 1} "
+                    f"of {self.length}: `{found[1]}` became NaN/inf ({where}); {hint}")
+        g = self._gradient(full, states, data)
+        for k, v in g.items():
+            if not np.all(np.isfinite(np.asarray(v))):
+                phase = "the echo phases" if self.cfg.algorithm != "bptt" else "backpropagation"
+                return (f"the forward trajectory stayed finite but {phase} gave a NaN/inf "
+                        f"{self.cfg.algorithm} gradient for `{k}` ({where}); {hint}, or a "
+                        "smaller --epsilon")
+        return f"parameters became NaN/inf after the update ({where}); {hint}"

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import math
+import signal
+import threading
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -14,11 +17,19 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from .. import options
+from ..memory import require_fits
 from ..dynamics.relax import RelaxConfig, Relaxer
 from ..learning import Problem, make_algorithm
 from ..learning.core import summary
-from . import checkpoint, optim
-from .data import Dataset, fit_model
+from . import optim
+from .data import KEYS, Dataset, fit_model, validate
+from .rundir import RunDir, RunDirError, RunState, differences
+
+
+def checked(dataset: Dataset) -> Dataset:
+    """Data built in Python pass the same checks as data read from files."""
+    return validate({k: getattr(dataset, k) for k in KEYS}, dataset.name, name=dataset.name)
 
 
 class TrainingError(RuntimeError):
@@ -48,6 +59,48 @@ class TrainConfig:
     chunks: int = 4  # progress-bar ticks (jit calls) per epoch
     progress: bool | None = None  # None: only on a terminal
 
+    def validate(self) -> None:
+        """Refuse out-of-range settings by name, before any work (OptionError)."""
+        o = options
+        self.epochs = o.positive_int("epochs", self.epochs)
+        self.batch_size = o.positive_int("batch_size", self.batch_size)
+        self.seed = o.whole("seed", self.seed)
+        self.chunks = o.positive_int("chunks", self.chunks)
+        if self.lr is not None:
+            self.lr = o.positive("lr", self.lr)
+        self.lr_params = {k: o.positive(f"lr for {k}", v) for k, v in self.lr_params.items()}
+        self.momentum = o.unit_interval("momentum", self.momentum)
+        self.weight_decay = o.nonnegative("weight_decay", self.weight_decay)
+        if self.beta is not None:
+            self.beta = o.positive("beta", self.beta)
+        if self.holomorphic_n is not None:
+            self.holomorphic_n = o.at_least_two("holomorphic_n", self.holomorphic_n)
+            if self.holomorphic_n > MAX_NUDGES:
+                raise o.OptionError(f"holomorphic_n must be at most {MAX_NUDGES}, got "
+                                    f"{self.holomorphic_n}")
+        if self.optimizer is not None and self.optimizer not in optim.OPTIMIZERS:
+            raise o.OptionError(f"optimizer must be one of {', '.join(optim.OPTIMIZERS)}, got "
+                                f"{self.optimizer!r}")
+        self.relax = validate_relax(self.relax)
+        self.dims = {k: o.positive_int(f"dim {k}", v, o.MAX_DIM) for k, v in self.dims.items()}
+
+
+MAX_NUDGES = 256  # holomorphic EP unrolls one relaxation per nudge into the compiled step
+
+
+def validate_relax(relax: dict) -> dict:
+    """Relaxation overrides: steps are positive whole numbers, dt and tol positive."""
+    checks = {"dt": options.positive, "tol": options.positive,
+              "free_steps": options.positive_int, "nudged_steps": options.positive_int,
+              "max_steps": options.positive_int}
+    out = {}
+    for k, v in relax.items():
+        if v is None or k not in checks:
+            out[k] = v
+        else:
+            out[k] = checks[k](k, v)
+    return out
+
 
 def _functions(model) -> frozenset:
     """Names of the elementwise functions the model's physics uses (for holomorphic EP)."""
@@ -68,12 +121,14 @@ def _functions(model) -> frozenset:
 
 class Trainer:
     def __init__(self, model, dataset: Dataset, cfg: TrainConfig, log=print):
-        self.model, self.data, self.cfg, self.log = model, dataset, cfg, log
+        self.model, self.data, self.cfg, self.log = model, checked(dataset), cfg, log
+        cfg.validate()
         dims = dict(model.spec.dims)
         dims.update(cfg.dims)
         self.x_name, self.y_name = fit_model(dataset, self._shapes("input"),
                                              self._shapes("target"), dims)
         self.gen = gen = model.compile(dims)
+        require_fits(gen, cfg.batch_size, 8 if cfg.x64 else 4)
         self.n_classes = gen.DIMS[gen.TARGETS[self.y_name][0]]
         self._resolve_defaults(cfg, dict(gen.LEARN))
         self.beta = float(cfg.beta)
@@ -103,7 +158,8 @@ class Trainer:
         model_rates = {} if cfg.lr is not None else {
             k[3:]: float(v) for k, v in learn.items() if k.startswith("lr_")}
         cfg.lr = float(learn.get("lr", 0.05) if cfg.lr is None else cfg.lr)
-        cfg.holomorphic_n = int(cfg.holomorphic_n or learn.get("n_nudges", 4))
+        cfg.holomorphic_n = int(learn.get("n_nudges", 4) if cfg.holomorphic_n is None
+                                else cfg.holomorphic_n)
         cfg.lr_params = {**model_rates, **cfg.lr_params}
 
     def dynamics_summary(self, row: dict) -> str:
@@ -128,7 +184,7 @@ class Trainer:
                                                             dtype=x.dtype)}
 
     def _train_chunk(self, params, consts, opt_state, x_all, y_all, idx, keys):
-        problem, alg, gen = self.problem, self.algorithm, self.gen
+        problem, alg = self.problem, self.algorithm
         xs, ys = x_all[idx], y_all[idx]
 
         def step(carry, batch):
@@ -175,43 +231,82 @@ class Trainer:
 
     # ------------------------------------------------------------------- the run
     def meta(self) -> dict:
+        """What a run is started with; a resume must match it exactly."""
         from ..model import content_hash
         c = asdict(self.cfg)
         for k in ("epochs", "resume", "out", "progress", "chunks"):
             c.pop(k)
-        return {"model": self.model.name, "model_sha256": content_hash(self.model.spec.source),
-                "data": self.data.name, "n_train": len(self.data.x_train), "config": c}
+        meta = {"model": self.model.name, "model_sha256": content_hash(self.model.spec.source),
+                "data": self.data.name, "data_sha256": self.data.fingerprint(),
+                "n_train": len(self.data.x_train), "n_test": len(self.data.x_test),
+                "config": c}
+        return json.loads(json.dumps(meta))  # as it reads back from the checkpoint
 
-    def run(self) -> dict:
-        cfg, gen = self.cfg, self.gen
-        self.out.mkdir(parents=True, exist_ok=True)
-        ckpt = self.out / "checkpoint.npz"
-        metrics_path = self.out / "metrics.jsonl"
-        key = jax.random.PRNGKey(cfg.seed)
+    def _start(self, run: RunDir, key) -> tuple[RunState, dict, dict, object]:
+        """The committed state to go on from (a fresh one for a new run) and its arrays."""
+        cfg = self.cfg
         consts, params = self.initial_parameters(jax.random.fold_in(key, 0))
         opt_state = self.opt.init(params)
-        start = 0
-        if ckpt.exists() and not cfg.resume:
-            raise TrainingError(f"{self.out} already holds a run (checkpoint.npz); pass --resume "
-                                "to continue it or choose another --out")
-        if ckpt.exists():
-            start, saved, opt_state, meta = checkpoint.load(ckpt, opt_state)
-            if meta.get("model_sha256") != self.meta()["model_sha256"] or \
-                    meta.get("config") != json.loads(json.dumps(self.meta()["config"])):
-                raise TrainingError(f"{ckpt} was written with another model or settings; "
-                                    "resume with the same command, or start a new --out")
-            params = {k: jnp.asarray(saved[k], self.dtype) for k in params}
-            opt_state = jax.tree_util.tree_map(jnp.asarray, opt_state)
-            self.log(f"resuming {self.out} after epoch {start}")
-        history = _read_metrics(metrics_path, upto=start)
-        _write_lines(metrics_path, history)
+        meta = self.meta()
+        state = run.load()
+        if state is None:
+            run.require_empty()
+            leaves = [np.asarray(v) for v in jax.tree_util.tree_leaves(opt_state)]
+            return (RunState(0, meta, _numpy(consts), _numpy(params), leaves),
+                    consts, params, opt_state)
+        changed = differences(state.meta, meta)
+        if changed:
+            raise RunDirError(f"{self.out} holds a run started with another "
+                              + "; another ".join(changed)
+                              + ": resume with the same command and data, or start a new --out")
+        if state.epoch > cfg.epochs:
+            raise RunDirError(f"{self.out} already holds {state.epoch} epochs of this run, more "
+                              f"than --epochs {cfg.epochs}; pass --epochs {state.epoch} or more")
+        if state.epoch < cfg.epochs and not cfg.resume:
+            raise RunDirError(f"{self.out} holds this run up to epoch {state.epoch} of "
+                              f"{cfg.epochs}; pass --resume to continue it, or choose another "
+                              "--out")
+        treedef = jax.tree_util.tree_structure(opt_state)
+        like = jax.tree_util.tree_leaves(opt_state)
+        shapes_ok = (set(state.params) == set(params) and len(state.opt_leaves) == len(like)
+                     and all(np.shape(a) == np.shape(b) for a, b in zip(state.opt_leaves, like))
+                     and all(state.params[k].shape == params[k].shape for k in params))
+        if not shapes_ok:
+            raise RunDirError(f"{self.out}/checkpoint.npz does not fit this model's parameters "
+                              "or optimizer; start a new --out")
+        params = {k: jnp.asarray(state.params[k], self.dtype) for k in params}
+        consts = {k: jnp.asarray(state.consts[k], self.dtype) for k in consts}
+        opt_state = jax.tree_util.tree_unflatten(treedef, [jnp.asarray(v) for v in
+                                                           state.opt_leaves])
+        return state, consts, params, opt_state
+
+    def run(self) -> dict:
+        with RunDir(self.out) as run, _StopOnInterrupt() as stop:
+            return self._run(run, stop)
+
+    def _run(self, run: RunDir, stop: "_StopOnInterrupt") -> dict:
+        cfg = self.cfg
+        key = jax.random.PRNGKey(cfg.seed)
+        state, consts, params, opt_state = self._start(run, key)
+        plot = functools.partial(_plot, model=self.model.name, algorithm=cfg.algorithm)
+        if state.epoch:
+            run.publish(state, plot)  # repairs views a kill after the last commit left stale
+            if state.epoch == cfg.epochs:
+                self.log(f"{self.out} already holds this run, finished after epoch "
+                         f"{state.epoch}")
+                self._warn_if_chance(state.history[-1])
+                self.timings = state.timings
+                return state.history[-1]
+            self.log(f"resuming {self.out} after epoch {state.epoch}")
 
         x_train = jnp.asarray(self.data.x_train, self.dtype)
         y_train = jnp.asarray(self.data.y_train)
+        x_test = jnp.asarray(self.data.x_test, self.dtype)
+        y_test = jnp.asarray(self.data.y_test)
         n_batches = len(x_train) // cfg.batch_size
         if n_batches == 0:
-            raise TrainingError(f"batch size {cfg.batch_size} exceeds the {len(x_train)} "
-                                "training examples")
+            raise RunDirError(f"--batch-size {cfg.batch_size} exceeds the {len(x_train)} "
+                              "training examples; use a smaller batch")
         chunk = max(1, math.ceil(n_batches / max(1, cfg.chunks)))
         train_chunk = self._jit("train", self._train_chunk)
         evaluate = self._jit("eval", self._evaluate)
@@ -226,7 +321,7 @@ class Trainer:
             return idx, jax.random.split(jax.random.fold_in(ekey, 1), n_batches)
         plan = self._jit(("plan", n_total, batch), plan)
 
-        for epoch in range(start + 1, cfg.epochs + 1):
+        for epoch in range(state.epoch + 1, cfg.epochs + 1):
             stats_all = []
             bar = _progress(n_batches, f"epoch {epoch}/{cfg.epochs}", cfg.progress)
             t0 = time.perf_counter()
@@ -242,6 +337,8 @@ class Trainer:
                 pending.append((sl, before, stats))
             for sl, before, stats in pending:
                 stats = jax.device_get(stats)
+                stop.check(f"interrupted in epoch {epoch}; {self.out} holds the run up to "
+                           f"epoch {epoch - 1}: --resume continues it")
                 if not np.all(stats["finite"]):
                     bad = int(np.argmin(stats["finite"]))
                     raise TrainingError(self._diagnose(before, consts, x_train, y_train,
@@ -253,8 +350,7 @@ class Trainer:
             bar.close()
             stats = {k: np.concatenate([s[k] for s in stats_all]) for k in stats_all[0]}
             t1 = time.perf_counter()
-            test_hits, test_loss = evaluate(params, consts, jnp.asarray(self.data.x_test, self.dtype),
-                                            jnp.asarray(self.data.y_test))
+            test_hits, test_loss = evaluate(params, consts, x_test, y_test)
             eval_seconds = time.perf_counter() - t1
             n_seen = n_batches * cfg.batch_size
             row = {"epoch": epoch,
@@ -262,21 +358,58 @@ class Trainer:
                    "train_acc": float(np.sum(stats["hits"]) / n_seen),
                    "test_loss": float(test_loss) / len(self.data.x_test),
                    "test_acc": float(test_hits) / len(self.data.x_test),
-                   "epoch_seconds": round(epoch_seconds, 4),
-                   "eval_seconds": round(eval_seconds, 4),
                    "relax_steps": float(np.mean(stats["steps"])),
                    "relax_residual": float(np.mean(stats["residual"])),
                    "algorithm": cfg.algorithm}
-            checkpoint.save(ckpt, epoch, params, opt_state, self.meta())
-            checkpoint.atomic_savez(self.out / "params.npz",
-                                    **{k: np.asarray(v) for k, v in {**consts, **params}.items()})
-            history.append(row)
-            _write_lines(metrics_path, history)
-            _plot(self.out / "curves.png", history, self.model.name, cfg.algorithm)
+            if not np.isfinite(row["test_loss"]):
+                raise TrainingError(f"the test loss is NaN/inf after epoch {epoch} although "
+                                    "training stayed finite; the model's prediction or cost "
+                                    "overflows on the test data; " + _HINT)
+            state = RunState(epoch, state.meta, _numpy(consts), _numpy(params),
+                             [np.asarray(v) for v in jax.tree_util.tree_leaves(opt_state)],
+                             state.history + [row],
+                             state.timings + [{"epoch": epoch,
+                                               "epoch_seconds": round(epoch_seconds, 4),
+                                               "eval_seconds": round(eval_seconds, 4)}])
+            run.commit(state)
+            run.publish(state, plot)
             self.log(f"epoch {epoch}: train loss {row['train_loss']:.4f} acc {row['train_acc']:.4f}"
                      f" | test acc {row['test_acc']:.4f} | {epoch_seconds:.2f} s | "
                      + self.dynamics_summary(row))
-        return history[-1] if history else {}
+            if epoch < cfg.epochs:
+                stop.check(f"interrupted after epoch {epoch}, which is saved in {self.out}: "
+                           "--resume continues the run")
+        self._warn_if_chance(state.history[-1])
+        self.timings = state.timings
+        return state.history[-1]
+
+    def _warn_if_chance(self, row: dict) -> None:
+        """A run that ends at chance level has usually saturated or collapsed: say so."""
+        chance = 1.0 / max(self.n_classes, 1)
+        if self.n_classes > 1 and row["test_acc"] <= 1.5 * chance and \
+                row["train_acc"] <= 1.5 * chance:
+            self.log(f"warning: accuracy is at chance level after epoch {row['epoch']} (train "
+                     f"{row['train_acc']:.4f}, test {row['test_acc']:.4f}, chance {chance:.4f}): "
+                     "the run has not learned; the states may have saturated or the weights "
+                     "collapsed; try a smaller --lr, another --beta, or more epochs")
+
+    def _energy_falls(self, params, traj, data, bad_step: int) -> str:
+        """'E from a to b over k steps' when an energy model's free phase ran downhill to
+        NaN (the signature of an energy unbounded below); '' otherwise."""
+        if self.gen.KIND != "energy" or bad_step < 2:
+            return ""
+        per_step = jax.vmap(lambda s: jnp.mean(self.gen.physics(params, s, data)))(traj)
+        e = np.asarray(per_step, np.float64)[:bad_step]
+        finite = np.isfinite(e)
+        n = int(np.argmin(finite)) if not finite.all() else len(e)  # E overflows before s
+        to_minus_inf = n < len(e) and e[n] == -np.inf
+        e = e[:n]
+        if len(e) < 2 or not np.all(np.diff(e) <= 1e-7 * np.maximum(1.0, np.abs(e[1:]))):
+            return ""
+        if not to_minus_inf and e[-1] > -1e3 * max(1.0, abs(e[0])):
+            return ""
+        end = "-inf" if to_minus_inf else f"{e[-1]:.3g}"
+        return f"mean E from {e[0]:.3g} to {end} over {bad_step} steps"
 
     def _diagnose(self, before, consts, x_all, y_all, idx, keys, bad, epoch, batch) -> str:
         """Name the phase, step and variable where NaN/inf first appeared."""
@@ -288,13 +421,18 @@ class Trainer:
         data = self.batch_data(x_all[idx[bad]], y_all[idx[bad]])
         relaxer = self.problem.relaxer
         where = f"epoch {epoch}, batch {batch}"
-        hint = ("try a smaller learning rate (--lr), a smaller step (--dt) or beta (--beta), "
-                "or more relaxation steps")
+        hint = _HINT
         s0 = self.problem.init_states(data)
-        phases = [("free phase", s0, 0.0, self.relax_cfg.free_steps)]
         traj = relaxer.trajectory(full, s0, data, 0.0, self.relax_cfg.free_steps)
         found = _first_bad(traj)
         if found:
+            falling = self._energy_falls(full, traj, data, found[0])
+            if falling:
+                return (f"diverged in the free phase at step {found[0] + 1}: state "
+                        f"`{found[1]}` became NaN/inf while the energy fell without bound "
+                        f"({falling}; {where}): the energy looks unbounded below; add a "
+                        f"confining term (e.g. sum(i: {found[1]}[i]^2)/2) or bound the "
+                        "couplings, then try a smaller --lr")
             return f"diverged in the free phase at step {found[0] + 1}: state `{found[1]}` " \
                    f"became NaN/inf ({where}); {hint}"
         s_free = jax.tree_util.tree_map(lambda v: v[-1], traj)
@@ -305,7 +443,6 @@ class Trainer:
             if found:
                 return (f"diverged in the nudged phase (beta = {sign * self.beta:+g}) at step "
                         f"{found[0] + 1}: state `{found[1]}` became NaN/inf ({where}); {hint}")
-        del phases
         g, _ = self.algorithm.gradient(self.problem, full, data, None)
         for k, v in g.items():
             if not np.all(np.isfinite(np.asarray(v))):
@@ -327,26 +464,6 @@ def _lrs_text(lrs):
     return f"{vals[0]:g}" if len(vals) == 1 else ", ".join(f"{k} {v:g}" for k, v in lrs.items())
 
 
-def _read_metrics(path: Path, upto: int) -> list[dict]:
-    if not path.exists():
-        return []
-    rows = []
-    for line in path.read_text().splitlines():
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if row.get("epoch", 0) <= upto:
-            rows.append(row)
-    return rows
-
-
-def _write_lines(path: Path, rows: list[dict]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    tmp.replace(path)
-
-
 class _NoBar:
     def update(self, n):
         pass
@@ -366,13 +483,15 @@ def _progress(total, desc, enabled):
                 disable=None if enabled is None else False)
 
 
-def _plot(path: Path, history: list[dict], model: str, algorithm: str) -> None:
+def _plot(history: list[dict], model: str, algorithm: str) -> bytes | None:
+    """Loss and accuracy curves as PNG bytes (None without matplotlib)."""
     try:
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        return
+        return None
+    import io
     epochs = [r["epoch"] for r in history]
     fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.5))
     a.plot(epochs, [r["train_loss"] for r in history], "o-", label="train")
@@ -387,7 +506,49 @@ def _plot(path: Path, history: list[dict], model: str, algorithm: str) -> None:
     b.legend()
     fig.suptitle(f"{model}: {algorithm}")
     fig.tight_layout()
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=100)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, metadata={"Software": None})
     plt.close(fig)
-    tmp.replace(path)
+    return buf.getvalue()
+
+
+def _numpy(tree: dict) -> dict[str, np.ndarray]:
+    return {k: np.asarray(v) for k, v in tree.items()}
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C, acted on at a point where the run folder is consistent."""
+
+
+class _StopOnInterrupt:
+    """Ctrl-C sets a flag the loop checks between chunks and after each commit (a
+    KeyboardInterrupt raised inside a JAX callback could be swallowed); a second Ctrl-C
+    stops at once. Outside the main thread, Ctrl-C is left alone."""
+
+    def __init__(self):
+        self.requested = False
+        self._old = None
+
+    def __enter__(self) -> "_StopOnInterrupt":
+        if threading.current_thread() is threading.main_thread():
+            self._old = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._old is not None:
+            signal.signal(signal.SIGINT, self._old)
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        print("\nstopping at the next safe point (Ctrl-C again to stop at once)",
+              file=sys.stderr)
+
+    def check(self, message: str) -> None:
+        if self.requested:
+            raise Interrupted(message)
+
+
+_HINT = ("try a smaller learning rate (--lr), a smaller step (--dt) or beta (--beta), or more "
+         "relaxation steps")

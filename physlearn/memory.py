@@ -1,0 +1,38 @@
+"""Refuse, before allocating, a model too large for this machine's memory."""
+
+from __future__ import annotations
+
+import os
+
+from .options import OptionError
+
+
+def total_memory() -> int | None:
+    """Physical memory in bytes (None where the platform does not say)."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def require_fits(gen, batch: int, itemsize: int = 4, length: int = 1) -> None:
+    """Parameters, plus states and inputs for `batch` examples (x `length` time steps),
+    must fit in physical memory; else OptionError naming the largest array."""
+    sizes = {}
+    for role, per_example in ((gen.PARAMS, 1), (getattr(gen, "CONSTS", {}), 1),
+                              (gen.STATES, batch), (gen.INPUTS, batch * length)):
+        for name, dims in role.items():
+            n = per_example
+            for d in dims:
+                n *= int(gen.DIMS[d])
+            sizes[name] = n * itemsize
+    need = sum(sizes.values())
+    have = total_memory()
+    if have is not None and need > have:
+        big = max(sizes, key=sizes.get)
+        shape = " x ".join(f"{d} = {gen.DIMS[d]:,}" for d in
+                           {**gen.PARAMS, **getattr(gen, "CONSTS", {}), **gen.STATES,
+                            **gen.INPUTS}[big])
+        raise OptionError(f"the model needs at least {need / 2**30:,.1f} GiB for its arrays "
+                          f"(the largest, `{big}`, is {shape}), more than this machine's "
+                          f"{have / 2**30:,.1f} GiB; choose smaller dims")

@@ -1,0 +1,101 @@
+"""Numeric options, checked in one place for the command line and the Python API.
+
+Each checker takes the option's name and value and returns the value, or raises
+`OptionError` naming the option, the value and what was expected. `argparse_type` turns a
+checker into an argparse `type=` so the command line refuses bad values before any work.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import re
+from collections.abc import Callable
+from typing import Any
+
+MAX_DIM = 2**31 - 1  # array sizes are indexed with int32 on accelerators
+
+
+class OptionError(ValueError):
+    """A numeric option out of range: one line, exit status 2."""
+
+
+def _number(name: str, value: Any, kind: type) -> Any:
+    if isinstance(value, bool):
+        raise OptionError(f"{name} expects a number, got {value!r}")
+    if kind is int:
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if not isinstance(value, int):
+            text = str(value).strip()
+            if not re.fullmatch(r"[+-]?[0-9]+", text):
+                raise OptionError(f"{name} expects a whole number, got {value!r}")
+            value = int(text)
+        return value
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        raise OptionError(f"{name} expects a number, got {value!r}") from None
+    if not math.isfinite(value):
+        raise OptionError(f"{name} must be a finite number, got {value!r}")
+    return value
+
+
+def positive_int(name: str, value: Any, maximum: int | None = None) -> int:
+    v = _number(name, value, int)
+    if v < 1:
+        raise OptionError(f"{name} must be a positive whole number, got {v}")
+    if maximum is not None and v > maximum:
+        raise OptionError(f"{name} must be at most {maximum:,}, got {v:,}")
+    return v
+
+
+def whole(name: str, value: Any) -> int:
+    return _number(name, value, int)
+
+
+def positive(name: str, value: Any) -> float:
+    v = _number(name, value, float)
+    if not v > 0:
+        raise OptionError(f"{name} must be a positive number, got {v:g}")
+    return v
+
+
+def nonnegative(name: str, value: Any) -> float:
+    v = _number(name, value, float)
+    if v < 0:
+        raise OptionError(f"{name} must be zero or positive, got {v:g}")
+    return v
+
+
+def unit_interval(name: str, value: Any, *, closed_top: bool = False) -> float:
+    """A value in [0, 1) (or [0, 1] with closed_top), e.g. a momentum."""
+    v = _number(name, value, float)
+    if v < 0 or v > 1 or (v == 1 and not closed_top):
+        raise OptionError(f"{name} must be in [0, 1{']' if closed_top else ')'}, got {v:g}")
+    return v
+
+
+def cosine(name: str, value: Any) -> float:
+    v = _number(name, value, float)
+    if not -1 <= v <= 1:
+        raise OptionError(f"{name} is a cosine and must be in [-1, 1], got {v:g}")
+    return v
+
+
+def at_least_two(name: str, value: Any) -> int:
+    v = _number(name, value, int)
+    if v < 2:
+        raise OptionError(f"{name} must be at least 2, got {v}")
+    return v
+
+
+def argparse_type(check: Callable[..., Any], name: str, **kw) -> Callable[[str], Any]:
+    """An argparse `type=`: argparse then reports the error and exits with status 2."""
+    def parse(text: str) -> Any:
+        try:
+            return check(name, text, **kw)
+        except OptionError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+    parse.__name__ = name  # argparse names the type in some messages
+    return parse
