@@ -152,6 +152,17 @@ def _lagrangian_checks(gen, params, states, data) -> list[Comparison]:
     return out
 
 
+def bind_open_dims(model, dims: dict[str, int] | None = None) -> dict[str, int]:
+    """`dims`, plus small distinct sizes (3, 4, 5, ...) for open dims left unbound."""
+    bound = dict(dims or {})
+    size = 3
+    for k, v in model.spec.dims.items():
+        if v is None and k not in bound:
+            bound[k] = size
+            size += 1
+    return bound
+
+
 def check(model, dims: dict[str, int] | None = None, seed: int = 0, trials: int = 3,
           batch: int = 3) -> list[Comparison]:
     """Worst relative error per quantity over `trials` random points, in float64.
@@ -161,13 +172,7 @@ def check(model, dims: dict[str, int] | None = None, seed: int = 0, trials: int 
     from .model import Model, load
     if not isinstance(model, Model):
         model = load(model)
-    bound = dict(dims or {})
-    size = 3
-    for k, v in model.spec.dims.items():
-        if v is None and k not in bound:
-            bound[k] = size
-            size += 1
-    gen = model.compile(bound)
+    gen = model.compile(bind_open_dims(model, dims))
     worst: dict[str, float] = {}
     with jax.enable_x64(True):
         rng = np.random.default_rng(seed)

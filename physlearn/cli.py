@@ -73,10 +73,16 @@ def cmd_check(args) -> int:
     model = load(args.file)
     for w in model.derivation.warnings():
         print(f"{args.file}: warning: {w}", file=sys.stderr)
-    results = check(model, _dims(args.dim), seed=args.seed, trials=args.trials)
+    from .check import bind_open_dims
+    dims = _dims(args.dim)
+    results = check(model, dims, seed=args.seed, trials=args.trials)
     width = max(len(c.quantity) for c in results)
     print(f"{model.name}: generated derivatives vs jax.grad, float64, {args.trials} random "
           f"points, tolerance {args.tol:g}")
+    chosen = {k: v for k, v in bind_open_dims(model, dims).items() if k not in dims}
+    if chosen:
+        print("  open dims bound to " + ", ".join(f"{k} = {v}" for k, v in chosen.items())
+              + " (set others with --dim)")
     print(f"  {'quantity':<{width}}  worst rel. error")
     bad = 0
     for c in results:
@@ -182,7 +188,8 @@ def cmd_gradcheck(args) -> int:
               f"{r['rel_err']:.2e}  | {r['cosine_bptt']:.6f}      {r['rel_err_bptt']:.2e}")
     if gdu:
         names = [k for k in gdu[0] if k != "t"]
-        print("GDU: EP update after t nudged steps vs BPTT over the last t steps (cosine / rel err)")
+        print(f"GDU: EP update after t nudged steps vs BPTT over the last t steps, t = 1.."
+              f"{len(gdu)} (cosine / rel err)")
         print("  t  " + "  ".join(f"{n:>20}" for n in names))
         for row in gdu:
             print(f"  {row['t']:<2} " + "  ".join(f"{row[n][0]:>10.6f} / {row[n][1]:.1e}"

@@ -82,6 +82,44 @@ def test_non_local_rule_is_reported():
     assert not loc.local and "sums over" in loc.reason
 
 
+SPRINGS = """
+dim n = 3, d = 2
+input  anchor[n, d]
+target {target}
+state  r[n, d]
+param  k[n, n] symmetric
+energy E = sum(i, j: k[i,j] * sum(a: (r[i,a] - r[j,a])^2)) / 4
+         + sum(i, a: (r[i,a] - anchor[i,a])^2) / 2
+cost C = {cost}
+"""
+
+
+def test_sum_over_component_dim_stays_local():
+    """d indexes only later axes (r[n, d], anchor[n, d]): summing over it stays local,
+    until a target y[d] makes d the first axis of a unit variable (language.md 14.4)."""
+    scalar = derivation(SPRINGS.format(target="y", cost="(r[0,0] - y)^2 / 2"))
+    assert scalar.param_gradients["k"].locality.local
+    vector = derivation(SPRINGS.format(target="y[d]", cost="sum(a: (r[0,a] - y[a])^2) / 2"))
+    loc = vector.param_gradients["k"].locality
+    assert not loc.local and loc.reason == "sums over l"
+
+
+def test_dims_line_marks_open_and_periodic_dims():
+    text = """
+    dim n = 6 periodic, m periodic, c, d = 2
+    input u[d](t)
+    state q[n], p[n] conjugate to q, s[m], ps[m] conjugate to s
+    param w[c]
+    hamiltonian H = sum(i: p[i]^2 + (q[i] - q[i-1])^2) / 2
+                  + sum(i: ps[i]^2 + (s[i] - s[i-1])^2) / 2 - sum(i, a: q[i] * u[a])
+    cost final C = sum(i: q[i]^2) + sum(e: w[e]^2)
+    """
+    model = physlearn.loads(text)
+    want = "dims: n = 6 (periodic), m (open, periodic), c (open), d = 2"
+    assert model.report().splitlines()[1] == want
+    assert model.report(latex=True).splitlines()[1] == want
+
+
 def test_rules_do_not_depend_on_dim_sizes():
     small = physlearn.loads(HOPFIELD.format(n_in=3, n_h=5)).report()
     big = physlearn.loads(HOPFIELD.format(n_in=784, n_h=50000)).report()

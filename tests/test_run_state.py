@@ -79,23 +79,19 @@ def test_kill_at_every_write_point_then_resume_is_exact(reference):
         assert leftovers == [], f"{where}: stale temporary files {leftovers}"
 
 
-def test_stale_views_are_repaired_when_the_run_is_finished(reference, tmp_path):
+def test_stale_views_are_repaired_when_the_run_is_finished(tmp_path):
     """Reproduction 1: epoch-2 views restored over a finished 3-epoch run."""
-    root, model, _ = reference
+    model = tmp_path / "tiny.phl"
+    model.write_text(TINY)
     out = tmp_path / "run"
     three = [a if a != str(EPOCHS) else "3" for a in ARGS]
-    assert run_cli(model, out).returncode == 0
+    assert train(model, out) == 0
     stale = {f: (out / f).read_bytes() for f in ("params.npz", "metrics.jsonl")}
-    r = subprocess.run([sys.executable, "-m", "physlearn", "train", str(model), "--out",
-                        str(out), *three, "--resume"], capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr
+    assert cli.main(["train", str(model), "--out", str(out), *three, "--resume"]) == 0
     final = {f: (out / f).read_bytes() for f in stale}
     for f, b in stale.items():
         (out / f).write_bytes(b)
-    r = subprocess.run([sys.executable, "-m", "physlearn", "train", str(model), "--out",
-                        str(out), *three, "--resume"], capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr
-    assert "finished after epoch 3" in r.stdout
+    assert cli.main(["train", str(model), "--out", str(out), *three, "--resume"]) == 0
     assert {f: (out / f).read_bytes() for f in stale} == final
 
 

@@ -175,13 +175,20 @@ def _cost_when(d: Derivation) -> str:
     return " (every time step, averaged)" if d.trajectory else ""
 
 
+def _dim_text(name: str, value: int | None, periodic: bool) -> str:
+    """`n = 6`, `n (open)`, `n = 6 (periodic)` or `n (open, periodic)` for the dims line."""
+    marks = (["open"] if value is None else []) + (["periodic"] if periodic else [])
+    head = name if value is None else f"{name} = {value}"
+    return head + (f" ({', '.join(marks)})" if marks else "")
+
+
 def report(d: Derivation, as_latex: bool = False) -> str:
     """The `physlearn derive` report: dynamics, gradients, EP updates, locality."""
     show = latex_rule if as_latex else text_rule
     expr = latex if as_latex else text
     spec = d.spec
     out = [f"model {spec.name}" + (f": {spec.doc.splitlines()[0]}" if spec.doc else "")]
-    dims = ", ".join(f"{k} = {v}" if v is not None else f"{k} (open)" for k, v in spec.dims.items())
+    dims = ", ".join(_dim_text(k, v, k in spec.periodic) for k, v in spec.dims.items())
     out.append(f"dims: {dims}")
     for w in d.warnings():
         out.append(f"warning: {w}")
