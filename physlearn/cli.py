@@ -33,6 +33,8 @@ def cmd_derive(args) -> int:
 
 def cmd_compile(args) -> int:
     from .model import load
+    if args.output == "":
+        raise UsageError("-o needs a file name (or - for standard output)")
     if args.output not in (None, "-") and Path(args.output).is_dir():
         raise UsageError(f"-o {args.output} is a folder; give a file name, e.g. "
                          f"{Path(args.output) / 'model.py'}")
@@ -45,6 +47,9 @@ def cmd_compile(args) -> int:
         try:
             out.parent.mkdir(parents=True, exist_ok=True)
             _write_atomically(out, source)
+        except (FileExistsError, NotADirectoryError):
+            raise UsageError(f"cannot write {out}: a part of its path is a file, not a "
+                             "folder") from None
         except OSError as exc:
             raise UsageError(f"cannot write {out}: {exc.strerror or exc}") from None
         print(f"wrote {out} ({len(source.splitlines())} lines) from {args.file}",
@@ -97,6 +102,8 @@ def _lr_params(pairs) -> dict[str, float]:
     out = {}
     for p in pairs or []:
         name, _, value = p.partition("=")
+        if not name.strip():
+            raise UsageError(f"--lr-param expects NAME=RATE with a parameter name, got {p!r}")
         try:
             out[name.strip()] = float(value)
         except ValueError:
@@ -280,7 +287,7 @@ def _finite_or_none(x: float):
 
 
 T = argparse_type
-SEED = T(options.whole, "--seed")
+SEED = T(options.seed, "--seed")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -308,7 +315,8 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--dim", action="append", metavar="NAME=N",
                    help="bind a dim (open dims default to 3, 4, 5, ...)")
     k.add_argument("--seed", type=SEED, default=0)
-    k.add_argument("--trials", type=T(options.positive_int, "--trials"), default=3,
+    k.add_argument("--trials", type=T(options.positive_int, "--trials", maximum=10_000),
+                   default=3,
                    help="random points (default 3)")
     k.add_argument("--tol", type=T(options.positive, "--tol"), default=1e-8, help="max relative error (default 1e-8)")
     k.set_defaults(run=cmd_check)
@@ -343,10 +351,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--holomorphic-n", type=T(options.at_least_two, "--holomorphic-n"), help="nudges for ep-holomorphic (default 4)")
     t.add_argument("--relax", choices=["gradient_flow", "fixed_point", "asynchronous"])
     t.add_argument("--dt", type=T(options.positive, "--dt"))
-    t.add_argument("--free-steps", type=T(options.positive_int, "--free-steps"))
-    t.add_argument("--nudged-steps", type=T(options.positive_int, "--nudged-steps"))
+    t.add_argument("--free-steps", type=T(options.steps, "--free-steps"))
+    t.add_argument("--nudged-steps", type=T(options.steps, "--nudged-steps"))
     t.add_argument("--tol", type=T(options.positive, "--tol"), help="gradient flow: adaptive steps until |ds/dt| < tol")
-    t.add_argument("--max-steps", type=T(options.positive_int, "--max-steps"))
+    t.add_argument("--max-steps", type=T(options.steps, "--max-steps"))
     t.add_argument("--dim", action="append", metavar="NAME=N")
     t.add_argument("--x64", action="store_true", help="train in float64")
     t.add_argument("--train-limit", type=T(options.positive_int, "--train-limit"), help="use only the first N training examples")
@@ -368,9 +376,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--x64", action="store_true", help="float64 (recommended)")
     g.add_argument("--batch", type=T(options.positive_int, "--batch"), default=8)
     g.add_argument("--seed", type=SEED, default=0)
-    g.add_argument("--free-steps", type=T(options.positive_int, "--free-steps"), help="default: 5x the model's, at least 100")
+    g.add_argument("--free-steps", type=T(options.steps, "--free-steps"), help="default: 5x the model's, at least 100")
     g.add_argument("--dt", type=T(options.positive, "--dt"), help="gradient-flow step (default: the model's)")
-    g.add_argument("--nudged-steps", type=T(options.positive_int, "--nudged-steps"), help="default: as many as the free steps")
+    g.add_argument("--nudged-steps", type=T(options.steps, "--nudged-steps"), help="default: as many as the free steps")
     g.add_argument("--dim", action="append", metavar="NAME=N")
     g.add_argument("--min-cosine", type=T(options.cosine, "--min-cosine"), default=0.99, help="exit 1 below this (0.99)")
     g.add_argument("--max-rel-err", type=T(options.nonnegative, "--max-rel-err"),

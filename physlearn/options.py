@@ -54,6 +54,22 @@ def whole(name: str, value: Any) -> int:
     return _number(name, value, int)
 
 
+MAX_SEED = 2**32 - 1  # jax.random.PRNGKey keeps 32 bits: larger seeds would repeat others
+MAX_STEPS = 2**31 - 1  # step counters are int32 inside compiled loops
+
+
+def seed(name: str, value: Any) -> int:
+    v = _number(name, value, int)
+    if not 0 <= v <= MAX_SEED:
+        raise OptionError(f"{name} must be a whole number from 0 to {MAX_SEED:,}, got {v}")
+    return v
+
+
+def steps(name: str, value: Any) -> int:
+    """A number of relaxation steps."""
+    return positive_int(name, value, MAX_STEPS)
+
+
 def positive(name: str, value: Any) -> float:
     v = _number(name, value, float)
     if not v > 0:

@@ -218,10 +218,13 @@ def _valid(kind, value):
         x = float(value)
     except ValueError:
         return False
-    if kind in ("positive_int", "at_least_two", "seed"):
-        if not math.isfinite(x) or not str(value).strip().lstrip("+-").isdigit():
+    if kind in ("positive_int", "at_least_two", "seed", "steps", "trials"):
+        text = str(value).strip()
+        if not text.lstrip("+-").isdigit() or text.count("-") + text.count("+") > 1:
             return False
-        return {"positive_int": x >= 1, "at_least_two": x >= 2, "seed": True}[kind]
+        n = int(text)
+        return {"positive_int": n >= 1, "at_least_two": n >= 2, "seed": 0 <= n < 2**32,
+                "steps": 1 <= n < 2**31, "trials": 1 <= n <= 10_000}[kind]
     if not math.isfinite(x):
         return False
     return {"positive": x > 0, "nonnegative": x >= 0, "unit": 0 <= x < 1,
@@ -232,21 +235,23 @@ OPTIONS = {
     "train": {"--epochs": "positive_int", "--batch-size": "positive_int", "--seed": "seed",
               "--lr": "positive", "--momentum": "unit", "--weight-decay": "nonnegative",
               "--beta": "positive", "--holomorphic-n": "at_least_two", "--dt": "positive",
-              "--free-steps": "positive_int", "--nudged-steps": "positive_int",
-              "--tol": "positive", "--max-steps": "positive_int",
+              "--free-steps": "steps", "--nudged-steps": "steps",
+              "--tol": "positive", "--max-steps": "steps",
               "--train-limit": "positive_int", "--test-limit": "positive_int"},
     "gradcheck": {"--beta": "positive", "--batch": "positive_int", "--seed": "seed",
-                  "--free-steps": "positive_int", "--dt": "positive",
-                  "--nudged-steps": "positive_int", "--min-cosine": "cosine",
+                  "--free-steps": "steps", "--dt": "positive",
+                  "--nudged-steps": "steps", "--min-cosine": "cosine",
                   "--max-rel-err": "nonnegative", "--epsilon": "positive",
                   "--length": "positive_int"},
-    "check": {"--seed": "seed", "--trials": "positive_int", "--tol": "positive"},
+    "check": {"--seed": "seed", "--trials": "trials", "--tol": "positive"},
 }
 VALUES = st.one_of(
     st.integers(-10**13, 10**13).map(str),
     st.floats(allow_nan=True, allow_infinity=True).map(repr),
     st.sampled_from(["0", "-0", "1", "2", "0.5", "1.0", "1e-3", "-1e-3", "1e400", "nan",
-                     "inf", "-inf", "", " ", "abc", "3x", "0x10", "1_000", "+4"]),
+                     "inf", "-inf", "", " ", "abc", "3x", "0x10", "1_000", "+4", "-5",
+                     "2147483647", "2147483648", "4294967295", "4294967296", "10000",
+                     "10001", "99999999999999999999999"]),
 )
 
 
@@ -290,3 +295,75 @@ def test_train_end_to_end_never_internal_error_nor_silent(tiny, tmp_path_factory
     if code == 0:
         rows = (out / "metrics.jsonl").read_text().splitlines()
         assert len(rows) == 1 and math.isfinite(json.loads(rows[0])["test_loss"])
+
+
+# ------------------------------------------------------------------ second hostile pass
+def test_a_label_at_the_int32_limit_is_refused(tiny, tmp_path, capsys):
+    big = np.full(60, 2**31 - 1)
+    data = npz(tmp_path / "d.npz", y_train=big)
+    code, _, err = run(capsys, "train", tiny, "--data", data, "--out", tmp_path / "r")
+    assert code == 2 and "y_train" in err
+    data = npz(tmp_path / "f.npz", y_train=np.full(60, 2.0**31, np.float32))
+    code, _, err = run(capsys, "train", tiny, "--data", data, "--out", tmp_path / "r")
+    assert code == 2 and "-2147483648" not in err
+
+
+def test_a_planted_lock_link_is_never_written_through(tiny, tmp_path, capsys):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / ".lock").symlink_to(victim)
+    code, _, err = run(capsys, "train", tiny, "--out", out)
+    assert code == 2 and ".lock" in err
+    assert victim.read_text() == "precious"
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--relax", "gradient_flow"], "primitive"),
+    (["--tol", "1e-6"], "--tol"),
+    (["--max-steps", "50"], "--max-steps"),
+    (["--batch-size", "99999999999999999999"], "exceeds"),
+    (["--lr-param", "=1"], "parameter name"),
+])
+def test_settings_that_would_do_nothing_are_refused(tiny, tmp_path, capsys, args, needle):
+    code, _, err = run(capsys, "train", tiny, *args, "--out", tmp_path / "r",
+                       "--train-limit", "40")
+    assert code == 2 and needle in err
+
+
+def test_numbers_beyond_float64_in_a_model_are_positioned_errors(write_model, capsys):
+    path = write_model(TINY.replace("free_steps = 8", "free_steps = 8") +
+                       "learn EP(beta = 1e999)\n")
+    code, _, err = run(capsys, "derive", path)
+    assert code == 2 and "E100" in err and "1e999" in err
+
+
+def test_relax_line_steps_beyond_int32_are_refused(write_model, tmp_path, capsys):
+    path = write_model(TINY.replace("free_steps = 8", "free_steps = 5000000000"))
+    code, _, err = run(capsys, "train", path, "--out", tmp_path / "r")
+    assert code == 2 and "free_steps" in err
+
+
+def test_python_config_types_are_checked(tmp_path):
+    from physlearn.options import OptionError
+    from physlearn.train.trainer import TrainConfig
+    for bad in ({"relax": {"bogus": 1}}, {"x64": "yes"}, {"progress": "no"}, {"out": None},
+                {"out": ""}, {"seed": 2**40}, {"relax": {"free_steps": 2**40}}):
+        with pytest.raises(OptionError):
+            TrainConfig(**{"out": str(tmp_path / "r"), **bad}).validate()
+
+
+def test_out_and_compile_paths_name_the_problem(tiny, tmp_path, capsys):
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    code, _, err = run(capsys, "compile", tiny, "--dim", "n_in=4", "-o", afile / "x.py")
+    assert code == 2 and "is a file" in err
+    code, _, err = run(capsys, "compile", tiny, "-o", "")
+    assert code == 2 and "file name" in err
+    code, _, err = run(capsys, "train", tiny, "--out", "")
+    assert code == 2 and "folder name" in err
+    dangling = tmp_path / "dangling"
+    dangling.symlink_to(tmp_path / "nowhere")
+    code, _, err = run(capsys, "train", tiny, "--out", dangling)
+    assert code == 2 and "link to nothing" in err

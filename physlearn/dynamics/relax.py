@@ -48,11 +48,33 @@ class RelaxConfig:
         if not (self.dt > 0 and self.dt < float("inf")):
             raise OptionError(f"dt must be a positive number, got {self.dt:g}")
         for name in ("free_steps", "nudged_steps", "max_steps"):
-            if getattr(self, name) < 1:
-                raise OptionError(f"{name} must be a positive whole number, got "
-                                  f"{getattr(self, name)}")
+            if not 1 <= getattr(self, name) <= 2**31 - 1:
+                raise OptionError(f"{name} must be a whole number from 1 to 2,147,483,647, "
+                                  f"got {getattr(self, name)}")
         if self.tol is not None and not self.tol > 0:
             raise OptionError(f"tol must be a positive number, got {self.tol:g}")
+
+
+def check_overrides(gen, overrides: dict) -> None:
+    """Refuse command-line relaxation settings the model would silently ignore."""
+    method = overrides.get("method")
+    if gen.KIND == "primitive" and method == "gradient_flow":
+        raise ValueError("gradient_flow relaxes `energy` models; this `primitive` model "
+                         "relaxes by fixed_point or asynchronous")
+    if gen.KIND == "energy" and method in ("fixed_point", "asynchronous"):
+        raise ValueError(f"`{method}` relaxation needs a `primitive` model; energy models "
+                         "relax by gradient_flow")
+    effective = method or gen.RELAX.get("method", "gradient_flow")
+    if gen.KIND == "primitive" and effective == "gradient_flow":
+        effective = "fixed_point"
+    if overrides.get("tol") is not None and effective != "gradient_flow":
+        raise ValueError(f"--tol stops adaptive gradient flow; `{effective}` relaxation runs "
+                         "a set number of steps (--free-steps, --nudged-steps)")
+    if overrides.get("max_steps") is not None and (effective != "gradient_flow"
+                                                   or not (overrides.get("tol")
+                                                           or gen.RELAX.get("tol"))):
+        raise ValueError("--max-steps caps adaptive gradient flow (with --tol); this "
+                         "relaxation runs --free-steps / --nudged-steps")
 
 
 class RelaxInfo(NamedTuple):

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+import sys
+
 import contextvars
 import difflib
 import functools
@@ -75,6 +78,15 @@ class _TimeVarying:
     """The `(t)` after an input's shape."""
 
 
+def _finite(tok: Token) -> float:
+    """A numeric literal as a float; one too large for float64 is an error, not inf."""
+    value = float(tok)
+    if not math.isfinite(value):
+        raise ModelError("E100", f"number {str(tok)!r} is too large (beyond float64's "
+                         f"{sys.float_info.max:.3g})", _tok_span(tok))
+    return value
+
+
 def _span(meta) -> Span:
     return Span(meta.line, meta.column, meta.end_line, meta.end_column)
 
@@ -89,7 +101,7 @@ class _ToAst(Transformer):
 
     # ------------------------------------------------------------ expressions
     def number(self, meta, c):
-        return ast.Number(_tok_span(c[0]), float(c[0]), str(c[0]))
+        return ast.Number(_tok_span(c[0]), _finite(c[0]), str(c[0]))
 
     def name(self, meta, c):
         return ast.Name(_tok_span(c[0]), str(c[0]))
@@ -232,7 +244,7 @@ class _ToAst(Transformer):
         return _TimeVarying()
 
     def signed_number(self, meta, c):
-        return float(c[0])
+        return _finite(c[0])
 
     def init_number(self, meta, c):
         return ast.InitSpec(_span(meta), "number", (c[0],))

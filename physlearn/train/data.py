@@ -46,7 +46,7 @@ class Dataset:
 
     @property
     def classes(self) -> int:
-        return int(max(self.y_train.max(), self.y_test.max()) + 1)
+        return max(int(self.y_train.max()), int(self.y_test.max())) + 1  # Python ints: no wrap
 
     def limit(self, n_train: int | None, n_test: int | None = None) -> "Dataset":
         """The first `n_train` training and `n_test` test examples (None: all of them).
@@ -180,11 +180,13 @@ def _labels(where: str, key: str, y: np.ndarray) -> np.ndarray:
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
             raise DataError(f"{where}: label {i} is {y[i].item()!r}; expected class labels >= 0")
-        bad = y > _INT32_MAX
+        # compared in float64 / int64: float32(2**31 - 1) rounds up to 2**31 and would pass;
+        # the largest label leaves room for the class count (label + 1) in int32
+        bad = y.astype(np.float64) > _INT32_MAX - 1
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
-            raise DataError(f"{where}: label {i} is {y[i].item()!r}; expected class labels that "
-                            f"fit int32 (<= {_INT32_MAX})")
+            raise DataError(f"{where}: label {i} is {y[i].item()!r}; expected class labels "
+                            f"below {_INT32_MAX:,}")
     return np.ascontiguousarray(y.astype(np.int32))
 
 

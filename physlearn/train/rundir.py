@@ -104,11 +104,23 @@ class RunDir:
     # ------------------------------------------------------------ opening
     def __enter__(self) -> "RunDir":
         p = self.path
+        if str(p) in ("", "."):
+            raise RunDirError("--out needs a folder name for the run, e.g. --out runs/digits")
+        if p.is_symlink() and not p.exists():
+            raise RunDirError(f"--out {p} is a symbolic link to nothing; choose a folder")
         if p.exists() and not p.is_dir():
             raise RunDirError(f"--out {p} is a file, not a folder; choose a folder for the run")
+        lock = p / LOCK
+        if lock.is_symlink() or (lock.exists() and not lock.is_file()):
+            raise RunDirError(f"{lock} is not a lock file this trainer wrote (a link or a "
+                              "folder); refusing to use the folder: choose another --out")
         try:
             p.mkdir(parents=True, exist_ok=True)
-            fd = os.open(p / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+            # O_NOFOLLOW: a link planted in place of the lock is never written through
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
+        except (FileExistsError, NotADirectoryError):
+            raise RunDirError(f"cannot use {p} as the run folder: a part of the path is a "
+                              "file, not a folder") from None
         except OSError as exc:
             raise RunDirError(f"cannot use {p} as the run folder: {exc.strerror or exc}") \
                 from None
@@ -147,7 +159,8 @@ class RunDir:
 
     def require_empty(self) -> None:
         """A new run writes only into a folder that holds nothing but our lock."""
-        others = sorted(f.name for f in self.path.iterdir() if f.name != LOCK)
+        others = sorted(f.name for f in self.path.iterdir()
+                        if f.name != LOCK or f.is_symlink() or not f.is_file())
         if others:
             shown = ", ".join(others[:4]) + (", ..." if len(others) > 4 else "")
             raise RunDirError(f"{self.path} is not empty ({shown}) and holds no physlearn "

@@ -17,7 +17,7 @@ from ..memory import require_fits
 from ..learning.hssm import Stack
 from . import optim
 from .data import DataError
-from .trainer import TrainConfig, Trainer, _first_bad, checked
+from .trainer import TrainConfig, Trainer, _first_bad, _require_batches, checked
 
 ALGORITHMS = ("rhel", "bptt")  # Lagrangian models add glep
 
@@ -27,6 +27,7 @@ class SequenceTrainer(Trainer):
         self.model, self.data, self.cfg, self.log = model, checked(dataset), cfg, log
         dataset = self.data
         cfg.validate()
+        _require_batches(dataset, cfg.batch_size)
         spec = model.spec
         timed = [n for n in spec.names("input") if spec.variables[n].time_varying]
         if len(timed) != 1 or len(spec.names("input")) != 1 or len(spec.names("target")) != 1:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import math
+import os
 import signal
 import threading
 import sys
@@ -19,12 +20,18 @@ import optax
 
 from .. import options
 from ..memory import require_fits
-from ..dynamics.relax import RelaxConfig, Relaxer
+from ..dynamics.relax import METHODS, RelaxConfig, Relaxer, check_overrides
 from ..learning import Problem, make_algorithm
 from ..learning.core import summary
 from . import optim
 from .data import KEYS, Dataset, fit_model, validate
 from .rundir import RunDir, RunDirError, RunState, differences
+
+
+def _require_batches(data: Dataset, batch_size: int) -> None:
+    if batch_size > len(data.x_train):
+        raise options.OptionError(f"batch_size {batch_size:,} exceeds the {len(data.x_train):,} "
+                                  "training examples; use a smaller batch")
 
 
 def checked(dataset: Dataset) -> Dataset:
@@ -64,7 +71,14 @@ class TrainConfig:
         o = options
         self.epochs = o.positive_int("epochs", self.epochs)
         self.batch_size = o.positive_int("batch_size", self.batch_size)
-        self.seed = o.whole("seed", self.seed)
+        self.seed = o.seed("seed", self.seed)
+        for flag in ("x64", "resume"):
+            if not isinstance(getattr(self, flag), bool):
+                raise o.OptionError(f"{flag} must be True or False, got {getattr(self, flag)!r}")
+        if self.progress not in (None, True, False):
+            raise o.OptionError(f"progress must be True, False or None, got {self.progress!r}")
+        if not isinstance(self.out, (str, os.PathLike)) or not str(self.out):
+            raise o.OptionError(f"out must be a folder name, got {self.out!r}")
         self.chunks = o.positive_int("chunks", self.chunks)
         if self.lr is not None:
             self.lr = o.positive("lr", self.lr)
@@ -91,14 +105,20 @@ MAX_NUDGES = 256  # holomorphic EP unrolls one relaxation per nudge into the com
 def validate_relax(relax: dict) -> dict:
     """Relaxation overrides: steps are positive whole numbers, dt and tol positive."""
     checks = {"dt": options.positive, "tol": options.positive,
-              "free_steps": options.positive_int, "nudged_steps": options.positive_int,
-              "max_steps": options.positive_int}
+              "free_steps": options.steps, "nudged_steps": options.steps,
+              "max_steps": options.steps}
     out = {}
     for k, v in relax.items():
-        if v is None or k not in checks:
+        if k == "method":
+            if v is not None and v not in METHODS:
+                raise options.OptionError(f"relax method must be one of {', '.join(METHODS)}, "
+                                          f"got {v!r}")
             out[k] = v
+        elif k not in checks:
+            raise options.OptionError(f"unknown relaxation setting {k!r}; known: method, "
+                                      + ", ".join(checks))
         else:
-            out[k] = checks[k](k, v)
+            out[k] = None if v is None else checks[k](k, v)
     return out
 
 
@@ -123,6 +143,7 @@ class Trainer:
     def __init__(self, model, dataset: Dataset, cfg: TrainConfig, log=print):
         self.model, self.data, self.cfg, self.log = model, checked(dataset), cfg, log
         cfg.validate()
+        _require_batches(self.data, cfg.batch_size)
         dims = dict(model.spec.dims)
         dims.update(cfg.dims)
         self.x_name, self.y_name = fit_model(dataset, self._shapes("input"),
@@ -132,6 +153,7 @@ class Trainer:
         self.n_classes = gen.DIMS[gen.TARGETS[self.y_name][0]]
         self._resolve_defaults(cfg, dict(gen.LEARN))
         self.beta = float(cfg.beta)
+        check_overrides(gen, cfg.relax)
         self.relax_cfg = RelaxConfig.for_module(gen, **cfg.relax)
         relaxer = Relaxer(gen, self.relax_cfg)
         self.problem = Problem(gen, relaxer, _functions(model))
@@ -263,9 +285,9 @@ class Trainer:
             raise RunDirError(f"{self.out} already holds {state.epoch} epochs of this run, more "
                               f"than --epochs {cfg.epochs}; pass --epochs {state.epoch} or more")
         if state.epoch < cfg.epochs and not cfg.resume:
-            raise RunDirError(f"{self.out} holds this run up to epoch {state.epoch} of "
-                              f"{cfg.epochs}; pass --resume to continue it, or choose another "
-                              "--out")
+            raise RunDirError(f"{self.out} holds this run up to epoch {state.epoch}; pass "
+                              f"--resume to continue it to epoch {cfg.epochs}, or choose "
+                              "another --out")
         treedef = jax.tree_util.tree_structure(opt_state)
         like = jax.tree_util.tree_leaves(opt_state)
         shapes_ok = (set(state.params) == set(params) and len(state.opt_leaves) == len(like)
