@@ -186,7 +186,7 @@ def _labels(where: str, key: str, y: np.ndarray) -> np.ndarray:
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
             raise DataError(f"{where}: label {i} is {y[i].item()!r}; expected class labels "
-                            f"below {_INT32_MAX:,}")
+                            f"below {_INT32_MAX:,} (they are stored as int32)")
     return np.ascontiguousarray(y.astype(np.int32))
 
 

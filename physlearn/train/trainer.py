@@ -143,11 +143,11 @@ class Trainer:
     def __init__(self, model, dataset: Dataset, cfg: TrainConfig, log=print):
         self.model, self.data, self.cfg, self.log = model, checked(dataset), cfg, log
         cfg.validate()
-        _require_batches(self.data, cfg.batch_size)
         dims = dict(model.spec.dims)
         dims.update(cfg.dims)
         self.x_name, self.y_name = fit_model(dataset, self._shapes("input"),
                                              self._shapes("target"), dims)
+        _require_batches(self.data, cfg.batch_size)
         self.gen = gen = model.compile(dims)
         require_fits(gen, cfg.batch_size, 8 if cfg.x64 else 4)
         self.n_classes = gen.DIMS[gen.TARGETS[self.y_name][0]]
