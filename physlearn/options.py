@@ -59,10 +59,8 @@ MAX_STEPS = 2**31 - 1  # step counters are int32 inside compiled loops
 
 
 def seed(name: str, value: Any) -> int:
-    v = _number(name, value, int)
-    if not 0 <= v <= MAX_SEED:
-        raise OptionError(f"{name} must be a whole number from 0 to {MAX_SEED:,}, got {v}")
-    return v
+    return _ranged(name, value, int, lambda v: 0 <= v <= MAX_SEED,
+                   f"must be a whole number from 0 to {MAX_SEED:,}")
 
 
 def steps(name: str, value: Any) -> int:
@@ -70,40 +68,36 @@ def steps(name: str, value: Any) -> int:
     return positive_int(name, value, MAX_STEPS)
 
 
-def positive(name: str, value: Any) -> float:
-    v = _number(name, value, float)
-    if not v > 0:
-        raise OptionError(f"{name} must be a positive number, got {v:g}")
+def _ranged(name: str, value: Any, kind: type, ok: Callable[[Any], bool], expected: str):
+    """`value` as `kind` if `ok(value)`, else an OptionError saying what was expected."""
+    v = _number(name, value, kind)
+    if not ok(v):
+        shown = f"{v:g}" if kind is float else str(v)
+        raise OptionError(f"{name} {expected}, got {shown}")
     return v
+
+
+def positive(name: str, value: Any) -> float:
+    return _ranged(name, value, float, lambda v: v > 0, "must be a positive number")
 
 
 def nonnegative(name: str, value: Any) -> float:
-    v = _number(name, value, float)
-    if v < 0:
-        raise OptionError(f"{name} must be zero or positive, got {v:g}")
-    return v
+    return _ranged(name, value, float, lambda v: v >= 0, "must be zero or positive")
 
 
 def unit_interval(name: str, value: Any, *, closed_top: bool = False) -> float:
     """A value in [0, 1) (or [0, 1] with closed_top), e.g. a momentum."""
-    v = _number(name, value, float)
-    if v < 0 or v > 1 or (v == 1 and not closed_top):
-        raise OptionError(f"{name} must be in [0, 1{']' if closed_top else ')'}, got {v:g}")
-    return v
+    return _ranged(name, value, float, lambda v: 0 <= v < 1 or (closed_top and v == 1),
+                   f"must be in [0, 1{']' if closed_top else ')'}")
 
 
 def cosine(name: str, value: Any) -> float:
-    v = _number(name, value, float)
-    if not -1 <= v <= 1:
-        raise OptionError(f"{name} is a cosine and must be in [-1, 1], got {v:g}")
-    return v
+    return _ranged(name, value, float, lambda v: -1 <= v <= 1,
+                   "is a cosine and must be in [-1, 1]")
 
 
 def at_least_two(name: str, value: Any) -> int:
-    v = _number(name, value, int)
-    if v < 2:
-        raise OptionError(f"{name} must be at least 2, got {v}")
-    return v
+    return _ranged(name, value, int, lambda v: v >= 2, "must be at least 2")
 
 
 def argparse_type(check: Callable[..., Any], name: str, **kw) -> Callable[[str], Any]:

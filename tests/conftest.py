@@ -5,22 +5,28 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+MODELS = sorted((ROOT / "models").glob("*.phl"))
 
-# a small discrete-time Hopfield network (n_in bound by the data): quick to train
-TINY = """
-model tiny
-dim n_in, n_h = 12, n_out = 10
+
+def primitive_mlp(name: str, dims: str, unit: str, free: int, nudged: int) -> str:
+    """A two-layer discrete-time Hopfield network as model text (Phi bilinear, one unit)."""
+    return f"""
+model {name}
+dim {dims}
 input x[n_in]
 target y[n_out]
 state h[n_h], o[n_out]
 param W1[n_h, n_in], b1[n_h], W2[n_out, n_h], b2[n_out]
 primitive Phi = sum(i, j: h[i] * W1[i,j] * x[j]) + sum(i: h[i] * b1[i])
               + sum(k, i: o[k] * W2[k,i] * h[i]) + sum(k: o[k] * b2[k])
-update h = hardsigmoid(dPhi/dh), o = hardsigmoid(dPhi/do)
+update h = {unit}(dPhi/dh), o = {unit}(dPhi/do)
 cost C = squared_error(o, y)
-relax fixed_point(free_steps = 8, nudged_steps = 3)
+relax fixed_point(free_steps = {free}, nudged_steps = {nudged})
 """
-MODELS = sorted((ROOT / "models").glob("*.phl"))
+
+
+# small (n_in bound by the data) and quick to train
+TINY = primitive_mlp("tiny", "n_in, n_h = 12, n_out = 10", "hardsigmoid", 8, 3)
 
 
 @pytest.fixture

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import physlearn
+from conftest import primitive_mlp
 from physlearn import gradcheck
 from physlearn.dynamics import RelaxConfig, Relaxer
 from physlearn.learning import (Problem, Unsupported, implicit_gradient, make_algorithm)
@@ -26,19 +27,8 @@ cost C = squared_error(o, y)
 relax gradient_flow(dt = 0.2, free_steps = 300, nudged_steps = 300)
 """
 
-PRIMITIVE = """
-model small_primitive
-dim n_in = 5, n_h = 7, n_out = 3
-input x[n_in]
-target y[n_out]
-state h[n_h], o[n_out]
-param W1[n_h, n_in], b1[n_h], W2[n_out, n_h], b2[n_out]
-primitive Phi = sum(i, j: h[i] * W1[i,j] * x[j]) + sum(i: h[i] * b1[i])
-              + sum(k, i: o[k] * W2[k,i] * h[i]) + sum(k: o[k] * b2[k])
-update h = sigmoid(dPhi/dh), o = sigmoid(dPhi/do)
-cost C = squared_error(o, y)
-relax fixed_point(free_steps = 150, nudged_steps = 150)
-"""
+PRIMITIVE = primitive_mlp("small_primitive", "n_in = 5, n_h = 7, n_out = 3", "sigmoid",
+                          150, 150)
 
 READOUT = """
 model small_readout

@@ -333,8 +333,7 @@ def test_settings_that_would_do_nothing_are_refused(tiny, tmp_path, capsys, args
 
 
 def test_numbers_beyond_float64_in_a_model_are_positioned_errors(write_model, capsys):
-    path = write_model(TINY.replace("free_steps = 8", "free_steps = 8") +
-                       "learn EP(beta = 1e999)\n")
+    path = write_model(TINY + "learn EP(beta = 1e999)\n")
     code, _, err = run(capsys, "derive", path)
     assert code == 2 and "E100" in err and "1e999" in err
 
