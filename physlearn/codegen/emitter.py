@@ -13,7 +13,10 @@ from dataclasses import dataclass
 import sympy as sp
 
 from ..symbolic import functions as F
-from ..symbolic.calculus import Inside
+from ..symbolic.calculus import BINDERS, Inside
+from ..symbolic.windows import Chosen as ChosenExpr
+from ..symbolic.windows import Extremum
+from . import ir
 from .names import pyname
 
 BATCH = sp.Symbol("_batch")
@@ -158,15 +161,45 @@ class Emitter:
 
     def einsum(self, operands: list[Arr], out_axes: tuple) -> Arr:
         letters = self._letters([o.axes for o in operands] + [out_axes])
-        spec = ",".join("".join(letters[a] for a in o.axes) for o in operands)
-        out = "".join(letters[a] for a in out_axes)
         if len(operands) == 1 and not out_axes:
             return Arr(f"jnp.sum({operands[0].code})", ())
-        args = ", ".join(o.code for o in operands)
-        return Arr(f"jnp.einsum('{spec}->{out}', {args})", out_axes)
+        return self.op(ir.Einsum(tuple(o.code for o in operands),
+                                 tuple("".join(letters[a] for a in o.axes) for o in operands),
+                                 "".join(letters[a] for a in out_axes)), out_axes)
+
+    def op(self, op: ir.Op, axes: tuple) -> Arr:
+        """Print one array operation (and note the runtime helper it needs)."""
+        if op.helper is not None:
+            self.helpers.add(op.helper)
+        return Arr(self.printer.doprint(op), tuple(axes))
+
+    printer = ir.JaxPrinter()
+
+    def dim_of(self, index: sp.Symbol) -> str:
+        """The dim an index symbol runs over (its enclosing sum's, or the rule's)."""
+        return self.index_dim[index]
+
+    def scoped(self, limits, make):
+        """Run `make` with the dims of a sum's indices known (names are reused across sums)."""
+        saved = {v: self.index_dim.get(v) for v, *_ in limits}
+        for v, lo, hi in limits:
+            self.index_dim[v] = str(hi - lo + 1)
+        try:
+            return make()
+        finally:
+            for v, d in saved.items():
+                if d is None:
+                    self.index_dim.pop(v, None)
+                else:
+                    self.index_dim[v] = d
 
     # ------------------------------------------------------------------ emission
     def emit(self, expr: sp.Expr) -> Arr:
+        if isinstance(expr, BINDERS):
+            return self.scoped(expr.limits, lambda: self._dispatch(expr))
+        return self._dispatch(expr)
+
+    def _dispatch(self, expr: sp.Expr) -> Arr:
         for kind, method in self._DISPATCH:
             if isinstance(expr, kind):
                 return method(self, expr)
@@ -190,14 +223,29 @@ class Emitter:
         axes = ([BATCH] if base in self.batched else [])
         lead = ":, " if axes else ""
         symbols = []
-        for pos, i in enumerate(e.indices):  # q[i - 1]: read a shifted copy of q
+        for pos, i in enumerate(e.indices):
+            at = len(axes) + len(symbols)  # where this slot's axis sits now
+            dim = self.shapes[base][pos] if base in self.shapes else None
             if isinstance(i, sp.Symbol) or i.is_Integer:
                 symbols.append(i)
                 continue
-            k = next(s for s in i.free_symbols if s.is_integer)
-            dim = self.shapes[base][pos] if base in self.shapes else self.index_dim[k]
-            code = self._shift(code, base, int(i - k), len(axes) + pos, dim)
-            symbols.append(k)
+            if isinstance(i, sp.Indexed):  # r[cell[c, m]]: gather through an index array
+                index = self.emit(i)
+                code = self.op(ir.Gather(code, at, index.code), ()).code
+                symbols.extend(index.axes)
+                continue
+            syms = sorted((s for s in i.free_symbols if s.is_integer), key=sp.default_sort_key)
+            coefs = [int(i.coeff(s)) for s in syms]
+            offset = int(i.xreplace({s: 0 for s in syms}))
+            if len(syms) == 1 and coefs == [1]:  # q[i - 1]: read a shifted copy of q
+                k = syms[0]
+                code = self._shift(code, base, offset, at, dim or self.dim_of(k))
+                symbols.append(k)
+                continue
+            code = self.op(ir.WindowRead(code, at, tuple(coefs),
+                                         tuple(self.dim_of(s) for s in syms), offset,
+                                         self._fill(base, dim)), ()).code
+            symbols.extend(syms)
         if any(not isinstance(i, sp.Symbol) for i in symbols):
             slots = [":" if isinstance(i, sp.Symbol) else _number(i) for i in symbols]
             code = f"{code}[{lead}{', '.join(slots)}]"
@@ -209,6 +257,16 @@ class Emitter:
             dst = "".join(letters[a] for a in axes + uniq)
             return Arr(f"jnp.einsum('{src}->{dst}', {code})", tuple(axes + uniq))
         return Arr(code, tuple(axes + symbols))
+
+    def _fill(self, base: str, dim: str | None) -> str:
+        """What a window reads outside its dim: wrap (periodic), the boundary, or 0."""
+        if dim in self.periodic:
+            return "'wrap'"
+        fill = self.fills.get(base)
+        if isinstance(fill, tuple):
+            self.used.add(fill[1])
+            return fill[0]
+        return fill or "0.0"
 
     def _shift(self, code: str, base: str, offset: int, axis: int, dim: str) -> str:
         if dim in self.periodic:
@@ -242,8 +300,65 @@ class Emitter:
         target = self.order([t.axes for t in terms])
         return Arr(join_terms([self.align(t, target) for t in terms]), target, atomic=False)
 
+    @staticmethod
+    def _landing(f):
+        """(k, at) for a delta [at = k] that lands a window or a gather on index k."""
+        if not isinstance(f, sp.KroneckerDelta):
+            return None
+        a, b = f.args
+        for k, at in ((a, b), (b, a)):
+            if isinstance(k, sp.Symbol) and not isinstance(at, sp.Symbol) and not at.is_Integer:
+                syms = [s for s in at.free_symbols if isinstance(s, sp.Symbol) and s.is_integer]
+                if isinstance(at, sp.Indexed) or len(syms) > 1 or at.coeff(syms[0]) != 1:
+                    return k, at
+        return None
+
+    def _scatter(self, factors, delta, summed, out_order) -> Arr:
+        """sum over a window's (or gather's) indices of g * [at = k]: add g back at k."""
+        k, at = self._landing(delta)
+        if isinstance(at, sp.Indexed):
+            index = self.emit(at)
+            keep = list(index.axes)
+        else:
+            keep = sorted((s for s in at.free_symbols if s.is_integer), key=sp.default_sort_key)
+        if any(v not in summed for v in keep):
+            raise NotImplementedError(f"a window or gather landing on {k} outside its sum")
+        rest = [f for f in factors if f is not delta]
+        g = self._mul(sp.Mul(*rest), tuple(v for v in summed if v not in keep), out_order)
+        for v in keep:  # the product does not depend on this window index: repeat it
+            if v not in g.axes:
+                code = (f"jnp.full(({self.dim_of(v)},), {g.code})" if not g.axes else
+                        f"jnp.expand_dims({g.code}, -1) * jnp.ones({self.dim_of(v)})")
+                g = Arr(code, g.axes + (v,))
+        lead = [BATCH] if BATCH in g.axes else []
+        others = [a for a in g.axes if a not in keep and a is not BATCH]
+        code = self.align(g, tuple(lead + keep + others))
+        n = self.dim_of(k)
+        if isinstance(at, sp.Indexed):
+            out = ir.ScatterAdd(code, len(lead), index.code, n)
+        else:
+            coefs = tuple(int(at.coeff(v)) for v in keep)
+            offset = int(at.xreplace({v: 0 for v in keep}))
+            out = ir.WindowAdd(code, len(lead), coefs, n, offset, n in self.periodic)
+        return self.op(out, tuple(lead + [k] + others))
+
+    def _extremum(self, e):
+        inner = self.emit(e.function)
+        axes = tuple(inner.axes.index(v) for v in e.variables if v in inner.axes)
+        out = tuple(a for a in inner.axes if a not in e.variables)
+        return self.op(ir.Reduce(e.op, inner.code, axes), out) if axes else inner
+
+    def _chosen(self, e):
+        inner = self.emit(e.function)
+        axes = tuple(inner.axes.index(v) for v in e.variables if v in inner.axes)
+        return self.op(ir.Chosen(inner.code, axes, e.op == "max"), inner.axes)
+
     def _mul(self, e, summed=(), out_order=()):
         coeff, factors = e.as_coeff_mul()
+        landing = next((f for f in factors if self._landing(f) is not None), None)
+        if landing is not None:
+            out = self._scatter([coeff, *factors], landing, summed, out_order)
+            return out
         factors = [f for f in factors if f != 1]
         if (special := self._softmax(factors)) is not None:
             factors = special
@@ -372,7 +487,7 @@ class Emitter:
             split = normalize(sp.Sum(body, *e.limits))
             return self.emit(split) if not isinstance(split, sp.Sum) else self._add(
                 sp.Add(*(sp.Sum(t, *e.limits) for t in body.args), evaluate=False))
-        if isinstance(body, sp.Mul):
+        if isinstance(body, sp.Mul) or self._landing(body) is not None:
             return self._mul(body, summed)
         missing = [v for v in summed if v not in body.free_symbols]
         if missing:  # sum(i: c) = n * c
@@ -447,6 +562,8 @@ class Emitter:
         (sp.Pow, _pow),
         (sp.Sum, _sum),
         (Inside, _inside),
+        (Extremum, _extremum),
+        (ChosenExpr, _chosen),
         (sp.Function, _function),
     )
 
@@ -468,7 +585,8 @@ class Emitter:
             if isinstance(t, sp.Mul):
                 a = self._mul(t, (BATCH,), order)
             elif isinstance(t, sp.Sum) and isinstance(t.function, sp.Mul):
-                a = self._mul(t.function, (BATCH,) + tuple(v for v, *_ in t.limits), order)
+                a = self.scoped(t.limits, lambda t=t: self._mul(
+                    t.function, (BATCH,) + tuple(v for v, *_ in t.limits), order))
             elif isinstance(t, (sp.Indexed, sp.Function, sp.Pow)):
                 a = self._mul(sp.Mul(t, 1, evaluate=False), (BATCH,), order)
             else:

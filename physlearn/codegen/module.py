@@ -10,7 +10,7 @@ import sympy as sp
 from .. import __version__
 from ..language.errors import ModelError
 from ..symbolic import functions as F
-from ..symbolic.build import gradient_base
+from ..symbolic.build import check_windows, gradient_base
 from ..symbolic.rules import Derivation
 from .emitter import BATCH, Arr, Emitter
 from .names import pyname
@@ -382,6 +382,12 @@ class ModuleWriter:
         fns.append(self._init_functions())
         lines = self.header() + self.constants()
         fn_defs = []
+        pending = list(self.helpers)
+        while pending:  # a helper may call others (runtime.arrays.NEEDS)
+            for dep in F.HELPER_NEEDS.get(pending.pop(), ()):
+                if dep not in self.helpers:
+                    self.helpers.add(dep)
+                    pending.append(dep)
         for name in sorted(self.helpers):
             if name == "symmetrize":
                 fn_defs.append(
@@ -637,4 +643,5 @@ def generate(d: Derivation, dims: dict[str, int] | None = None,
     if missing:
         raise ModelError("E221", f"dim {missing[0]} has no value", hint=f"bind it, e.g. "
                          f"--dim {missing[0]}=100 (or dims={{'{missing[0]}': 100}} in Python)")
+    check_windows(d.builder, bound)
     return ModuleWriter(d, bound, source_name).write()

@@ -26,11 +26,41 @@ class Name(Node):
 
 @dataclass(frozen=True)
 class Index(Node):
-    """One index position: a name (`i`) or a literal integer (`0`)."""
+    """One index position: a name (`i`), a shifted name (`i-1`), a literal (`0`), an affine
+    window (`2*i+u`, `terms` set and `name` None) or a gather (`cell[c, m]`)."""
 
     name: str | None
     value: int | None = None
     offset: int = 0  # `i+1` / `i-1`: a neighbour along the dim (see boundary rules)
+    terms: tuple[tuple[str, int], ...] = ()  # (index name, coefficient) of a window slot
+    gather: "Indexed | None" = None  # `r[cell[c, m], a]`: read r where cell points
+
+    @property
+    def window(self) -> bool:
+        """True for a slot read at a combination of indices (`i+u`, `2*i+u`, `2*i`)."""
+        return bool(self.terms)
+
+    def names(self) -> tuple[str, ...]:
+        """The index names this slot reads (none for a literal or a gather)."""
+        if self.terms:
+            return tuple(n for n, _ in self.terms)
+        return (self.name,) if self.name is not None else ()
+
+    def text(self) -> str:
+        """The slot as written, e.g. `2*i+u-1`."""
+        if self.gather is not None:
+            inner = ", ".join(i.text() for i in self.gather.indices)
+            return f"{self.gather.name}[{inner}]"
+        parts = [(f"{c}*{n}" if abs(c) != 1 else n, c) for n, c in self.terms] or (
+            [(self.name, 1)] if self.name is not None else [])
+        out = ""
+        for n, (t, c) in enumerate(parts):
+            out += ("-" if c < 0 else "+" if n else "") + t.lstrip("-")
+        if self.name is None and not self.terms:
+            return str(self.value)
+        if self.offset:
+            out += f"{self.offset:+d}"
+        return out
 
 
 @dataclass(frozen=True)
@@ -60,9 +90,10 @@ class Call(Node):
 class Reduction(Node):
     """`sum(i, j: body)` or `logsumexp(k: body)`."""
 
-    op: str
+    op: str  # sum | logsumexp | max | min | mean
     indices: tuple[Name, ...]
     body: "Expr"
+    ranges: tuple[str | None, ...] = ()  # `sum(u in k: ...)`: the dim given for each index
 
 
 @dataclass(frozen=True)
@@ -105,6 +136,7 @@ class VarDecl(Node):
     conjugate: str | None = None  # a momentum names its position: `p[n] conjugate to q`
     time_varying: bool = False  # an input given at every time step: `u[d](t)`
     boundary: float | str | None = None  # value read outside the range: `boundary = 0`
+    index_range: str | None = None  # `index cell[c, m] in v`: the dim its values point into
 
 
 @dataclass(frozen=True)
@@ -119,6 +151,7 @@ class LetDef(Node):
     name: str
     indices: tuple[Name, ...]
     body: Expr
+    ranges: tuple[str | None, ...] = ()  # `let p[a, i in m]`: the dim given for each index
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ KEYWORD_NAMES = {"model", "dim", "input", "target", "state", "param", "const", "
                  "energy", "primitive", "hamiltonian", "lagrangian", "update", "cost", "learn",
                  "relax", "sum", "periodic", "boundary", "stack",
                  "logsumexp", "symmetric", "nonnegative", "init", "conjugate", "final", "to",
-                 "beta"}  # beta: the nudging strength in printed EP rules
+                 "beta", "index", "in", "max", "min", "mean"}  # beta: the EP nudging strength
 
 
 @dataclass
@@ -200,6 +200,8 @@ class Checker:
                                  "declared before it", v.span,
                                  "write `boundary = 0`, `boundary = zero` or name a scalar "
                                  "`const` (a boundary value is not learned)")
+        if v.role == "index" or v.index_range is not None:
+            self._check_index_array(v)
         if v.symmetric:
             if v.role != "param":
                 raise self.error("E220", "only a `param` can be `symmetric`", v.span)
@@ -210,11 +212,14 @@ class Checker:
         if v.nonnegative and v.role != "param":
             raise self.error("E220", f"only a `param` can be `nonnegative`; {v.name} is "
                              f"{_article(v.role)}", v.span)
-        if v.init is not None and v.role not in ("param", "const"):
+        from_data = v.init is not None and v.init.kind == "data" and not v.init.args
+        if v.init is not None and v.role not in ("param", "const") and not (
+                from_data and v.role == "state"):
             raise self.error("E220", f"only a `param` or `const` takes an initial value; "
                              f"{v.name} is {_article(v.role)}", v.init.span,
-                             "inputs and targets come from the data, states start at zero")
-        if v.init is not None:
+                             "inputs and targets come from the data; states start at zero "
+                             "or at `init = data`")
+        if v.init is not None and not from_data:
             want = INIT_KINDS.get(v.init.kind)
             if v.init.kind == "number" and not v.init.args:  # `init = number`
                 want = None
@@ -240,6 +245,27 @@ class Checker:
                                  f"{'' if len(v.shape) == 1 else 's'}", v.init.span,
                                  "use a number, zeros, ones, normal(std) or uniform(lo, hi)")
         self.spec.variables[v.name] = v
+
+    def _check_index_array(self, v: ast.VarDecl):
+        """`index cell[c, m] in v`: whole numbers from the data, pointing into dim v."""
+        if v.role != "index":
+            raise self.error("E229", f"`in {v.index_range}` belongs to `index` arrays; {v.name} "
+                             f"is {_article(v.role)}", v.span,
+                             f"declare it `index {v.name}[...] in {v.index_range}`")
+        if v.index_range is None:
+            raise self.error("E229", f"index array {v.name} does not say which dim its values "
+                             "point into", v.span, f"write `index {v.name}[...] in <dim>`")
+        if v.index_range not in self.spec.dims:
+            raise self.error("E215", f"unknown dim {v.index_range!r} after `in`", v.span,
+                             "declare it first: `dim " + v.index_range + " = ...`")
+        if not v.shape:
+            raise self.error("E229", f"index array {v.name} needs a shape", v.span,
+                             f"e.g. `index {v.name}[n_e] in {v.index_range}`")
+        for word, on in (("symmetric", v.symmetric), ("nonnegative", v.nonnegative),
+                         ("init", v.init is not None)):
+            if on:
+                raise self.error("E229", f"an index array takes no `{word}`: its values come "
+                                 "from the data", v.span)
 
     def _FuncDef(self, f: ast.FuncDef):
         self._declare(f.name, f.span)
@@ -271,10 +297,11 @@ class Checker:
             free = self._expr(d.body, {n: True for n in names})
         finally:
             self._defining = None
-        for i in d.indices:
+        for i, rng in zip(d.indices, d.ranges or (None,) * len(d.indices)):
             if i.name not in free:
                 raise self.error("E205", f"index {i.name!r} of {d.name} is not used in its body",
                                  i.span)
+            free[i.name] = self._ranged(i, rng, free[i.name])
         for idx, (dim, span) in free.items():
             if idx not in names:
                 raise self.error("E204", f"free index {idx!r} in `let {d.name}`", span,
@@ -404,7 +431,7 @@ class Checker:
         for idx, (dim, span) in free.items():
             if idx not in bound:
                 raise self.error("E204", f"free index {idx!r} in the update of {u.target}", span)
-            if bound[idx][0] != dim:
+            if dim is not None and bound[idx][0] != dim:
                 raise self.error("E203", f"index {idx!r} is over {bound[idx][0]} in "
                                  f"{u.target} but over {dim} here", span)
 
@@ -435,9 +462,30 @@ class Checker:
                              f"a `def` is elementwise: its body may use only its arguments "
                              f"({args}), numbers and dims; pass the value as an argument")
 
+    def _ranged(self, n: ast.Name, rng: str | None, found: tuple) -> tuple:
+        """The dim of index `n`: the one its plain uses give, checked against `in rng`."""
+        dim, span = found
+        if rng is not None and rng not in self.spec.dims:
+            raise self.error("E215", f"unknown dim {rng!r} after `{n.name} in`", n.span,
+                             "declare it first: `dim " + rng + " = ...`")
+        if rng is not None and dim is not None and dim != rng:
+            raise self.error("E203", f"index {n.name!r} is declared over {rng} but ranges over "
+                             f"{dim} where it is used", n.span)
+        if dim is None and rng is None:
+            raise self.error("E228", f"the range of index {n.name!r} is unknown: it is read "
+                             "only inside window positions such as 2*i+u", n.span,
+                             f"give it a dim where it is introduced: `{n.name} in <dim>`")
+        return (dim or rng, span)
+
     def _merge(self, a: Free, b: Free) -> Free:
         out = dict(a)
         for idx, (dim, span) in b.items():
+            if dim is None:  # read only inside a window so far: no dim yet
+                out.setdefault(idx, (None, span))
+                continue
+            if idx in out and out[idx][0] is None:
+                out[idx] = (dim, span)
+                continue
             if idx in out and out[idx][0] != dim:
                 raise self.error("E203", f"index {idx!r} ranges over dim {out[idx][0]} in one "
                                  f"place but over {dim} here", span,
@@ -545,6 +593,10 @@ class Checker:
                              self._suggest(e.name))
         if not shape:
             raise self.error("E213", f"{e.name} is a scalar and takes no indices", e.span)
+        if sp.role(e.name) == "index":
+            raise self.error("E229", f"{e.name} is an index array: it can only pick entries "
+                             f"of another variable, e.g. r[{e.name}[...], ...]", e.span,
+                             "to use its numbers as values, declare a `const ... init = data`")
         if len(e.indices) != len(shape):
             raise self.error("E202", f"{e.name} has {_count(len(shape), 'index')} "
                              f"[{', '.join(shape)}], got {len(e.indices)}", e.span,
@@ -593,6 +645,12 @@ class Checker:
         a shifted index (`i-1`) needs a periodic dim or a boundary value for `name`."""
         free: Free = {}
         for ix, dim in zip(indices, shape):
+            if ix.gather is not None:
+                free = self._merge(free, self._gather(ix, dim, name))
+                continue
+            if ix.window:
+                free = self._merge(free, self._window(ix, name))
+                continue
             if ix.offset:
                 self._check_shift(ix, dim, name)
             if ix.name is None:
@@ -605,6 +663,54 @@ class Checker:
             self._check_index_name(ix)
             free = self._merge(free, {ix.name: (dim, ix.span)})
         return free
+
+    def _window(self, ix: ast.Index, name: str | None) -> Free:
+        """`x[2*i+u]`: a window slot. Its indices take their dims from their other uses (or
+        `in`); the range it reads is checked against the dim once sizes are known."""
+        sp = self.spec
+        if name is None or (name not in sp.variables and name not in sp.lets):
+            raise self.error("E226", f"only a declared variable or a `let` can be read at a "
+                             f"window position ({ix.text()})", ix.span)
+        free: Free = {}
+        for n, coef in ix.terms:
+            self._check_index_name(ast.Name(ix.span, n))
+            if coef < 0:
+                raise self.error("E227", f"{name}[..{ix.text()}..]: an index may not run "
+                                 "backwards in a window (negative coefficient)", ix.span,
+                                 "write the window forwards, e.g. i+u, 2*i+u")
+            free = self._merge(free, {n: (None, ix.span)})
+        return free
+
+    def _gather(self, ix: ast.Index, dim: str, name: str | None) -> Free:
+        """`r[cell[c, m], a]`: read r at the entries an index array points to."""
+        sp = self.spec
+        g = ix.gather
+        if name is None or name not in sp.variables:
+            raise self.error("E229", f"only a declared variable can be read through an index "
+                             f"array ({ix.text()})", ix.span)
+        role = sp.role(g.name)
+        if role != "index":
+            what = (f"{g.name} is {_article(role)}" if role else
+                    f"{g.name} is not a declared variable")
+            raise self.error("E229", f"{name}[..{ix.text()}..]: only an `index` array can "
+                             f"pick entries; {what}", g.name_span or ix.span,
+                             "declare it `index " + g.name + "[...] in " + dim + "` (its values "
+                             "come with the data); a position that depends on a state or a "
+                             "parameter cannot be differentiated")
+        points = sp.variables[g.name].index_range
+        if points != dim:
+            raise self.error("E229", f"{g.name} points into {points}, but this slot of {name} "
+                             f"is over {dim}", ix.span,
+                             f"declare `index {g.name}[...] in {dim}` or index another slot")
+        shape = sp.shape(g.name)
+        if len(g.indices) != len(shape):
+            raise self.error("E202", f"{g.name} has {_count(len(shape), 'index')} "
+                             f"[{', '.join(shape)}], got {len(g.indices)}", g.span)
+        for inner in g.indices:
+            if inner.gather is not None or inner.window:
+                raise self.error("E229", f"{g.name} must be read at plain or shifted indices",
+                                 inner.span)
+        return self._index_list(g.indices, shape, g.name)
 
     def _call(self, e: ast.Call, bound, local_scalars) -> Free:
         sp = self.spec
@@ -666,10 +772,11 @@ class Checker:
             self._check_index_name(n)
         inner = dict(bound, **{n: True for n in names})
         free = self._expr(e.body, inner, local_scalars)
-        for n in e.indices:
+        for n, rng in zip(e.indices, e.ranges or (None,) * len(e.indices)):
             if n.name not in free:
                 raise self.error("E205", f"summed index {n.name!r} appears nowhere in the "
                                  "summand", n.span, "remove it from the index list")
+            free[n.name] = self._ranged(n, rng, free[n.name])
             self.spec.index_dims[id(n)] = free[n.name][0]
         return {k: v for k, v in free.items() if k not in names}
 

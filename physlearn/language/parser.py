@@ -36,7 +36,8 @@ _WORD = re.compile(r"[A-Za-z0-9_]*")
 _KEYWORD_TERMINALS = ("MODEL", "DIM", "INPUT", "TARGET", "STATE", "PARAM", "CONST", "DEF",
                       "LET", "ENERGY", "PRIMITIVE", "HAMILTONIAN", "LAGRANGIAN", "UPDATE", "STACK", "COST", "LEARN",
                       "RELAX", "SYMMETRIC", "NONNEGATIVE", "INIT", "SUM", "LOGSUMEXP",
-                      "CONJUGATE", "FINAL", "PERIODIC", "BOUNDARY")
+                      "CONJUGATE", "FINAL", "PERIODIC", "BOUNDARY", "INDEX", "IN", "MAX", "MIN",
+                      "MEAN")
 
 
 class _GluedKeyword(Exception):
@@ -74,6 +75,36 @@ class _Modifier:
     target: str | float | None = None  # `conjugate to q`, `boundary = 0`
 
 
+@dataclass
+class _Affine:
+    """An index while it is parsed: sum of coef * name, plus a constant, or a gather."""
+
+    coefs: dict
+    const: int
+    gather: ast.Indexed | None = None
+
+    def plus(self, other: "_Affine", sign: int, span: Span) -> "_Affine":
+        if self.gather is not None or other.gather is not None:
+            raise ModelError("E100", "an index array read (e.g. cell[c, m]) must be the "
+                             "whole index; it cannot be added to", span)
+        coefs = dict(self.coefs)
+        for n, k in other.coefs.items():
+            coefs[n] = coefs.get(n, 0) + sign * k
+        return _Affine(coefs, self.const + sign * other.const)
+
+    def to_index(self, span: Span) -> ast.Index:
+        if self.gather is not None:
+            return ast.Index(span, None, None, 0, (), self.gather)
+        coefs = {n: k for n, k in self.coefs.items() if k != 0}
+        if not coefs:
+            if any(k == 0 for k in self.coefs.values()) and self.coefs:
+                raise ModelError("E100", "the index names cancel out", span)
+            return ast.Index(span, None, self.const)
+        if len(coefs) == 1 and next(iter(coefs.values())) == 1:
+            return ast.Index(span, next(iter(coefs)), None, self.const)
+        return ast.Index(span, None, None, self.const, tuple(coefs.items()))
+
+
 class _TimeVarying:
     """The `(t)` after an input's shape."""
 
@@ -106,17 +137,33 @@ class _ToAst(Transformer):
     def name(self, meta, c):
         return ast.Name(_tok_span(c[0]), str(c[0]))
 
-    def index_name(self, meta, c):
-        return ast.Index(_tok_span(c[0]), str(c[0]))
+    # An index is built as an _Affine (coefficients per name, a constant, or a gather) and
+    # turned into an ast.Index by `index`.
+    def idx_name(self, meta, c):
+        return _Affine({str(c[0]): 1}, 0)
 
-    def index_int(self, meta, c):
-        return ast.Index(_tok_span(c[0]), None, int(c[0]))
+    def idx_int(self, meta, c):
+        return _Affine({}, int(c[0]))
 
-    def index_plus(self, meta, c):
-        return ast.Index(_span(meta), str(c[0]), None, int(c[1]))
+    def idx_scaled(self, meta, c):
+        return _Affine({str(c[1]): int(c[0])}, 0)
 
-    def index_minus(self, meta, c):
-        return ast.Index(_span(meta), str(c[0]), None, -int(c[1]))
+    def idx_gather(self, meta, c):
+        return _Affine({}, 0, ast.Indexed(_span(meta), str(c[0]), tuple(c[1:]),
+                                          _tok_span(c[0])))
+
+    def idx_add(self, meta, c):
+        return c[0].plus(c[1], 1, _span(meta))
+
+    def idx_sub(self, meta, c):
+        return c[0].plus(c[1], -1, _span(meta))
+
+    def index(self, meta, c):
+        return c[0].to_index(_span(meta))
+
+    def bound_index(self, meta, c):
+        rng = c[1] if len(c) > 1 else None
+        return ast.Name(_tok_span(c[0]), str(c[0])), (str(rng) if rng is not None else None)
 
     def velocity_name(self, meta, c):
         return ast.Velocity(_span(meta), str(c[0]), (), _tok_span(c[0]))
@@ -134,8 +181,9 @@ class _ToAst(Transformer):
         return str(c[0])
 
     def reduction(self, meta, c):
-        names = tuple(ast.Name(_tok_span(t), str(t)) for t in c[1:-1])
-        return ast.Reduction(_span(meta), c[0], names, c[-1])
+        names = tuple(n for n, _ in c[1:-1])
+        ranges = tuple(r for _, r in c[1:-1])
+        return ast.Reduction(_span(meta), c[0], names, c[-1], ranges)
 
     def _bin(op):
         def method(self, meta, c):
@@ -208,9 +256,11 @@ class _ToAst(Transformer):
                      and m.word == "conjugate"), None)
         bound = next((m.target for m in mods if isinstance(m, _Modifier)
                       and m.word == "boundary"), None)
+        points = next((m.target for m in mods if isinstance(m, _Modifier)
+                       and m.word == "in"), None)
         item = ast.Name(_tok_span(c[0]), str(c[0]))
         object.__setattr__(item, "fields", (str(c[0]), shape, sym, nonneg, init, conj, timed,
-                                            bound))
+                                            bound, points))
         return item
 
     def shape(self, meta, c):
@@ -233,6 +283,9 @@ class _ToAst(Transformer):
 
     def boundary(self, meta, c):
         return _Modifier("boundary", _span(meta), c[0])
+
+    def index_range(self, meta, c):
+        return _Modifier("in", _span(meta), str(c[0]))
 
     def boundary_name(self, meta, c):
         return str(c[0])
@@ -260,8 +313,9 @@ class _ToAst(Transformer):
         return ast.FuncDef(_span(meta), str(c[0]), params, c[-1])
 
     def let_decl(self, meta, c):
-        idx = tuple(ast.Name(_tok_span(t), str(t)) for t in c[1:-1] if t is not None)
-        return ast.LetDef(_span(meta), str(c[0]), idx, c[-1])
+        heads = [t for t in c[1:-1] if t is not None]
+        return ast.LetDef(_span(meta), str(c[0]), tuple(n for n, _ in heads), c[-1],
+                          tuple(r for _, r in heads))
 
     def energy_def(self, meta, c):
         return ast.Physics(_span(meta), "energy", str(c[0]), c[1])

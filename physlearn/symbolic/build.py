@@ -7,7 +7,9 @@ import itertools
 import sympy as sp
 
 from ..language.checker import ModelSpec, implicit_indices
+from ..language.errors import ModelError
 from . import functions as F
+from . import windows as W
 
 
 def dim_symbol(name: str) -> sp.Symbol:
@@ -39,10 +41,14 @@ class Builder:
         self.dims = {d: dim_symbol(d) for d in spec.dims}
         self.symbols = {}
         for name, v in spec.variables.items():
+            if v.role == "index":  # whole numbers pointing into another dim
+                self.symbols[name] = sp.IndexedBase(name, integer=True)
+                continue
             self.symbols[name] = (sp.IndexedBase(name, real=True) if v.shape
                                   else sp.Symbol(name, real=True))
         self.functions: dict[str, type] = {}
         self.index_dim: dict[sp.Symbol, str] = {}  # every index symbol -> its dim
+        self.windows: list = []  # (ast index, name read, slot, sympy position) per window
         self._fresh = itertools.count()
         for name, f in spec.functions.items():
             params = tuple(sp.Symbol(p.name, real=True) for p in f.params)
@@ -85,15 +91,27 @@ class Builder:
         return self.symbols[e.name]
 
     def _Indexed(self, e, env, sc):
-        idx = self._indices(e.indices, env)
+        idx = self._indices(e.indices, env, e.name)
         if e.name in self.spec.lets:
             return self._let(e.name, idx, env)
         return self.symbols[e.name][idx]
 
-    @staticmethod
-    def _indices(indices, env) -> tuple:
-        return tuple(sp.Integer(i.value) if i.name is None else env[i.name] + i.offset
-                     for i in indices)
+    def _indices(self, indices, env, name: str | None = None) -> tuple:
+        out = []
+        for pos, i in enumerate(indices):
+            if i.terms and name is not None:
+                self.windows.append((i, name, pos, sp.Add(*(k * env[n] for n, k in i.terms))
+                                     + i.offset))
+            if i.gather is not None:  # r[cell[c, m]]: the index array's entry
+                g = i.gather
+                out.append(self.symbols[g.name][self._indices(g.indices, env)])
+            elif i.terms:  # a window slot: 2*i + u - 1
+                out.append(sp.Add(*(k * env[n] for n, k in i.terms)) + i.offset)
+            elif i.name is None:
+                out.append(sp.Integer(i.value))
+            else:
+                out.append(env[i.name] + i.offset)
+        return tuple(out)
 
     def _Velocity(self, e, env, sc):
         base = velocity_base(self.spec, e.name)
@@ -138,6 +156,11 @@ class Builder:
         body = self.expr(e.body, inner, sc)
         if e.op == "logsumexp":
             return sp.log(sp.Sum(sp.exp(body), *limits))
+        if e.op == "mean":
+            count = sp.Mul(*(hi - lo + 1 for _, lo, hi in limits))
+            return sp.Sum(body, *limits) / count
+        if e.op in ("max", "min"):
+            return W.Extremum(e.op, body, *limits)
         return sp.Sum(body, *limits)
 
     def _derivative_ref(self, e, env):
@@ -168,3 +191,63 @@ class Builder:
         self._implicit = names
         env = {n: self.fresh_index(n.lstrip("_") or "i", d) for n, d in zip(names, shape)}
         return tuple(env[n] for n in names), self.expr(rule.body, env)
+
+
+def check_windows(b: Builder, dims: dict[str, int | None]) -> None:
+    """Every window read stays inside its dim (or reads a boundary) and reads all of it.
+
+    Checked once the sizes are known: at derivation for fixed dims, at compile time for
+    the rest. A stride that does not divide, a window larger than its input or one that
+    leaves positions unread is E227; reading outside without a boundary rule is E226.
+    """
+    import numpy as np
+
+    spec = b.spec
+    seen = set()
+    for ix, name, pos, at in b.windows:
+        shape = spec.shape(name) if name in spec.variables else spec.lets[name][1]
+        dim = shape[pos]
+        syms = sorted((s for s in at.free_symbols if s in b.index_dim), key=sp.default_sort_key)
+        sizes = [dims.get(b.index_dim[s]) for s in syms]
+        n = dims.get(dim)
+        if n is None or any(m is None for m in sizes) or (id(ix), str(at)) in seen:
+            continue
+        seen.add((id(ix), str(at)))
+        coefs = [int(at.coeff(s)) for s in syms]
+        offset = int(at.xreplace({s: 0 for s in syms}))
+        lo = offset + sum(min(0, c * (m - 1)) for c, m in zip(coefs, sizes))
+        hi = offset + sum(max(0, c * (m - 1)) for c, m in zip(coefs, sizes))
+        shown = f"{name}[..{ix.text()}..]"
+        ranges = ", ".join(f"{s} < {m}" for s, m in zip(syms, sizes))
+
+        def fail(code, message, hint=None):
+            raise ModelError(code, message, ix.span, spec.source, spec.filename, hint)
+        if dim in spec.periodic:
+            continue
+        if lo < 0 or hi > n - 1:
+            var = spec.variables.get(name)
+            for s, c, m in zip(syms, coefs, sizes):
+                if c * (m - 1) > n - 1:
+                    fail("E227", f"{shown}: the window is larger than its input ({s} spans "
+                         f"{c * (m - 1) + 1} positions of {dim} = {n})")
+            if var is None or var.boundary is None:
+                fail("E226" if var is not None else "E227",
+                     f"{shown} reads positions {lo}..{hi} ({ranges}), outside 0..{n - 1} "
+                     f"of {dim}, and {name} has no boundary rule",
+                     f"declare `boundary = 0` on {name} (zero padding), or fix the dims"
+                     if var is not None else "a `let` has no boundary: fix the dims")
+        if np.prod(sizes, dtype=float) > 4e6:
+            continue
+        grid = np.full((), offset, dtype=np.int64)
+        for c, m in zip(coefs, sizes):
+            grid = np.add.outer(grid, c * np.arange(m))
+        read = np.zeros(n, bool)
+        inside = grid[(grid >= 0) & (grid < n)]
+        read[inside] = True
+        if not read.all():
+            missing = np.flatnonzero(~read)
+            where = ", ".join(map(str, missing[:4])) + (", ..." if len(missing) > 4 else "")
+            fail("E227", f"{shown} ({ranges}) never reads position{'s' if len(missing) > 1 else ''}"
+                 f" {where} of {name}'s dim {dim} = {n}",
+                 "a stride must divide the input (n = stride*(out - 1) + window); "
+                 "check the output size, the window and the stride")

@@ -10,6 +10,10 @@ from __future__ import annotations
 
 import sympy as sp
 
+from .windows import Extremum
+
+BINDERS = (sp.Sum, Extremum)  # expressions that bind the variables of their limits
+
 
 class Inside(sp.Function):
     """inside(k + c, n) = 1 when 0 <= k + c < n, else 0: the edge of a non-periodic dim.
@@ -78,7 +82,13 @@ def _normalize_sum(body: sp.Expr, limits: list) -> sp.Expr:
 
 
 def _sum_term(term: sp.Expr, limits: list) -> sp.Expr:
-    factors = list(sp.Mul.make_args(term))
+    factors = []
+    for f in sp.Mul.make_args(term):  # a window's scatter sum joins the sum around it
+        if isinstance(f, sp.Sum) and f.function.has(sp.KroneckerDelta):
+            factors.extend(sp.Mul.make_args(f.function))
+            limits = limits + list(f.limits)
+        else:
+            factors.append(f)
     changed = True
     while changed:  # eliminate one summed index per delta
         changed = False
@@ -132,21 +142,21 @@ def canonical_indices(expr: sp.Expr, free: tuple[sp.Symbol, ...] = (),
     """
 
     def unique(e):  # phase 1: every bound index becomes a distinct Dummy (no capture)
-        if isinstance(e, sp.Sum):
+        if isinstance(e, BINDERS):
             mapping = {v: sp.Dummy(v.name, integer=True) for v, _, _ in e.limits}
             limits = [(mapping[v], lo, hi) for v, lo, hi in e.limits]
-            return sp.Sum(unique(e.function.xreplace(mapping)), *limits)
+            return e.func(unique(e.function.xreplace(mapping)), *limits)
         if not e.args or isinstance(e, (sp.Indexed, sp.Symbol)):
             return e
         return e.func(*(unique(a) for a in e.args))
 
     def walk(e, in_use):
-        if isinstance(e, sp.Sum):
+        if isinstance(e, BINDERS):
             names = iter(c for c in pool if c not in in_use)
             mapping = {v: sp.Symbol(next(names), integer=True) for v, _, _ in e.limits}
             limits = [(mapping[v], lo, hi) for v, lo, hi in e.limits]
             inner = in_use | {s.name for s in mapping.values()}
-            return sp.Sum(walk(e.function.xreplace(mapping), inner), *limits)
+            return e.func(walk(e.function.xreplace(mapping), inner), *limits)
         if not e.args or isinstance(e, (sp.Indexed, sp.Symbol)):
             return e
         return e.func(*(walk(a, in_use) for a in e.args))

@@ -97,6 +97,21 @@ HELPERS = {
 }
 
 
+
+def _runtime_helpers() -> tuple[dict, dict]:
+    """The window/gather/scatter helpers, by source (real, linted Python in runtime/)."""
+    import inspect
+
+    from ..runtime import arrays
+    names = ("window_positions", "window", "window_add", "scatter_add", "chosen", "conv",
+             "conv_transpose")
+    return {n: inspect.getsource(getattr(arrays, n)) for n in names}, dict(arrays.NEEDS)
+
+
+_ARRAY_HELPERS, HELPER_NEEDS = _runtime_helpers()
+HELPERS.update(_ARRAY_HELPERS)
+
+
 class UserFunction(sp.Function):
     """A `def` from the model: `body` is a sympy expression in `params`."""
 

@@ -18,9 +18,6 @@ class TextPrinter(StrPrinter):
         idx = ", ".join(self._print(v) for v, *_ in expr.limits)
         return f"sum({idx}: {self._print(expr.function)})"
 
-    def _print_KroneckerDelta(self, expr):
-        return f"delta({self._print(expr.args[0])}, {self._print(expr.args[1])})"
-
     def _print_Pow(self, expr, rational=False):
         return super()._print_Pow(expr, rational).replace("**", "^")
 
@@ -29,6 +26,29 @@ class TextPrinter(StrPrinter):
 
     def _print_Inside(self, expr):
         return _edge(self._print, *expr.args)
+
+    def _print_WindowMax(self, expr):
+        idx = ", ".join(self._print(v) for v in expr.variables)
+        return f"{expr.op}({idx}: {self._print(expr.function)})"
+
+    _print_WindowMin = _print_WindowMax
+
+    def _print_Chosen(self, expr):
+        idx = ", ".join(self._print(v) for v in expr.variables)
+        return f"[{idx} = arg{expr.op}({idx}: {self._print(expr.function)})]"
+
+    def _print_KroneckerDelta(self, expr):
+        a, b = expr.args
+        if _window_or_gather(a) or _window_or_gather(b):  # where a window or gather lands
+            if _window_or_gather(a):
+                a, b = b, a
+            return f"[{self._print(b)} = {self._print(a)}]"
+        return f"delta({self._print(a)}, {self._print(b)})"
+
+
+def _window_or_gather(x) -> bool:
+    return isinstance(x, sp.Indexed) or (isinstance(x, sp.Add) and len(x.free_symbols) > 1) \
+        or (isinstance(x, sp.Mul) and not x.is_Number)
 
 
 class TexPrinter(LatexPrinter):
@@ -44,6 +64,17 @@ class TexPrinter(LatexPrinter):
 
     def _print_IndexedBase(self, expr):
         return _tex_name(expr.name)
+
+    def _print_WindowMax(self, expr, exp=None):
+        idx = ",".join(self._print(v) for v in expr.variables)
+        out = rf"\{expr.op}_{{{idx}}} {self._print(expr.function)}"
+        return out if exp is None else rf"\left({out}\right)^{{{exp}}}"
+
+    _print_WindowMin = _print_WindowMax
+
+    def _print_Chosen(self, expr, exp=None):
+        idx = ",".join(self._print(v) for v in expr.variables)
+        return rf"[{idx} = \arg\{expr.op}_{{{idx}}} {self._print(expr.function)}]"
 
     def _print_Indexed(self, expr):
         idx = ",".join(self._print(i) for i in expr.indices)

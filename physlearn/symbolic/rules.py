@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import sympy as sp
 
 from ..language.checker import ModelSpec
-from .build import Builder, gradient_base, index_symbol, velocity_base
+from .build import Builder, check_windows, gradient_base, index_symbol, velocity_base
 from .calculus import (INDEX_POOL, Inside, canonical_indices, differentiate, normalize,
                        swap_indices)
 
@@ -186,6 +186,7 @@ def derive(spec: ModelSpec) -> Derivation:
 
     physics = canon(b.scalar(spec.physics.body))
     cost = canon(b.scalar(spec.cost.body))
+    check_windows(b, spec.dims)
     for expr, node in ((physics, spec.physics), (cost, spec.cost)):
         _require_finite(expr, node, spec)
     lagrangian = None
@@ -512,6 +513,14 @@ def locality(expr: sp.Expr, idx: tuple, spec: ModelSpec) -> Locality:
                 dims = {str(d) for d in (hi + 1).free_symbols}
                 (inner if dims and dims <= component else unit_sums).add(v)
     own = set(idx) | inner
+    windowed = set()  # summed indices that move a window: positions a shared kernel visits
+    for atom in expr.atoms(sp.Indexed):
+        for i in atom.indices:
+            if isinstance(i, sp.Add) and not isinstance(i, sp.Indexed):
+                windowed |= {v for v in i.free_symbols if v not in idx and v in inner | unit_sums}
+    for v in windowed:
+        inner.discard(v)
+        unit_sums.add(v)
     uses, far = [], []
     for atom in sorted(expr.atoms(sp.Indexed, sp.Symbol), key=sp.default_sort_key):
         if isinstance(atom, sp.Indexed):
@@ -522,6 +531,9 @@ def locality(expr: sp.Expr, idx: tuple, spec: ModelSpec) -> Locality:
         elif spec.role(atom.name) in ("state", "input", "target") and not spec.shape(atom.name):
             uses.append(atom.name)
     uses = tuple(dict.fromkeys(uses))
+    if windowed:
+        return Locality(False, uses, "a shared kernel: sums over the positions "
+                        + ", ".join(sorted(map(str, windowed))))
     if unit_sums:
         return Locality(False, uses, "sums over " + ", ".join(sorted(map(str, unit_sums))))
     if far:

@@ -1,0 +1,167 @@
+"""Typed array operations between the sympy derivation and JAX source.
+
+The emitter lowers sympy index expressions to these operations; `JaxPrinter` has one
+`_print_<Op>` method per operation (in the spirit of sympy's printers and brian2's abstract
+code). Operands are already-printed arrays (`Arr`: code and named axes); the op records what
+is done to them, so a printer for another target needs only new `_print_` methods.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Op:
+    """One array operation; `helper` names the runtime function it calls, if any."""
+
+    helper = None
+
+
+@dataclass(frozen=True)
+class Einsum(Op):
+    """A contraction: operands with letter axes -> the output letters."""
+
+    operands: tuple[str, ...]
+    inputs: tuple[str, ...]  # one letter string per operand
+    output: str
+
+
+@dataclass(frozen=True)
+class Reduce(Op):
+    """sum / max / min of one array over some axes."""
+
+    kind: str
+    operand: str
+    axes: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class WindowRead(Op):
+    """x[.., sum_t c_t i_t + offset, ..]: one axis replaced by the window's axes i_t."""
+
+    operand: str
+    axis: int
+    coefs: tuple[int, ...]
+    sizes: tuple[str, ...]  # dim names (module constants)
+    offset: int
+    fill: str  # code of the value read outside, or "'wrap'"
+    helper = "window"
+
+
+@dataclass(frozen=True)
+class WindowAdd(Op):
+    """The transpose of a window read: its axes added back into one axis of size `n`."""
+
+    operand: str
+    axis: int
+    coefs: tuple[int, ...]
+    n: str
+    offset: int
+    wrap: bool
+    helper = "window_add"
+
+
+@dataclass(frozen=True)
+class Gather(Op):
+    """x[.., index[c, m], ..]: one axis replaced by the index array's axes."""
+
+    operand: str
+    axis: int
+    index: str
+
+
+@dataclass(frozen=True)
+class ScatterAdd(Op):
+    """The transpose of a gather: entries added at the positions the index array holds."""
+
+    operand: str
+    axis: int
+    index: str
+    n: str
+    helper = "scatter_add"
+
+
+@dataclass(frozen=True)
+class Chosen(Op):
+    """Where a max (min) window's derivative goes: 1 at the extremum, ties split."""
+
+    operand: str
+    axes: tuple[int, ...]
+    largest: bool
+    helper = "chosen"
+
+
+@dataclass(frozen=True)
+class Conv(Op):
+    """A convolution (cross-correlation) of x (batch, channels, *space) with a kernel
+    (out, channels, *window): strides, kernel dilations and (lo, hi) padding per axis."""
+
+    x: str
+    kernel: str
+    strides: tuple[int, ...]
+    dilations: tuple[int, ...]
+    pads: tuple[tuple[int, int], ...]
+    fill: str
+    helper = "conv"
+
+
+@dataclass(frozen=True)
+class ConvTranspose(Op):
+    """The transpose of `Conv` in x: the gradient its input receives (a correlation)."""
+
+    g: str
+    kernel: str
+    shape: str  # code of x's shape
+    strides: tuple[int, ...]
+    dilations: tuple[int, ...]
+    pads: tuple[tuple[int, int], ...]
+    wrap: bool
+    helper = "conv_transpose"
+
+
+def _ints(values) -> str:
+    return "(" + ", ".join(str(v) for v in values) + ("," if len(values) == 1 else "") + ")"
+
+
+class JaxPrinter:
+    """Array operations -> jax.numpy source, one method per operation."""
+
+    def doprint(self, op: Op) -> str:
+        return getattr(self, "_print_" + type(op).__name__)(op)
+
+    def _print_Einsum(self, op: Einsum) -> str:
+        spec = ",".join(op.inputs) + "->" + op.output
+        return f"jnp.einsum('{spec}', {', '.join(op.operands)})"
+
+    def _print_Reduce(self, op: Reduce) -> str:
+        axis = op.axes[0] if len(op.axes) == 1 else _ints(op.axes)
+        return f"jnp.{op.kind}({op.operand}, axis={axis})"
+
+    def _print_WindowRead(self, op: WindowRead) -> str:
+        sizes = "(" + ", ".join(op.sizes) + ("," if len(op.sizes) == 1 else "") + ")"
+        return (f"window({op.operand}, {op.axis}, {_ints(op.coefs)}, {sizes}, {op.offset}, "
+                f"{op.fill})")
+
+    def _print_WindowAdd(self, op: WindowAdd) -> str:
+        return (f"window_add({op.operand}, {op.axis}, {_ints(op.coefs)}, {op.n}, {op.offset}, "
+                f"{op.wrap})")
+
+    def _print_Gather(self, op: Gather) -> str:
+        return f"jnp.take({op.operand}, {op.index}, axis={op.axis})"
+
+    def _print_ScatterAdd(self, op: ScatterAdd) -> str:
+        return f"scatter_add({op.operand}, {op.axis}, {op.index}, {op.n})"
+
+    def _print_Chosen(self, op: Chosen) -> str:
+        return f"chosen({op.operand}, {_ints(op.axes)}, {op.largest})"
+
+    def _print_Conv(self, op: Conv) -> str:
+        pads = "(" + ", ".join(_ints(p) for p in op.pads) + ("," if len(op.pads) == 1 else "") + ")"
+        return (f"conv({op.x}, {op.kernel}, {_ints(op.strides)}, {_ints(op.dilations)}, "
+                f"{pads}, {op.fill})")
+
+    def _print_ConvTranspose(self, op: ConvTranspose) -> str:
+        pads = "(" + ", ".join(_ints(p) for p in op.pads) + ("," if len(op.pads) == 1 else "") + ")"
+        return (f"conv_transpose({op.g}, {op.kernel}, {op.shape}, {_ints(op.strides)}, "
+                f"{_ints(op.dilations)}, {pads}, {op.wrap})")

@@ -1,0 +1,1 @@
+"""Array helpers that generated modules inline (by source) so they stay standalone."""

@@ -1,0 +1,101 @@
+"""Window, gather and scatter helpers for generated modules.
+
+Each function is copied by source into the modules that use it (see `codegen.ir`), so it may
+use only `jax`, `jnp` and the helpers named in its `NEEDS` entry. Sizes, coefficients and
+offsets are Python ints fixed when the module is generated, so every shape is static.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+
+def window_positions(coefs, sizes, offset):
+    """sum_t coefs[t] * i_t + offset on the grid of the window indices i_t (sizes[t])."""
+    at = jnp.asarray(offset)
+    for t, (c, m) in enumerate(zip(coefs, sizes)):
+        shape = [1] * len(sizes)
+        shape[t] = m
+        at = at + c * jnp.arange(m).reshape(shape)
+    return at
+
+
+def window(x, axis, coefs, sizes, offset, fill):
+    """x read at `sum_t coefs[t] * i_t + offset` along `axis`; the axes i_t replace it.
+
+    Outside 0..n-1 it reads `fill` (a number), or wraps around when fill is 'wrap' (a
+    periodic dim). Windows that tile the axis exactly (pooling) are a free reshape.
+    """
+    n = x.shape[axis]
+    steps = [c * m for c, m in zip(coefs, sizes)]
+    tiles = sorted(zip(coefs, sizes), reverse=True)
+    if offset == 0 and tiles[-1][0] == 1 and all(
+            c == tiles[k + 1][0] * tiles[k + 1][1] for k, (c, _) in enumerate(tiles[:-1])) \
+            and tiles[0][0] * tiles[0][1] == n and steps:
+        order = sorted(range(len(coefs)), key=lambda t: -coefs[t])
+        y = x.reshape(x.shape[:axis] + tuple(sizes[t] for t in order) + x.shape[axis + 1:])
+        perm = [order.index(t) for t in range(len(coefs))]
+        axes = list(range(x.ndim + len(coefs) - 1))
+        axes[axis:axis + len(coefs)] = [axis + p for p in perm]
+        return jnp.transpose(y, axes)
+    at = window_positions(coefs, sizes, offset)
+    if isinstance(fill, str):  # 'wrap'
+        return jnp.take(x, at % n, axis=axis)
+    y = jnp.take(x, jnp.clip(at, 0, n - 1), axis=axis)
+    keep = ((at >= 0) & (at < n)).reshape(at.shape + (1,) * (x.ndim - axis - 1))
+    return jnp.where(keep, y, jnp.asarray(fill, y.dtype))
+
+
+def window_add(g, axis, coefs, n, offset, wrap):
+    """The transpose of `window`: the window axes of g (from `axis` on, one per coefficient)
+    are added back into one axis of size n; what fell outside 0..n-1 is dropped."""
+    sizes = g.shape[axis:axis + len(coefs)]
+    at = window_positions(coefs, sizes, offset)
+    at = at % n if wrap else jnp.where((at >= 0) & (at < n), at, n)
+    out = jnp.zeros(g.shape[:axis] + (n,) + g.shape[axis + len(coefs):], g.dtype)
+    return out.at[(slice(None),) * axis + (at,)].add(g, mode="drop")
+
+
+def scatter_add(g, axis, index, n):
+    """Adds g into an axis of size n at the positions `index` holds (the transpose of a
+    gather): g's axes from `axis` on match index's axes."""
+    out = jnp.zeros(g.shape[:axis] + (n,) + g.shape[axis + index.ndim:], g.dtype)
+    return out.at[(slice(None),) * axis + (index,)].add(g)
+
+
+def chosen(x, axes, largest):
+    """1 where x is the max (min) over `axes`, split equally between ties: the route a
+    max window's derivative takes (the same subgradient as jax's max)."""
+    best = jnp.max(x, axis=axes, keepdims=True) if largest else jnp.min(x, axis=axes,
+                                                                         keepdims=True)
+    hit = (x == best).astype(x.dtype)
+    return hit / jnp.sum(hit, axis=axes, keepdims=True)
+
+
+def conv(x, k, strides, dilations, pads, fill):
+    """sum_{c,u} k[o, c, u] x[b, c, s*i + d*u - pad_lo]: x (batch, channels, *space),
+    k (out, channels, *kernel) -> (batch, out, *out_space), reading `fill` outside."""
+    if any(lo or hi for lo, hi in pads) and not (isinstance(fill, (int, float)) and fill == 0):
+        spec = [(0, 0), (0, 0)] + [tuple(p) for p in pads]
+        x = (jnp.pad(x, spec, mode="wrap") if isinstance(fill, str)
+             else jnp.pad(x, spec, constant_values=fill))
+        pads = [(0, 0)] * len(pads)
+    dims = ("NC" + "DHW"[-len(strides):], "OI" + "DHW"[-len(strides):],
+            "NC" + "DHW"[-len(strides):])
+    return jax.lax.conv_general_dilated(x, k, tuple(strides), [tuple(p) for p in pads],
+                                        rhs_dilation=tuple(dilations),
+                                        dimension_numbers=dims)
+
+
+def conv_transpose(g, k, shape, strides, dilations, pads, wrap):
+    """The transpose of `conv` in x (zero padding): how a convolution's input receives the
+    gradient g of its output, a correlation with the kernel flipped."""
+    def forward(x):
+        return conv(x, k, strides, dilations, pads, "wrap" if wrap else 0)
+    return jax.linear_transpose(forward, jax.ShapeDtypeStruct(shape, g.dtype))(g)[0]
+
+
+# The helpers each one calls (generated modules copy these too).
+NEEDS = {"window": ("window_positions",), "window_add": ("window_positions",),
+         "conv_transpose": ("conv",)}
