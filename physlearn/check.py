@@ -45,10 +45,11 @@ def random_point(gen, rng: np.random.Generator, batch: int = 3):
     from .memory import require_fits
     require_fits(gen, batch, 8)
     params = {}
-    declared = gen.init_params(jax.random.PRNGKey(0), jnp.float64)
+    given = random_given(gen, rng)
+    declared = gen.init_params(jax.random.PRNGKey(0), jnp.float64, given=given)
     for name, dims in {**gen.PARAMS, **gen.CONSTS}.items():
-        if name in gen.CONSTS and name in gen.INITS:  # a constant keeps its declared value
-            params[name] = declared[name]
+        if name in gen.CONSTS and (name in gen.INITS or name in gen.GIVEN):
+            params[name] = declared[name]  # a constant keeps its declared (or given) value
             continue
         v = rng.normal(0.0, 0.5, shape(dims))
         if name in gen.SYMMETRIC:
@@ -61,6 +62,18 @@ def random_point(gen, rng: np.random.Generator, batch: int = 3):
     data = {n: jnp.asarray(rng.uniform(0.0, 1.0, (batch,) + shape(d)))
             for n, d in {**gen.INPUTS, **gen.TARGETS}.items()}
     return params, states, data
+
+
+def random_given(gen, rng: np.random.Generator) -> dict:
+    """Random stand-ins for the GIVEN arrays: index arrays in range, values near 1."""
+    out = {}
+    for name in gen.GIVEN:
+        shape = tuple(gen.DIMS[d] for d in gen.CONSTS.get(name, gen.PARAMS.get(name, ())))
+        if name in gen.INDEXES:
+            out[name] = rng.integers(0, gen.DIMS[gen.INDEXES[name]], shape)
+        else:
+            out[name] = rng.uniform(0.5, 1.5, shape)
+    return out
 
 
 def _tied(gen, params):
@@ -172,7 +185,7 @@ def check(model, dims: dict[str, int] | None = None, seed: int = 0, trials: int 
     from .model import Model, load
     if not isinstance(model, Model):
         model = load(model)
-    gen = model.compile(bind_open_dims(model, dims))
+    gen = model.compile(bind_open_dims(model, dims), given=False)
     worst: dict[str, float] = {}
     with jax.enable_x64(True):
         rng = np.random.default_rng(seed)

@@ -47,9 +47,34 @@ class Model:
         except ModelError as err:
             raise err.located(self.spec.source, self.spec.filename) from None
 
-    def compile(self, dims: dict[str, int] | None = None) -> types.ModuleType:
-        """The generated module, imported (cached by content)."""
+    def compile(self, dims: dict[str, int] | None = None,
+                given: dict | str | Path | bool | None = None) -> types.ModuleType:
+        """The generated module, imported (cached by content).
+
+        A model with given arrays (index arrays, `init = data`) reads them from `given` (a
+        dict or an npz path), else from its `data "..."` file; open dims are bound from their
+        shapes and `init_params` uses them. `given=False` leaves them to the caller.
+        """
+        from . import given as G
+        if self.spec.given() and given is not False:
+            if given is None and self.spec.data_file is None:
+                return load_source(self.source(dims), self.spec.name)
+            arrays = given if isinstance(given, dict) else G.load(self.spec, given)
+            where = str(given) if isinstance(given, (str, Path)) else str(
+                G.data_path(self.spec) if given is None else "given")
+            dims = G.bind(self.spec, arrays, dims, where)
+            return _with_given(load_source(self.source(dims), self.spec.name), arrays)
         return load_source(self.source(dims), self.spec.name)
+
+
+def _with_given(gen: types.ModuleType, given: dict) -> types.ModuleType:
+    """A view of `gen` whose init_params defaults to these given arrays."""
+    view = types.ModuleType(gen.__name__, gen.__doc__)
+    view.__dict__.update({k: v for k, v in gen.__dict__.items() if k != "__name__"})
+    view.init_params = functools.partial(gen.init_params, given={
+        (("init:" + k) if ("init:" + k) in gen.GIVEN else k): v for k, v in given.items()})
+    view.GIVEN_VALUES = given
+    return view
 
 
 def loads(text: str, filename: str = "<string>") -> Model:
@@ -98,11 +123,12 @@ def load(path: str | Path) -> Model:
     return loads(text, str(path))
 
 
-def compile(model: Model | str | Path, dims: dict[str, int] | None = None) -> types.ModuleType:  # noqa: A001
+def compile(model: Model | str | Path, dims: dict[str, int] | None = None,  # noqa: A001
+            given: dict | str | Path | None = None) -> types.ModuleType:
     """Load (if given a path) and compile a model into an in-memory module."""
     if not isinstance(model, Model):
         model = load(model)
-    return model.compile(dims)
+    return model.compile(dims, given)
 
 
 @functools.lru_cache(maxsize=64)

@@ -75,9 +75,9 @@ class Emitter:
     def __init__(self, batched: set[str], index_dim: dict, local_names: dict[str, str],
                  reuse: bool = True):
         self.reuse = reuse
-        self.batched = batched  # names of per-example tensors and scalars
+        self.batched = set(batched)  # names of per-example tensors and scalars
         self.index_dim = index_dim  # index symbol -> dim name (for deltas)
-        self.local = local_names  # sympy base name -> Python local name
+        self.local = dict(local_names)  # sympy base name -> Python local name
         self.lines: list[str] = []
         self.cache: dict = {}
         self.used: set[str] = set()  # sympy base names read
@@ -216,8 +216,40 @@ class Emitter:
             return Arr(self.local[name], (BATCH,) if name in self.batched else ())
         return Arr(name, ())  # dims, beta: names bound in the generated function
 
+    intermediates: dict = {}  # name -> (indices, expr): arrays computed where first read
+
+    def _intermediate(self, name: str) -> None:
+        """Emit an intermediate array (a let read at windows, or a gradient backpropagated
+        into one) once, as a local, before the first line that reads it."""
+        idx, expr = self.intermediates[name]
+        saved = {i: self.index_dim.get(i) for i in idx}
+        for i, dim in zip(idx, self.intermediate_dims[name]):
+            self.index_dim[i] = dim
+        try:
+            a = self.emit(expr)
+        finally:
+            for i, dim in saved.items():
+                if dim is None:
+                    self.index_dim.pop(i, None)
+                else:
+                    self.index_dim[i] = dim
+        lead = (BATCH,) if BATCH in a.axes else ()
+        target = lead + tuple(idx)
+        code = self.align(a, target) if a.axes else a.code
+        if set(a.axes) != set(target):  # constant along some axis: spell the shape out
+            shape = ", ".join(self.intermediate_dims[name])
+            code = (f"jnp.broadcast_to({code}, ({shape},))" if not lead else
+                    f"jnp.broadcast_to({code}, ({code}).shape[:1] + ({shape},))")
+        local = self._fresh(pyname(name.replace("/", "_")))
+        self.lines.append(f"{local} = {code}")
+        self.local[name] = local
+        if lead:
+            self.batched.add(name)
+
     def _indexed(self, e):
         base = e.base.name
+        if base in self.intermediates and base not in self.local:
+            self._intermediate(base)
         self.used.add(base)
         code = self.local[base]
         axes = ([BATCH] if base in self.batched else [])
@@ -313,8 +345,104 @@ class Emitter:
                     return k, at
         return None
 
+    def _conv_transpose(self, factors, summed) -> Arr | None:
+        """sum(o, i, u: g[b, o, i] * K[o, c, u] * [s*i + d*u + off = k]) -> the transpose of a
+        convolution (a correlation with the flipped kernel), one `conv_transpose` call."""
+        lands = [f for f in factors if self._landing(f) is not None]
+        if any(isinstance(self._landing(f)[1], sp.Indexed) for f in lands):
+            return None
+        rest = [f for f in factors if f not in lands]
+        slots = []  # (k, i, s, u, d, off)
+        for f in lands:
+            k, at = self._landing(f)
+            syms = [v for v in at.free_symbols if v.is_integer]
+            if len(syms) != 2 or any(v not in summed for v in syms):
+                return None
+            slots.append((k, syms, at))
+        for kern in (f for f in rest if isinstance(f, sp.Indexed)):
+            if kern.base.name in self.batched or not all(
+                    isinstance(i, sp.Symbol) for i in kern.indices) or len(
+                    set(kern.indices)) != len(kern.indices):
+                continue
+            out = self._conv_transpose_with(kern, slots, rest, summed)
+            if out is not None:
+                return out
+        return None
+
+    def _conv_transpose_with(self, kern, slots, rest, summed):
+        parts = []
+        for k, syms, at in slots:
+            us = [v for v in syms if v in kern.indices]
+            iis = [v for v in syms if v not in kern.indices]
+            if len(us) != 1 or len(iis) != 1:
+                return None
+            u, i = us[0], iis[0]
+            st, d = int(at.coeff(i)), int(at.coeff(u))
+            if st < 1 or d < 1:
+                return None
+            parts.append((k, i, st, u, d, int(at.xreplace({u: 0, i: 0}))))
+        us = [p[3] for p in parts]
+        iis = [p[1] for p in parts]
+        extra = [v for v in kern.indices if v not in us]
+        outs = [v for v in extra if v in summed]
+        chans = [v for v in extra if v not in summed]
+        if len(outs) > 1 or len(chans) > 1:
+            return None
+        others = [f for f in rest if f is not kern]
+        if any(v in f.free_symbols for f in others for v in us + chans):
+            return None
+        sizes = {}
+        for v in list(kern.indices) + iis + [p[0] for p in parts]:
+            dim = self.dim_of(v)
+            if dim not in self.dim_values:
+                return None
+            sizes[v] = self.dim_values[dim]
+        g = self._mul(sp.Mul(*others), tuple(v for v in summed if v not in iis + outs))
+        lead = [BATCH] if BATCH in g.axes else []
+        want = lead + outs + iis
+        if set(g.axes) != set(want):
+            return None
+        g = self.assign("g", Arr(self.align(g, tuple(want)), tuple(want)))
+        gcode = g.code if lead else f"{g.code}[None]"
+        if not outs:
+            gcode = f"{gcode}[:, None]"
+        korder = tuple(outs) + tuple(chans) + tuple(us)
+        kcode = self.align(Arr(self.local[kern.base.name], tuple(kern.indices)), korder)
+        self.used.add(kern.base.name)
+        if not outs:
+            kcode = f"{kcode}[None]"
+        if not chans:
+            kcode = f"{kcode}[:, None]"
+        strides, dils, pads = [], [], []
+        for k, i, st, u, d, off in parts:
+            n, m, kk = sizes[k], sizes[i], sizes[u]
+            lo = -off
+            hi = st * (m - 1) + d * (kk - 1) + 1 - n - lo
+            if lo < 0 or hi < 0:
+                return None
+            strides.append(st)
+            dils.append(d)
+            pads.append((lo, hi))
+        batch = f"{g.code}.shape[0]" if lead else "1"
+        chan = sizes[chans[0]] if chans else 1
+        shape = f"({batch}, {chan}, " + ", ".join(str(sizes[p[0]]) for p in parts) + ")"
+        wrap = self.dim_of(parts[0][0]) in self.periodic
+        res = self.op(ir.ConvTranspose(gcode, kcode, shape, tuple(strides), tuple(dils),
+                                       tuple(pads), wrap), ()).code
+        axes = [BATCH] + chans + [p[0] for p in parts]
+        if not chans:
+            res = f"{res}[:, 0]"
+            axes = [BATCH] + [p[0] for p in parts]
+        if not lead:
+            res = f"{res}[0]"
+            axes = axes[1:]
+        return Arr(res, tuple(axes))
+
     def _scatter(self, factors, delta, summed, out_order) -> Arr:
         """sum over a window's (or gather's) indices of g * [at = k]: add g back at k."""
+        fast = self._conv_transpose(factors, summed)
+        if fast is not None:
+            return fast
         k, at = self._landing(delta)
         if isinstance(at, sp.Indexed):
             index = self.emit(at)
@@ -353,6 +481,187 @@ class Emitter:
         axes = tuple(inner.axes.index(v) for v in e.variables if v in inner.axes)
         return self.op(ir.Chosen(inner.code, axes, e.op == "max"), inner.axes)
 
+    dim_values: dict = {}  # dim name -> size, for the static shapes of convolutions
+
+    def _slots(self, x: sp.Indexed, kernel_syms: set, summed) -> list | None:
+        """For a window read x[.., s*i + d*u + o, ..]: (slot, i, s, u, d, o) per window slot
+        (u summed and in the kernel, i not), or None when it is no convolution."""
+        out = []
+        for pos, at in enumerate(x.indices):
+            if isinstance(at, sp.Symbol) or at.is_Integer:
+                continue
+            if isinstance(at, sp.Indexed):
+                return None
+            syms = [v for v in at.free_symbols if v.is_integer]
+            us = [v for v in syms if v in kernel_syms]
+            iis = [v for v in syms if v not in kernel_syms]
+            if len(us) != 1 or len(iis) != 1 or us[0] not in summed:
+                return None
+            u, i = us[0], iis[0]
+            s, d = int(at.coeff(i)), int(at.coeff(u))
+            off = int(at.xreplace({u: 0, i: 0}))
+            if s < 1 or d < 1:
+                return None
+            out.append((pos, i, s, u, d, off))
+        return out or None
+
+    def _kernel_grad(self, x, factors, summed):
+        """sum(b, i: g[b, o, i] * x[b, c, s*i + d*u + off]) over the batch and positions:
+        a kernel's gradient, the transpose of `conv` in its kernel (`conv_kernel_grad`)."""
+        if BATCH not in summed or x.base.name not in self.batched and x.base.name not in (
+                self.intermediates):
+            return None
+        others = [f for f in factors if f is not x]
+        plain = [i for i in x.indices if isinstance(i, sp.Symbol)]
+        windows = [i for i in x.indices if not (isinstance(i, sp.Symbol) or i.is_Integer)]
+        if not windows or len(plain) + len(windows) != len(x.indices) or len(plain) > 1:
+            return None
+        gfs = [f for f in others if self.is_batched(f) or any(
+            v in f.free_symbols for w in windows for v in w.free_symbols if v in summed)]
+        rest = [f for f in others if f not in gfs]
+        iis = {v for w in windows for v in w.free_symbols if v.is_integer and v in summed}
+        if not gfs or any(v in f.free_symbols for f in rest for v in iis):
+            return None
+        kernel_syms = {v for w in windows for v in w.free_symbols if v.is_integer} - iis
+        slots = self._slots(x, kernel_syms, set(summed) | kernel_syms)
+        if slots is None or any(u in summed for *_, u, _, _ in [(p[0], p[1], p[2], p[3], p[4], p[5]) for p in slots]):
+            return None
+        chans = [v for v in plain if v not in summed]
+        if len(chans) != len(plain):
+            return None
+        g = self._mul(sp.Mul(*gfs), ())
+        outs = [a for a in g.axes if a is not BATCH and a not in iis]
+        if BATCH not in g.axes or len(outs) > 1 or set(g.axes) != {BATCH, *outs, *iis} or any(
+                o in x.indices or o in summed for o in outs):
+            return None
+        if any(d not in self.dim_values for d in (self.dim_of(v) for v in
+                                                    list(iis) + list(kernel_syms) + chans)):
+            return None
+        base = x.base.name
+        if base in self.intermediates and base not in self.local:
+            self._intermediate(base)
+        self.used.add(base)
+        shape = self.shapes.get(base)
+        order = [BATCH] + chans + [x.indices[p] for p, *_ in slots]
+        xcode = self.align(Arr(self.local[base], tuple([BATCH] + list(x.indices))), tuple(order))
+        if not chans:
+            xcode = f"{xcode}[:, None]"
+        gorder = tuple([BATCH] + outs + [i for _, i, *_ in slots])
+        gcode = self.align(g, gorder)
+        if not outs:
+            gcode = f"{gcode}[:, None]"
+        strides, dils, pads, ksizes = [], [], [], []
+        for pos, i, st, u, d, off in slots:
+            n = self.dim_values[shape[pos]]
+            m = self.dim_values[self.dim_of(i)]
+            kk = self.dim_values[self.dim_of(u)]
+            lo, hi = -off, st * (m - 1) + d * (kk - 1) + 1 - n + off
+            if lo < 0 or hi < 0:
+                return None
+            strides.append(st)
+            dils.append(d)
+            pads.append((lo, hi))
+            ksizes.append(kk)
+        kshape = ((self.dim_values[self.dim_of(outs[0])] if outs else 1,
+                   self.dim_values[self.dim_of(chans[0])] if chans else 1) + tuple(ksizes))
+        res = self.op(ir.ConvKernelGrad(xcode, gcode, kshape, tuple(strides), tuple(dils),
+                                        tuple(pads), self._fill(base, shape[slots[0][0]])),
+                      ()).code
+        if not outs:
+            res = f"{res}[0]"
+        if not chans:
+            res = f"{res}[:, 0]" if outs else f"{res}[0]"
+        arr = Arr(res, tuple(outs + chans + [u for *_, u, _, _ in
+                                             [(p[0], p[1], p[2], p[3], p[4], p[5]) for p in slots]]))
+        return rest + [arr]
+
+    def _conv(self, factors, summed):
+        """sum(c, u: K[o, c, u] * x[b, c, s*i + d*u + off]) -> one `conv` call (lax's
+        convolution), replacing the two factors; None when the product is not of that form."""
+        indexed = [f for f in factors if isinstance(f, sp.Indexed)]
+        for x in indexed:
+            if not any(not (isinstance(i, sp.Symbol) or i.is_Integer) for i in x.indices):
+                continue
+            grad = self._kernel_grad(x, factors, summed)
+            if grad is not None:
+                return grad
+            for k in indexed:
+                if k is x or k.base.name in self.batched or not all(
+                        isinstance(i, sp.Symbol) for i in k.indices) or len(
+                        set(k.indices)) != len(k.indices):
+                    continue
+                out = self._conv_pair(x, k, factors, summed)
+                if out is not None:
+                    return [f for f in factors if f is not x and f is not k] + [out]
+        return None
+
+    def _conv_pair(self, x, k, factors, summed):
+        slots = self._slots(x, set(k.indices), summed)
+        if slots is None or any(d not in self.dim_values for d in
+                                (self.dim_of(v) for v in k.indices)):
+            return None
+        us = [u for _, _, _, u, _, _ in slots]
+        plain = [i for n, i in enumerate(x.indices) if n not in {p for p, *_ in slots}]
+        if not all(isinstance(i, sp.Symbol) for i in plain) or len(plain) > 1:
+            return None
+        chan = plain[0] if plain else None
+        if chan is not None and (chan not in k.indices or chan not in summed):
+            return None
+        outs = [v for v in k.indices if v not in us and v != chan]
+        if len(outs) > 1 or (outs and outs[0] in x.indices):
+            return None
+        others = [f for f in factors if f is not x and f is not k]
+        private = set(us) | ({chan} if chan is not None else set())
+        if any(v in f.free_symbols for f in others for v in private):
+            return None
+        if any(i in k.indices for _, i, *_ in slots):
+            return None
+        base = x.base.name
+        if base in self.intermediates and base not in self.local:
+            self._intermediate(base)
+        self.used.update({base, k.base.name})
+        batched = base in self.batched
+        xaxes = ([BATCH] if batched else []) + list(x.indices)
+        # x as (batch, channel, *space)
+        order = ([BATCH] if batched else []) + ([chan] if chan is not None else []) + [
+            x.indices[p] for p, *_ in slots]
+        code = self.align(Arr(self.local[base], tuple(xaxes)), tuple(order))
+        if not batched:
+            code = f"{code}[None]"
+        if chan is None:
+            code = f"{code}[:, None]"
+        korder = tuple(outs) + ((chan,) if chan is not None else ()) + tuple(us)
+        kcode = self.align(Arr(self.local[k.base.name], tuple(k.indices)), korder)
+        if not outs:
+            kcode = f"{kcode}[None]"
+        if chan is None:
+            kcode = f"{kcode}[:, None]" if outs else f"{kcode}[:, None]"
+        strides, dils, pads = [], [], []
+        shape = self.shapes.get(base)
+        for pos, i, st, u, d, off in slots:
+            n = self.dim_values[shape[pos]]
+            m = self.dim_values[self.dim_of(i)]
+            kk = self.dim_values[self.dim_of(u)]
+            lo = -off
+            hi = st * (m - 1) + d * (kk - 1) + 1 - n - lo
+            if lo < 0 or hi < 0:
+                return None
+            strides.append(st)
+            dils.append(d)
+            pads.append((lo, hi))
+        fill = self._fill(base, shape[slots[0][0]])
+        conv = self.op(ir.Conv(code, kcode, tuple(strides), tuple(dils), tuple(pads), fill),
+                       ())
+        res = conv.code
+        axes = [BATCH] + outs + [i for _, i, *_ in slots]
+        if not outs:
+            res = f"{res}[:, 0]"
+            axes.remove(BATCH) if False else None
+        if not batched:
+            res = f"{res}[0]"
+            axes = axes[1:]
+        return Arr(res, tuple(axes))
+
     def _mul(self, e, summed=(), out_order=()):
         coeff, factors = e.as_coeff_mul()
         landing = next((f for f in factors if self._landing(f) is not None), None)
@@ -364,6 +673,8 @@ class Emitter:
             factors = special
         elif (stable := self._stabilize(sp.Mul(*factors, evaluate=False))) is not None:
             return self._mul(coeff * stable, summed, out_order)
+        elif (fused := self._conv(factors, summed)) is not None:
+            factors = fused
         nums, dens = [], []
         for f in factors:
             if isinstance(f, Arr):
@@ -395,7 +706,7 @@ class Emitter:
             a = arr_num[0]
             axes = tuple(a.axes.index(x) for x in summed if x in a.axes)
             axis = axes[0] if len(axes) == 1 else axes
-            core = Arr(f"jnp.sum({a.code}, axis={axis})", out_axes)
+            core = Arr(f"jnp.sum({a.code}, axis={axis})", out_axes) if axes else a
         elif not summed and all(self.aligns_freely(a, out_axes) for a in arr_num) and any(
                 a.axes == out_axes for a in arr_num):
             core = Arr(" * ".join(a.code for a in arr_num), out_axes, atomic=False)
@@ -582,7 +893,11 @@ class Emitter:
             if not self.is_batched(t):
                 parts.append(self.emit(t))
                 continue
-            if isinstance(t, sp.Mul):
+            coeff, single = t.as_coeff_Mul()
+            if isinstance(single, sp.Sum) and isinstance(single.function, sp.Mul):
+                a = self.scoped(single.limits, lambda c=coeff, t=single: self._mul(
+                    c * t.function, (BATCH,) + tuple(v for v, *_ in t.limits), order))
+            elif isinstance(t, sp.Mul):
                 a = self._mul(t, (BATCH,), order)
             elif isinstance(t, sp.Sum) and isinstance(t.function, sp.Mul):
                 a = self.scoped(t.limits, lambda t=t: self._mul(

@@ -120,6 +120,21 @@ class ConvTranspose(Op):
     helper = "conv_transpose"
 
 
+@dataclass(frozen=True)
+class ConvKernelGrad(Op):
+    """The transpose of `Conv` in its kernel: sum over batch and positions of g times the
+    window of x, shaped like the kernel (out, channels, *window)."""
+
+    x: str
+    g: str
+    kshape: tuple[int, ...]
+    strides: tuple[int, ...]
+    dilations: tuple[int, ...]
+    pads: tuple[tuple[int, int], ...]
+    fill: str
+    helper = "conv_kernel_grad"
+
+
 def _ints(values) -> str:
     return "(" + ", ".join(str(v) for v in values) + ("," if len(values) == 1 else "") + ")"
 
@@ -165,3 +180,8 @@ class JaxPrinter:
         pads = "(" + ", ".join(_ints(p) for p in op.pads) + ("," if len(op.pads) == 1 else "") + ")"
         return (f"conv_transpose({op.g}, {op.kernel}, {op.shape}, {_ints(op.strides)}, "
                 f"{_ints(op.dilations)}, {pads}, {op.wrap})")
+
+    def _print_ConvKernelGrad(self, op: ConvKernelGrad) -> str:
+        pads = "(" + ", ".join(_ints(p) for p in op.pads) + ("," if len(op.pads) == 1 else "") + ")"
+        return (f"conv_kernel_grad({op.x}, {op.g}, {_ints(op.kshape)}, {_ints(op.strides)}, "
+                f"{_ints(op.dilations)}, {pads}, {op.fill})")

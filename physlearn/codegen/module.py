@@ -38,6 +38,11 @@ class ModuleWriter:
         em = Emitter(self.batched, dict(self.d.builder.index_dim), self.local)
         em.periodic = set(self.spec.periodic)
         em.shapes = {n: self.spec.shape(n) for n in self.spec.variables}
+        em.intermediates = self.d.intermediates
+        em.dim_values = dict(self.dims)
+        em.intermediate_dims = {n: self.spec.lets[n.split("/d")[-1]][1]
+                                for n in self.d.intermediates}
+        em.shapes.update(em.intermediate_dims)
         for n, v in self.spec.variables.items():
             b = v.boundary
             if b is not None:
@@ -48,7 +53,7 @@ class ModuleWriter:
     def _unpack(self, em: Emitter, kinds=("params", "states", "data")) -> list[str]:
         spec = self.spec
         groups = {
-            "params": [n for n in spec.variables if spec.role(n) in ("param", "const")],
+            "params": [n for n in spec.variables if spec.role(n) in ("param", "const", "index")],
             "states": spec.names("state"),
             "data": spec.names("input") + spec.names("target"),
         }
@@ -302,7 +307,9 @@ class ModuleWriter:
                 f"TARGETS = {shapes('target')}",
                 f"STATES = {shapes('state')}",
                 f"PARAMS = {shapes('param')}",
-                f"CONSTS = {shapes('const')}",
+                f"CONSTS = {self._consts()}",
+                f"GIVEN = {self._given()!r}  # values that come with the data (init_params' given)",
+                f"INDEXES = {self._indexes()!r}  # index array -> the dim its entries point into",
                 f"INITS = {inits('param')[:-1]}{', ' if inits('param') != '{}' and inits('const') != '{}' else ''}{inits('const')[1:]}",
                 f"SYMMETRIC = {tuple(n for n in spec.names('param') if spec.variables[n].symmetric)!r}",
                 f"NONNEGATIVE = {tuple(n for n in spec.names('param') if spec.variables[n].nonnegative)!r}",
@@ -324,6 +331,23 @@ class ModuleWriter:
             if d.kind == "lagrangian":
                 out[-1:] = [f'LAGRANGIAN_NAME = "{spec.physics.name}"', ""]
         return out
+
+    def _consts(self) -> str:
+        """Constants, index arrays and given initial states (`init:<state>`), by shape."""
+        spec = self.spec
+        items = [f'"{n}": {tuple(spec.shape(n))!r}' for n, v in spec.variables.items()
+                 if v.role in ("const", "index")]
+        items += [f'"init:{n}": {tuple(spec.shape(n))!r}' for n in spec.given()
+                  if spec.role(n) == "state"]
+        return "{" + ", ".join(items) + "}"
+
+    def _given(self) -> dict:
+        spec = self.spec
+        return {("init:" + n if spec.role(n) == "state" else n): spec.role(n)
+                for n in spec.given()}
+
+    def _indexes(self) -> dict:
+        return {n: v.index_range for n, v in self.spec.variables.items() if v.role == "index"}
 
     def _default_learn(self):
         if self.d.kind == "lagrangian":
@@ -522,14 +546,18 @@ class ModuleWriter:
 
     def _init_functions(self) -> str:
         init_p = self._function(
-            "init_params", "key, dtype=jnp.float32",
+            "init_params", "key, dtype=jnp.float32, given=None",
             "Initial parameters (and constants): `init =` where given; else "
-            "uniform(+-1/sqrt(fan_in)) for matrices, zeros for vectors, ones for scalars.",
+            "uniform(+-1/sqrt(fan_in)) for matrices, zeros for vectors, ones for scalars. "
+            "`given` holds the GIVEN arrays (index arrays, `init = data` values).",
             ["names = list(PARAMS) + list(CONSTS)",
              "keys = jax.random.split(key, max(len(names), 1))",
              "out = {}",
              "for k, name in zip(keys, names):",
              "    shape = tuple(DIMS[d] for d in {**PARAMS, **CONSTS}[name])",
+             *(["    if name in GIVEN:",
+                "        out[name] = _given_array(name, shape, given, dtype)",
+                "        continue"] if self._given() else []),
              "    kind, args = INITS.get(name, ('default', ()))",
              "    value = _init_array(k, kind, args, shape, dtype)",
              "    if name in SYMMETRIC:",
@@ -558,16 +586,52 @@ class ModuleWriter:
              "    return jax.random.uniform(key, shape, dtype, -bound, bound)",
              "bound = fan_in ** -0.5  # 'fan_in' and the default for matrices",
              ], "jax.random.uniform(key, shape, dtype, -bound, bound)")
+        given_fn = self._function(
+            "_given_array", "name, shape, given, dtype",
+            "A GIVEN array, checked: its shape, and for an index array whole numbers in range.",
+            ["if given is None or name not in given:",
+             "    raise KeyError(f'init_params needs given[{name!r}] (GIVEN: {sorted(GIVEN)})')",
+             "value = jnp.asarray(given[name])",
+             "if value.shape != shape:",
+             "    raise ValueError(f'given[{name!r}] has shape {value.shape}, expected {shape}')",
+             "if name not in INDEXES:",
+             "    return value.astype(dtype)",
+             "if not jnp.issubdtype(value.dtype, jnp.integer):",
+             "    raise ValueError(f'index array {name!r} must hold integers, got {value.dtype}')",
+             "n = DIMS[INDEXES[name]]",
+             "if value.size and (int(value.min()) < 0 or int(value.max()) >= n):",
+             "    raise ValueError(f'index array {name!r} points outside 0..{n - 1} "
+             "({INDEXES[name]})')",
+             ], "value.astype(jnp.int32)")
         proj = self._function(
             "project", "params",
             "Enforce `nonnegative` parameters (call after every update).",
             [], "{k: jnp.maximum(v, 0) if k in NONNEGATIVE else v for k, v in params.items()}")
-        states = self._function(
-            "init_states", "batch_size, dtype=jnp.float32",
-            "All states at zero, with a leading batch axis.", [],
-            "{s: jnp.zeros((batch_size,) + tuple(DIMS[d] for d in dims), dtype) "
-            "for s, dims in STATES.items()}")
-        return "\n\n\n".join([helper, init_p, proj, states])
+        if any(k.startswith("init:") for k in self._given()):
+            states = self._function(
+                "init_states", "batch_size, dtype=jnp.float32, params=None",
+                "States at zero, or at their given values (params['init:<state>']), with a "
+                "leading batch axis.",
+                ["out = {}",
+                 "for s, dims in STATES.items():",
+                 "    shape = (batch_size,) + tuple(DIMS[d] for d in dims)",
+                 "    if 'init:' + s in GIVEN:",
+                 "        if params is None:",
+                 "            raise KeyError(f'init_states needs params (state {s} starts at "
+                 "given values)')",
+                 "        out[s] = jnp.broadcast_to(params['init:' + s], shape).astype(dtype)",
+                 "    else:",
+                 "        out[s] = jnp.zeros(shape, dtype)"], "out")
+        else:
+            states = self._function(
+                "init_states", "batch_size, dtype=jnp.float32, params=None",
+                "All states at zero, with a leading batch axis.", [],
+                "{s: jnp.zeros((batch_size,) + tuple(DIMS[d] for d in dims), dtype) "
+                "for s, dims in STATES.items()}")
+        parts = [helper, init_p, proj, states]
+        if self._given():
+            parts.insert(1, given_fn)
+        return "\n\n\n".join(parts)
 
 
 def _is_number(code: str) -> bool:

@@ -193,6 +193,13 @@ class Directive(Node):
 
 
 @dataclass(frozen=True)
+class DataFile(Node):
+    """`data "mesh.npz"`: where the model's given arrays live (relative to the model)."""
+
+    path: str
+
+
+@dataclass(frozen=True)
 class Module(Node):
     name: str | None
     doc: str | None

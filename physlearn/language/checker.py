@@ -19,7 +19,7 @@ KEYWORD_NAMES = {"model", "dim", "input", "target", "state", "param", "const", "
                  "energy", "primitive", "hamiltonian", "lagrangian", "update", "cost", "learn",
                  "relax", "sum", "periodic", "boundary", "stack",
                  "logsumexp", "symmetric", "nonnegative", "init", "conjugate", "final", "to",
-                 "beta", "index", "in", "max", "min", "mean"}  # beta: the EP nudging strength
+                 "beta", "index", "in", "max", "min", "mean", "data"}  # beta: the EP nudging strength
 
 
 @dataclass
@@ -42,6 +42,12 @@ class ModelSpec:
     stack: ast.Directive | None = None
     index_dims: dict[int, str] = field(default_factory=dict)  # id(Reduction index Name) -> dim
     periodic: set[str] = field(default_factory=set)  # dims whose index arithmetic wraps
+    data_file: ast.DataFile | None = None  # `data "mesh.npz"`: the given arrays' file
+
+    def given(self) -> list[str]:
+        """Names whose values come with the data: index arrays and `init = data`."""
+        return [n for n, v in self.variables.items() if v.role == "index" or (
+            v.init is not None and v.init.kind == "data" and not v.init.args)]
 
     def role(self, name: str) -> str | None:
         v = self.variables.get(name)
@@ -266,6 +272,13 @@ class Checker:
             if on:
                 raise self.error("E229", f"an index array takes no `{word}`: its values come "
                                  "from the data", v.span)
+
+    def _DataFile(self, d: ast.DataFile):
+        if self.spec.data_file is not None:
+            raise self.error("E207", "a second `data` line", d.span)
+        if not d.path.strip():
+            raise self.error("E219", "`data` needs a file name, e.g. data \"mesh.npz\"", d.span)
+        self.spec.data_file = d
 
     def _FuncDef(self, f: ast.FuncDef):
         self._declare(f.name, f.span)

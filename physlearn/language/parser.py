@@ -36,7 +36,7 @@ _WORD = re.compile(r"[A-Za-z0-9_]*")
 _KEYWORD_TERMINALS = ("MODEL", "DIM", "INPUT", "TARGET", "STATE", "PARAM", "CONST", "DEF",
                       "LET", "ENERGY", "PRIMITIVE", "HAMILTONIAN", "LAGRANGIAN", "UPDATE", "STACK", "COST", "LEARN",
                       "RELAX", "SYMMETRIC", "NONNEGATIVE", "INIT", "SUM", "LOGSUMEXP",
-                      "CONJUGATE", "FINAL", "PERIODIC", "BOUNDARY", "INDEX", "IN", "MAX", "MIN",
+                      "CONJUGATE", "FINAL", "PERIODIC", "BOUNDARY", "INDEX", "IN", "MAX", "MIN", "DATA",
                       "MEAN")
 
 
@@ -316,6 +316,10 @@ class _ToAst(Transformer):
         heads = [t for t in c[1:-1] if t is not None]
         return ast.LetDef(_span(meta), str(c[0]), tuple(n for n, _ in heads), c[-1],
                           tuple(r for _, r in heads))
+
+    def data_def(self, meta, c):
+        text = str(c[0])
+        return ast.DataFile(_span(meta), text[3:-3] if text.startswith('"""') else text[1:-1])
 
     def energy_def(self, meta, c):
         return ast.Physics(_span(meta), "energy", str(c[0]), c[1])

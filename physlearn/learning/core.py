@@ -45,13 +45,14 @@ class Problem:
         g = self.gen.grad_cost_params(params, states, data)
         return {k: g.get(k, jnp.zeros_like(params[k])) for k in self.param_names}
 
-    def init_states(self, data, dtype=None):
+    def init_states(self, data, dtype=None, params=None):
+        """States at rest (or at their given values, read from `params`)."""
         batch = jax.tree_util.tree_leaves(data)[0].shape[0]
         dtype = dtype or jax.tree_util.tree_leaves(data)[0].dtype
-        return self.gen.init_states(batch, dtype)
+        return self.gen.init_states(batch, dtype, params)
 
     def free(self, params, data, steps=None) -> tuple[dict, RelaxInfo]:
-        return self.relaxer.run(params, self.init_states(data), data, 0.0, steps)
+        return self.relaxer.run(params, self.init_states(data, params=params), data, 0.0, steps)
 
     def nudged(self, params, data, start, beta, steps=None, clamp=None):
         steps = self.relaxer.cfg.nudged_steps if steps is None else steps

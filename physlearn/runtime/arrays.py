@@ -96,6 +96,14 @@ def conv_transpose(g, k, shape, strides, dilations, pads, wrap):
     return jax.linear_transpose(forward, jax.ShapeDtypeStruct(shape, g.dtype))(g)[0]
 
 
+def conv_kernel_grad(x, g, kshape, strides, dilations, pads, fill):
+    """The transpose of `conv` in its kernel: sum over batch and positions of
+    g[b, o, i] * x[b, c, s*i + d*u - pad_lo], shaped (out, channels, *window)."""
+    def forward(k):
+        return conv(x, k, strides, dilations, pads, fill)
+    return jax.linear_transpose(forward, jax.ShapeDtypeStruct(kshape, g.dtype))(g)[0]
+
+
 # The helpers each one calls (generated modules copy these too).
 NEEDS = {"window": ("window_positions",), "window_add": ("window_positions",),
-         "conv_transpose": ("conv",)}
+         "conv_transpose": ("conv",), "conv_kernel_grad": ("conv",)}

@@ -49,6 +49,7 @@ class Builder:
         self.functions: dict[str, type] = {}
         self.index_dim: dict[sp.Symbol, str] = {}  # every index symbol -> its dim
         self.windows: list = []  # (ast index, name read, slot, sympy position) per window
+        self.materialized: dict[str, tuple] = {}  # let read at windows -> (indices, body)
         self._fresh = itertools.count()
         for name, f in spec.functions.items():
             params = tuple(sp.Symbol(p.name, real=True) for p in f.params)
@@ -93,6 +94,8 @@ class Builder:
     def _Indexed(self, e, env, sc):
         idx = self._indices(e.indices, env, e.name)
         if e.name in self.spec.lets:
+            if any(ix.terms for ix in e.indices):  # read at a window: an array of its own
+                return self.materialize(e.name)[idx]
             return self._let(e.name, idx, env)
         return self.symbols[e.name][idx]
 
@@ -116,6 +119,16 @@ class Builder:
     def _Velocity(self, e, env, sc):
         base = velocity_base(self.spec, e.name)
         return base[self._indices(e.indices, env)] if e.indices else base
+
+    def materialize(self, name: str) -> sp.IndexedBase:
+        """A `let` read at window positions becomes an intermediate array (computed once,
+        then windowed); derivatives reach through it by the chain rule (`rules`)."""
+        if name not in self.materialized:
+            _d, dims = self.spec.lets[name]
+            idx = tuple(self.fresh_index("m", dim) for dim in dims)
+            self.materialized[name] = (idx, None)  # placeholder while its body is built
+            self.materialized[name] = (idx, self._let(name, idx, {}))
+        return sp.IndexedBase(name, real=True)
 
     def _let(self, name, idx, env):
         d, _dims = self.spec.lets[name]

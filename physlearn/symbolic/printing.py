@@ -252,6 +252,13 @@ def report(d: Derivation, as_latex: bool = False) -> str:
     kind = {"energy": " (gradient flow)", "primitive": " (discrete updates)",
             "hamiltonian": " (Hamilton's equations)",
             "lagrangian": f" (Hamilton's equations of {d.physics_name})"}[d.kind]
+    if d.intermediates:
+        out.append("intermediates (lets read at windows, computed once; gradients reach "
+                   "through them by the chain rule):")
+        for name, (idx, e) in d.intermediates.items():
+            head = f"{name}[{', '.join(map(str, idx))}]" if idx else name
+            out.append(f"  {head} = {expr(e)}")
+        out.append("")
     out.append("state dynamics" + kind + ":")
     for r in d.dynamics.values():
         out.append("  " + show(r))

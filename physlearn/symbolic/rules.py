@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 import sympy as sp
 
 from ..language.checker import ModelSpec
+from .chain import Chain
 from .build import Builder, check_windows, gradient_base, index_symbol, velocity_base
 from .calculus import (INDEX_POOL, Inside, canonical_indices, differentiate, normalize,
                        swap_indices)
@@ -73,6 +74,9 @@ class Derivation:
     lagrangian_param_gradients: dict[str, Rule] = field(default_factory=dict)
     velocities: dict[str, Rule] = field(default_factory=dict)  # q' = dH/dp, in (q, p)
     hamiltonian_name: str = "H"
+    # arrays computed before the rules that read them: lets read at windows (p1[...]) and
+    # the gradients backpropagated into them (dE/dp1[...]): name -> (indices, expr)
+    intermediates: dict[str, tuple] = field(default_factory=dict)
 
     def in_phase_space(self, expr: sp.Expr) -> sp.Expr:
         """`expr` with every velocity q'[k] replaced by dH/dp = p[k] / m[k]."""
@@ -196,6 +200,14 @@ def derive(spec: ModelSpec) -> Derivation:
     d = Derivation(spec, b, spec.physics.kind, physics, cost, lagrangian=lagrangian)
     d.output = prediction_name(spec)
     P, C = spec.physics.name, spec.cost.name
+    chains = {}
+    if b.materialized:  # lets read at windows: their values, then the chain rule through them
+        for name, (idx, body) in b.materialized.items():
+            nice = free_indices(spec, len(idx))
+            d.intermediates[name] = (nice, canon(body, nice, dict(zip(idx, nice))))
+        for scalar, name in ((physics, P), (cost, C)):
+            if scalar is not None:
+                chains[id(scalar)] = Chain(name, scalar, b)
 
     def grad(expr, name):
         shape = spec.shape(name)
@@ -203,7 +215,10 @@ def derive(spec: ModelSpec) -> Derivation:
         tmp = tuple(b.fresh_index(str(s), dim) for s, dim in zip(idx, shape))
         for s, dim in zip(idx, shape):
             b.index_dim[s] = dim
-        g = differentiate(expr, _element(b, name, tmp))
+        if b.materialized and id(expr) in chains:
+            g = chains[id(expr)].derivative(_element(b, name, tmp))
+        else:
+            g = differentiate(expr, _element(b, name, tmp))
         return idx, canon(g, idx, dict(zip(tmp, idx)))
 
     if lagrangian is not None:
@@ -249,6 +264,10 @@ def derive(spec: ModelSpec) -> Derivation:
             d.lagrangian_param_gradients[p] = Rule("param_gradient", f"d{spec.physics.name}/d{p}",
                                                    p, idx, gl, "GLEP's integrand",
                                                    locality(gl, idx, spec))
+    for chain in chains.values():  # the backpropagated placeholders dE/dp1[...]
+        for key, (idx, expr) in chain.definitions.items():
+            nice = free_indices(spec, len(idx))
+            d.intermediates[key] = (nice, canon(expr, nice, dict(zip(idx, nice))))
     if spec.relax is not None and spec.relax.method == "asynchronous" and d.layers() is None:
         from ..language.errors import ModelError
         raise ModelError("E219", "`relax asynchronous` needs layered states: here a state's "
@@ -473,9 +492,10 @@ def _require_finite(expr, node, spec: ModelSpec) -> None:
                          "look for a denominator that cancels to 0, e.g. (h[i] - h[i])")
 
 
-def nudged(expr: sp.Expr, spec: ModelSpec, suffix: str) -> sp.Expr:
-    """Replace every state by its nudged value, printed `h+` / `h-`."""
-    out = {}
+def nudged(expr: sp.Expr, spec: ModelSpec, suffix: str, also=()) -> sp.Expr:
+    """Replace every state (and intermediate computed from states) by its nudged value,
+    printed `h+` / `h-`."""
+    out = {sp.IndexedBase(n, real=True): sp.IndexedBase(n + suffix, real=True) for n in also}
     for s in spec.names("state"):
         if spec.shape(s):
             out[sp.IndexedBase(s, real=True)] = sp.IndexedBase(s + suffix, real=True)
@@ -488,7 +508,8 @@ def _ep_update(d: Derivation, p: str) -> Rule:
     g = d.param_gradients[p]
     beta = sp.Symbol("beta", positive=True)
     sign = 1 if d.kind == "primitive" else -1  # Phi plays the role of -E
-    diff = nudged(g.expr, d.spec, "+") - nudged(g.expr, d.spec, "-")
+    lets = [n for n in d.intermediates if "/" not in n]
+    diff = nudged(g.expr, d.spec, "+", lets) - nudged(g.expr, d.spec, "-", lets)
     expr = sign * diff / (2 * beta)
     return Rule("ep_update", f"Delta {p}", p, g.indices, expr,
                 note="centered EP: nudges +beta and -beta from the free state; "
@@ -524,7 +545,8 @@ def locality(expr: sp.Expr, idx: tuple, spec: ModelSpec) -> Locality:
     uses, far = [], []
     for atom in sorted(expr.atoms(sp.Indexed, sp.Symbol), key=sp.default_sort_key):
         if isinstance(atom, sp.Indexed):
-            if spec.role(atom.base.name) in ("state", "input", "target"):
+            if spec.role(atom.base.name) in ("state", "input", "target") or (
+                    atom.base.name in spec.lets):
                 uses.append(str(atom))
                 if any(isinstance(i, sp.Symbol) and i not in own for i in atom.indices):
                     far.append(str(atom))

@@ -444,7 +444,7 @@ class Trainer:
         relaxer = self.problem.relaxer
         where = f"epoch {epoch}, batch {batch}"
         hint = _HINT
-        s0 = self.problem.init_states(data)
+        s0 = self.problem.init_states(data, params=full)
         traj = relaxer.trajectory(full, s0, data, 0.0, self.relax_cfg.free_steps)
         found = _first_bad(traj)
         if found:

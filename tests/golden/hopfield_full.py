@@ -33,6 +33,8 @@ TARGETS = {"y": ('n_out',)}
 STATES = {"s": ('n',)}
 PARAMS = {"W": ('n', 'n'), "b": ('n',), "B": ('n', 'n_in')}
 CONSTS = {"R": ('n_out', 'n')}
+GIVEN = {}  # values that come with the data (init_params' given)
+INDEXES = {}  # index array -> the dim its entries point into
 INITS = {"R": ('normal', (0.1,))}
 SYMMETRIC = ('W',)
 NONNEGATIVE = ()
@@ -176,8 +178,8 @@ def _init_array(key, kind, args, shape, dtype):
     return jax.random.uniform(key, shape, dtype, -bound, bound)
 
 
-def init_params(key, dtype=jnp.float32):
-    """Initial parameters (and constants): `init =` where given; else uniform(+-1/sqrt(fan_in)) for matrices, zeros for vectors, ones for scalars."""
+def init_params(key, dtype=jnp.float32, given=None):
+    """Initial parameters (and constants): `init =` where given; else uniform(+-1/sqrt(fan_in)) for matrices, zeros for vectors, ones for scalars. `given` holds the GIVEN arrays (index arrays, `init = data` values)."""
     names = list(PARAMS) + list(CONSTS)
     keys = jax.random.split(key, max(len(names), 1))
     out = {}
@@ -196,7 +198,7 @@ def project(params):
     return {k: jnp.maximum(v, 0) if k in NONNEGATIVE else v for k, v in params.items()}
 
 
-def init_states(batch_size, dtype=jnp.float32):
+def init_states(batch_size, dtype=jnp.float32, params=None):
     """All states at zero, with a leading batch axis."""
     return {s: jnp.zeros((batch_size,) + tuple(DIMS[d] for d in dims), dtype) for s, dims in STATES.items()}
 

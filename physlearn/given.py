@@ -1,0 +1,96 @@
+"""Arrays a model is given with its data: index arrays and `init = data` values.
+
+They come from an npz file (the model's `data "..."` line, or `--given FILE`), keyed by the
+variable's name. Loading checks each one by name: present, the declared rank, sizes that
+agree with the dims (open dims are bound from them), whole numbers in range for index arrays,
+finite numbers for the rest. Every failure is a `DataError` naming the key.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .language.checker import ModelSpec
+from .train.data import DataError
+
+
+def data_path(spec: ModelSpec) -> Path | None:
+    """The model's `data "..."` file, relative to the model file."""
+    if spec.data_file is None:
+        return None
+    return Path(spec.filename).parent / spec.data_file.path
+
+
+def load(spec: ModelSpec, path: str | Path | None = None) -> dict[str, np.ndarray]:
+    """The given arrays of `spec` from `path` (else the model's data file), unchecked."""
+    names = spec.given()
+    if not names:
+        return {}
+    where = Path(path) if path is not None else data_path(spec)
+    if where is None:
+        raise DataError(f"{spec.name} needs given arrays ({', '.join(names)}) and names no "
+                        "file: add `data \"FILE.npz\"` to the model or pass --given FILE.npz")
+    try:
+        with np.load(where, allow_pickle=False) as z:
+            missing = [n for n in names if n not in z.files]
+            if missing:
+                raise DataError(f"{where}: no key {missing[0]!r} (the model's given arrays: "
+                                f"{', '.join(names)}; the file holds: {', '.join(z.files)})")
+            return {n: np.asarray(z[n]) for n in names}
+    except FileNotFoundError:
+        raise DataError(f"no such file: {where} (the model's given arrays)") from None
+    except DataError:
+        raise
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{where}: not a readable npz file ({exc})") from None
+
+
+def bind(spec: ModelSpec, given: dict, dims: dict | None = None,
+         where: str = "given") -> dict[str, int]:
+    """Dims with open ones bound from the given arrays' shapes; checks every array."""
+    bound = {k: v for k, v in spec.dims.items()}
+    bound.update({k: int(v) for k, v in (dims or {}).items() if v is not None})
+    source = {}
+    for name in spec.given():
+        if name not in given:
+            raise DataError(f"{where}: no array {name!r}")
+        value = np.asarray(given[name])
+        shape = spec.shape(name)
+        if value.ndim != len(shape):
+            raise DataError(f"{where}[{name!r}] has {value.ndim} axes {value.shape}; {name} is "
+                            f"declared [{', '.join(shape)}]")
+        for axis, (dim, size) in enumerate(zip(shape, value.shape)):
+            if bound.get(dim) is None:
+                bound[dim] = int(size)
+                source[dim] = name
+            elif bound[dim] != size:
+                was = f" (bound by {source[dim]})" if dim in source else ""
+                raise DataError(f"{where}[{name!r}] axis {axis} has size {size}, but {dim} = "
+                                f"{bound[dim]}{was}")
+    for name in spec.given():
+        value = np.asarray(given[name])
+        v = spec.variables[name]
+        if v.role == "index":
+            _check_index(where, name, value, v.index_range, bound.get(v.index_range))
+        elif not np.issubdtype(value.dtype, np.number) or np.iscomplexobj(value):
+            raise DataError(f"{where}[{name!r}] holds {value.dtype}, not real numbers")
+        elif not np.all(np.isfinite(value)):
+            raise DataError(f"{where}[{name!r}] holds NaN or infinite values")
+    return bound
+
+
+def _check_index(where: str, name: str, value: np.ndarray, into: str, n: int | None) -> None:
+    if value.dtype == bool or not np.issubdtype(value.dtype, np.integer):
+        raise DataError(f"{where}[{name!r}] is an index array and must hold integers, got "
+                        f"{value.dtype}")
+    if n is None:
+        raise DataError(f"{where}[{name!r}] points into {into}, which has no size: bind it "
+                        f"with --dim {into}=N or give an array shaped by it")
+    if value.size:
+        bad = np.flatnonzero((value < 0) | (value >= n))
+        if bad.size:
+            at = np.unravel_index(bad[0], value.shape)
+            raise DataError(f"{where}[{name!r}] entry {list(map(int, at))} is "
+                            f"{int(value.flat[bad[0]])}, outside 0..{n - 1} ({into} = {n})")
