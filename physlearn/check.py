@@ -37,15 +37,16 @@ def rel_err(a, b) -> float:
     return float(num / den) if num > 0 else 0.0
 
 
-def random_point(gen, rng: np.random.Generator, batch: int = 3):
-    """Random params, states and data with the module's shapes, in float64."""
+def random_point(gen, rng: np.random.Generator, batch: int = 3, given: dict | None = None):
+    """Random params, states and data with the module's shapes, in float64 (index arrays
+    from `given` where it has them)."""
     def shape(dims):
         return tuple(gen.DIMS[d] for d in dims)
 
     from .memory import require_fits
     require_fits(gen, batch, 8)
     params = {}
-    given = random_given(gen, rng)
+    given = {**random_given(gen, rng), **(given or {})}
     declared = gen.init_params(jax.random.PRNGKey(0), jnp.float64, given=given)
     for name, dims in {**gen.PARAMS, **gen.CONSTS}.items():
         if name in gen.CONSTS and (name in gen.INITS or name in gen.GIVEN):
@@ -181,15 +182,23 @@ def check(model, dims: dict[str, int] | None = None, seed: int = 0, trials: int 
     """Worst relative error per quantity over `trials` random points, in float64.
 
     Open dims default to small distinct sizes (3, 4, 5, ...), so a transposed axis shows.
+    A model with a `data` file is checked on its own index arrays (random ones could join a
+    vertex to itself, where lengths have no derivative); everything else stays random.
     """
+    from . import given as G
     from .model import Model, load
     if not isinstance(model, Model):
         model = load(model)
+    meshes = {}
+    if model.spec.data_file is not None and model.spec.given():
+        arrays = G.load(model.spec)
+        dims = G.bind(model.spec, arrays, dims, str(G.data_path(model.spec)))
+        meshes = {k: v for k, v in arrays.items() if model.spec.role(k) == "index"}
     gen = model.compile(bind_open_dims(model, dims), given=False)
     worst: dict[str, float] = {}
     with jax.enable_x64(True):
         rng = np.random.default_rng(seed)
         for _ in range(trials):
-            for c in compare(gen, *random_point(gen, rng, batch)):
+            for c in compare(gen, *random_point(gen, rng, batch, meshes)):
                 worst[c.quantity] = max(worst.get(c.quantity, 0.0), c.rel_err)
     return [Comparison(q, e) for q, e in worst.items()]

@@ -84,6 +84,13 @@ def cmd_check(args) -> int:
     width = max(len(c.quantity) for c in results)
     print(f"{model.name}: generated derivatives vs jax.grad, float64, {args.trials} random "
           f"points, tolerance {args.tol:g}")
+    if model.spec.data_file is not None and model.spec.given():
+        from . import given as G
+        where = G.data_path(model.spec)
+        bound = G.bind(model.spec, G.load(model.spec), dims, str(where))
+        print(f"  on the index arrays of {where}: " + ", ".join(
+            f"{k} = {v}" for k, v in bound.items() if model.spec.dims[k] is None))
+        dims = {**bound, **dims}
     chosen = {k: v for k, v in bind_open_dims(model, dims).items() if k not in dims}
     if chosen:
         print("  open dims bound to " + ", ".join(f"{k} = {v}" for k, v in chosen.items())
@@ -393,13 +400,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .train.data import DataError
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
     except ModelError as err:
         print(err.render(), file=sys.stderr)
         return 2
-    except (UsageError, OptionError) as err:
+    except (UsageError, OptionError, DataError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as exc:

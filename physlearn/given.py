@@ -38,7 +38,11 @@ def load(spec: ModelSpec, path: str | Path | None = None) -> dict[str, np.ndarra
             if missing:
                 raise DataError(f"{where}: no key {missing[0]!r} (the model's given arrays: "
                                 f"{', '.join(names)}; the file holds: {', '.join(z.files)})")
-            return {n: np.asarray(z[n]) for n in names}
+            out = {n: np.asarray(z[n]) for n in names}
+            for dim, size in spec.dims.items():  # `n_v` stored as a number binds an open dim
+                if size is None and dim in z.files and dim not in out:
+                    out[dim] = np.asarray(z[dim])
+            return out
     except FileNotFoundError:
         raise DataError(f"no such file: {where} (the model's given arrays)") from None
     except DataError:
@@ -53,6 +57,14 @@ def bind(spec: ModelSpec, given: dict, dims: dict | None = None,
     bound = {k: v for k, v in spec.dims.items()}
     bound.update({k: int(v) for k, v in (dims or {}).items() if v is not None})
     source = {}
+    for dim in spec.dims:  # a dim given by number in the file
+        if dim in given and bound.get(dim) is None:
+            size = np.asarray(given[dim])
+            if size.shape != () or not np.issubdtype(size.dtype, np.integer) or int(size) < 1:
+                raise DataError(f"{where}[{dim!r}] must be a positive whole number (the size "
+                                f"of dim {dim}), got {size!r}")
+            bound[dim] = int(size)
+            source[dim] = dim
     for name in spec.given():
         if name not in given:
             raise DataError(f"{where}: no array {name!r}")

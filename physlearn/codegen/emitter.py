@@ -505,6 +505,30 @@ class Emitter:
             out.append((pos, i, s, u, d, off))
         return out or None
 
+    @staticmethod
+    def _indices_of(e) -> frozenset:
+        return frozenset(v for v in e.free_symbols if isinstance(v, sp.Symbol) and v.is_integer
+                         and not v.is_positive)
+
+    def _distribute(self, factors, summed):
+        """G[i,k] * (v[i] - x[k])^2 summed over k: a difference of terms over different
+        indices would broadcast to batch x n x m; distributed, each term is a matmul or a
+        row sum. Returns the terms of the distributed product, or None."""
+        if not summed:
+            return None
+        for f in factors:
+            base = f.base if (f.is_Pow and f.exp == 2) else f
+            if not isinstance(base, sp.Add) or base.has(sp.Sum, Extremum):
+                continue
+            terms = sp.Add.make_args(sp.expand(f, deep=False, mul=True, multinomial=True,
+                                               power_exp=False, power_base=False, log=False))
+            sets = [self._indices_of(t) for t in terms]
+            union = frozenset().union(*sets)
+            if len(terms) > 1 and len(union) > max(len(x) for x in sets) and union & set(summed):
+                rest = [g for g in factors if g is not f]
+                return [sp.Mul(*rest, t) for t in terms]
+        return None
+
     def _kernel_grad(self, x, factors, summed):
         """sum(b, i: g[b, o, i] * x[b, c, s*i + d*u + off]) over the batch and positions:
         a kernel's gradient, the transpose of `conv` in its kernel (`conv_kernel_grad`)."""
@@ -673,6 +697,14 @@ class Emitter:
             factors = special
         elif (stable := self._stabilize(sp.Mul(*factors, evaluate=False))) is not None:
             return self._mul(coeff * stable, summed, out_order)
+        elif (split := self._distribute(factors, summed)) is not None:
+            coeff_arr = [self._mul(coeff * t, summed, out_order) for t in split]
+            target = self.order([t.axes for t in coeff_arr])
+            if out_order:
+                target = tuple(sorted(target, key=lambda a: out_order.index(a)
+                                      if a in out_order else len(out_order)))
+            return Arr(join_terms([self.align(t, target) for t in coeff_arr]), target,
+                       atomic=False)
         elif (fused := self._conv(factors, summed)) is not None:
             factors = fused
         nums, dens = [], []

@@ -36,11 +36,15 @@ class BPTT(AbstractAlgorithm):
     name = "bptt"
 
     def gradient(self, problem, params, data, key):
-        def loss(theta):
-            s, info = problem.free(theta, data)
-            return problem.loss(theta, s, data), (s, info)
+        fixed = {k: v for k, v in params.items() if k not in problem.param_names}
 
-        g, (s0, info) = jax.grad(loss, has_aux=True)(params)
+        def loss(theta):  # constants and index arrays stay fixed (and may be integers)
+            full = {**fixed, **theta}
+            s, info = problem.free(full, data)
+            return problem.loss(full, s, data), (s, info)
+
+        g, (s0, info) = jax.grad(loss, has_aux=True)(
+            {k: params[k] for k in problem.param_names})
         return (tie_symmetric(problem, {k: g[k] for k in problem.param_names}),
                 {"free_states": jax.lax.stop_gradient(s0), "info": info})
 
@@ -54,30 +58,34 @@ def implicit_gradient(problem, params, states, data) -> dict:
     """
     gen = problem.gen
 
-    def residual(theta, s):
+    def residual(theta, s, d=data):
         if gen.KIND == "energy":
-            return problem.relaxer.velocity(theta, s, data, 0.0)
-        new = gen.update(theta, s, data, 0.0)
+            return problem.relaxer.velocity(theta, s, d, 0.0)
+        new = gen.update(theta, s, d, 0.0)
         return {k: new[k] - s[k] for k in s}
 
     dc_ds = jax.grad(lambda s: problem.loss(params, s, data))(states)
     batch = jax.tree_util.tree_leaves(states)[0].shape[0]
 
-    def one(i):
-        s_i = jax.tree_util.tree_map(lambda v: v[i], states)
+    def one(i):  # the example's own Jacobian, on a batch of one (examples are independent)
+        def row(v):
+            return jax.lax.dynamic_slice_in_dim(v, i, 1)
+        s_i = jax.tree_util.tree_map(row, states)
+        d_i = jax.tree_util.tree_map(row, data)
         flat, unravel = ravel_pytree(s_i)
 
         def r_flat(x):
-            s = jax.tree_util.tree_map(lambda full, v: full.at[i].set(v), states, unravel(x))
-            return ravel_pytree(jax.tree_util.tree_map(lambda v: v[i], residual(params, s)))[0]
+            return ravel_pytree(residual(params, unravel(x), d_i))[0]
 
         jac = jax.jacfwd(r_flat)(flat)
-        rhs = ravel_pytree(jax.tree_util.tree_map(lambda v: v[i], dc_ds))[0]
+        rhs = ravel_pytree(jax.tree_util.tree_map(row, dc_ds))[0]
         sol = lx.linear_solve(lx.MatrixLinearOperator(jac.T), rhs, lx.LU(), throw=False)
-        return unravel(sol.value)
+        return jax.tree_util.tree_map(lambda v: v[0], unravel(sol.value))
 
     lam = jax.lax.map(one, jnp.arange(batch))
-    _, vjp = jax.vjp(lambda theta: residual(theta, states), params)
+    fixed = {k: v for k, v in params.items() if k not in problem.param_names}
+    _, vjp = jax.vjp(lambda theta: residual({**fixed, **theta}, states),
+                     {k: params[k] for k in problem.param_names})
     (dr,) = vjp(lam)
     dc = problem.cost_param_grads(params, states, data)
     return tie_symmetric(problem, {k: dc[k] - dr[k] for k in problem.param_names})

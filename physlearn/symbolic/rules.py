@@ -546,7 +546,7 @@ def locality(expr: sp.Expr, idx: tuple, spec: ModelSpec) -> Locality:
     for atom in sorted(expr.atoms(sp.Indexed, sp.Symbol), key=sp.default_sort_key):
         if isinstance(atom, sp.Indexed):
             if spec.role(atom.base.name) in ("state", "input", "target") or (
-                    atom.base.name in spec.lets):
+                    atom.base.name.split("/d")[-1] in spec.lets):
                 uses.append(str(atom))
                 if any(isinstance(i, sp.Symbol) and i not in own for i in atom.indices):
                     far.append(str(atom))

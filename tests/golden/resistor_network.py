@@ -77,12 +77,13 @@ def grad_states(params, states, data):
         g_leak * v
         + 0.5 * v * jnp.sum(G, axis=1)
         + 0.5 * v * jnp.sum(G, axis=0)
-        + jnp.einsum('bij,ij->bi', (v[:, :, None] + (-x)[:, None]), G_in)
-        - jnp.einsum('bji,ji->bi', (o[:, :, None] + (-v)[:, None]), G_out)
+        - jnp.einsum('bj,ij->bi', x, G_in)
+        + jnp.einsum('bi,ij->bi', v, G_in)
+        - (-jnp.einsum('bi,ji->bi', v, G_out) + jnp.einsum('bj,ji->bi', o, G_out))
         - 0.5 * jnp.einsum('bj,ij->bi', v, G)
         - 0.5 * jnp.einsum('bj,ji->bi', v, G)
     )
-    dP_do = g_leak * o + jnp.einsum('bij,ij->bi', (o[:, :, None] + (-v)[:, None]), G_out)
+    dP_do = g_leak * o - jnp.einsum('bj,ij->bi', v, G_out) + jnp.einsum('bi,ij->bi', o, G_out)
     return {"v": dP_dv, "o": dP_do}
 
 
