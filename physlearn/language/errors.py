@@ -135,4 +135,9 @@ CODES = {
     "E224": "bad Hamiltonian structure (momenta, time-varying inputs, final costs)",
     "E225": "bad Lagrangian (velocities outside it, or a kinetic term physlearn cannot invert)",
     "E226": "shifted index (q[i-1]) without a periodic dim or a boundary value",
+    "E227": "window that does not fit its dim (a stride that does not divide, a window larger "
+            "than its input, positions never read, an index running backwards)",
+    "E228": "index whose range is unknown (read only inside windows: give it `i in <dim>`)",
+    "E229": "bad index array (not declared `index ... in <dim>`, pointing into another dim, "
+            "or used as a value)",
 }

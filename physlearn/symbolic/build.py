@@ -231,7 +231,8 @@ def check_windows(b: Builder, dims: dict[str, int | None]) -> None:
         lo = offset + sum(min(0, c * (m - 1)) for c, m in zip(coefs, sizes))
         hi = offset + sum(max(0, c * (m - 1)) for c, m in zip(coefs, sizes))
         shown = f"{name}[..{ix.text()}..]"
-        ranges = ", ".join(f"{s} < {m}" for s, m in zip(syms, sizes))
+        names = [s.name.rsplit("_", 1)[0] for s in syms]  # as written (fresh symbols: u_2)
+        ranges = ", ".join(f"{s} < {m}" for s, m in zip(names, sizes))
 
         def fail(code, message, hint=None):
             raise ModelError(code, message, ix.span, spec.source, spec.filename, hint)
@@ -239,7 +240,7 @@ def check_windows(b: Builder, dims: dict[str, int | None]) -> None:
             continue
         if lo < 0 or hi > n - 1:
             var = spec.variables.get(name)
-            for s, c, m in zip(syms, coefs, sizes):
+            for s, c, m in zip(names, coefs, sizes):
                 if c * (m - 1) > n - 1:
                     fail("E227", f"{shown}: the window is larger than its input ({s} spans "
                          f"{c * (m - 1) + 1} positions of {dim} = {n})")

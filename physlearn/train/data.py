@@ -39,6 +39,7 @@ class Dataset:
     y_train: np.ndarray  # (N,) int32 labels
     x_test: np.ndarray
     y_test: np.ndarray
+    example_shape: tuple | None = None  # each input as stored, e.g. (28, 28, 1); None: flat
 
     @property
     def features(self) -> int:
@@ -234,7 +235,9 @@ def validate(arrays: dict[str, np.ndarray], source: str, *, name: str | None = N
                         f"(shape {np.shape(arrays['x_train'])}); expected the same number")
     if name is None:
         name = Path(source).stem or str(source)
-    return Dataset(name, out["x_train"], out["y_train"], out["x_test"], out["y_test"])
+    shape = tuple(int(n) for n in np.shape(arrays["x_train"])[1:])
+    return Dataset(name, out["x_train"], out["y_train"], out["x_test"], out["y_test"],
+                   shape if len(shape) > 1 else None)
 
 
 # --------------------------------------------------------------------------- readers
@@ -432,26 +435,59 @@ def load(path: str | os.PathLike | None) -> Dataset:
                     "folder of them")
 
 
-def fit_model(dataset: Dataset, inputs: dict, targets: dict, dims: dict) -> tuple[str, str]:
-    """Check the data fits the model's one input vector and one target vector.
+def fit_model(dataset: Dataset, inputs: dict, targets: dict,
+              dims: dict) -> tuple[str, str, tuple]:
+    """Check the data fit the model's one input (of any shape) and one target vector.
 
-    Returns (input name, target name); `dims` maps dim names to sizes (None = open, and
-    then bound here from the data).
+    Returns (input name, target name, layout); `dims` maps dim names to sizes (None = open,
+    then bound here from the data). `layout` = (stored shape, axis order) turns a batch of
+    flat rows into the declared input: reshape to the stored shape, then transpose.
+    Inputs stored flat (N, 784) are reshaped to the declared [c, h, w]; stored as images
+    they must match it, channels first (N, C, H, W) or last (N, H, W, C).
     """
     if len(inputs) != 1 or len(targets) != 1:
         raise DataError(f"training needs exactly one `input` and one `target`; the model has "
                         f"{len(inputs)} and {len(targets)}")
     (xn, xdims), (yn, ydims) = next(iter(inputs.items())), next(iter(targets.items()))
-    if len(xdims) != 1 or len(ydims) != 1:
-        raise DataError(f"training data are vectors: input {xn} and target {yn} must have one "
-                        "dim each")
-    for name, dim, size in ((xn, xdims[0], dataset.features), (yn, ydims[0], dataset.classes)):
-        if dims.get(dim) is None:
-            dims[dim] = size
-    if dims[xdims[0]] != dataset.features:
-        raise DataError(f"{dataset.name}: inputs have {dataset.features} features but the model's "
-                        f"{xn}[{xdims[0]}] has {xdims[0]} = {dims[xdims[0]]}")
+    if len(ydims) != 1:
+        raise DataError(f"training needs a target vector: {yn} must have one dim (the classes)")
+    if dims.get(ydims[0]) is None:
+        dims[ydims[0]] = dataset.classes
+    layout = _bind_input(dataset, xn, xdims, dims)
     if dims[ydims[0]] < dataset.classes:
         raise DataError(f"{dataset.name}: labels go up to {dataset.classes - 1} but the model's "
                         f"{yn}[{ydims[0]}] has only {dims[ydims[0]]} classes")
-    return xn, yn
+    return xn, yn, layout
+
+
+def _bind_input(dataset: Dataset, xn: str, xdims: tuple, dims: dict) -> tuple:
+    stored = dataset.example_shape
+    declared = f"{xn}[{', '.join(xdims)}]"
+    if stored is not None and len(stored) == len(xdims) and len(xdims) > 1:
+        for order in (tuple(range(len(xdims))), (len(xdims) - 1,) + tuple(range(len(xdims) - 1))):
+            sizes = tuple(stored[k] for k in order)  # the stored axes in the declared order
+            want: dict = {}
+            fits = True
+            for d, n in zip(xdims, sizes):
+                fits &= dims.get(d) in (None, n) and want.setdefault(d, n) == n
+            if fits:
+                dims.update(want)
+                return stored, (0,) + tuple(k + 1 for k in order)
+    open_ = [d for d in xdims if dims.get(d) is None]
+    known = math.prod(dims[d] for d in xdims if dims.get(d) is not None)
+    if len(set(open_)) == 1 and dataset.features % known == 0:
+        dims[open_[0]] = round((dataset.features // known) ** (1 / open_.count(open_[0])))
+    elif open_:
+        raise DataError(f"{dataset.name}: cannot tell the sizes of {', '.join(open_)} in "
+                        f"{declared} from {dataset.features} features; bind them with --dim")
+    size = math.prod(dims[d] for d in xdims)
+    if size != dataset.features:
+        shape = " x ".join(str(dims[d]) for d in xdims)
+        raise DataError(f"{dataset.name}: inputs have {dataset.features} features but the model's "
+                        f"{declared} holds {shape} = {size}")
+    if stored is not None and len([n for n in stored if n > 1]) > 1 and tuple(
+            n for n in stored if n > 1) != tuple(dims[d] for d in xdims if dims[d] > 1):
+        raise DataError(f"{dataset.name}: inputs are stored as {stored} per example, which is "
+                        f"neither {declared} = {tuple(dims[d] for d in xdims)} nor its "
+                        "channels-last form; reshape them, or store them flat")
+    return (dataset.features,), (0, 1)

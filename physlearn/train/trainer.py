@@ -145,8 +145,8 @@ class Trainer:
         cfg.validate()
         dims = dict(model.spec.dims)
         dims.update(cfg.dims)
-        self.x_name, self.y_name = fit_model(dataset, self._shapes("input"),
-                                             self._shapes("target"), dims)
+        self.x_name, self.y_name, self.x_layout = fit_model(
+            dataset, self._shapes("input"), self._shapes("target"), dims)
         _require_batches(self.data, cfg.batch_size)
         self.gen = gen = model.compile(dims)
         require_fits(gen, cfg.batch_size, 8 if cfg.x64 else 4)
@@ -202,8 +202,15 @@ class Trainer:
 
     # ------------------------------------------------------------------ pieces
     def batch_data(self, x, labels):
-        return {self.x_name: x, self.y_name: jax.nn.one_hot(labels, self.n_classes,
-                                                            dtype=x.dtype)}
+        return {self.x_name: self.shaped(x), self.y_name: jax.nn.one_hot(
+            labels, self.n_classes, dtype=x.dtype)}
+
+    def shaped(self, x):
+        """A batch of flat rows as the declared input (images: reshaped and transposed)."""
+        stored, order = self.x_layout
+        shape = tuple(self.gen.DIMS[d] for d in self.gen.INPUTS[self.x_name])
+        x = jnp.transpose(x.reshape((x.shape[0],) + tuple(stored)), order)
+        return x.reshape((x.shape[0],) + shape)
 
     def _train_chunk(self, params, consts, opt_state, x_all, y_all, idx, keys):
         problem, alg = self.problem, self.algorithm

@@ -1,0 +1,288 @@
+"""Windows, pooling and gathers: generated code against independent JAX implementations.
+
+Each zoo model with the new forms is re-written here by hand with lax's convolutions and
+reduce_window or with segment sums; the generated energy must agree, and every generated
+derivative must agree with jax.grad of the hand-written energy (float64).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import physlearn
+from physlearn import given as G
+from physlearn.check import check
+from physlearn.runtime import arrays as R
+from physlearn.train.data import DataError, fit_model, validate
+
+ROOT = Path(__file__).resolve().parents[1]
+MODELS = ROOT / "models"
+
+
+def close(a, b, tol=1e-10):
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    assert a.shape == b.shape, (a.shape, b.shape)
+    scale = max(np.abs(b).max(), 1e-12)
+    assert np.abs(a - b).max() <= tol * scale, np.abs(a - b).max() / scale
+
+
+def conv2d(x, w, stride=1, pad=0):
+    return jax.lax.conv_general_dilated(x, w, (stride, stride), [(pad, pad), (pad, pad)],
+                                        dimension_numbers=("NCHW", "OIHW", "NCHW"))
+
+
+def maxpool(a):
+    return jax.lax.reduce_window(a, -jnp.inf, jax.lax.max, (1, 1, 2, 2), (1, 1, 2, 2), "VALID")
+
+
+def random_inputs(gen, rng, batch=2, **overrides):
+    params = {k: jnp.asarray(rng.normal(0, 0.3, tuple(gen.DIMS[d] for d in dims)))
+              for k, dims in gen.PARAMS.items()}
+    states = {k: jnp.asarray(rng.uniform(-0.2, 1.2, (batch,) + tuple(gen.DIMS[d] for d in dims)))
+              for k, dims in gen.STATES.items()}
+    data = {k: jnp.asarray(rng.uniform(0, 1, (batch,) + tuple(gen.DIMS[d] for d in dims)))
+            for k, dims in {**gen.INPUTS, **gen.TARGETS}.items()}
+    params.update(overrides)
+    return params, states, data
+
+
+def compare_with(gen, energy, params, states, data):
+    """Generated physics and its derivatives against `energy` (per example) and jax.grad."""
+    close(gen.physics(params, states, data), energy(params, states, data))
+    ref_s = jax.grad(lambda s: energy(params, s, data).sum())(states)
+    got_s = gen.grad_states(params, states, data)
+    for k in gen.STATES:
+        close(got_s[k], ref_s[k])
+    trainable = {k: params[k] for k in gen.PARAMS}
+    ref_p = jax.grad(lambda p: energy({**params, **p}, states, data).mean())(trainable)
+    got_p = gen.grad_params(params, states, data)
+    for k in gen.PARAMS:
+        close(got_p[k], ref_p[k])
+
+
+def test_pcnn_is_lax_conv_and_max_pooling():
+    with jax.enable_x64(True):
+        gen = physlearn.compile(MODELS / "pcnn.phl")
+        p, s, d = random_inputs(gen, np.random.default_rng(0))
+
+        def phi(p, s, d):
+            a1 = conv2d(d["x"], p["W1"]) + p["b1"][None, :, None, None]
+            a2 = conv2d(s["s1"], p["W2"]) + p["b2"][None, :, None, None]
+            dense = jnp.einsum("mcij,bcij->bm", p["W3"], s["s2"]) + p["b3"]
+            return (jnp.sum(s["s1"] * maxpool(a1), (1, 2, 3))
+                    + jnp.sum(s["s2"] * maxpool(a2), (1, 2, 3)) + jnp.sum(s["o"] * dense, 1))
+        compare_with(gen, phi, p, s, d)
+
+
+def test_strided_padded_convolution_is_lax_conv():
+    with jax.enable_x64(True):
+        gen = physlearn.compile(MODELS / "strided_conv.phl")
+        p, s, d = random_inputs(gen, np.random.default_rng(1))
+
+        def rho(u):
+            return jnp.clip(u, 0, 1)
+
+        def energy(p, s, d):
+            h, o = s["h"], s["o"]
+            conv = conv2d(d["x"], p["W"], stride=2, pad=1)  # 28 -> 14
+            return (jnp.sum(h ** 2, (1, 2, 3)) / 2 + jnp.sum(o ** 2, 1) / 2
+                    - jnp.sum(conv * rho(h), (1, 2, 3))
+                    - jnp.einsum("a,baij->b", p["b"], rho(h))
+                    - jnp.einsum("maij,baij,bm->b", p["V"], rho(h), rho(o))
+                    - rho(o) @ p["c"])
+        compare_with(gen, energy, p, s, d)
+
+
+def test_netlist_is_segment_sums():
+    with jax.enable_x64(True):
+        gen = physlearn.compile(MODELS / "resistor_netlist.phl")
+        mesh = dict(np.load(MODELS / "resistor_netlist.npz"))
+        p, s, d = random_inputs(gen, np.random.default_rng(2))
+        full = gen.init_params(jax.random.PRNGKey(0), jnp.float64)
+        p = {**full, **p}
+        src, dst, inp, outp = (jnp.asarray(mesh[k]) for k in ("src", "dst", "inp", "outp"))
+
+        def power(p, s, d):
+            v = s["v"]
+            drop = v[:, src] - v[:, dst]
+            return (jnp.sum(p["G"] * drop ** 2, 1) / 2
+                    + 10 * jnp.sum((v[:, inp] - d["x"]) ** 2, 1) / 2
+                    + 0.1 * jnp.sum(v ** 2, 1) / 2)
+        compare_with(gen, power, p, s, d)
+        # the state gradient is a pair of segment sums (the incidence transpose)
+        drop = s["v"][:, src] - s["v"][:, dst]
+        flow = p["G"] * drop
+        n = gen.DIMS["n_v"]
+        by_hand = (jax.vmap(lambda f: jax.ops.segment_sum(f, src, n))(flow)
+                   - jax.vmap(lambda f: jax.ops.segment_sum(f, dst, n))(flow)
+                   + 10 * jax.vmap(lambda f: jax.ops.segment_sum(f, inp, n))(
+                       s["v"][:, inp] - d["x"]) + 0.1 * s["v"])
+        close(gen.grad_states(p, s, d)["v"], by_hand)
+
+
+def test_vertex_patch_areas_perimeters_and_tensions():
+    with jax.enable_x64(True):
+        gen = physlearn.compile(MODELS / "vertex_patch.phl")
+        mesh = dict(np.load(MODELS / "vertex_patch.npz"))
+        full = gen.init_params(jax.random.PRNGKey(0), jnp.float64)
+        rng = np.random.default_rng(3)
+        r = jnp.asarray(mesh["r"][None] + rng.normal(0, 0.1, (2,) + mesh["r"].shape))
+        p = {**full, "T": jnp.asarray(rng.uniform(0.1, 0.5, len(mesh["src"])))}
+        s = {"r": r}
+        d = {"y": jnp.zeros_like(r)}
+        cell, src, dst = (jnp.asarray(mesh[k]) for k in ("cell", "src", "dst"))
+
+        def energy(p, s, d):
+            x = s["r"][:, cell]  # (batch, cells, 6, 2)
+            nxt = jnp.roll(x, -1, axis=2)
+            area = jnp.sum(x[..., 0] * nxt[..., 1] - nxt[..., 0] * x[..., 1], 2) / 2
+            perimeter = jnp.sum(jnp.linalg.norm(nxt - x, axis=-1), 2)
+            length = jnp.linalg.norm(s["r"][:, src] - s["r"][:, dst], axis=-1)
+            return (jnp.sum((area - 2.6) ** 2, 1) / 2 + 0.05 * jnp.sum((perimeter - 6.2) ** 2, 1) / 2
+                    + length @ p["T"] + 0.2 * jnp.sum((s["r"] - p["r0"]) ** 2, (1, 2)) / 2)
+        compare_with(gen, energy, p, s, d)
+        # the patch as shipped: every cell counter-clockwise with the regular hexagon's area
+        x = mesh["r"][mesh["cell"]]
+        area = np.sum(x[..., 0] * np.roll(x[..., 1], -1, 1) - np.roll(x[..., 0], -1, 1) * x[..., 1],
+                      1) / 2
+        close(area, np.full(len(area), 3 * np.sqrt(3) / 2))
+
+
+@pytest.mark.parametrize("text", [
+    # mean pooling and min windows, a dilated window, a periodic window
+    """dim n = 8, m = 4, w = 2
+    input x[n]
+    state h[m], g[m]
+    param W[w]
+    let p[i in m] = mean(u in w: x[2*i+u])
+    let q[i in m] = min(u in w: h[i] * W[u] + g[i] * x[2*i+u])
+    energy E = sum(i: h[i]^2 + g[i]^2) / 2 - sum(i: h[i] * p[i]) - sum(i: q[i]^2)
+    cost C = sum(i: h[i]^2)""",
+    """dim n = 9, m = 5, k = 3
+    input x[n]
+    state h[m]
+    param W[k]
+    energy E = sum(i: h[i]^2) / 2 - sum(i, u: W[u] * x[i + 2*u] * tanh(h[i]))
+    cost C = sum(i: h[i]^2)""",
+    """dim n = 6 periodic, k = 3
+    input x[n]
+    state h[n]
+    param W[k]
+    energy E = sum(i: h[i]^2) / 2 - sum(i, u: W[u] * h[i+u-1] * h[i]) - sum(i: x[i] * h[i])
+    cost C = sum(i: h[i]^2)""",
+])
+def test_more_window_forms_check(text):
+    results = check(physlearn.loads(text, "forms.phl"), trials=2)
+    assert results and all(c.ok() for c in results), [(c.quantity, c.rel_err) for c in results]
+
+
+# ------------------------------------------------------------------ runtime helpers
+@pytest.mark.parametrize("coefs,sizes,offset,n,fill", [
+    ((1, 1), (6, 3), 0, 8, 0.0), ((2, 1), (4, 2), 0, 8, 0.0), ((2, 1), (14, 4), -1, 28, 0.0),
+    ((1, 2), (5, 3), 0, 9, 0.0), ((1, 1), (6, 3), -1, 6, "wrap"), ((3, 1), (3, 3), 0, 9, 0.5),
+])
+@jax.enable_x64(True)
+def test_window_and_its_transpose(coefs, sizes, offset, n, fill):
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(2, n, 3))
+    y = np.asarray(R.window(jnp.asarray(x), 1, coefs, sizes, offset, fill))
+    for idx in np.ndindex(*sizes):
+        at = offset + sum(c * i for c, i in zip(coefs, idx))
+        want = x[:, at % n] if fill == "wrap" else (x[:, at] if 0 <= at < n else fill)
+        close(y[(slice(None),) + idx], np.broadcast_to(want, (2, 3)))
+    g = rng.normal(size=y.shape)
+    lin = np.asarray(R.window(jnp.asarray(x), 1, coefs, sizes, offset,
+                              fill if fill == "wrap" else 0.0))
+    back = np.asarray(R.window_add(jnp.asarray(g), 1, coefs, n, offset, fill == "wrap"))
+    close(np.sum(lin * g), np.sum(x * back))  # <window(x), g> = <x, window_add(g)>
+
+
+def test_chosen_splits_ties_like_jax_max():
+    x = jnp.asarray([[1.0, 3.0, 3.0, 0.0], [2.0, 2.0, 2.0, 2.0]])
+    close(R.chosen(x, (1,), True), jax.grad(lambda v: jnp.max(v, axis=1).sum())(x))
+    close(R.chosen(x, (1,), False), jax.grad(lambda v: jnp.min(v, axis=1).sum())(x))
+
+
+# ------------------------------------------------------------------ derivation
+def test_derive_shows_the_chain_and_tells_the_truth_about_locality():
+    text = physlearn.load(MODELS / "pcnn.phl").report()
+    assert "dPhi/da1[i, j, l] = " in text and "argmax" in text
+    assert "a shared kernel: sums over the positions" in text
+    net = physlearn.load(MODELS / "resistor_netlist.phl").derivation
+    loc = net.param_gradients["G"].locality
+    assert loc.local and set(loc.uses) == {"v[dst[i]]", "v[src[i]]"}
+
+
+def test_derive_and_compile_cost_is_flat_in_image_size():
+    """Sizes stay symbols: a 10x larger image adds no derivation work, only numbers."""
+    small = (MODELS / "pcnn.phl").read_text()
+    big = small.replace("H = 28", "H = 284").replace("A1 = 24", "A1 = 280").replace(
+        "S1 = 12", "S1 = 140").replace("A2 = 8", "A2 = 136").replace("S2 = 4", "S2 = 68")
+    a = physlearn.loads(small, "a.phl").source()
+    b = physlearn.loads(big, "b.phl").source()
+    assert len(a.splitlines()) == len(b.splitlines())
+
+
+# ------------------------------------------------------------------ given arrays
+def spec_of(name):
+    return physlearn.load(MODELS / name).spec
+
+
+def test_given_arrays_bind_dims_and_refuse_bad_ones(tmp_path):
+    spec = spec_of("resistor_netlist.phl")
+    mesh = dict(np.load(MODELS / "resistor_netlist.npz"))
+    dims = G.bind(spec, mesh)
+    assert dims["n_v"] == 16 and dims["n_e"] == len(mesh["src"])
+    bad = [({**mesh, "src": mesh["src"].astype(float)}, "must hold integers"),
+           ({**mesh, "dst": mesh["dst"] + 100}, "outside 0..15"),
+           ({**mesh, "inp": mesh["inp"][:1]}, "axis 0 has size 1"),
+           ({k: v for k, v in mesh.items() if k != "outp"}, "no array 'outp'"),
+           ({**mesh, "src": mesh["src"][:, None]}, "has 2 axes")]
+    for arrays, message in bad:
+        with pytest.raises(DataError, match=message):
+            G.bind(spec, arrays)
+    path = tmp_path / "partial.npz"
+    np.savez(path, src=mesh["src"])
+    with pytest.raises(DataError, match="no key 'dst'"):
+        G.load(spec, path)
+
+
+def test_given_arrays_reach_init_params():
+    gen = physlearn.compile(MODELS / "vertex_patch.phl")
+    mesh = dict(np.load(MODELS / "vertex_patch.npz"))
+    params = gen.init_params(jax.random.PRNGKey(0))
+    assert params["cell"].dtype == jnp.int32
+    np.testing.assert_array_equal(params["cell"], mesh["cell"])
+    states = gen.init_states(3, jnp.float32, params)
+    np.testing.assert_allclose(states["r"][2], mesh["r"], rtol=1e-6)
+
+
+# ------------------------------------------------------------------ image-shaped data
+@pytest.mark.parametrize("layout", ["flat", "first", "last"])
+def test_images_in_any_layout_reach_the_model_the_same(layout):
+    rng = np.random.default_rng(5)
+    images = rng.uniform(size=(6, 2, 4, 4)).astype(np.float32)  # (N, C, H, W)
+    stored = {"flat": images.reshape(6, -1), "first": images,
+              "last": images.transpose(0, 2, 3, 1)}[layout]
+    y = np.arange(6) % 3
+    data = validate({"x_train": stored, "y_train": y, "x_test": stored, "y_test": y}, "t.npz")
+    dims = {"c": None, "h": None, "n": None}
+    if layout == "flat":
+        dims["c"] = 2
+    _, _, (shape, order) = fit_model(data, {"x": ("c", "h", "h")}, {"y": ("n",)}, dims)
+    assert dims == {"c": 2, "h": 4, "n": 3}
+    x = jnp.transpose(jnp.asarray(data.x_train).reshape((6,) + tuple(shape)), order)
+    np.testing.assert_array_equal(np.asarray(x).reshape(6, 2, 4, 4), images)
+
+
+def test_images_that_do_not_fit_are_refused():
+    x = np.zeros((4, 3, 5, 5), np.float32)
+    data = validate({"x_train": x, "y_train": np.arange(4) % 2, "x_test": x,
+                     "y_test": np.arange(4) % 2}, "t.npz")
+    with pytest.raises(DataError, match="holds 1 x 28 x 28"):
+        fit_model(data, {"x": ("c", "h", "h")}, {"y": ("n",)}, {"c": 1, "h": 28, "n": None})
