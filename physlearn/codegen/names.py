@@ -13,7 +13,7 @@ _MODULE_NAMES = {
     "tanh_prime", "symmetrize", "prediction", "_init_array", "OUTPUT", "OUTPUT_IS_STATE",
     "LAYERS", "INITS", "LAGRANGIAN_NAME", "shifted", "inside", "lagrangian", "velocities", "hamilton",
     "leapfrog", "grad_inputs", "grad_lagrangian_params", "CONJUGATE", "TIME_VARYING",
-    "STACK", "adaptive_step", "COST_INPUTS", "window", "window_add", "window_positions",
+    "STACK", "adaptive_step", "COST_INPUTS", "window", "window_add", "window_positions", "window_tiling",
     "scatter_add", "chosen", "conv", "conv_transpose", "conv_kernel_grad", "GIVEN", "INDEXES", "_given_array",
 }
 

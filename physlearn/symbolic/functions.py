@@ -103,7 +103,7 @@ def _runtime_helpers() -> tuple[dict, dict]:
     import inspect
 
     from ..runtime import arrays
-    names = ("window_positions", "window", "window_add", "scatter_add", "chosen", "conv",
+    names = ("window_positions", "window_tiling", "window", "window_add", "scatter_add", "chosen", "conv",
              "conv_transpose", "conv_kernel_grad")
     return {n: inspect.getsource(getattr(arrays, n)) for n in names}, dict(arrays.NEEDS)
 
