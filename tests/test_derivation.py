@@ -1,6 +1,7 @@
 """The symbolic layer: derived rules read as the physics says, for any dim size."""
 
 import time
+from pathlib import Path
 
 import sympy as sp
 
@@ -191,3 +192,15 @@ def test_warnings_for_unused_parameters_and_still_states():
     w = physlearn.loads(text).derivation.warnings()
     assert any("parameter Z" in x for x in w) and any("state o" in x for x in w)
     assert physlearn.loads(HOPFIELD.format(n_in=4, n_h=5)).derivation.warnings() == []
+
+
+def test_deriving_never_changes_the_checked_model():
+    """A Lagrangian's momenta live in the derivation, not in the checked spec: deriving
+    the same spec twice (as after a cache eviction) must not find `p_q` already declared."""
+    from physlearn.symbolic.rules import derive
+    model = physlearn.load(Path(__file__).resolve().parents[1] / "models" / "spring_chain.phl")
+    before = dict(model.spec.variables)
+    first = derive(model.spec)
+    second = derive(model.spec)
+    assert model.spec.variables == before
+    assert [str(r) for r in first.rules()] == [str(r) for r in second.rules()]

@@ -173,7 +173,13 @@ def _element(builder: Builder, name: str, idx: tuple) -> sp.Expr:
 
 
 def derive(spec: ModelSpec) -> Derivation:
-    """Derive gradients, dynamics and EP updates; dims stay symbols throughout."""
+    """Derive gradients, dynamics and EP updates; dims stay symbols throughout.
+
+    The checked spec is never changed: a Lagrangian's derived momenta are added to the
+    derivation's own copy of the variables, so deriving twice gives the same result.
+    """
+    from dataclasses import replace
+    spec = replace(spec, variables=dict(spec.variables))
     b = Builder(spec)
     reserved = set(spec.variables) | set(spec.dims)
     def canon(e, idx=(), rename=None):

@@ -101,17 +101,13 @@ def window(x, axis, coefs, sizes, offset, fill):
     periodic dim). Windows that tile the axis exactly (pooling) are a free reshape.
     """
     n = x.shape[axis]
-    steps = [c * m for c, m in zip(coefs, sizes)]
-    tiles = sorted(zip(coefs, sizes), reverse=True)
-    if offset == 0 and tiles[-1][0] == 1 and all(
-            c == tiles[k + 1][0] * tiles[k + 1][1] for k, (c, _) in enumerate(tiles[:-1])) \
-            and tiles[0][0] * tiles[0][1] == n and steps:
-        order = sorted(range(len(coefs)), key=lambda t: -coefs[t])
+    order = window_tiling(coefs, sizes, n, offset)
+    if order is not None:
         y = x.reshape(x.shape[:axis] + tuple(sizes[t] for t in order) + x.shape[axis + 1:])
-        perm = [order.index(t) for t in range(len(coefs))]
-        axes = list(range(x.ndim + len(coefs) - 1))
-        axes[axis:axis + len(coefs)] = [axis + p for p in perm]
-        return jnp.transpose(y, axes)
+        back = [order.index(t) for t in range(len(coefs))]
+        perm = list(range(axis)) + [axis + b for b in back] + list(
+            range(axis + len(coefs), y.ndim))
+        return jnp.transpose(y, perm)
     at = window_positions(coefs, sizes, offset)
     if isinstance(fill, str):  # 'wrap'
         return jnp.take(x, at % n, axis=axis)
@@ -123,10 +119,15 @@ def window(x, axis, coefs, sizes, offset, fill):
 def window_add(g, axis, coefs, n, offset, wrap):
     """The transpose of `window`: the window axes of g (from `axis` on, one per coefficient)
     are added back into one axis of size n; what fell outside 0..n-1 is dropped."""
-    sizes = g.shape[axis:axis + len(coefs)]
+    k = len(coefs)
+    sizes = g.shape[axis:axis + k]
+    order = window_tiling(coefs, sizes, n, offset)
+    if order is not None:  # each position is read once: undo the reshape
+        perm = list(range(axis)) + [axis + t for t in order] + list(range(axis + k, g.ndim))
+        return jnp.transpose(g, perm).reshape(g.shape[:axis] + (n,) + g.shape[axis + k:])
     at = window_positions(coefs, sizes, offset)
     at = at % n if wrap else jnp.where((at >= 0) & (at < n), at, n)
-    out = jnp.zeros(g.shape[:axis] + (n,) + g.shape[axis + len(coefs):], g.dtype)
+    out = jnp.zeros(g.shape[:axis] + (n,) + g.shape[axis + k:], g.dtype)
     return out.at[(slice(None),) * axis + (at,)].add(g, mode="drop")
 
 
@@ -138,6 +139,18 @@ def window_positions(coefs, sizes, offset):
         shape[t] = m
         at = at + c * jnp.arange(m).reshape(shape)
     return at
+
+
+def window_tiling(coefs, sizes, n, offset):
+    """The order of the window axes (largest step first) when they tile 0..n-1 exactly,
+    as 2x2 pooling with stride 2 does; None otherwise. Tiling windows are a reshape."""
+    order = sorted(range(len(coefs)), key=lambda t: -coefs[t])
+    step = 1
+    for t in reversed(order):
+        if coefs[t] != step:
+            return None
+        step *= sizes[t]
+    return order if offset == 0 and step == n else None
 
 
 def physics(params, states, data):
