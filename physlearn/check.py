@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .language.errors import ModelError
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -194,7 +196,16 @@ def check(model, dims: dict[str, int] | None = None, seed: int = 0, trials: int 
         arrays = G.load(model.spec)
         dims = G.bind(model.spec, arrays, dims, str(G.data_path(model.spec)))
         meshes = {k: v for k, v in arrays.items() if model.spec.role(k) == "index"}
-    gen = model.compile(bind_open_dims(model, dims), given=False)
+    bound = bind_open_dims(model, dims)
+    try:
+        gen = model.compile(bound, given=False)
+    except ModelError as err:
+        chosen = {k: v for k, v in bound.items() if k not in (dims or {})}
+        if chosen and err.code in ("E226", "E227"):
+            err.hint = ("the check bound the open dims to " + ", ".join(
+                f"{k} = {v}" for k, v in chosen.items()) + ", which do not fit this window: "
+                "pass sizes that do, e.g. --dim " + next(iter(chosen)) + "=N")
+        raise
     worst: dict[str, float] = {}
     with jax.enable_x64(True):
         rng = np.random.default_rng(seed)

@@ -39,7 +39,11 @@ def cmd_compile(args) -> int:
         raise UsageError(f"-o {args.output} is a folder; give a file name, e.g. "
                          f"{Path(args.output) / 'model.py'}")
     model = load(args.file)
-    source = model.source(_dims(args.dim))
+    dims = _dims(args.dim)
+    if model.spec.data_file is not None and model.spec.given():  # sizes from the given arrays
+        from . import given as G
+        dims = G.bind(model.spec, G.load(model.spec), dims, str(G.data_path(model.spec)))
+    source = model.source(dims)
     if args.output in (None, "-"):
         sys.stdout.write(source)
     else:
@@ -88,8 +92,8 @@ def cmd_check(args) -> int:
         from . import given as G
         where = G.data_path(model.spec)
         bound = G.bind(model.spec, G.load(model.spec), dims, str(where))
-        print(f"  on the index arrays of {where}: " + ", ".join(
-            f"{k} = {v}" for k, v in bound.items() if model.spec.dims[k] is None))
+        opened = [f"{k} = {v}" for k, v in bound.items() if model.spec.dims[k] is None]
+        print(f"  on the given arrays of {where}" + (": " + ", ".join(opened) if opened else ""))
         dims = {**bound, **dims}
     chosen = {k: v for k, v in bind_open_dims(model, dims).items() if k not in dims}
     if chosen:

@@ -60,7 +60,10 @@ def bind(spec: ModelSpec, given: dict, dims: dict | None = None,
     for dim in spec.dims:  # a dim given by number in the file
         if dim in given and bound.get(dim) is None:
             size = np.asarray(given[dim])
-            if size.shape != () or not np.issubdtype(size.dtype, np.integer) or int(size) < 1:
+            whole = size.shape == () and (np.issubdtype(size.dtype, np.integer) or (
+                np.issubdtype(size.dtype, np.floating) and np.isfinite(size)
+                and float(size) == int(size))) and size.dtype != bool
+            if not whole or int(size) < 1:
                 raise DataError(f"{where}[{dim!r}] must be a positive whole number (the size "
                                 f"of dim {dim}), got {size!r}")
             bound[dim] = int(size)
@@ -98,8 +101,9 @@ def _check_index(where: str, name: str, value: np.ndarray, into: str, n: int | N
         raise DataError(f"{where}[{name!r}] is an index array and must hold integers, got "
                         f"{value.dtype}")
     if n is None:
-        raise DataError(f"{where}[{name!r}] points into {into}, which has no size: bind it "
-                        f"with --dim {into}=N or give an array shaped by it")
+        raise DataError(f"{where}[{name!r}] points into {into}, which has no size: store it "
+                        f"as a number under the key {into!r}, give an array shaped by it, or "
+                        f"bind it (--dim {into}=N; dims={{'{into}': N}} from Python)")
     if value.size:
         bad = np.flatnonzero((value < 0) | (value >= n))
         if bad.size:

@@ -58,7 +58,10 @@ class Model:
         from . import given as G
         if self.spec.given() and given is not False:
             if given is None and self.spec.data_file is None:
-                return load_source(self.source(dims), self.spec.name)
+                from .train.data import DataError
+                raise DataError(f"{self.spec.name} needs given arrays ("
+                                f"{', '.join(self.spec.given())}): add `data \"FILE.npz\"` "
+                                "to the model, or pass given={...} from Python")
             arrays = given if isinstance(given, dict) else G.load(self.spec, given)
             where = str(given) if isinstance(given, (str, Path)) else str(
                 G.data_path(self.spec) if given is None else "given")

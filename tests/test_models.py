@@ -35,8 +35,10 @@ import sys
 sys.modules["physlearn"] = None  # any import of physlearn now fails
 sys.path.insert(0, {str(tmp_path)!r})
 import jax, gen
-params = gen.init_params(jax.random.PRNGKey(0))
-states = gen.init_states(2)
+import numpy as np
+given = dict(np.load({str(path.with_suffix(".npz"))!r})) if gen.GIVEN else None
+params = gen.init_params(jax.random.PRNGKey(0), given=given)
+states = gen.init_states(2, params=params)
 data = {{n: jax.numpy.ones((2,) + tuple(gen.DIMS[d] for d in dims))
         for n, dims in {{**gen.INPUTS, **gen.TARGETS}}.items()}}
 e = jax.jit(gen.physics)(params, states, data)

@@ -212,7 +212,8 @@ def test_chosen_splits_ties_like_jax_max():
 def test_derive_shows_the_chain_and_tells_the_truth_about_locality():
     text = physlearn.load(MODELS / "pcnn.phl").report()
     assert "dPhi/da1[i, j, l] = " in text and "argmax" in text
-    assert "a shared kernel: sums over the positions" in text
+    assert "shared across positions: sums over the window positions" in text
+    assert "Delta W1[i, j, l, m] = 0" not in text and "dPhi/da1+[" in text
     net = physlearn.load(MODELS / "resistor_netlist.phl").derivation
     loc = net.param_gradients["G"].locality
     assert loc.local and set(loc.uses) == {"v[dst[i]]", "v[src[i]]"}

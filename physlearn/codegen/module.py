@@ -589,9 +589,10 @@ class ModuleWriter:
         given_fn = self._function(
             "_given_array", "name, shape, given, dtype",
             "A GIVEN array, checked: its shape, and for an index array whole numbers in range.",
-            ["if given is None or name not in given:",
-             "    raise KeyError(f'init_params needs given[{name!r}] (GIVEN: {sorted(GIVEN)})')",
-             "value = jnp.asarray(given[name])",
+            ["key = name[5:] if name.startswith('init:') and name not in (given or {}) else name",
+             "if given is None or key not in given:",
+             "    raise KeyError(f'init_params needs given[{key!r}] (GIVEN: {sorted(GIVEN)})')",
+             "value = jnp.asarray(given[key])",
              "if value.shape != shape:",
              "    raise ValueError(f'given[{name!r}] has shape {value.shape}, expected {shape}')",
              "if name not in INDEXES:",

@@ -238,12 +238,12 @@ def check_windows(b: Builder, dims: dict[str, int | None]) -> None:
             raise ModelError(code, message, ix.span, spec.source, spec.filename, hint)
         if dim in spec.periodic:
             continue
+        var = spec.variables.get(name)
         if lo < 0 or hi > n - 1:
-            var = spec.variables.get(name)
-            for s, c, m in zip(names, coefs, sizes):
-                if c * (m - 1) > n - 1:
-                    fail("E227", f"{shown}: the window is larger than its input ({s} spans "
-                         f"{c * (m - 1) + 1} positions of {dim} = {n})")
+            if hi - lo + 1 > n and (var is None or var.boundary is None):
+                fail("E227", f"{shown} reads {hi - lo + 1} positions ({ranges}) but {dim} = "
+                     f"{n}: the window and the output range together do not fit the input",
+                     f"for a valid window, {dim} = stride*(out - 1) + window span")
             if var is None or var.boundary is None:
                 fail("E226" if var is not None else "E227",
                      f"{shown} reads positions {lo}..{hi} ({ranges}), outside 0..{n - 1} "

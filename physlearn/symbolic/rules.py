@@ -181,7 +181,7 @@ def derive(spec: ModelSpec) -> Derivation:
     from dataclasses import replace
     spec = replace(spec, variables=dict(spec.variables))
     b = Builder(spec)
-    reserved = set(spec.variables) | set(spec.dims)
+    reserved = set(spec.variables) | set(spec.dims) | set(spec.lets) | set(spec.functions)
     def canon(e, idx=(), rename=None):
         return canonical_indices(normalize(e), idx, reserved, rename)
 
@@ -263,8 +263,6 @@ def derive(spec: ModelSpec) -> Derivation:
         idx, gc = grad(cost, p)
         if gc != 0:
             d.cost_param_gradients[p] = Rule("cost_gradient", f"d{C}/d{p}", p, idx, gc)
-        if not d.trajectory:
-            d.ep_updates[p] = _ep_update(d, p)
         if lagrangian is not None:
             idx, gl = grad(lagrangian, p)
             d.lagrangian_param_gradients[p] = Rule("param_gradient", f"d{spec.physics.name}/d{p}",
@@ -274,6 +272,9 @@ def derive(spec: ModelSpec) -> Derivation:
         for key, (idx, expr) in chain.definitions.items():
             nice = free_indices(spec, len(idx))
             d.intermediates[key] = (nice, canon(expr, nice, dict(zip(idx, nice))))
+    if not d.trajectory:  # after the intermediates: EP rules nudge them too
+        for p in spec.names("param"):
+            d.ep_updates[p] = _ep_update(d, p)
     if spec.relax is not None and spec.relax.method == "asynchronous" and d.layers() is None:
         from ..language.errors import ModelError
         raise ModelError("E219", "`relax asynchronous` needs layered states: here a state's "
@@ -514,8 +515,8 @@ def _ep_update(d: Derivation, p: str) -> Rule:
     g = d.param_gradients[p]
     beta = sp.Symbol("beta", positive=True)
     sign = 1 if d.kind == "primitive" else -1  # Phi plays the role of -E
-    lets = [n for n in d.intermediates if "/" not in n]
-    diff = nudged(g.expr, d.spec, "+", lets) - nudged(g.expr, d.spec, "-", lets)
+    inter = list(d.intermediates)  # p1 and dE/dp1 are functions of the states too
+    diff = nudged(g.expr, d.spec, "+", inter) - nudged(g.expr, d.spec, "-", inter)
     expr = sign * diff / (2 * beta)
     return Rule("ep_update", f"Delta {p}", p, g.indices, expr,
                 note="centered EP: nudges +beta and -beta from the free state; "
@@ -540,11 +541,12 @@ def locality(expr: sp.Expr, idx: tuple, spec: ModelSpec) -> Locality:
                 dims = {str(d) for d in (hi + 1).free_symbols}
                 (inner if dims and dims <= component else unit_sums).add(v)
     own = set(idx) | inner
-    windowed = set()  # summed indices that move a window: positions a shared kernel visits
+    windowed = set()  # summed indices that move a window (2*i + u): the positions visited
     for atom in expr.atoms(sp.Indexed):
         for i in atom.indices:
-            if isinstance(i, sp.Add) and not isinstance(i, sp.Indexed):
-                windowed |= {v for v in i.free_symbols if v not in idx and v in inner | unit_sums}
+            syms = [v for v in i.free_symbols if isinstance(v, sp.Symbol) and v.is_integer]
+            if isinstance(i, sp.Add) and (len(syms) > 1 or any(i.coeff(v) != 1 for v in syms)):
+                windowed |= {v for v in syms if v not in idx and v in inner | unit_sums}
     for v in windowed:
         inner.discard(v)
         unit_sums.add(v)
@@ -560,7 +562,7 @@ def locality(expr: sp.Expr, idx: tuple, spec: ModelSpec) -> Locality:
             uses.append(atom.name)
     uses = tuple(dict.fromkeys(uses))
     if windowed:
-        return Locality(False, uses, "a shared kernel: sums over the positions "
+        return Locality(False, uses, "shared across positions: sums over the window positions "
                         + ", ".join(sorted(map(str, windowed))))
     if unit_sums:
         return Locality(False, uses, "sums over " + ", ".join(sorted(map(str, unit_sums))))

@@ -461,7 +461,7 @@ def fit_model(dataset: Dataset, inputs: dict, targets: dict,
 
 
 def _bind_input(dataset: Dataset, xn: str, xdims: tuple, dims: dict) -> tuple:
-    stored = dataset.example_shape
+    stored = dataset.example_shape if len(xdims) > 1 else None  # vectors: rows flattened
     declared = f"{xn}[{', '.join(xdims)}]"
     if stored is not None and len(stored) == len(xdims) and len(xdims) > 1:
         for order in (tuple(range(len(xdims))), (len(xdims) - 1,) + tuple(range(len(xdims) - 1))):
@@ -482,9 +482,10 @@ def _bind_input(dataset: Dataset, xn: str, xdims: tuple, dims: dict) -> tuple:
                         f"{declared} from {dataset.features} features; bind them with --dim")
     size = math.prod(dims[d] for d in xdims)
     if size != dataset.features:
-        shape = " x ".join(str(dims[d]) for d in xdims)
+        shape = (" x ".join(str(dims[d]) for d in xdims) + f" = {size}" if len(xdims) > 1
+                 else f"{xdims[0]} = {size}")
         raise DataError(f"{dataset.name}: inputs have {dataset.features} features but the model's "
-                        f"{declared} holds {shape} = {size}")
+                        f"{declared} holds {shape}")
     if stored is not None and len([n for n in stored if n > 1]) > 1 and tuple(
             n for n in stored if n > 1) != tuple(dims[d] for d in xdims if dims[d] > 1):
         raise DataError(f"{dataset.name}: inputs are stored as {stored} per example, which is "
