@@ -32,23 +32,34 @@ def load(spec: ModelSpec, path: str | Path | None = None) -> dict[str, np.ndarra
     if where is None:
         raise DataError(f"{spec.name} needs given arrays ({', '.join(names)}) and names no "
                         "file: add `data \"FILE.npz\"` to the model or pass --given FILE.npz")
+    if where.is_dir():
+        raise DataError(f"{where} is a folder, not an npz file (the model's given arrays)")
     try:
-        with np.load(where, allow_pickle=False) as z:
+        z = np.load(where, allow_pickle=False)
+    except FileNotFoundError:
+        raise DataError(f"no such file: {where} (the model's given arrays)") from None
+    except Exception as exc:  # noqa: BLE001 - anything unreadable is bad data, by name
+        raise DataError(f"{where}: not a readable npz file ({type(exc).__name__}: {exc})") \
+            from None
+    if not isinstance(z, np.lib.npyio.NpzFile):
+        raise DataError(f"{where} holds a single array, not an npz archive of named arrays "
+                        f"(save with np.savez({where.name!r}, {names[0]}=...))")
+    try:
+        with z:
             missing = [n for n in names if n not in z.files]
             if missing:
                 raise DataError(f"{where}: no key {missing[0]!r} (the model's given arrays: "
                                 f"{', '.join(names)}; the file holds: {', '.join(z.files)})")
-            out = {n: np.asarray(z[n]) for n in names}
+            out = {n: np.asarray(z[n]) for n in names}  # reads each member to its end (CRC)
             for dim, size in spec.dims.items():  # `n_v` stored as a number binds an open dim
                 if size is None and dim in z.files and dim not in out:
                     out[dim] = np.asarray(z[dim])
             return out
-    except FileNotFoundError:
-        raise DataError(f"no such file: {where} (the model's given arrays)") from None
     except DataError:
         raise
-    except (OSError, ValueError) as exc:
-        raise DataError(f"{where}: not a readable npz file ({exc})") from None
+    except Exception as exc:  # noqa: BLE001 - a damaged member, a pickled object, ...
+        raise DataError(f"{where}: cannot read the given arrays ({type(exc).__name__}: "
+                        f"{exc})") from None
 
 
 def bind(spec: ModelSpec, given: dict, dims: dict | None = None,
@@ -77,6 +88,9 @@ def bind(spec: ModelSpec, given: dict, dims: dict | None = None,
             raise DataError(f"{where}[{name!r}] has {value.ndim} axes {value.shape}; {name} is "
                             f"declared [{', '.join(shape)}]")
         for axis, (dim, size) in enumerate(zip(shape, value.shape)):
+            if size == 0:
+                raise DataError(f"{where}[{name!r}] is empty along axis {axis} ({dim}); a dim "
+                                "has at least one entry")
             if bound.get(dim) is None:
                 bound[dim] = int(size)
                 source[dim] = name

@@ -175,6 +175,15 @@ def test_vertex_patch_areas_perimeters_and_tensions():
     param W[k]
     energy E = sum(i: h[i]^2) / 2 - sum(i, u: W[u] * h[i+u-1] * h[i]) - sum(i: x[i] * h[i])
     cost C = sum(i: h[i]^2)""",
+    # two gathers in one read: a coupling per (src, dst) pair of nodes
+    """dim n = 5, e = 7
+    index src[e] in n, dst[e] in n
+    input x[n]
+    state v[n]
+    param M[n, n], G[e]
+    energy E = sum(a: G[a] * (v[src[a]] - v[dst[a]])^2) / 2 + sum(i: (v[i] - x[i])^2) / 2
+             + sum(a: M[src[a], dst[a]] * v[src[a]] * v[dst[a]])
+    cost C = sum(i: v[i]^2)""",
 ])
 def test_more_window_forms_check(text):
     results = check(physlearn.loads(text, "forms.phl"), trials=2)
@@ -251,6 +260,27 @@ def test_given_arrays_bind_dims_and_refuse_bad_ones(tmp_path):
     np.savez(path, src=mesh["src"])
     with pytest.raises(DataError, match="no key 'dst'"):
         G.load(spec, path)
+
+
+def test_unreadable_given_files_are_named(tmp_path):
+    spec = spec_of("resistor_netlist.phl")
+    mesh = dict(np.load(MODELS / "resistor_netlist.npz"))
+    good = tmp_path / "good.npz"
+    np.savez(good, **mesh)
+    damaged = tmp_path / "damaged.npz"
+    data = bytearray(good.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    damaged.write_bytes(bytes(data))
+    single = tmp_path / "single.npz"
+    with open(single, "wb") as f:
+        np.save(f, mesh["src"])
+    empty = tmp_path / "empty.npz"
+    empty.write_bytes(b"")
+    for path in (damaged, single, empty, tmp_path, tmp_path / "absent.npz"):
+        with pytest.raises(DataError):
+            G.load(spec, path)
+    with pytest.raises(DataError, match="empty"):
+        G.bind(spec, {**mesh, "src": mesh["src"][:0], "dst": mesh["dst"][:0]})
 
 
 def test_given_arrays_reach_init_params():

@@ -255,15 +255,26 @@ class Emitter:
         axes = ([BATCH] if base in self.batched else [])
         lead = ":, " if axes else ""
         symbols = []
+        skip = 0
         for pos, i in enumerate(e.indices):
+            if skip:
+                skip -= 1
+                continue
             at = len(axes) + len(symbols)  # where this slot's axis sits now
             dim = self.shapes[base][pos] if base in self.shapes else None
             if isinstance(i, sp.Symbol) or i.is_Integer:
                 symbols.append(i)
                 continue
-            if isinstance(i, sp.Indexed):  # r[cell[c, m]]: gather through an index array
+            if isinstance(i, sp.Indexed):  # r[cell[c, m]]: gather through index arrays
                 index = self.emit(i)
-                code = self.op(ir.Gather(code, at, index.code), ()).code
+                codes = [index.code]
+                for j in e.indices[pos + 1:]:  # M[src[e], dst[e]]: gathered pointwise
+                    other = self.emit(j) if isinstance(j, sp.Indexed) else None
+                    if other is None or set(other.axes) != set(index.axes):
+                        break
+                    codes.append(self.align(other, index.axes))
+                    skip += 1
+                code = self.op(ir.Gather(code, at, tuple(codes)), ()).code
                 symbols.extend(index.axes)
                 continue
             syms = sorted((s for s in i.free_symbols if s.is_integer), key=sp.default_sort_key)
@@ -444,14 +455,24 @@ class Emitter:
         if fast is not None:
             return fast
         k, at = self._landing(delta)
+        lands = [(k, at)]
         if isinstance(at, sp.Indexed):
             index = self.emit(at)
             keep = list(index.axes)
+            for f in factors:  # M[src[e], dst[e]]: every gather over the same indices at once
+                hit = self._landing(f) if f is not delta else None
+                if hit is not None and isinstance(hit[1], sp.Indexed) and hit[0] != k:
+                    other = self.emit(hit[1])
+                    if set(other.axes) == set(keep):
+                        lands.append(hit)
+            landed = [delta] + [f for f in factors if f is not delta and self._landing(f)
+                                in lands[1:]]
         else:
             keep = sorted((s for s in at.free_symbols if s.is_integer), key=sp.default_sort_key)
         if any(v not in summed for v in keep):
             raise NotImplementedError(f"a window or gather landing on {k} outside its sum")
-        rest = [f for f in factors if f is not delta]
+        rest = [f for f in factors if f is not delta and not (
+            isinstance(at, sp.Indexed) and f in landed)]
         g = self._mul(sp.Mul(*rest), tuple(v for v in summed if v not in keep), out_order)
         for v in keep:  # the product does not depend on this window index: repeat it
             if v not in g.axes:
@@ -463,7 +484,9 @@ class Emitter:
         code = self.align(g, tuple(lead + keep + others))
         n = self.dim_of(k)
         if isinstance(at, sp.Indexed):
-            out = ir.ScatterAdd(code, len(lead), index.code, n)
+            codes = tuple(self.align(self.emit(a), tuple(keep)) for _, a in lands)
+            out = ir.ScatterAdd(code, len(lead), codes, tuple(self.dim_of(q) for q, _ in lands))
+            return self.op(out, tuple(lead + [q for q, _ in lands] + others))
         else:
             coefs = tuple(int(at.coeff(v)) for v in keep)
             offset = int(at.xreplace({v: 0 for v in keep}))

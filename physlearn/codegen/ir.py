@@ -64,21 +64,21 @@ class WindowAdd(Op):
 
 @dataclass(frozen=True)
 class Gather(Op):
-    """x[.., index[c, m], ..]: one axis replaced by the index array's axes."""
+    """x[.., src[e], dst[e], ..]: consecutive axes replaced by the index arrays' axes."""
 
     operand: str
     axis: int
-    index: str
+    indices: tuple[str, ...]
 
 
 @dataclass(frozen=True)
 class ScatterAdd(Op):
-    """The transpose of a gather: entries added at the positions the index array holds."""
+    """The transpose of a gather: entries added at the positions the index arrays hold."""
 
     operand: str
     axis: int
-    index: str
-    n: str
+    indices: tuple[str, ...]
+    sizes: tuple[str, ...]
     helper = "scatter_add"
 
 
@@ -163,10 +163,13 @@ class JaxPrinter:
                 f"{op.wrap})")
 
     def _print_Gather(self, op: Gather) -> str:
-        return f"jnp.take({op.operand}, {op.index}, axis={op.axis})"
+        if len(op.indices) == 1:
+            return f"jnp.take({op.operand}, {op.indices[0]}, axis={op.axis})"
+        return f"{op.operand}[{':, ' * op.axis}{', '.join(op.indices)}]"
 
     def _print_ScatterAdd(self, op: ScatterAdd) -> str:
-        return f"scatter_add({op.operand}, {op.axis}, {op.index}, {op.n})"
+        return (f"scatter_add({op.operand}, {op.axis}, ({', '.join(op.indices)},), "
+                f"({', '.join(op.sizes)},))")
 
     def _print_Chosen(self, op: Chosen) -> str:
         return f"chosen({op.operand}, {_ints(op.axes)}, {op.largest})"

@@ -268,7 +268,7 @@ class Checker:
             raise self.error("E229", f"index array {v.name} needs a shape", v.span,
                              f"e.g. `index {v.name}[n_e] in {v.index_range}`")
         for word, on in (("symmetric", v.symmetric), ("nonnegative", v.nonnegative),
-                         ("init", v.init is not None)):
+                         ("init", v.init is not None), ("boundary", v.boundary is not None)):
             if on:
                 raise self.error("E229", f"an index array takes no `{word}`: its values come "
                                  "from the data", v.span)

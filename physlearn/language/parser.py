@@ -93,6 +93,9 @@ class _Affine:
         return _Affine(coefs, self.const + sign * other.const)
 
     def to_index(self, span: Span) -> ast.Index:
+        limit = 2 ** 31 - 1
+        if abs(self.const) > limit or any(abs(k) > limit for k in self.coefs.values()):
+            raise ModelError("E100", f"a number in this index is beyond {limit:,}", span)
         if self.gather is not None:
             return ast.Index(span, None, None, 0, (), self.gather)
         coefs = {n: k for n, k in self.coefs.items() if k != 0}

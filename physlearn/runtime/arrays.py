@@ -70,11 +70,12 @@ def window_add(g, axis, coefs, n, offset, wrap):
     return out.at[(slice(None),) * axis + (at,)].add(g, mode="drop")
 
 
-def scatter_add(g, axis, index, n):
-    """Adds g into an axis of size n at the positions `index` holds (the transpose of a
-    gather): g's axes from `axis` on match index's axes."""
-    out = jnp.zeros(g.shape[:axis] + (n,) + g.shape[axis + index.ndim:], g.dtype)
-    return out.at[(slice(None),) * axis + (index,)].add(g)
+def scatter_add(g, axis, indices, sizes):
+    """Adds g into axes of sizes `sizes` at the positions the index arrays hold (the
+    transpose of a gather): g's axes from `axis` on match the index arrays' axes."""
+    k = indices[0].ndim
+    out = jnp.zeros(g.shape[:axis] + tuple(sizes) + g.shape[axis + k:], g.dtype)
+    return out.at[(slice(None),) * axis + tuple(indices)].add(g)
 
 
 def chosen(x, axes, largest):

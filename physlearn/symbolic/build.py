@@ -240,7 +240,7 @@ def check_windows(b: Builder, dims: dict[str, int | None]) -> None:
             continue
         var = spec.variables.get(name)
         if lo < 0 or hi > n - 1:
-            if hi - lo + 1 > n and (var is None or var.boundary is None):
+            if hi - lo + 1 > n and lo >= 0 and (var is None or var.boundary is None):
                 fail("E227", f"{shown} reads {hi - lo + 1} positions ({ranges}) but {dim} = "
                      f"{n}: the window and the output range together do not fit the input",
                      f"for a valid window, {dim} = stride*(out - 1) + window span")
