@@ -41,7 +41,13 @@ class Model:
         return report(self.derivation, as_latex=latex)
 
     def source(self, dims: dict[str, int] | None = None) -> str:
-        """The generated Python module, as text."""
+        """The generated Python module, as text (open dims that the model's `data` file
+        sizes are bound from it)."""
+        spec = self.spec
+        if spec.given() and spec.data_file is not None and any(
+                v is None and k not in (dims or {}) for k, v in spec.dims.items()):
+            from . import given as G
+            dims = G.bind(spec, G.load(spec), dims, str(G.data_path(spec)))
         try:
             return generate(self.derivation, dims, Path(self.spec.filename).name)
         except ModelError as err:

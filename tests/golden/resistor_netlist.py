@@ -27,9 +27,9 @@ OUTPUT_IS_STATE = False
 LAYERS = None
 PHYSICS_NAME = "P"
 COST_NAME = "C"
-DIMS = {"n_v": 64, "n_e": 64, "n_in": 2, "n_out": 2}
-n_v = 64
-n_e = 64
+DIMS = {"n_v": 16, "n_e": 29, "n_in": 2, "n_out": 2}
+n_v = 16
+n_e = 29
 n_in = 2
 n_out = 2
 INPUTS = {"x": ('n_in',)}
@@ -46,11 +46,12 @@ LEARN = {'method': 'EP', 'beta': 0.1, 'nudging': 'centered', 'optimizer': 'sgd',
 RELAX = {'method': 'gradient_flow', 'dt': 0.05, 'free_steps': 1000, 'nudged_steps': 200}
 
 
-def scatter_add(g, axis, index, n):
-    """Adds g into an axis of size n at the positions `index` holds (the transpose of a
-    gather): g's axes from `axis` on match index's axes."""
-    out = jnp.zeros(g.shape[:axis] + (n,) + g.shape[axis + index.ndim:], g.dtype)
-    return out.at[(slice(None),) * axis + (index,)].add(g)
+def scatter_add(g, axis, indices, sizes):
+    """Adds g into axes of sizes `sizes` at the positions the index arrays hold (the
+    transpose of a gather): g's axes from `axis` on match the index arrays' axes."""
+    k = indices[0].ndim
+    out = jnp.zeros(g.shape[:axis] + tuple(sizes) + g.shape[axis + k:], g.dtype)
+    return out.at[(slice(None),) * axis + tuple(indices)].add(g)
 
 
 def physics(params, states, data):
@@ -79,12 +80,12 @@ def grad_states(params, states, data):
     v = states["v"]
     x = data["x"]
     dP_dv = (
-        g_in * scatter_add((jnp.take(v, inp, axis=1) - x), 1, inp, n_v)
+        g_in * scatter_add((jnp.take(v, inp, axis=1) - x), 1, (inp,), (n_v,))
         + g_leak * v
-        + scatter_add(G * jnp.take(v, dst, axis=1), 1, dst, n_v)
-        + scatter_add(G * jnp.take(v, src, axis=1), 1, src, n_v)
-        - scatter_add(G * jnp.take(v, dst, axis=1), 1, src, n_v)
-        - scatter_add(G * jnp.take(v, src, axis=1), 1, dst, n_v)
+        + scatter_add(G * jnp.take(v, dst, axis=1), 1, (dst,), (n_v,))
+        + scatter_add(G * jnp.take(v, src, axis=1), 1, (src,), (n_v,))
+        - scatter_add(G * jnp.take(v, dst, axis=1), 1, (src,), (n_v,))
+        - scatter_add(G * jnp.take(v, src, axis=1), 1, (dst,), (n_v,))
     )
     return {"v": dP_dv}
 
@@ -103,7 +104,7 @@ def grad_cost_states(params, states, data):
     outp = params["outp"]
     v = states["v"]
     y = data["y"]
-    dC_dv = scatter_add((jnp.take(v, outp, axis=1) - y), 1, outp, n_v)
+    dC_dv = scatter_add((jnp.take(v, outp, axis=1) - y), 1, (outp,), (n_v,))
     return {"v": dC_dv}
 
 
@@ -165,9 +166,10 @@ def _init_array(key, kind, args, shape, dtype):
 
 def _given_array(name, shape, given, dtype):
     """A GIVEN array, checked: its shape, and for an index array whole numbers in range."""
-    if given is None or name not in given:
-        raise KeyError(f'init_params needs given[{name!r}] (GIVEN: {sorted(GIVEN)})')
-    value = jnp.asarray(given[name])
+    key = name[5:] if name.startswith('init:') and name not in (given or {}) else name
+    if given is None or key not in given:
+        raise KeyError(f'init_params needs given[{key!r}] (GIVEN: {sorted(GIVEN)})')
+    value = jnp.asarray(given[key])
     if value.shape != shape:
         raise ValueError(f'given[{name!r}] has shape {value.shape}, expected {shape}')
     if name not in INDEXES:
