@@ -167,8 +167,9 @@ def cmd_train(args) -> int:
               file=sys.stderr)
         return 1
     if last:
-        print(f"done: test accuracy {last['test_acc']:.4f} after epoch {last['epoch']}; "
-              f"results in {args.out}")
+        what = (f"test accuracy {last['test_acc']:.4f}" if "test_loss" not in last or
+                last.get("test_acc", 0) > 0 else f"test loss {last['test_loss']:.4f}")
+        print(f"done: {what} after epoch {last['epoch']}; results in {args.out}")
     return 0
 
 

@@ -32,8 +32,18 @@ def load(spec: ModelSpec, path: str | Path | None = None) -> dict[str, np.ndarra
     if where is None:
         raise DataError(f"{spec.name} needs given arrays ({', '.join(names)}) and names no "
                         "file: add `data \"FILE.npz\"` to the model or pass --given FILE.npz")
-    if where.is_dir():
+    import stat
+    try:
+        mode = where.stat().st_mode
+    except FileNotFoundError:
+        raise DataError(f"no such file: {where} (the model's given arrays)") from None
+    except OSError as exc:
+        raise DataError(f"cannot read {where}: {exc.strerror or exc}") from None
+    if stat.S_ISDIR(mode):
         raise DataError(f"{where} is a folder, not an npz file (the model's given arrays)")
+    if not stat.S_ISREG(mode):
+        raise DataError(f"{where} is not a regular file (a pipe or a device?); the given "
+                        "arrays must be an npz file")
     try:
         z = np.load(where, allow_pickle=False)
     except FileNotFoundError:
@@ -107,6 +117,12 @@ def bind(spec: ModelSpec, given: dict, dims: dict | None = None,
             raise DataError(f"{where}[{name!r}] holds {value.dtype}, not real numbers")
         elif not np.all(np.isfinite(value)):
             raise DataError(f"{where}[{name!r}] holds NaN or infinite values")
+        elif value.size and np.abs(value).max() > np.finfo(np.float32).max:
+            raise DataError(f"{where}[{name!r}] holds values beyond the float32 range "
+                            "(|value| < 3.4e38)")
+        elif v.symmetric and not np.allclose(value, value.T):
+            raise DataError(f"{where}[{name!r}] is declared symmetric but the given matrix "
+                            "is not (W != W.T)")
     return bound
 
 

@@ -317,3 +317,28 @@ def test_images_that_do_not_fit_are_refused():
                      "y_test": np.arange(4) % 2}, "t.npz")
     with pytest.raises(DataError, match="holds 1 x 28 x 28"):
         fit_model(data, {"x": ("c", "h", "h")}, {"y": ("n",)}, {"c": 1, "h": 28, "n": None})
+
+
+def test_limits_keep_the_stored_image_layout():
+    x = np.random.default_rng(6).uniform(size=(8, 4, 4, 2)).astype(np.float32)  # channels last
+    y = np.arange(8) % 2
+    data = validate({"x_train": x, "y_train": y, "x_test": x, "y_test": y}, "t.npz")
+    assert data.limit(4, 4).example_shape == (4, 4, 2)
+
+
+def test_netlist_trains_resumes_with_integer_index_arrays_and_says_accuracy_is_na(tmp_path):
+    """A model whose output is read through a gather has no accuracy; its index arrays
+    must come back from a checkpoint as integers."""
+    from physlearn import cli
+    rng = np.random.default_rng(7)
+    x = rng.uniform(0, 1, (24, 2)).astype(np.float32)
+    y = (x[:, 0] > x[:, 1]).astype(np.int64)
+    data = tmp_path / "volts.npz"
+    np.savez(data, x_train=x, y_train=y, x_test=x[:8], y_test=y[:8])
+    args = ["train", str(MODELS / "resistor_netlist.phl"), "--data", str(data),
+            "--batch-size", "8", "--free-steps", "200", "--nudged-steps", "40",
+            "--out", str(tmp_path / "run"), "--no-progress"]
+    assert cli.main(args + ["--epochs", "1"]) == 0
+    assert cli.main(args + ["--epochs", "2", "--resume"]) == 0
+    saved = np.load(tmp_path / "run" / "checkpoint.npz")
+    assert any(k.endswith("src") and saved[k].dtype.kind == "i" for k in saved.files)

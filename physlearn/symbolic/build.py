@@ -104,7 +104,8 @@ class Builder:
         for pos, i in enumerate(indices):
             if i.terms and name is not None:
                 self.windows.append((i, name, pos, sp.Add(*(k * env[n] for n, k in i.terms))
-                                     + i.offset))
+                                     + i.offset, {env[n]: n for n, _ in i.terms
+                                                  if isinstance(env[n], sp.Symbol)}))
             if i.gather is not None:  # r[cell[c, m]]: the index array's entry
                 g = i.gather
                 out.append(self.symbols[g.name][self._indices(g.indices, env)])
@@ -217,7 +218,7 @@ def check_windows(b: Builder, dims: dict[str, int | None]) -> None:
 
     spec = b.spec
     seen = set()
-    for ix, name, pos, at in b.windows:
+    for ix, name, pos, at, written in b.windows:
         shape = spec.shape(name) if name in spec.variables else spec.lets[name][1]
         dim = shape[pos]
         syms = sorted((s for s in at.free_symbols if s in b.index_dim), key=sp.default_sort_key)
@@ -231,15 +232,14 @@ def check_windows(b: Builder, dims: dict[str, int | None]) -> None:
         lo = offset + sum(min(0, c * (m - 1)) for c, m in zip(coefs, sizes))
         hi = offset + sum(max(0, c * (m - 1)) for c, m in zip(coefs, sizes))
         shown = f"{name}[..{ix.text()}..]"
-        names = [s.name.rsplit("_", 1)[0] for s in syms]  # as written (fresh symbols: u_2)
+        names = [written.get(s, s.name.rsplit("_", 1)[0]) for s in syms]  # as written
         ranges = ", ".join(f"{s} < {m}" for s, m in zip(names, sizes))
 
         def fail(code, message, hint=None):
             raise ModelError(code, message, ix.span, spec.source, spec.filename, hint)
-        if dim in spec.periodic:
-            continue
+        periodic = dim in spec.periodic
         var = spec.variables.get(name)
-        if lo < 0 or hi > n - 1:
+        if not periodic and (lo < 0 or hi > n - 1):
             if hi - lo + 1 > n and lo >= 0 and (var is None or var.boundary is None):
                 fail("E227", f"{shown} reads {hi - lo + 1} positions ({ranges}) but {dim} = "
                      f"{n}: the window and the output range together do not fit the input",
@@ -256,7 +256,7 @@ def check_windows(b: Builder, dims: dict[str, int | None]) -> None:
         for c, m in zip(coefs, sizes):
             grid = np.add.outer(grid, c * np.arange(m))
         read = np.zeros(n, bool)
-        inside = grid[(grid >= 0) & (grid < n)]
+        inside = grid % n if periodic else grid[(grid >= 0) & (grid < n)]
         read[inside] = True
         if not read.all():
             missing = np.flatnonzero(~read)

@@ -68,7 +68,7 @@ class Dataset:
         n_train = check(n_train, "training", len(self.x_train))
         n_test = check(n_test, "test", len(self.x_test))
         return Dataset(self.name, self.x_train[:n_train], self.y_train[:n_train],
-                       self.x_test[:n_test], self.y_test[:n_test])
+                       self.x_test[:n_test], self.y_test[:n_test], self.example_shape)
 
     def fingerprint(self) -> str:
         """sha256 hex digest of the four arrays' dtypes, shapes and bytes (not the name).
@@ -464,6 +464,7 @@ def _bind_input(dataset: Dataset, xn: str, xdims: tuple, dims: dict) -> tuple:
     stored = dataset.example_shape if len(xdims) > 1 else None  # vectors: rows flattened
     declared = f"{xn}[{', '.join(xdims)}]"
     if stored is not None and len(stored) == len(xdims) and len(xdims) > 1:
+        fitting = []
         for order in (tuple(range(len(xdims))), (len(xdims) - 1,) + tuple(range(len(xdims) - 1))):
             sizes = tuple(stored[k] for k in order)  # the stored axes in the declared order
             want: dict = {}
@@ -471,8 +472,11 @@ def _bind_input(dataset: Dataset, xn: str, xdims: tuple, dims: dict) -> tuple:
             for d, n in zip(xdims, sizes):
                 fits &= dims.get(d) in (None, n) and want.setdefault(d, n) == n
             if fits:
-                dims.update(want)
-                return stored, (0,) + tuple(k + 1 for k in order)
+                fitting.append((sizes[0], order, want))
+        if fitting:  # both fit only when sizes are open: the fewer channels first, (8, 8, 1)
+            _, order, want = min(fitting, key=lambda f: f[0])  # is 1 channel of 8 x 8
+            dims.update(want)
+            return stored, (0,) + tuple(k + 1 for k in order)
     open_ = [d for d in xdims if dims.get(d) is None]
     known = math.prod(dims[d] for d in xdims if dims.get(d) is not None)
     if len(set(open_)) == 1 and dataset.features % known == 0:

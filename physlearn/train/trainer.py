@@ -304,7 +304,8 @@ class Trainer:
             raise RunDirError(f"{self.out}/checkpoint.npz does not fit this model's parameters "
                               "or optimizer; start a new --out")
         params = {k: jnp.asarray(state.params[k], self.dtype) for k in params}
-        consts = {k: jnp.asarray(state.consts[k], self.dtype) for k in consts}
+        consts = {k: jnp.asarray(state.consts[k], self.dtype if k not in self.gen.INDEXES
+                                 else jnp.int32) for k in consts}  # index arrays stay ints
         opt_state = jax.tree_util.tree_unflatten(treedef, [jnp.asarray(v) for v in
                                                            state.opt_leaves])
         return state, consts, params, opt_state
@@ -402,9 +403,12 @@ class Trainer:
                                                "eval_seconds": round(eval_seconds, 4)}])
             run.commit(state)
             run.publish(state, plot)
-            self.log(f"epoch {epoch}: train loss {row['train_loss']:.4f} acc {row['train_acc']:.4f}"
-                     f" | test acc {row['test_acc']:.4f} | {epoch_seconds:.2f} s | "
-                     + self.dynamics_summary(row))
+            accs = (f"acc {row['train_acc']:.4f} | test acc {row['test_acc']:.4f}"
+                    if self.gen.OUTPUT is not None else
+                    "acc n/a (the cost names no single output) | test loss "
+                    f"{row.get('test_loss', float('nan')):.4f}")
+            self.log(f"epoch {epoch}: train loss {row['train_loss']:.4f} {accs} | "
+                     f"{epoch_seconds:.2f} s | " + self.dynamics_summary(row))
             if epoch < cfg.epochs:
                 stop.check(f"interrupted after epoch {epoch}, which is saved in {self.out}: "
                            "--resume continues the run")
@@ -415,6 +419,8 @@ class Trainer:
     def _warn_if_chance(self, row: dict) -> None:
         """A run that ends at chance level has usually saturated or collapsed: say so."""
         chance = 1.0 / max(self.n_classes, 1)
+        if self.gen.OUTPUT is None:  # the cost names no single output: no accuracy to judge
+            return
         if self.n_classes > 1 and row["test_acc"] <= 1.5 * chance and \
                 row["train_acc"] <= 1.5 * chance:
             self.log(f"warning: accuracy is at chance level after epoch {row['epoch']} (train "
