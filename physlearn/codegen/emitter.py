@@ -337,8 +337,29 @@ class Emitter:
         other = b if a in syms else a
         return Arr(f"jnp.eye({dim})[{_number(other)}]", (k,))
 
+    def _landing_groups(self, args):
+        """Terms c * sum(j: [src[j] = i] * f_j) that land through the same gather: one sum
+        of the joined summands, so one scatter-add instead of one per term."""
+        groups, rest = {}, []
+        for t in args:
+            coeff, core = t.as_coeff_Mul()
+            if isinstance(core, sp.Sum) and isinstance(core.function, sp.Mul):
+                lands = [f for f in core.function.args if self._landing(f) is not None
+                         and isinstance(self._landing(f)[1], sp.Indexed)]
+                if len(lands) == 1:
+                    body = coeff * core.function / lands[0]
+                    groups.setdefault((lands[0], core.limits), []).append(body)
+                    continue
+            rest.append(t)
+        out = list(rest)
+        for (land, limits), bodies in groups.items():
+            out.append(sp.Sum(land * sp.Add(*bodies), *limits) if len(bodies) > 1
+                       else sp.Sum(land * bodies[0], *limits))
+        return out
+
     def _add(self, e):
-        args = sorted(e.args, key=lambda t: t.could_extract_minus_sign())
+        args = self._landing_groups(e.args)
+        args = sorted(args, key=lambda t: t.could_extract_minus_sign())
         terms = [self.emit(t) for t in args]
         target = self.order([t.axes for t in terms])
         return Arr(join_terms([self.align(t, target) for t in terms]), target, atomic=False)

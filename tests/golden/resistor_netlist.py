@@ -82,10 +82,8 @@ def grad_states(params, states, data):
     dP_dv = (
         g_in * scatter_add((jnp.take(v, inp, axis=1) - x), 1, (inp,), (n_v,))
         + g_leak * v
-        + scatter_add(G * jnp.take(v, dst, axis=1), 1, (dst,), (n_v,))
-        + scatter_add(G * jnp.take(v, src, axis=1), 1, (src,), (n_v,))
-        - scatter_add(G * jnp.take(v, dst, axis=1), 1, (src,), (n_v,))
-        - scatter_add(G * jnp.take(v, src, axis=1), 1, (dst,), (n_v,))
+        + scatter_add((G * jnp.take(v, src, axis=1) - G * jnp.take(v, dst, axis=1)), 1, (src,), (n_v,))
+        + scatter_add((G * jnp.take(v, dst, axis=1) - G * jnp.take(v, src, axis=1)), 1, (dst,), (n_v,))
     )
     return {"v": dP_dv}
 
