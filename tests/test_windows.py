@@ -336,7 +336,7 @@ def test_netlist_trains_resumes_with_integer_index_arrays_and_says_accuracy_is_n
     data = tmp_path / "volts.npz"
     np.savez(data, x_train=x, y_train=y, x_test=x[:8], y_test=y[:8])
     args = ["train", str(MODELS / "resistor_netlist.phl"), "--data", str(data),
-            "--batch-size", "8", "--free-steps", "200", "--nudged-steps", "40",
+            "--batch-size", "8", "--free-steps", "40", "--nudged-steps", "10",
             "--out", str(tmp_path / "run"), "--no-progress"]
     assert cli.main(args + ["--epochs", "1"]) == 0
     assert cli.main(args + ["--epochs", "2", "--resume"]) == 0
