@@ -262,8 +262,12 @@ class Checker:
             raise self.error("E229", f"index array {v.name} does not say which dim its values "
                              "point into", v.span, f"write `index {v.name}[...] in <dim>`")
         if v.index_range not in self.spec.dims:
-            raise self.error("E215", f"unknown dim {v.index_range!r} after `in`", v.span,
-                             "declare it first: `dim " + v.index_range + " = ...`")
+            role = self.spec.role(v.index_range)
+            what = (f"{v.index_range!r} is {_article(role)}, not a dim" if role
+                    else f"unknown dim {v.index_range!r}")
+            raise self.error("E215", f"{what} after `in`", v.span,
+                             "an index array points into a dim: `dim " + v.index_range
+                             + " = ...`")
         if not v.shape:
             raise self.error("E229", f"index array {v.name} needs a shape", v.span,
                              f"e.g. `index {v.name}[n_e] in {v.index_range}`")
@@ -479,8 +483,10 @@ class Checker:
         """The dim of index `n`: the one its plain uses give, checked against `in rng`."""
         dim, span = found
         if rng is not None and rng not in self.spec.dims:
-            raise self.error("E215", f"unknown dim {rng!r} after `{n.name} in`", n.span,
-                             "declare it first: `dim " + rng + " = ...`")
+            what = (f"{rng!r} is {_article(self.spec.role(rng))}, not a dim"
+                    if self.spec.role(rng) else f"unknown dim {rng!r}")
+            raise self.error("E215", f"`{n.name} in {rng}`: {what}", n.span,
+                             "an index ranges over a dim: `dim " + rng + " = ...`")
         if rng is not None and dim is not None and dim != rng:
             raise self.error("E203", f"index {n.name!r} is declared over {rng} but ranges over "
                              f"{dim} where it is used", n.span)
