@@ -438,29 +438,17 @@ class Emitter:
         gcode = g.code if lead else f"{g.code}[None]"
         if not outs:
             gcode = f"{gcode}[:, None]"
-        korder = tuple(outs) + tuple(chans) + tuple(us)
-        kcode = self.align(Arr(self.local[kern.base.name], tuple(kern.indices)), korder)
-        self.used.add(kern.base.name)
-        if not outs:
-            kcode = f"{kcode}[None]"
-        if not chans:
-            kcode = f"{kcode}[:, None]"
-        strides, dils, pads = [], [], []
-        for k, i, st, u, d, off in parts:
-            n, m, kk = sizes[k], sizes[i], sizes[u]
-            lo = -off
-            hi = st * (m - 1) + d * (kk - 1) + 1 - n - lo
-            if lo < 0 or hi < 0:
-                return None
-            strides.append(st)
-            dils.append(d)
-            pads.append((lo, hi))
+        geometry = self._geometry([(sizes[k], sizes[i], sizes[u], st, d, off)
+                                   for k, i, st, u, d, off in parts])
+        if geometry is None:
+            return None
+        strides, dils, pads = geometry
+        kcode = self._kernel_code(kern, outs, chans, us)
         batch = f"{g.code}.shape[0]" if lead else "1"
         chan = sizes[chans[0]] if chans else 1
         shape = f"({batch}, {chan}, " + ", ".join(str(sizes[p[0]]) for p in parts) + ")"
         wrap = self.dim_of(parts[0][0]) in self.periodic
-        res = self.op(ir.ConvTranspose(gcode, kcode, shape, tuple(strides), tuple(dils),
-                                       tuple(pads), wrap), ()).code
+        res = self.op(ir.ConvTranspose(gcode, kcode, shape, strides, dils, pads, wrap), ()).code
         axes = [BATCH] + chans + [p[0] for p in parts]
         if not chans:
             res = f"{res}[:, 0]"
@@ -573,6 +561,37 @@ class Emitter:
                 return [sp.Mul(*rest, t) for t in terms]
         return None
 
+    @staticmethod
+    def _geometry(rows) -> tuple | None:
+        """(strides, dilations, (lo, hi) pads) of a convolution whose window slots read
+        s*i + d*u + off over an input of n with i < m, u < k (rows of n, m, k, s, d, off);
+        None when a slot would need cropping (then the product is no convolution)."""
+        strides, dils, pads = [], [], []
+        for n, m, k, st, d, off in rows:
+            lo = -off
+            hi = st * (m - 1) + d * (k - 1) + 1 - n - lo
+            if lo < 0 or hi < 0:
+                return None
+            strides.append(st)
+            dils.append(d)
+            pads.append((lo, hi))
+        return tuple(strides), tuple(dils), tuple(pads)
+
+    def _slot_sizes(self, shape, slots) -> list:
+        """Rows (n, m, k, s, d, off) for `_geometry` from `_slots`' window slots."""
+        return [(self.dim_values[shape[pos]], self.dim_values[self.dim_of(i)],
+                 self.dim_values[self.dim_of(u)], st, d, off)
+                for pos, i, st, u, d, off in slots]
+
+    def _kernel_code(self, kern: sp.Indexed, outs, chans, us) -> str:
+        """The kernel laid out (out, channels, *window), with unit axes where absent."""
+        self.used.add(kern.base.name)
+        code = self.align(Arr(self.local[kern.base.name], tuple(kern.indices)),
+                          tuple(outs) + tuple(chans) + tuple(us))
+        if not outs:
+            code = f"{code}[None]"
+        return code if chans else f"{code}[:, None]"
+
     def _kernel_grad(self, x, factors, summed):
         """sum(b, i: g[b, o, i] * x[b, c, s*i + d*u + off]) over the batch and positions:
         a kernel's gradient, the transpose of `conv` in its kernel (`conv_kernel_grad`)."""
@@ -592,7 +611,7 @@ class Emitter:
             return None
         kernel_syms = {v for w in windows for v in w.free_symbols if v.is_integer} - iis
         slots = self._slots(x, kernel_syms, set(summed) | kernel_syms)
-        if slots is None or any(u in summed for *_, u, _, _ in [(p[0], p[1], p[2], p[3], p[4], p[5]) for p in slots]):
+        if slots is None or any(u in summed for *_, u, _, _ in slots):
             return None
         chans = [v for v in plain if v not in summed]
         if len(chans) != len(plain):
@@ -618,29 +637,20 @@ class Emitter:
         gcode = self.align(g, gorder)
         if not outs:
             gcode = f"{gcode}[:, None]"
-        strides, dils, pads, ksizes = [], [], [], []
-        for pos, i, st, u, d, off in slots:
-            n = self.dim_values[shape[pos]]
-            m = self.dim_values[self.dim_of(i)]
-            kk = self.dim_values[self.dim_of(u)]
-            lo, hi = -off, st * (m - 1) + d * (kk - 1) + 1 - n + off
-            if lo < 0 or hi < 0:
-                return None
-            strides.append(st)
-            dils.append(d)
-            pads.append((lo, hi))
-            ksizes.append(kk)
+        geometry = self._geometry(self._slot_sizes(shape, slots))
+        if geometry is None:
+            return None
+        strides, dils, pads = geometry
+        ksizes = [self.dim_values[self.dim_of(u)] for *_, u, _, _ in slots]
         kshape = ((self.dim_values[self.dim_of(outs[0])] if outs else 1,
                    self.dim_values[self.dim_of(chans[0])] if chans else 1) + tuple(ksizes))
-        res = self.op(ir.ConvKernelGrad(xcode, gcode, kshape, tuple(strides), tuple(dils),
-                                        tuple(pads), self._fill(base, shape[slots[0][0]])),
-                      ()).code
+        res = self.op(ir.ConvKernelGrad(xcode, gcode, kshape, strides, dils, pads,
+                                        self._fill(base, shape[slots[0][0]])), ()).code
         if not outs:
             res = f"{res}[0]"
         if not chans:
             res = f"{res}[:, 0]" if outs else f"{res}[0]"
-        arr = Arr(res, tuple(outs + chans + [u for *_, u, _, _ in
-                                             [(p[0], p[1], p[2], p[3], p[4], p[5]) for p in slots]]))
+        arr = Arr(res, tuple(outs + chans + [u for *_, u, _, _ in slots]))
         return rest + [arr]
 
     def _conv(self, factors, summed):
@@ -698,28 +708,13 @@ class Emitter:
             code = f"{code}[None]"
         if chan is None:
             code = f"{code}[:, None]"
-        korder = tuple(outs) + ((chan,) if chan is not None else ()) + tuple(us)
-        kcode = self.align(Arr(self.local[k.base.name], tuple(k.indices)), korder)
-        if not outs:
-            kcode = f"{kcode}[None]"
-        if chan is None:
-            kcode = f"{kcode}[:, None]" if outs else f"{kcode}[:, None]"
-        strides, dils, pads = [], [], []
         shape = self.shapes.get(base)
-        for pos, i, st, u, d, off in slots:
-            n = self.dim_values[shape[pos]]
-            m = self.dim_values[self.dim_of(i)]
-            kk = self.dim_values[self.dim_of(u)]
-            lo = -off
-            hi = st * (m - 1) + d * (kk - 1) + 1 - n - lo
-            if lo < 0 or hi < 0:
-                return None
-            strides.append(st)
-            dils.append(d)
-            pads.append((lo, hi))
+        geometry = self._geometry(self._slot_sizes(shape, slots))
+        if geometry is None:
+            return None
+        kcode = self._kernel_code(k, outs, [chan] if chan is not None else [], us)
         fill = self._fill(base, shape[slots[0][0]])
-        conv = self.op(ir.Conv(code, kcode, tuple(strides), tuple(dils), tuple(pads), fill),
-                       ())
+        conv = self.op(ir.Conv(code, kcode, *geometry, fill), ())
         res = conv.code
         axes = [BATCH] + outs + [i for _, i, *_ in slots]
         if not outs:

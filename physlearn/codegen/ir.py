@@ -139,6 +139,12 @@ def _ints(values) -> str:
     return "(" + ", ".join(str(v) for v in values) + ("," if len(values) == 1 else "") + ")"
 
 
+def _geometry(strides, dilations, pads) -> str:
+    """`(strides), (dilations), ((lo, hi), ...)`: a convolution's window, as printed."""
+    pairs = "(" + ", ".join(_ints(p) for p in pads) + ("," if len(pads) == 1 else "") + ")"
+    return f"{_ints(strides)}, {_ints(dilations)}, {pairs}"
+
+
 class JaxPrinter:
     """Array operations -> jax.numpy source, one method per operation."""
 
@@ -175,16 +181,13 @@ class JaxPrinter:
         return f"chosen({op.operand}, {_ints(op.axes)}, {op.largest})"
 
     def _print_Conv(self, op: Conv) -> str:
-        pads = "(" + ", ".join(_ints(p) for p in op.pads) + ("," if len(op.pads) == 1 else "") + ")"
-        return (f"conv({op.x}, {op.kernel}, {_ints(op.strides)}, {_ints(op.dilations)}, "
-                f"{pads}, {op.fill})")
+        return (f"conv({op.x}, {op.kernel}, "
+                f"{_geometry(op.strides, op.dilations, op.pads)}, {op.fill})")
 
     def _print_ConvTranspose(self, op: ConvTranspose) -> str:
-        pads = "(" + ", ".join(_ints(p) for p in op.pads) + ("," if len(op.pads) == 1 else "") + ")"
-        return (f"conv_transpose({op.g}, {op.kernel}, {op.shape}, {_ints(op.strides)}, "
-                f"{_ints(op.dilations)}, {pads}, {op.wrap})")
+        return (f"conv_transpose({op.g}, {op.kernel}, {op.shape}, "
+                f"{_geometry(op.strides, op.dilations, op.pads)}, {op.wrap})")
 
     def _print_ConvKernelGrad(self, op: ConvKernelGrad) -> str:
-        pads = "(" + ", ".join(_ints(p) for p in op.pads) + ("," if len(op.pads) == 1 else "") + ")"
-        return (f"conv_kernel_grad({op.x}, {op.g}, {_ints(op.kshape)}, {_ints(op.strides)}, "
-                f"{_ints(op.dilations)}, {pads}, {op.fill})")
+        return (f"conv_kernel_grad({op.x}, {op.g}, {_ints(op.kshape)}, "
+                f"{_geometry(op.strides, op.dilations, op.pads)}, {op.fill})")
