@@ -8,6 +8,7 @@ sums of terms with different axes broadcast after `align`.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import sympy as sp
@@ -179,19 +180,25 @@ class Emitter:
         """The dim an index symbol runs over (its enclosing sum's, or the rule's)."""
         return self.index_dim[index]
 
-    def scoped(self, limits, make):
-        """Run `make` with the dims of a sum's indices known (names are reused across sums)."""
-        saved = {v: self.index_dim.get(v) for v, *_ in limits}
-        for v, lo, hi in limits:
-            self.index_dim[v] = str(hi - lo + 1)
+    @contextlib.contextmanager
+    def dims_known(self, dims: dict):
+        """Index symbol -> dim for the duration of a block, then as before (index names
+        are reused across sums and intermediates)."""
+        saved = {v: self.index_dim.get(v) for v in dims}
+        self.index_dim.update(dims)
         try:
-            return make()
+            yield
         finally:
             for v, d in saved.items():
                 if d is None:
                     self.index_dim.pop(v, None)
                 else:
                     self.index_dim[v] = d
+
+    def scoped(self, limits, make):
+        """Run `make` with the dims of a sum's indices known."""
+        with self.dims_known({v: str(hi - lo + 1) for v, lo, hi in limits}):
+            return make()
 
     # ------------------------------------------------------------------ emission
     def emit(self, expr: sp.Expr) -> Arr:
@@ -222,17 +229,8 @@ class Emitter:
         """Emit an intermediate array (a let read at windows, or a gradient backpropagated
         into one) once, as a local, before the first line that reads it."""
         idx, expr = self.intermediates[name]
-        saved = {i: self.index_dim.get(i) for i in idx}
-        for i, dim in zip(idx, self.intermediate_dims[name]):
-            self.index_dim[i] = dim
-        try:
+        with self.dims_known(dict(zip(idx, self.intermediate_dims[name]))):
             a = self.emit(expr)
-        finally:
-            for i, dim in saved.items():
-                if dim is None:
-                    self.index_dim.pop(i, None)
-                else:
-                    self.index_dim[i] = dim
         lead = (BATCH,) if BATCH in a.axes else ()
         target = lead + tuple(idx)
         code = self.align(a, target) if a.axes else a.code
