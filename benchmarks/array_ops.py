@@ -94,17 +94,17 @@ def median_time(fn, args, repeats):
 def point(gen, rng, given=None):
     full = gen.init_params(jax.random.PRNGKey(0), jnp.float32)
     params = {**full, **{k: jnp.asarray(rng.normal(0, 0.1, v.shape), jnp.float32)
-                         for k, v in full.items() if k in gen.PARAMS}}
-    states = {k: jnp.asarray(rng.uniform(0, 1, (BATCH,) + tuple(gen.DIMS[d] for d in dims)),
-                             jnp.float32) for k, dims in gen.STATES.items()}
-    data = {k: jnp.asarray(rng.uniform(0, 1, (BATCH,) + tuple(gen.DIMS[d] for d in dims)),
-                           jnp.float32) for k, dims in {**gen.INPUTS, **gen.TARGETS}.items()}
+                         for k, v in full.items() if k in gen.INFO.params}}
+    states = {k: jnp.asarray(rng.uniform(0, 1, (BATCH,) + tuple(gen.INFO.dims[d] for d in dims)),
+                             jnp.float32) for k, dims in gen.INFO.states.items()}
+    data = {k: jnp.asarray(rng.uniform(0, 1, (BATCH,) + tuple(gen.INFO.dims[d] for d in dims)),
+                           jnp.float32) for k, dims in {**gen.INFO.inputs, **gen.INFO.targets}.items()}
     return params, states, data
 
 
 def compare(name, gen, energy, repeats, rng, grad_states_by_hand=None):
     p, s, d = point(gen, rng)
-    trainable = {k: p[k] for k in gen.PARAMS}
+    trainable = {k: p[k] for k in gen.INFO.params}
     hand = {
         "energy": jax.jit(energy),
         "dE/ds": jax.jit(grad_states_by_hand or jax.grad(lambda p, s, d: energy(p, s, d).sum(),
@@ -144,8 +144,8 @@ def main():
             strided_energy, args.repeats, rng)
     mesh = ladder_netlist(args.rungs)
     gen = physlearn.compile(ROOT / "models" / "resistor_netlist.phl", given=mesh)
-    print(f"  netlist: ladder of {args.rungs} rungs, {gen.DIMS['n_v']} nodes, "
-          f"{gen.DIMS['n_e']} edges")
+    print(f"  netlist: ladder of {args.rungs} rungs, {gen.INFO.dims['n_v']} nodes, "
+          f"{gen.INFO.dims['n_e']} edges")
     compare("resistor_netlist", gen, netlist_power(mesh), args.repeats, rng)
     gen = physlearn.compile(ROOT / "models" / "resistor_network.phl")
     p, s, d = point(gen, rng)

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .language.errors import ModelError
-
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from .language.errors import ModelError
+from .physics import kind_of
 
 TOLERANCE = 1e-8
 
@@ -43,37 +44,37 @@ def random_point(gen, rng: np.random.Generator, batch: int = 3, given: dict | No
     """Random params, states and data with the module's shapes, in float64 (index arrays
     from `given` where it has them)."""
     def shape(dims):
-        return tuple(gen.DIMS[d] for d in dims)
+        return tuple(gen.INFO.dims[d] for d in dims)
 
     from .memory import require_fits
     require_fits(gen, batch, 8)
     params = {}
     given = {**random_given(gen, rng), **(given or {})}
     declared = gen.init_params(jax.random.PRNGKey(0), jnp.float64, given=given)
-    for name, dims in {**gen.PARAMS, **gen.CONSTS}.items():
-        if name in gen.CONSTS and (name in gen.INITS or name in gen.GIVEN):
+    for name, dims in {**gen.INFO.params, **gen.INFO.consts}.items():
+        if name in gen.INFO.consts and (name in gen.INFO.inits or name in gen.INFO.given):
             params[name] = declared[name]  # a constant keeps its declared (or given) value
             continue
         v = rng.normal(0.0, 0.5, shape(dims))
-        if name in gen.SYMMETRIC:
+        if name in gen.INFO.symmetric:
             v = (v + v.T) / 2
-        if name in gen.NONNEGATIVE:
+        if name in gen.INFO.nonnegative:
             v = np.abs(v) + 0.1
         params[name] = jnp.asarray(v)
     states = {n: jnp.asarray(rng.uniform(-0.5, 1.5, (batch,) + shape(d)))
-              for n, d in gen.STATES.items()}
+              for n, d in gen.INFO.states.items()}
     data = {n: jnp.asarray(rng.uniform(0.0, 1.0, (batch,) + shape(d)))
-            for n, d in {**gen.INPUTS, **gen.TARGETS}.items()}
+            for n, d in {**gen.INFO.inputs, **gen.INFO.targets}.items()}
     return params, states, data
 
 
 def random_given(gen, rng: np.random.Generator) -> dict:
     """Random stand-ins for the GIVEN arrays: index arrays in range, values near 1."""
     out = {}
-    for name in gen.GIVEN:
-        shape = tuple(gen.DIMS[d] for d in gen.CONSTS.get(name, gen.PARAMS.get(name, ())))
-        if name in gen.INDEXES:
-            out[name] = rng.integers(0, gen.DIMS[gen.INDEXES[name]], shape)
+    for name in gen.INFO.given:
+        shape = tuple(gen.INFO.dims[d] for d in gen.INFO.consts.get(name, gen.INFO.params.get(name, ())))
+        if name in gen.INFO.indexes:
+            out[name] = rng.integers(0, gen.INFO.dims[gen.INFO.indexes[name]], shape)
         else:
             out[name] = rng.uniform(0.5, 1.5, shape)
     return out
@@ -83,7 +84,7 @@ def _tied(gen, params):
     """For symmetric params, rebuild W from its upper triangle, so jax.grad ties the pair."""
     def build(p):
         out = dict(p)
-        for name in gen.SYMMETRIC:
+        for name in gen.INFO.symmetric:
             u = jnp.triu(p[name])
             out[name] = u + jnp.triu(u, 1).T
         return out
@@ -91,63 +92,64 @@ def _tied(gen, params):
 
 
 def compare(gen, params, states, data) -> list[Comparison]:
-    P, C = gen.PHYSICS_NAME, gen.COST_NAME
+    P, C = gen.INFO.physics_name, gen.INFO.cost_name
     tie = _tied(gen, params)
     out = []
     for fn, name, gs, gp in ((gen.physics, P, gen.grad_states, gen.grad_params),
                              (gen.cost, C, gen.grad_cost_states, gen.grad_cost_params)):
         ref_s = jax.grad(lambda s: fn(params, s, data).sum())(states)
         got_s = gs(params, states, data)
-        for s in gen.STATES:
+        for s in gen.INFO.states:
             out.append(Comparison(f"d{name}/d{s}", rel_err(got_s[s], ref_s[s])))
-        trainable = {k: v for k, v in params.items() if k in gen.PARAMS}
+        trainable = {k: v for k, v in params.items() if k in gen.INFO.params}
         ref_p = jax.grad(lambda p: fn(tie({**params, **p}), states, data).mean())(trainable)
         got_p = gp(params, states, data)
-        for p in gen.PARAMS:
+        for p in gen.INFO.params:
             ref = ref_p[p]
             got = got_p.get(p, jnp.zeros_like(ref))
-            if p in gen.SYMMETRIC:
+            if p in gen.INFO.symmetric:
                 ref, got = jnp.triu(ref), jnp.triu(got)
             if name == C and p not in got_p and float(jnp.abs(ref).max()) == 0.0:
                 continue  # the cost does not read this parameter
             out.append(Comparison(f"d{name}/d{p}", rel_err(got, ref)))
-    if gen.KIND == "lagrangian":
+    kind = kind_of(gen)
+    if kind.velocities:
         out += _lagrangian_checks(gen, params, states, data)
-    if gen.KIND in ("hamiltonian", "lagrangian"):
+    if kind.trajectory:
         ref = jax.grad(lambda s: gen.physics(params, s, data).sum())(states)
         got = gen.hamilton(params, states, data)
-        for p, q in gen.CONJUGATE.items():
+        for p, q in gen.INFO.conjugate.items():
             out.append(Comparison(f"d{q}/dt", rel_err(got[q], ref[p])))
             out.append(Comparison(f"d{p}/dt", rel_err(got[p], -ref[q])))
-        inputs = {k: v for k, v in data.items() if k in gen.INPUTS}
+        inputs = {k: v for k, v in data.items() if k in gen.INFO.inputs}
         ref_u = jax.grad(lambda u: gen.physics(params, states, {**data, **u}).sum())(inputs)
         got_u = gen.grad_inputs(params, states, data)
-        for u in gen.INPUTS:
+        for u in gen.INFO.inputs:
             out.append(Comparison(f"d{P}/d{u}", rel_err(got_u[u], ref_u[u])))
-    if gen.KIND == "energy":
+    if kind.flows:
         beta = 0.37
         ref = jax.grad(lambda s: (gen.physics(params, s, data)
                                   + beta * gen.cost(params, s, data)).sum())(states)
         got = gen.dynamics(params, states, data, beta)
-        for s in gen.STATES:
+        for s in gen.INFO.states:
             out.append(Comparison(f"d{s}/dt", rel_err(got[s], -ref[s])))
     return out
 
 
 def _lagrangian_checks(gen, params, states, data) -> list[Comparison]:
     """The Legendre transform and GLEP's integrand dL/dtheta at fixed (q, q')."""
-    P, L = gen.PHYSICS_NAME, gen.LAGRANGIAN_NAME
+    P, L = gen.INFO.physics_name, gen.INFO.lagrangian_name
     out = []
     dH = jax.grad(lambda s: gen.physics(params, s, data).sum())(states)
     vel = gen.velocities(params, states, data)
-    for p, q in gen.CONJUGATE.items():
+    for p, q in gen.INFO.conjugate.items():
         out.append(Comparison(f"{q}' = d{P}/d{p}", rel_err(vel[q], dH[p])))
     pv = sum(jnp.sum((states[p] * vel[q]).reshape(len(vel[q]), -1), axis=1)
-             for p, q in gen.CONJUGATE.items())
+             for p, q in gen.INFO.conjugate.items())
     out.append(Comparison(f"{L} + {P} = p.q'", rel_err(
         gen.lagrangian(params, states, data) + gen.physics(params, states, data), pv)))
     def affine(theta):  # q' = alpha p + beta, unit by unit (alpha = 1/m, beta = -b(q)/m)
-        at = {p: {**states, **{m: jnp.full_like(states[m], v) for m in gen.CONJUGATE}}
+        at = {p: {**states, **{m: jnp.full_like(states[m], v) for m in gen.INFO.conjugate}}
               for p, v in (("zero", 0.0), ("one", 1.0))}
         v0 = gen.velocities(theta, at["zero"], data)
         v1 = gen.velocities(theta, at["one"], data)
@@ -158,12 +160,12 @@ def _lagrangian_checks(gen, params, states, data) -> list[Comparison]:
     def at_fixed_velocity(theta):  # p chosen so that q' stays what it is at params
         full = {**params, **theta}
         ab = affine(full)
-        moved = {p: (fixed[q] - ab[q][1]) / ab[q][0] for p, q in gen.CONJUGATE.items()}
+        moved = {p: (fixed[q] - ab[q][1]) / ab[q][0] for p, q in gen.INFO.conjugate.items()}
         return gen.lagrangian(full, {**states, **moved}, data).mean()
-    trainable = {k: v for k, v in params.items() if k in gen.PARAMS}
+    trainable = {k: v for k, v in params.items() if k in gen.INFO.params}
     ref = jax.grad(at_fixed_velocity)(trainable)
     got = gen.grad_lagrangian_params(params, states, data)
-    for p in gen.PARAMS:
+    for p in gen.INFO.params:
         out.append(Comparison(f"d{L}/d{p} (fixed q')", rel_err(got[p], ref[p])))
     return out
 

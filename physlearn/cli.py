@@ -240,7 +240,7 @@ def _gradcheck_trajectory(args, model) -> int:
 
     from . import gradcheck
     from .learning import Unsupported
-    default = "glep" if model.derivation.kind == "lagrangian" else "rhel"
+    default = model.derivation.kind.algorithms[0]
     algorithm = args.algorithm or default
     eps = args.epsilon if args.epsilon is not None else (
         args.beta if args.beta is not None else 1e-4)  # --beta: the same finite difference

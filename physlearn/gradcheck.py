@@ -18,7 +18,7 @@ from .dynamics.relax import RelaxConfig, Relaxer
 from .learning import Problem, implicit_gradient, make_algorithm
 from .learning.autodiff import BPTT
 from .memory import require_fits
-
+from .physics import kind_of
 
 ZERO = 1e-14  # a gradient this small (in norm) counts as exactly zero
 
@@ -50,8 +50,8 @@ def rel_err(a, b) -> float:
 def random_batch(gen, key, batch: int, dtype, n_classes=None):
     """Inputs uniform in [0, 1]; vector targets one-hot, other targets uniform."""
     out = {}
-    for n, (name, dims) in enumerate(gen.INPUTS.items()):
-        shape = (batch,) + tuple(gen.DIMS[d] for d in dims)
+    for n, (name, dims) in enumerate(gen.INFO.inputs.items()):
+        shape = (batch,) + tuple(gen.INFO.dims[d] for d in dims)
         out[name] = jax.random.uniform(jax.random.fold_in(key, n), shape, dtype)
     out.update(_targets(gen, jax.random.fold_in(key, 100), batch, dtype))
     return out
@@ -74,9 +74,9 @@ def run(model, algorithm: str, beta: float, *, dims=None, x64=True, batch=8, see
         problem = Problem(gen, Relaxer(gen, cfg), _functions(model))
         key = jax.random.PRNGKey(seed)
         params = gen.init_params(jax.random.fold_in(key, 0), dtype)
-        params = {k: (v * param_scale if k in gen.PARAMS else v) for k, v in params.items()}
+        params = {k: (v * param_scale if k in gen.INFO.params else v) for k, v in params.items()}
         data = data or random_batch(gen, jax.random.fold_in(key, 1), batch, dtype)
-        lrs = {k: 1e-6 for k in gen.PARAMS}
+        lrs = {k: 1e-6 for k in gen.INFO.params}
         alg = make_algorithm(algorithm, beta, holomorphic_n, lrs)
         alg.check(problem)
         est, aux = jax.jit(lambda p, d: alg.gradient(problem, p, d, key))(params, data)
@@ -85,14 +85,14 @@ def run(model, algorithm: str, beta: float, *, dims=None, x64=True, batch=8, see
         exact = jax.jit(lambda p, s, d: implicit_gradient(problem, p, s, d))(params, s0, data)
         bptt, _ = jax.jit(lambda p, d: BPTT().gradient(problem, p, d, key))(params, data)
         rows = []
-        for k in gen.PARAMS:
+        for k in gen.INFO.params:
             rows.append({"param": k, "cosine": cosine(est[k], exact[k]),
                          "norm_ratio": norm_ratio(est[k], exact[k]),
                          "rel_err": rel_err(est[k], exact[k]),
                          "cosine_bptt": cosine(est[k], bptt[k]),
                          "rel_err_bptt": rel_err(est[k], bptt[k])})
         gdu = gdu_table(problem, params, data, s0, beta, min(nudged, 10)) \
-            if gen.KIND == "primitive" else []
+            if kind_of(gen).update_rules else []
         info = {"free_steps": free, "nudged_steps": nudged, "residual": residual,
                 "dtype": "float64" if x64 else "float32", "batch": batch}
         return rows, gdu, info
@@ -115,16 +115,16 @@ def gdu_table(problem, params, data, s_star, beta, steps):
         s, _ = jax.lax.scan(body, s_star, thetas)
         return problem.loss(params, s, data)
 
-    thetas = {k: jnp.broadcast_to(params[k], (steps,) + params[k].shape) for k in gen.PARAMS}
+    thetas = {k: jnp.broadcast_to(params[k], (steps,) + params[k].shape) for k in gen.INFO.params}
     per_step = jax.grad(unrolled_loss)(thetas)  # dL/dtheta_k for k = 0..steps-1
     rows = []
     for t in range(1, steps + 1):
         g_up = problem.energy_grads(params, jax.tree_util.tree_map(lambda v: v[t - 1], up), data)
         g_dn = problem.energy_grads(params, jax.tree_util.tree_map(lambda v: v[t - 1], down), data)
-        ep = {k: (g_up[k] - g_dn[k]) / (2 * beta) for k in gen.PARAMS}
-        bp = {k: jnp.sum(per_step[k][steps - t:], axis=0) for k in gen.PARAMS}
+        ep = {k: (g_up[k] - g_dn[k]) / (2 * beta) for k in gen.INFO.params}
+        bp = {k: jnp.sum(per_step[k][steps - t:], axis=0) for k in gen.INFO.params}
         rows.append({"t": t, **{k: (cosine(ep[k], bp[k]), rel_err(ep[k], bp[k]))
-                                for k in gen.PARAMS}})
+                                for k in gen.INFO.params}})
     return rows
 
 
@@ -135,7 +135,7 @@ def run_trajectory(model, algorithm: str, eps: float, *, dims=None, x64=True, ba
     from .learning import trajectory as tr
     from .learning.core import Unsupported
     kind = model.derivation.kind
-    known = ("glep", "rhel", "bptt") if kind == "lagrangian" else ("rhel", "bptt")
+    known = kind.algorithms
     if algorithm not in known:
         raise Unsupported(f"a {kind} model learns with {', '.join(known)}, not {algorithm}"
                           + ("" if algorithm != "glep" else
@@ -146,9 +146,9 @@ def run_trajectory(model, algorithm: str, eps: float, *, dims=None, x64=True, ba
         dtype = jnp.float64 if x64 else jnp.float32
         gen = model.compile(dims)
         require_fits(gen, batch, 8 if x64 else 4, length)
-        dt = float(gen.RELAX.get("dt", 0.05))
+        dt = float(gen.INFO.relax.get("dt", 0.05))
         key = jax.random.PRNGKey(seed)
-        if gen.STACK:
+        if gen.INFO.stack:
             if boundary == "initial":
                 raise Unsupported("a stacked model's cores learn with the echo (RHEL, or "
                                   "GLEP's echo boundary); --boundary initial applies to a "
@@ -157,15 +157,15 @@ def run_trajectory(model, algorithm: str, eps: float, *, dims=None, x64=True, ba
                               reference)
         params = gen.init_params(jax.random.fold_in(key, 0), dtype)
         data = {}
-        for n, dims_ in gen.INPUTS.items():
-            shape = (batch,) + ((length,) if n in gen.TIME_VARYING else ()) + \
-                tuple(gen.DIMS[d] for d in dims_)
+        for n, dims_ in gen.INFO.inputs.items():
+            shape = (batch,) + ((length,) if n in gen.INFO.time_varying else ()) + \
+                tuple(gen.INFO.dims[d] for d in dims_)
             data[n] = jax.random.normal(jax.random.fold_in(key, 10 + len(data)), shape, dtype)
         data.update(_targets(gen, jax.random.fold_in(key, 2), batch, dtype))
         states = {s: 0.1 * jax.random.normal(jax.random.fold_in(key, 3 + i),
-                                             (batch,) + tuple(gen.DIMS[d] for d in dd), dtype)
-                  for i, (s, dd) in enumerate(gen.STATES.items())}
-        boundary = boundary or gen.LEARN.get("boundary", "echo")
+                                             (batch,) + tuple(gen.INFO.dims[d] for d in dd), dtype)
+                  for i, (s, dd) in enumerate(gen.INFO.states.items())}
+        boundary = boundary or gen.INFO.learn.get("boundary", "echo")
         if algorithm == "rhel":
             est, est_u = jax.jit(lambda p, s, d: tr.rhel(gen, p, s, d, dt, eps))(params, states, data)
         elif algorithm == "glep":
@@ -176,20 +176,20 @@ def run_trajectory(model, algorithm: str, eps: float, *, dims=None, x64=True, ba
         rows = []
         if reference:
             ref, ref_u = jax.jit(lambda p, s, d: tr.bptt(gen, p, s, d, dt))(params, states, data)
-            for k in gen.PARAMS:
+            for k in gen.INFO.params:
                 rows.append({"param": k, "cosine": cosine(est[k], ref[k]),
                              "norm_ratio": norm_ratio(est[k], ref[k]),
                              "rel_err": rel_err(est[k], ref[k])})
-            for k in (k for k in gen.TIME_VARYING if k in est_u):
+            for k in (k for k in gen.INFO.time_varying if k in est_u):
                 rows.append({"param": f"input {k}", "cosine": cosine(est_u[k], ref_u[k]),
                              "norm_ratio": norm_ratio(est_u[k], ref_u[k]),
                              "rel_err": rel_err(est_u[k], ref_u[k])})
         else:
-            for k in gen.PARAMS:
+            for k in gen.INFO.params:
                 rows.append({"param": k, "norm": float(np.linalg.norm(np.ravel(est[k])))})
         info = {"dtype": "float64" if x64 else "float32", "batch": batch, "length": length,
                 "dt": dt, "epsilon": eps, "boundary": boundary,
-                "integrator": gen.RELAX.get("method", "leapfrog")}
+                "integrator": gen.INFO.relax.get("method", "leapfrog")}
         return rows, info
 
 
@@ -218,14 +218,14 @@ def _run_stack(model, gen, algorithm, eps, dt, key, dtype, batch, length, refere
     info = {"dtype": "float64" if dtype == jnp.float64 else "float32", "batch": batch,
             "length": length, "dt": dt, "epsilon": eps,
             "boundary": "echo" if algorithm == "glep" else None, "stack": stack.describe(),
-            "integrator": gen.RELAX.get("method", "leapfrog")}
+            "integrator": gen.INFO.relax.get("method", "leapfrog")}
     return rows, info
 
 
 def _targets(gen, key, batch, dtype):
     out = {}
-    for n, dims in gen.TARGETS.items():
-        shape = tuple(gen.DIMS[d] for d in dims)
+    for n, dims in gen.INFO.targets.items():
+        shape = tuple(gen.INFO.dims[d] for d in dims)
         if len(shape) == 1:
             out[n] = jax.nn.one_hot(jax.random.randint(key, (batch,), 0, shape[0]), shape[0],
                                     dtype=dtype)

@@ -19,20 +19,20 @@ def require_fits(gen, batch: int, itemsize: int = 4, length: int = 1) -> None:
     """Parameters, plus states and inputs for `batch` examples (x `length` time steps),
     must fit in physical memory; else OptionError naming the largest array."""
     sizes = {}
-    for role, per_example in ((gen.PARAMS, 1), (getattr(gen, "CONSTS", {}), 1),
-                              (gen.STATES, batch), (gen.INPUTS, batch * length)):
+    for role, per_example in ((gen.INFO.params, 1), (gen.INFO.consts, 1),
+                              (gen.INFO.states, batch), (gen.INFO.inputs, batch * length)):
         for name, dims in role.items():
             n = per_example
             for d in dims:
-                n *= int(gen.DIMS[d])
+                n *= int(gen.INFO.dims[d])
             sizes[name] = n * itemsize
     need = sum(sizes.values())
     have = total_memory()
     if have is not None and need > have:
         big = max(sizes, key=sizes.get)
-        shape = " x ".join(f"{d} = {gen.DIMS[d]:,}" for d in
-                           {**gen.PARAMS, **getattr(gen, "CONSTS", {}), **gen.STATES,
-                            **gen.INPUTS}[big])
+        shape = " x ".join(f"{d} = {gen.INFO.dims[d]:,}" for d in
+                           {**gen.INFO.params, **gen.INFO.consts, **gen.INFO.states,
+                            **gen.INFO.inputs}[big])
         raise OptionError(f"the model needs at least {need / 2**30:,.1f} GiB for its arrays "
                           f"(the largest, `{big}`, is {shape}), more than this machine's "
                           f"{have / 2**30:,.1f} GiB; choose smaller dims")

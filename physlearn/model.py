@@ -81,7 +81,7 @@ def _with_given(gen: types.ModuleType, given: dict) -> types.ModuleType:
     view = types.ModuleType(gen.__name__, gen.__doc__)
     view.__dict__.update({k: v for k, v in gen.__dict__.items() if k != "__name__"})
     view.init_params = functools.partial(gen.init_params, given={
-        (("init:" + k) if ("init:" + k) in gen.GIVEN else k): v for k, v in given.items()})
+        (("init:" + k) if ("init:" + k) in gen.INFO.given else k): v for k, v in given.items()})
     view.GIVEN_VALUES = given
     return view
 

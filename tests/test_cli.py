@@ -33,7 +33,7 @@ def test_compile_writes_module_with_bound_dim(tmp_path):
     r = run("compile", MODEL, "-o", out, "--dim", "n_h=1000")
     assert r.returncode == 0, r.stderr
     text = out.read_text()
-    assert '"n_h": 1000' in text and "import physlearn" not in text
+    assert "'n_h': 1000" in text and "import physlearn" not in text
     compile(text, str(out), "exec")
 
 

@@ -122,7 +122,7 @@ def test_scalar_states_and_open_dims():
 
 def test_generated_functions_are_batched_and_jittable():
     gen = physlearn.load(ROOT / "models" / "hopfield_energy.phl").compile({"n_h": 20})
-    assert gen.DIMS["n_h"] == 20
+    assert gen.INFO.dims["n_h"] == 20
     params = gen.init_params(jax.random.PRNGKey(0))
     assert params["W1"].shape == (20, 784)
     states = gen.init_states(5)

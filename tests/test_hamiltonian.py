@@ -162,7 +162,7 @@ def test_hru_layer_composes_with_backprop():
 
     g, g_enc = jax.grad(model_loss, argnums=(0, 1))(params, enc, layer)
     r, r_enc = jax.grad(model_loss, argnums=(0, 1))(params, enc, plain)
-    for k in gen.PARAMS:
+    for k in gen.INFO.params:
         if float(jnp.linalg.norm(r[k])) > 0:
             assert rel(g[k], r[k]) < 1e-9, k  # quadratic H, fixed cotangents: exact
     assert rel(g_enc, r_enc) < 1e-9

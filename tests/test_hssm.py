@@ -16,7 +16,7 @@ HSSM = ROOT / "models" / "hssm.phl"
 def test_the_stack_line_builds_the_network():
     model = physlearn.load(HSSM)
     gen = model.compile()
-    assert gen.STACK == {"method": "HSSM", "blocks": 2, "inputs": 8, "pool": "mean"}
+    assert gen.INFO.stack == {"method": "HSSM", "blocks": 2, "inputs": 8, "pool": "mean"}
     stack = Stack.from_model(model, gen)
     params = stack.init(jax.random.PRNGKey(0))
     assert "block1.core.W" in params and "block0.core.C" not in params  # C: the core's readout

@@ -36,20 +36,20 @@ def x64():
 def _batch(gen, B=3, T=200, seed=0):
     key = jax.random.PRNGKey(seed)
     params = gen.init_params(key, jnp.float64)
-    d = gen.DIMS
+    d = gen.INFO.dims
     data = {"u": jax.random.normal(jax.random.fold_in(key, 1), (B, T, d["d_in"] if "d_in" in d
                                                                  else d["d"]), jnp.float64),
             "y": jax.nn.one_hot(jnp.arange(B) % 3, d["d_out"] if "d_out" in d else d["c"],
                                 dtype=jnp.float64)}
     states = {s: 0.3 * jax.random.normal(jax.random.fold_in(key, 2 + i),
                                          (B,) + tuple(d[x] for x in dims), jnp.float64)
-              for i, (s, dims) in enumerate(gen.STATES.items())}
+              for i, (s, dims) in enumerate(gen.INFO.states.items())}
     return params, states, data
 
 
 def test_associative_scan_equals_the_sequential_leapfrog():
     gen = physlearn.loads(LINEAR, "lin.phl").compile({"n": 8})
-    assert gen.DIAGONAL_QUADRATIC
+    assert gen.INFO.structure["diagonal_quadratic"]
     params, states, data = _batch(gen, T=500)
     seq = {"u": jnp.swapaxes(data["u"], 0, 1)}
     every = trajectory(gen, params, states, seq, {"y": data["y"]}, 0.05)
@@ -65,7 +65,7 @@ def test_associative_scan_equals_the_sequential_leapfrog():
 def test_bptt_through_the_parallel_scan():
     par = physlearn.loads(PARALLEL, "par.phl").compile({"n": 8})
     seq = physlearn.loads(LINEAR, "lin.phl").compile({"n": 8})
-    assert par.RELAX["scan"] == "parallel"
+    assert par.INFO.relax["scan"] == "parallel"
     params, states, data = _batch(seq, T=100)
     g, gu = tr.bptt(par, params, states, data, 0.05)
     ref, ref_u = tr.bptt(seq, params, states, data, 0.05)

@@ -47,17 +47,17 @@ def _setup(gen, B=3, T=40, seed=0):
     key = jax.random.PRNGKey(seed)
     params = gen.init_params(key, jnp.float64)
     data = {}
-    for n, dims in gen.INPUTS.items():
-        shape = (B, T) + tuple(gen.DIMS[d] for d in dims)
+    for n, dims in gen.INFO.inputs.items():
+        shape = (B, T) + tuple(gen.INFO.dims[d] for d in dims)
         data[n] = jax.random.normal(jax.random.fold_in(key, 1), shape, jnp.float64)
-    for n, dims in gen.TARGETS.items():
-        shape = (B,) + tuple(gen.DIMS[d] for d in dims)
+    for n, dims in gen.INFO.targets.items():
+        shape = (B,) + tuple(gen.INFO.dims[d] for d in dims)
         data[n] = jax.nn.one_hot(jnp.arange(B) % shape[-1], shape[-1], dtype=jnp.float64) \
-            if len(dims) == 1 and gen.COST_FINAL else \
+            if len(dims) == 1 and gen.INFO.cost_final else \
             jax.random.normal(jax.random.fold_in(key, 2), shape, jnp.float64)
     states = {s: 0.2 * jax.random.normal(jax.random.fold_in(key, 3 + i),
-                                         (B,) + tuple(gen.DIMS[d] for d in dims), jnp.float64)
-              for i, (s, dims) in enumerate(gen.STATES.items())}
+                                         (B,) + tuple(gen.INFO.dims[d] for d in dims), jnp.float64)
+              for i, (s, dims) in enumerate(gen.INFO.states.items())}
     return params, states, data
 
 
@@ -118,7 +118,7 @@ def test_lagrangian_leapfrog_is_reversible(path, steps):
     gen = physlearn.load(path).compile({"n": 6})
     params, states, data = _setup(gen, T=steps)
     us = jnp.swapaxes(data["u"], 0, 1)
-    (p, q), = gen.CONJUGATE.items()
+    (p, q), = gen.INFO.conjugate.items()
 
     def run(s, seq):
         body = lambda s, u: (gen.leapfrog(params, s, {"u": u}, 0.2)[0], None)  # noqa: E731
@@ -136,7 +136,7 @@ def test_glep_echo_equals_rhel_on_the_legendre_transform():
     params, states, data = _setup(gen)
     g_glep, gu_glep = tr.glep(gen, params, states, data, 0.2, 1e-4, "echo")
     g_rhel, gu_rhel = tr.rhel(gen, params, states, data, 0.2, 1e-4)
-    for k in gen.PARAMS:
+    for k in gen.INFO.params:
         assert rel(g_glep[k], g_rhel[k]) < 1e-12, k
     assert rel(gu_glep["u"], gu_rhel["u"]) < 1e-12
 
@@ -223,7 +223,7 @@ def test_a_cost_that_reads_a_time_varying_input_gets_its_direct_input_gradient()
     text = WALL.replace("cost C = sum(i: (q[i] - y[i])^4) / 4",
                         "cost C = sum(i: (q[i] - u[i])^2) / 2 + sum(i: (q[i] - y[i])^4) / 4")
     gen = physlearn.loads(text, "track.phl").compile()
-    assert gen.COST_INPUTS == ("u",)
+    assert gen.INFO.cost_inputs == ("u",)
     params, states, data = _setup(gen, T=30)
     for g_u in (tr.rhel(gen, params, states, data, 0.1, 1e-4)[1]["u"],
                 tr.glep(gen, params, states, data, 0.1, 1e-4, "echo")[1]["u"]):

@@ -56,7 +56,7 @@ def setup(text, scale=2.0, **relax):
 
 def estimate(problem, params, data, name, beta=1e-3, **kw):
     # cep: learning rate << beta, so the weights barely move within one nudged phase
-    alg = make_algorithm(name, beta, lrs={k: 1e-7 for k in problem.gen.PARAMS}, **kw)
+    alg = make_algorithm(name, beta, lrs={k: 1e-7 for k in problem.gen.INFO.params}, **kw)
     alg.check(problem)
     return jax.jit(lambda p, d: alg.gradient(problem, p, d, None))(params, data)[0]
 

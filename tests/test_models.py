@@ -36,18 +36,18 @@ sys.modules["physlearn"] = None  # any import of physlearn now fails
 sys.path.insert(0, {str(tmp_path)!r})
 import jax, gen
 import numpy as np
-given = dict(np.load({str(path.with_suffix(".npz"))!r})) if gen.GIVEN else None
+given = dict(np.load({str(path.with_suffix(".npz"))!r})) if gen.INFO.given else None
 params = gen.init_params(jax.random.PRNGKey(0), given=given)
 states = gen.init_states(2, params=params)
-data = {{n: jax.numpy.ones((2,) + tuple(gen.DIMS[d] for d in dims))
-        for n, dims in {{**gen.INPUTS, **gen.TARGETS}}.items()}}
+data = {{n: jax.numpy.ones((2,) + tuple(gen.INFO.dims[d] for d in dims))
+        for n, dims in {{**gen.INFO.inputs, **gen.INFO.targets}}.items()}}
 e = jax.jit(gen.physics)(params, states, data)
 assert e.shape == (2,), e.shape
 g = jax.jit(gen.grad_params)(params, states, data)
-assert set(g) == set(gen.PARAMS)
+assert set(g) == set(gen.INFO.params)
 for k, v in g.items():
     assert v.shape == params[k].shape, (k, v.shape)
-if gen.KIND in ("hamiltonian", "lagrangian"):
+if gen.INFO.conjugate:
     s, _ = jax.jit(gen.leapfrog)(params, states, data)
 else:
     s = jax.jit(gen.relax, static_argnames=("steps",))(params, states, data, 0.0, steps=3)

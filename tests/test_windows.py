@@ -41,12 +41,12 @@ def maxpool(a):
 
 
 def random_inputs(gen, rng, batch=2, **overrides):
-    params = {k: jnp.asarray(rng.normal(0, 0.3, tuple(gen.DIMS[d] for d in dims)))
-              for k, dims in gen.PARAMS.items()}
-    states = {k: jnp.asarray(rng.uniform(-0.2, 1.2, (batch,) + tuple(gen.DIMS[d] for d in dims)))
-              for k, dims in gen.STATES.items()}
-    data = {k: jnp.asarray(rng.uniform(0, 1, (batch,) + tuple(gen.DIMS[d] for d in dims)))
-            for k, dims in {**gen.INPUTS, **gen.TARGETS}.items()}
+    params = {k: jnp.asarray(rng.normal(0, 0.3, tuple(gen.INFO.dims[d] for d in dims)))
+              for k, dims in gen.INFO.params.items()}
+    states = {k: jnp.asarray(rng.uniform(-0.2, 1.2, (batch,) + tuple(gen.INFO.dims[d] for d in dims)))
+              for k, dims in gen.INFO.states.items()}
+    data = {k: jnp.asarray(rng.uniform(0, 1, (batch,) + tuple(gen.INFO.dims[d] for d in dims)))
+            for k, dims in {**gen.INFO.inputs, **gen.INFO.targets}.items()}
     params.update(overrides)
     return params, states, data
 
@@ -56,12 +56,12 @@ def compare_with(gen, energy, params, states, data):
     close(gen.physics(params, states, data), energy(params, states, data))
     ref_s = jax.grad(lambda s: energy(params, s, data).sum())(states)
     got_s = gen.grad_states(params, states, data)
-    for k in gen.STATES:
+    for k in gen.INFO.states:
         close(got_s[k], ref_s[k])
-    trainable = {k: params[k] for k in gen.PARAMS}
+    trainable = {k: params[k] for k in gen.INFO.params}
     ref_p = jax.grad(lambda p: energy({**params, **p}, states, data).mean())(trainable)
     got_p = gen.grad_params(params, states, data)
-    for k in gen.PARAMS:
+    for k in gen.INFO.params:
         close(got_p[k], ref_p[k])
 
 
@@ -117,7 +117,7 @@ def test_netlist_is_segment_sums():
         # the state gradient is a pair of segment sums (the incidence transpose)
         drop = s["v"][:, src] - s["v"][:, dst]
         flow = p["G"] * drop
-        n = gen.DIMS["n_v"]
+        n = gen.INFO.dims["n_v"]
         by_hand = (jax.vmap(lambda f: jax.ops.segment_sum(f, src, n))(flow)
                    - jax.vmap(lambda f: jax.ops.segment_sum(f, dst, n))(flow)
                    + 10 * jax.vmap(lambda f: jax.ops.segment_sum(f, inp, n))(
@@ -184,10 +184,67 @@ def test_vertex_patch_areas_perimeters_and_tensions():
     energy E = sum(a: G[a] * (v[src[a]] - v[dst[a]])^2) / 2 + sum(i: (v[i] - x[i])^2) / 2
              + sum(a: M[src[a], dst[a]] * v[src[a]] * v[dst[a]])
     cost C = sum(i: v[i]^2)""",
+    # a mean-pooled let inside a cross-entropy cost (softmax over the pooled range q)
+    """dim n_in = 4, n = 6, q = 3, w = 2
+    input x[n_in]
+    target y[q]
+    state h[n]
+    param W[n, n_in]
+    energy E = sum(i: h[i]^2) / 2 - sum(i, j: W[i, j] * x[j] * tanh(h[i]))
+    let z[m in q] = 4 * mean(u in w: tanh(h[2*m + u]))
+    cost C = crossentropy(z, y)""",
 ])
 def test_more_window_forms_check(text):
     results = check(physlearn.loads(text, "forms.phl"), trials=2)
     assert results and all(c.ok() for c in results), [(c.quantity, c.rel_err) for c in results]
+
+
+@pytest.mark.parametrize("reduction,by_hand", [
+    ("logsumexp(m in q: sum(u in w: h[2*m + u]))", jax.nn.logsumexp),
+    ("log(sum(m in q: exp(sum(u in w: h[2*m + u]))))", jax.nn.logsumexp),
+    ("max(m in q: sum(u in w: h[2*m + u]))", jnp.max),
+])
+def test_a_reduction_over_windows_runs_over_its_own_range(reduction, by_hand):
+    """The window inside a reduction over `m in q` is sized by q, not by another dim of the
+    model (n_out here) that the index name happened to carry elsewhere."""
+    text = f"""model red
+    dim n_in = 4, n = 6, q = 3, w = 2, n_out = 2
+    input x[n_in]
+    target y[n_out]
+    state h[n]
+    param W[n, n_in], R[n_out, n]
+    energy E = sum(i: h[i]^2) / 2 - sum(i, j: W[i, j] * x[j] * h[i]) - {reduction}
+    let z[a] = sum(i: R[a, i] * h[i])
+    cost C = squared_error(z, y)"""
+
+    def energy(p, s, d):
+        h = s["h"]
+        pooled = h.reshape(h.shape[0], 3, 2).sum(2)
+        return (jnp.sum(h ** 2, 1) / 2 - jnp.einsum("ij,bj,bi->b", p["W"], d["x"], h)
+                - jax.vmap(by_hand)(pooled))
+    with jax.enable_x64(True):
+        gen = physlearn.loads(text, "red.phl").compile()
+        params, states, data = random_inputs(gen, np.random.default_rng(7))
+        compare_with(gen, energy, params, states, data)
+
+
+def test_holomorphic_ep_runs_through_a_convolution():
+    """Complex states meet real kernels in the wider dtype (lax.conv needs one dtype)."""
+    from physlearn.gradcheck import run as gradcheck
+    text = """model conv1d
+    dim n = 9, c = 2, k = 3, m = 4, n_out = 2
+    input x[n]
+    target y[n_out]
+    state h[c, m], o[n_out]
+    param K[c, k], V[n_out, c, m]
+    energy E = sum(a, i: h[a, i]^2) / 2 + sum(r: o[r]^2) / 2
+             - sum(a, i, u: K[a, u] * x[2*i + u] * sigmoid(h[a, i]))
+             - sum(r, a, i: V[r, a, i] * sigmoid(h[a, i]) * sigmoid(o[r]))
+    cost C = squared_error(o, y)"""
+    model = physlearn.loads(text, "conv1d.phl")
+    rows, _, _ = gradcheck(model, "ep-holomorphic", 1e-2, x64=True, batch=2,
+                           free_steps=200, nudged_steps=200)
+    assert min(r["cosine"] for r in rows) > 0.999, rows
 
 
 # ------------------------------------------------------------------ runtime helpers

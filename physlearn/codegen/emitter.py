@@ -805,7 +805,7 @@ class Emitter:
                 if isinstance(h, sp.exp):
                     for w in h.free_symbols:
                         if isinstance(w, sp.Symbol) and _same(g.xreplace({v: w}), h.args[0]):
-                            inner = self.emit(g)
+                            inner = self.scoped(f.base.limits, lambda g=g: self.emit(g))
                             axis = inner.axes.index(v)
                             axes = tuple(w if a == v else a for a in inner.axes)
                             sm = Arr(f"jax.nn.softmax({inner.code}, axis={axis})", axes)
@@ -825,7 +825,7 @@ class Emitter:
             g, v = f.base.function.args[0], f.base.limits[0][0]
             if any(str(x).startswith("_shift") for x in g.free_symbols):
                 continue
-            garr = self.emit(g)
+            garr = self.scoped(f.base.limits, lambda: self.emit(g))
             axis = garr.axes.index(v)
             rest = tuple(a for a in garr.axes if a != v)
             m = self.assign("shift", Arr(
@@ -883,7 +883,7 @@ class Emitter:
         if e.func == sp.log and isinstance(e.args[0], sp.Sum) \
                 and isinstance(e.args[0].function, sp.exp):
             s = e.args[0]
-            inner = self.emit(s.function.args[0])
+            inner = self.scoped(s.limits, lambda: self.emit(s.function.args[0]))
             summed = [v for v, *_ in s.limits]
             axes = tuple(inner.axes.index(v) for v in summed)
             out = tuple(a for a in inner.axes if a not in summed)

@@ -15,6 +15,7 @@ from ..symbolic.rules import Derivation
 from .emitter import BATCH, Arr, Emitter
 from .names import pyname
 
+
 class ModuleWriter:
     def __init__(self, d: Derivation, dims: dict[str, int], source_name: str):
         self.d = d
@@ -100,8 +101,14 @@ class ModuleWriter:
         lines.append(f"    return {body.code}")
         return "\n".join(lines)
 
+    def runtime_call(self, name, args, doc, runtime, call, wrap=None) -> str:
+        """A module function that calls a runtime helper (inlined by source)."""
+        self.helpers.add(runtime)
+        ret = f"{runtime}({call})"
+        return self.function(name, args, doc, [], f"{wrap}({ret})" if wrap else ret)
+
     @staticmethod
-    def _function(name, args, doc, body_lines, ret) -> str:
+    def function(name, args, doc, body_lines, ret) -> str:
         lines = [f"def {name}({args}):", f'    """{doc}"""']
         for ln in body_lines:
             lines += wrap_line("    " + ln)
@@ -135,7 +142,7 @@ class ModuleWriter:
         pre = [self._batch_size_line()] if "batch_size" in ret else []
         em.used.add(self.spec.names("state")[0]) if pre else None
         self._collect_functions(em)
-        return self._function(name, "params, states, data", doc,
+        return self.function(name, "params, states, data", doc,
                               self._unpack(em) + pre + em.lines, ret)
 
     def _bind_indices(self, em: Emitter, rule) -> None:
@@ -160,7 +167,7 @@ class ModuleWriter:
             outs.append(f'"{s}": {var}')
         self._collect_functions(em)
         ret = "{" + ", ".join(outs) + "}"
-        return self._function(name, "params, states, data", doc, self._unpack(em) + em.lines, ret)
+        return self.function(name, "params, states, data", doc, self._unpack(em) + em.lines, ret)
 
     def grad_params_function(self, name, rules, doc) -> str:
         em = self.emitter()
@@ -185,7 +192,7 @@ class ModuleWriter:
         if any("batch_size" in ln for ln in em.lines):
             body.append(self._batch_size_line())
         ret = "{" + ", ".join(outs) + "}"
-        return self._function(name, "params, states, data", doc, body + em.lines, ret)
+        return self.function(name, "params, states, data", doc, body + em.lines, ret)
 
     def prediction_function(self) -> str:
         d, spec = self.d, self.spec
@@ -193,10 +200,10 @@ class ModuleWriter:
         doc = ("What the cost compares with the target, per example (for accuracy and "
                "clamping).")
         if out is None:
-            return self._function("prediction", "params, states, data", doc, [],
+            return self.function("prediction", "params, states, data", doc, [],
                                   "None  # the cost names no single output")
         if spec.role(out) == "state":
-            return self._function("prediction", "params, states, data", doc, [],
+            return self.function("prediction", "params, states, data", doc, [],
                                   f'states["{out}"]')
         from ..symbolic.calculus import canonical_indices, normalize
         from ..symbolic.rules import free_indices
@@ -216,7 +223,7 @@ class ModuleWriter:
         if pre:
             em.used.add(spec.names("state")[0])
         self._collect_functions(em)
-        return self._function("prediction", "params, states, data", doc,
+        return self.function("prediction", "params, states, data", doc,
                               self._unpack(em) + pre + em.lines, code)
 
     def update_function(self) -> str:
@@ -239,7 +246,7 @@ class ModuleWriter:
                "gc = grad_cost_states(params, states, data)"]
         doc = (f"One synchronous step s <- f(d{d.physics_name}/ds - beta d{d.cost_name}/ds) "
                "for every state.")
-        return self._function("update", "params, states, data, beta=0.0", doc,
+        return self.function("update", "params, states, data, beta=0.0", doc,
                               pre + self._unpack(em) + em.lines, "{" + ", ".join(outs) + "}")
 
     # ------------------------------------------------------------------- module
@@ -261,6 +268,8 @@ class ModuleWriter:
                 "and targets,",
                 "leading batch axis). Every function is pure and jit-compatible.",
                 '"""', "",
+                "from dataclasses import dataclass",
+                "",
                 "import diffrax",
                 "import equinox as eqx  # noqa: F401  (the runtime the trainers build on)",
                 "import jax",
@@ -269,77 +278,65 @@ class ModuleWriter:
         return out
 
     def constants(self) -> list[str]:
-        spec, d = self.spec, self.d
+        """The dims as module constants, then `INFO`: the module's one self-description."""
+        spec, d, kind = self.spec, self.d, self.d.kind
 
         def shapes(role):
-            items = [f'"{n}": {tuple(spec.shape(n))!r}' for n in spec.names(role)]
-            return "{" + ", ".join(items) + "}"
-
-        def inits(role):
-            items = []
-            for n in spec.names(role):
-                init = spec.variables[n].init
-                if init is not None:
-                    items.append(f'"{n}": ({init.kind!r}, {tuple(init.args)!r})')
-            return "{" + ", ".join(items) + "}"
+            return {n: tuple(spec.shape(n)) for n in spec.names(role)}
 
         def options(directive, default):
             if directive is None:
-                return repr(default)
+                return default
             counts = {"free_steps", "nudged_steps", "max_steps", "n_nudges", "blocks", "inputs"}
-            items = {"method": directive.method,
-                     **{o.key: int(o.value) if o.key in counts else o.value
-                        for o in directive.options}}
-            return repr(items)
+            return {"method": directive.method,
+                    **{o.key: int(o.value) if o.key in counts else o.value
+                       for o in directive.options}}
 
-        dims = ", ".join(f'"{k}": {v}' for k, v in self.dims.items())
-        out = [f'MODEL = "{spec.name}"',
-               f'KIND = "{d.kind}"',
-               f"OUTPUT = {d.output!r}",
-               f"OUTPUT_IS_STATE = {spec.role(d.output) == 'state' if d.output else False}",
-               f"LAYERS = {d.layers()!r}",
-               f'PHYSICS_NAME = "{d.physics_name}"',
-               f'COST_NAME = "{d.cost_name}"',
-               f"DIMS = {{{dims}}}"]
-        for k, v in self.dims.items():
-            out.append(f"{pyname(k)} = {v}")
-        out += [f"INPUTS = {shapes('input')}",
-                f"TARGETS = {shapes('target')}",
-                f"STATES = {shapes('state')}",
-                f"PARAMS = {shapes('param')}",
-                f"CONSTS = {self._consts()}",
-                f"GIVEN = {self._given()!r}  # values that come with the data (init_params' given)",
-                f"INDEXES = {self._indexes()!r}  # index array -> the dim its entries point into",
-                f"INITS = {inits('param')[:-1]}{', ' if inits('param') != '{}' and inits('const') != '{}' else ''}{inits('const')[1:]}",
-                f"SYMMETRIC = {tuple(n for n in spec.names('param') if spec.variables[n].symmetric)!r}",
-                f"NONNEGATIVE = {tuple(n for n in spec.names('param') if spec.variables[n].nonnegative)!r}",
-                f"LEARN = {options(spec.learn, self._default_learn())}",
-                f"RELAX = {options(spec.relax, self._default_relax())}",
-                ""]
-        if d.trajectory:
+        inits = {n: (v.init.kind, tuple(v.init.args)) for n, v in spec.variables.items()
+                 if v.role in ("param", "const") and v.init is not None}
+        fields = {
+            "model": spec.name, "kind": kind.name, "physics_name": d.physics_name,
+            "cost_name": d.cost_name, "output": d.output,
+            "output_is_state": spec.role(d.output) == "state" if d.output else False,
+            "layers": d.layers(), "dims": dict(self.dims),
+            "inputs": shapes("input"), "targets": shapes("target"), "states": shapes("state"),
+            "params": shapes("param"), "consts": self._consts(), "given": self._given(),
+            "indexes": self._indexes(), "inits": inits,
+            "symmetric": tuple(n for n in spec.names("param") if spec.variables[n].symmetric),
+            "nonnegative": tuple(n for n in spec.names("param")
+                                 if spec.variables[n].nonnegative),
+            "learn": options(spec.learn, kind.default_learn),
+            "relax": options(spec.relax, kind.default_relax),
+        }
+        if kind.trajectory:
             timed = tuple(n for n in spec.names("input") if spec.variables[n].time_varying)
             reads = {x.base.name if isinstance(x, sp.Indexed) else x.name
                      for x in d.cost.atoms(sp.Indexed, sp.Symbol)}
-            cost_inputs = tuple(n for n in timed if n in reads)
-            out[-1:] = [f"STACK = {options(spec.stack, None)}",
-                        f"COST_INPUTS = {cost_inputs!r}  # time-varying inputs the cost reads",
-                        f"CONJUGATE = {d.conjugates!r}  # momentum -> position",
-                        f"TIME_VARYING = {timed!r}",
-                        f"COST_FINAL = {spec.cost.final!r}",
-                        *[f"{k.upper()} = {v[0]!r}" for k, v in d.structure.items()],
-                        ""]
-            if d.kind == "lagrangian":
-                out[-1:] = [f'LAGRANGIAN_NAME = "{spec.physics.name}"', ""]
+            fields.update({
+                "stack": options(spec.stack, None), "conjugate": d.conjugates,
+                "time_varying": timed, "cost_inputs": tuple(n for n in timed if n in reads),
+                "cost_final": spec.cost.final,
+                "structure": {k: v[0] for k, v in d.structure.items()},
+                "lagrangian_name": spec.physics.name if kind.velocities else None})
+        out = [f"{pyname(k)} = {v}" for k, v in self.dims.items()]
+        out += ["", "", "INFO = ModelInfo("]
+        for k, v in fields.items():
+            line = f"    {k}={v!r},"
+            if len(line) > 99 and isinstance(v, dict):  # one entry per line
+                line = "\n".join([f"    {k}={{"] + [f"        {a!r}: {b!r}," for a, b in v.items()]
+                                  + ["    },"])
+            out.append(line)
+        out += [")", ""]
         return out
 
-    def _consts(self) -> str:
+    def _consts(self) -> dict:
         """Constants, index arrays and given initial states (`init:<state>`), by shape."""
         spec = self.spec
-        items = [f'"{n}": {tuple(spec.shape(n))!r}' for n, v in spec.variables.items()
-                 if v.role in ("const", "index")]
-        items += [f'"init:{n}": {tuple(spec.shape(n))!r}' for n in spec.given()
-                  if spec.role(n) == "state"]
-        return "{" + ", ".join(items) + "}"
+        out = {n: tuple(spec.shape(n)) for n, v in spec.variables.items()
+               if v.role in ("const", "index")}
+        out.update({f"init:{n}": tuple(spec.shape(n)) for n in spec.given()
+                    if spec.role(n) == "state"})
+        return out
 
     def _given(self) -> dict:
         spec = self.spec
@@ -349,26 +346,11 @@ class ModuleWriter:
     def _indexes(self) -> dict:
         return {n: v.index_range for n, v in self.spec.variables.items() if v.role == "index"}
 
-    def _default_learn(self):
-        if self.d.kind == "lagrangian":
-            return {"method": "GLEP", "epsilon": 1e-4, "boundary": "echo"}
-        if self.d.kind == "hamiltonian":
-            return {"method": "RHEL", "epsilon": 1e-4}
-        return {"method": "EP", "beta": 0.5, "nudging": "centered"}
-
-    def _default_relax(self):
-        if self.d.trajectory:
-            return {"method": "leapfrog", "dt": 0.05}
-        if self.d.kind == "energy":
-            return {"method": "gradient_flow", "dt": 0.5, "free_steps": 20, "nudged_steps": 4}
-        return {"method": "fixed_point", "free_steps": 20, "nudged_steps": 4}
-
     def write(self) -> str:
         d = self.d
         P, C = d.physics_name, d.cost_name
         fns = []
-        what = (f"Hamiltonian {P} (the Legendre transform of {d.spec.physics.name})"
-                if d.kind == "lagrangian" else f"{d.kind} {P}")
+        what = d.kind.describe(d)
         fns.append(self.scalar_function(
             "physics", d.physics, f"The {what} of each example, shape (batch,)."))
         fns.append(self.scalar_function("cost", d.cost, f"The cost {C} of each example, "
@@ -388,23 +370,12 @@ class ModuleWriter:
                 "grad_cost_params", cost_params,
                 f"d{C}/dtheta for parameters the cost reads directly, batch mean."))
         else:
-            fns.append(self._function("grad_cost_params", "params, states, data",
+            fns.append(self.function("grad_cost_params", "params, states, data",
                                       f"The cost {C} reads no parameter directly.", [], "{}"))
         fns.append(self.prediction_function())
-        if d.kind == "energy":
-            fns.append(self._energy_dynamics())
-        elif d.kind == "primitive":
-            fns.append(self.update_function())
-            fns.append(self._primitive_relax())
-        else:
-            fns.append(self.grad_states_function(
-                "grad_inputs", d.input_gradients,
-                f"d{P}/du for every input u, per example (RHEL's input gradients)."))
-            fns.append(self._hamiltonian_functions())
-            if d.kind == "lagrangian":
-                fns.append(self._lagrangian_functions())
-        fns.append(self._init_functions())
-        lines = self.header() + self.constants()
+        fns += d.kind.emit(self)
+        fns += self._init_functions()
+        lines = self.header() + ["", F.HELPERS["ModelInfo"].rstrip(), "", ""] + self.constants()
         fn_defs = []
         pending = list(self.helpers)
         while pending:  # a helper may call others (runtime.arrays.NEEDS)
@@ -436,86 +407,11 @@ class ModuleWriter:
         fn_defs = sorted(dict.fromkeys(fn_defs), key=lambda s: s.split("(")[0])
         body = "\n\n\n".join(fn_defs + fns)
         text = "\n".join(lines) + "\n\n" + body + "\n"
-        if d.kind == "energy":
+        if d.kind.physics_alias:
             text += f"\n\n{pyname(P) if pyname(P) != 'physics' else 'energy_'} = physics\n"
         return text.replace("\n\n\n\n", "\n\n\n")
 
-    def _energy_dynamics(self) -> str:
-        d = self.d
-        relax = self.spec.relax
-        opts = {o.key: o.value for o in relax.options} if relax else {}
-        dt = float(opts.get("dt", 0.5))
-        steps = int(opts.get("free_steps", 20))
-        dyn = self._function(
-            "dynamics", "params, states, data, beta=0.0",
-            f"Gradient flow on {d.physics_name} + beta {d.cost_name}: ds/dt = "
-            f"-d{d.physics_name}/ds - beta d{d.cost_name}/ds.",
-            ["g = grad_states(params, states, data)",
-             "gc = grad_cost_states(params, states, data)"],
-            "{s: -(g[s] + beta * gc[s]) for s in STATES}")
-        vf = self._function("vector_field", "t, y, args", "The diffrax vector field: "
-                            "args = (params, data, beta).",
-                            ["params, data, beta = args"], "dynamics(params, y, data, beta)")
-        relax_fn = self._function(
-            "relax", f"params, states, data, beta=0.0, steps={steps}, dt={dt}",
-            "Fixed-step explicit Euler on the gradient flow, with diffrax; returns the "
-            "final states.",
-            ["sol = diffrax.diffeqsolve(",
-             "    diffrax.ODETerm(vector_field), diffrax.Euler(), t0=0.0, t1=steps * dt, "
-             "dt0=dt,",
-             "    y0=states, args=(params, data, beta), saveat=diffrax.SaveAt(t1=True),",
-             "    max_steps=steps + 1, adjoint=diffrax.RecursiveCheckpointAdjoint(),",
-             ")"],
-            "jax.tree_util.tree_map(lambda v: v[-1], sol.ys)")
-        return dyn + "\n\n\n" + vf + "\n\n\n" + relax_fn
-
-    def _hamiltonian_functions(self) -> str:
-        d = self.d
-        P = d.physics_name
-        hamilton = self._function(
-            "hamilton", "params, states, data",
-            f"Hamilton's equations: dq/dt = d{P}/dp, dp/dt = -d{P}/dq, per example.",
-            ["g = grad_states(params, states, data)",
-             "out = {}",
-             "for p, q in CONJUGATE.items():",
-             "    out[q] = g[p]",
-             "    out[p] = -g[q]"], "out")
-        dt = float({o.key: o.value for o in self.spec.relax.options}.get("dt", 0.05)) \
-            if self.spec.relax else 0.05
-        leap = self._function(
-            "leapfrog", f"params, states, data, dt={dt}",
-            "One drift-kick-drift step (time-symmetric, symplectic; exact for separable H).\n\n"
-            "    `data` holds this step's inputs. Returns (new states, states at the kick).",
-            ["half = dict(states)",
-             "g = grad_states(params, states, data)",
-             "for p, q in CONJUGATE.items():",
-             "    half[q] = states[q] + 0.5 * dt * g[p]",
-             "g = grad_states(params, half, data)",
-             "new = dict(half)",
-             "for p, q in CONJUGATE.items():",
-             "    new[p] = states[p] - dt * g[q]",
-             "g = grad_states(params, new, data)",
-             "for p, q in CONJUGATE.items():",
-             "    new[q] = half[q] + 0.5 * dt * g[p]"], "new, half")
-        vf = self._function("vector_field", "t, y, args", "The diffrax vector field of "
-                            "Hamilton's equations: args = (params, data).",
-                            ["params, data = args"], "hamilton(params, y, data)")
-        opts = {o.key: o.value for o in self.spec.relax.options} if self.spec.relax else {}
-        tol = float(opts.get("tol", 1e-6))
-        max_steps = int(opts.get("max_steps", 4096))
-        adaptive = self._function(
-            "adaptive_step", f"params, states, data, dt={dt}, tol={tol}",
-            "One input step by diffrax's adaptive Tsit5 (any H; not time-symmetric).",
-            ["sol = diffrax.diffeqsolve(",
-             "    diffrax.ODETerm(vector_field), diffrax.Tsit5(), t0=0.0, t1=dt, dt0=dt,",
-             "    y0=states, args=(params, data), saveat=diffrax.SaveAt(t1=True),",
-             f"    stepsize_controller=diffrax.PIDController(rtol=tol, atol=tol), "
-             f"max_steps={max_steps},",
-             ")"],
-            "jax.tree_util.tree_map(lambda v: v[-1], sol.ys)")
-        return "\n\n\n".join([hamilton, leap, vf, adaptive])
-
-    def _lagrangian_functions(self) -> str:
+    def lagrangian_functions(self) -> str:
         """L and dL/dtheta in phase space (q' = dH/dp), for GLEP and for checks."""
         d = self.d
         L = d.spec.physics.name
@@ -533,106 +429,23 @@ class ModuleWriter:
             "integrand).")
         return "\n\n\n".join([lag, vel, grad])
 
-    def _primitive_relax(self) -> str:
-        relax = self.spec.relax
-        opts = {o.key: o.value for o in relax.options} if relax else {}
-        steps = int(opts.get("free_steps", 20))
-        return self._function(
-            "relax", f"params, states, data, beta=0.0, steps={steps}",
-            "Iterate the synchronous update `steps` times; returns the final states.",
-            ["def step(s, _):", "    return update(params, s, data, beta), None",
-             "states, _ = jax.lax.scan(step, states, None, length=steps)"],
-            "states")
-
-    def _init_functions(self) -> str:
-        init_p = self._function(
-            "init_params", "key, dtype=jnp.float32, given=None",
-            "Initial parameters (and constants): `init =` where given; else "
-            "uniform(+-1/sqrt(fan_in)) for matrices, zeros for vectors, ones for scalars. "
-            "`given` holds the GIVEN arrays (index arrays, `init = data` values).",
-            ["names = list(PARAMS) + list(CONSTS)",
-             "keys = jax.random.split(key, max(len(names), 1))",
-             "out = {}",
-             "for k, name in zip(keys, names):",
-             "    shape = tuple(DIMS[d] for d in {**PARAMS, **CONSTS}[name])",
-             *(["    if name in GIVEN:",
-                "        out[name] = _given_array(name, shape, given, dtype)",
-                "        continue"] if self._given() else []),
-             "    kind, args = INITS.get(name, ('default', ()))",
-             "    value = _init_array(k, kind, args, shape, dtype)",
-             "    if name in SYMMETRIC:",
-             "        value = (value + value.T) / 2",
-             "    out[name] = value",
-             ], "project(out)")
-        helper = self._function(
-            "_init_array", "key, kind, args, shape, dtype",
-            "One array drawn as its `init` says.",
-            ["fan_in = 1",
-             "for d in shape[1:]:",
-             "    fan_in *= d",
-             "if kind == 'number':",
-             "    return jnp.full(shape, args[0], dtype)",
-             "if kind == 'zeros' or (kind == 'default' and len(shape) == 1):",
-             "    return jnp.zeros(shape, dtype)",
-             "if kind == 'ones' or (kind == 'default' and len(shape) == 0):",
-             "    return jnp.ones(shape, dtype)",
-             "if kind == 'normal':",
-             "    mean, std = (0.0, args[0]) if len(args) == 1 else args",
-             "    return mean + std * jax.random.normal(key, shape, dtype)",
-             "if kind == 'uniform':",
-             "    return jax.random.uniform(key, shape, dtype, args[0], args[1])",
-             "if kind == 'glorot':",
-             "    bound = (6.0 / (shape[0] + fan_in)) ** 0.5",
-             "    return jax.random.uniform(key, shape, dtype, -bound, bound)",
-             "bound = fan_in ** -0.5  # 'fan_in' and the default for matrices",
-             ], "jax.random.uniform(key, shape, dtype, -bound, bound)")
-        given_fn = self._function(
-            "_given_array", "name, shape, given, dtype",
-            "A GIVEN array, checked: its shape, and for an index array whole numbers in range.",
-            ["key = name[5:] if name.startswith('init:') and name not in (given or {}) else name",
-             "if given is None or key not in given:",
-             "    raise KeyError(f'init_params needs given[{key!r}] (GIVEN: {sorted(GIVEN)})')",
-             "value = jnp.asarray(given[key])",
-             "if value.shape != shape:",
-             "    raise ValueError(f'given[{name!r}] has shape {value.shape}, expected {shape}')",
-             "if name not in INDEXES:",
-             "    return value.astype(dtype)",
-             "if not jnp.issubdtype(value.dtype, jnp.integer):",
-             "    raise ValueError(f'index array {name!r} must hold integers, got {value.dtype}')",
-             "n = DIMS[INDEXES[name]]",
-             "if value.size and (int(value.min()) < 0 or int(value.max()) >= n):",
-             "    raise ValueError(f'index array {name!r} points outside 0..{n - 1} "
-             "({INDEXES[name]})')",
-             ], "value.astype(jnp.int32)")
-        proj = self._function(
-            "project", "params",
-            "Enforce `nonnegative` parameters (call after every update).",
-            [], "{k: jnp.maximum(v, 0) if k in NONNEGATIVE else v for k, v in params.items()}")
-        if any(k.startswith("init:") for k in self._given()):
-            states = self._function(
+    def _init_functions(self) -> list[str]:
+        return [
+            self.runtime_call(
+                "init_params", "key, dtype=jnp.float32, given=None",
+                "Initial parameters and constants: `init =` where given; else "
+                "uniform(+-1/sqrt(fan_in)) for matrices, zeros for vectors, ones for "
+                "scalars.\n\n    `given` holds the values named in INFO.given (index arrays, "
+                "`init = data` values).",
+                "initial_params", "INFO, key, dtype, given", wrap="project"),
+            self.runtime_call(
+                "project", "params", "Enforce `nonnegative` parameters (call after every "
+                "update).", "nonnegative", "INFO, params"),
+            self.runtime_call(
                 "init_states", "batch_size, dtype=jnp.float32, params=None",
                 "States at zero, or at their given values (params['init:<state>']), with a "
-                "leading batch axis.",
-                ["out = {}",
-                 "for s, dims in STATES.items():",
-                 "    shape = (batch_size,) + tuple(DIMS[d] for d in dims)",
-                 "    if 'init:' + s in GIVEN:",
-                 "        if params is None:",
-                 "            raise KeyError(f'init_states needs params (state {s} starts at "
-                 "given values)')",
-                 "        out[s] = jnp.broadcast_to(params['init:' + s], shape).astype(dtype)",
-                 "    else:",
-                 "        out[s] = jnp.zeros(shape, dtype)"], "out")
-        else:
-            states = self._function(
-                "init_states", "batch_size, dtype=jnp.float32, params=None",
-                "All states at zero, with a leading batch axis.", [],
-                "{s: jnp.zeros((batch_size,) + tuple(DIMS[d] for d in dims), dtype) "
-                "for s, dims in STATES.items()}")
-        parts = [helper, init_p, proj, states]
-        if self._given():
-            parts.insert(1, given_fn)
-        return "\n\n\n".join(parts)
+                "leading batch axis.", "initial_states", "INFO, batch_size, dtype, params"),
+        ]
 
 
 def _is_number(code: str) -> bool:

@@ -1,3 +1,4 @@
 """Relaxation of states: gradient flow (diffrax), discrete updates, asynchronous blocks."""
 
-from .relax import RelaxConfig as RelaxConfig, Relaxer as Relaxer
+from .relax import RelaxConfig as RelaxConfig
+from .relax import Relaxer as Relaxer

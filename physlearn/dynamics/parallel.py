@@ -16,7 +16,7 @@ import jax.numpy as jnp
 
 def _step_maps(gen, params, states, seq, static, dt):
     """(A, c) of every step, time-major: A[p] = (a_qq, a_qp, a_pq, a_pp) per unit."""
-    pairs = gen.CONJUGATE.items()
+    pairs = gen.INFO.conjugate.items()
     zero = jax.tree_util.tree_map(jnp.zeros_like, states)
     unit_q = {**zero, **{q: jnp.ones_like(states[q]) for _, q in pairs}}
     unit_p = {**zero, **{p: jnp.ones_like(states[p]) for p, _ in pairs}}
@@ -54,7 +54,7 @@ def trajectory(gen, params, states, seq, static, dt):
 
     `seq` holds the time-varying inputs time-major, `static` the rest of the data.
     """
-    pairs = tuple(gen.CONJUGATE.items())
+    pairs = tuple(gen.INFO.conjugate.items())
     a, c = _step_maps(gen, params, states, seq, static, dt)
     a, c = jax.lax.associative_scan(_composer(pairs), (a, c))
     out = {}

@@ -17,6 +17,8 @@ import diffrax
 import jax
 import jax.numpy as jnp
 
+from ..physics import kind_of
+
 METHODS = ("gradient_flow", "fixed_point", "asynchronous")
 
 
@@ -32,7 +34,7 @@ class RelaxConfig:
     @classmethod
     def for_module(cls, gen, **overrides) -> "RelaxConfig":
         """The model's `relax` line, then any command-line overrides (None = keep)."""
-        opts = dict(gen.RELAX)
+        opts = dict(gen.INFO.relax)
         cfg = cls(method=opts.pop("method", "gradient_flow"))
         known = {k: v for k, v in opts.items() if k in cls.__dataclass_fields__}
         cfg = replace(cfg, **known)
@@ -58,21 +60,17 @@ class RelaxConfig:
 def check_overrides(gen, overrides: dict) -> None:
     """Refuse command-line relaxation settings the model would silently ignore."""
     method = overrides.get("method")
-    if gen.KIND == "primitive" and method == "gradient_flow":
-        raise ValueError("gradient_flow relaxes `energy` models; this `primitive` model "
-                         "relaxes by fixed_point or asynchronous")
-    if gen.KIND == "energy" and method in ("fixed_point", "asynchronous"):
-        raise ValueError(f"`{method}` relaxation needs a `primitive` model; energy models "
-                         "relax by gradient_flow")
-    effective = method or gen.RELAX.get("method", "gradient_flow")
-    if gen.KIND == "primitive" and effective == "gradient_flow":
-        effective = "fixed_point"
+    kind = kind_of(gen)
+    if method is not None and method not in kind.relax:
+        raise ValueError(f"`{method}` relaxation does not fit this `{kind}` model; it "
+                         f"relaxes by {' or '.join(kind.relax)}")
+    effective = method or gen.INFO.relax.get("method", kind.relax[0])
     if overrides.get("tol") is not None and effective != "gradient_flow":
         raise ValueError(f"--tol stops adaptive gradient flow; `{effective}` relaxation runs "
                          "a set number of steps (--free-steps, --nudged-steps)")
     if overrides.get("max_steps") is not None and (effective != "gradient_flow"
                                                    or not (overrides.get("tol")
-                                                           or gen.RELAX.get("tol"))):
+                                                           or gen.INFO.relax.get("tol"))):
         raise ValueError("--max-steps caps adaptive gradient flow (with --tol); this "
                          "relaxation runs --free-steps / --nudged-steps")
 
@@ -94,12 +92,13 @@ class Relaxer:
     def __init__(self, gen, cfg: RelaxConfig):
         if cfg.method not in METHODS:
             raise ValueError(f"unknown relaxation {cfg.method!r}; use one of {', '.join(METHODS)}")
-        if gen.KIND == "energy" and cfg.method != "gradient_flow":
-            raise ValueError(f"`{cfg.method}` relaxation needs a `primitive` model; energy "
-                             "models relax by gradient_flow")
-        if gen.KIND == "primitive" and cfg.method == "gradient_flow":
-            cfg = replace(cfg, method="fixed_point")
-        if cfg.method == "asynchronous" and gen.LAYERS is None:
+        kind = kind_of(gen)
+        if cfg.method not in kind.relax:
+            if cfg.method != RelaxConfig.method:  # not just the dataclass default
+                raise ValueError(f"`{cfg.method}` relaxation does not fit this `{kind}` "
+                                 f"model; it relaxes by {' or '.join(kind.relax)}")
+            cfg = replace(cfg, method=kind.relax[0])
+        if cfg.method == "asynchronous" and gen.INFO.layers is None:
             raise ValueError("asynchronous relaxation needs a layered model (no state coupled "
                              "to itself or to a state of the same parity); use fixed_point")
         self.gen, self.cfg = gen, cfg
@@ -120,7 +119,7 @@ class Relaxer:
             return {k: states[k] + cfg.dt * v[k] for k in states}
         if cfg.method == "fixed_point":
             return _merge(gen.update(params, states, data, beta), clamp)
-        even, odd = gen.LAYERS
+        even, odd = gen.INFO.layers
         new = gen.update(params, states, data, beta)
         states = _merge({**states, **{k: new[k] for k in even}}, clamp)
         new = gen.update(params, states, data, beta)

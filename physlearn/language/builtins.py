@@ -30,14 +30,7 @@ OPTION_WORDS = {"nudging": ("positive", "negative", "centered", "holomorphic"),
                 "pool": ("mean", "last")}
 # A Hamiltonian core stacked into a deep network (see physlearn/learning/hssm.py).
 STACK_METHODS = {"HSSM": {"blocks", "inputs", "pool"}}
-STACK_FOR = {"energy": (), "primitive": (), "hamiltonian": ("HSSM",),
-             "lagrangian": ("HSSM",)}
-# Which learning rule suits which physics.
-LEARN_FOR = {"energy": ("EP",), "primitive": ("EP",), "hamiltonian": ("RHEL",),
-             "lagrangian": ("GLEP", "RHEL")}
-# Which relaxation suits which physics.
-RELAX_FOR = {"energy": ("gradient_flow",), "primitive": ("fixed_point", "asynchronous"),
-             "hamiltonian": ("leapfrog", "adaptive"), "lagrangian": ("leapfrog", "adaptive")}
+# Which methods fit which physics: see each kind in physlearn/physics/.
 RELAX_METHODS = {
     "gradient_flow": {"dt", "free_steps", "nudged_steps", "tol", "max_steps"},
     "fixed_point": {"free_steps", "nudged_steps", "tol", "max_steps"},

@@ -4,9 +4,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..physics import KINDS, PhysicsKind
 from . import ast
-from .builtins import (ELEMENTWISE, INIT_KINDS, LEARN_FOR, LEARN_METHODS, OPTION_WORDS,
-                       RELAX_FOR, RELAX_METHODS, STACK_FOR, STACK_METHODS, WHOLE_TENSOR)
+from .builtins import (
+    ELEMENTWISE,
+    INIT_KINDS,
+    LEARN_METHODS,
+    OPTION_WORDS,
+    RELAX_METHODS,
+    STACK_METHODS,
+    WHOLE_TENSOR,
+)
 from .errors import ModelError, Span
 
 # learn/relax options by the kind of value they take.
@@ -44,6 +52,11 @@ class ModelSpec:
     periodic: set[str] = field(default_factory=set)  # dims whose index arithmetic wraps
     data_file: ast.DataFile | None = None  # `data "mesh.npz"`: the given arrays' file
 
+    @property
+    def kind(self) -> PhysicsKind:
+        """The physics block's kind (its class decides checks, derivations and code)."""
+        return KINDS[self.physics.kind]
+
     def given(self) -> list[str]:
         """Names whose values come with the data: index arrays and `init = data`."""
         return [n for n, v in self.variables.items() if v.role == "index" or (
@@ -70,7 +83,7 @@ class Checker:
         self.declared: dict[str, Span] = {}
         self._lr_options: list = []
         # the physics kind, known before its statement (a `let` may read velocities)
-        self._kind = next((st.kind for st in module.statements
+        self._kind = next((KINDS[st.kind] for st in module.statements
                            if isinstance(st, ast.Physics)), None)
 
     def error(self, code, message, span, hint=None):
@@ -98,74 +111,11 @@ class Checker:
             self._check_expr_scalar(sp.cost.body, "cost")
         finally:
             self._in_cost = False
-        self._check_hamiltonian_structure()
-        if sp.physics.kind == "primitive":
-            dname = "d" + sp.physics.name
-            if dname in self.declared:
-                raise self.error("E207", f"{dname!r} clashes with the derivative notation "
-                                 f"{dname}/d<state> of primitive {sp.physics.name}",
-                                 self.declared[dname], "rename it")
-            for name in sp.names("state"):
-                if name not in sp.updates:
-                    raise self.error("E217", f"state {name!r} has no update rule",
-                                     sp.variables[name].span,
-                                     f"add `update {name} = clip(d{sp.physics.name}/d{name}, 0, 1)`")
-            for rule in sp.updates.values():
-                self._check_update(rule)
-        elif sp.updates:
-            rule = next(iter(sp.updates.values()))
-            raise self.error("E217", "`update` rules belong to `primitive` models", rule.span,
-                             f"an `{sp.physics.kind}` model has derived dynamics; remove the "
-                             "update")
+        sp.kind.check(self)
         if not sp.names("state"):
             raise self.error("E220", "the model declares no `state`", end,
                              "declare the units that relax, e.g. `state h[n_h]`")
         return sp
-
-    def _check_hamiltonian_structure(self):
-        """Momenta pair with positions; trajectory-only constructs need a Hamiltonian."""
-        sp = self.spec
-        momenta = {n: v for n, v in sp.variables.items() if v.conjugate is not None}
-        hamiltonian = sp.physics.kind == "hamiltonian"
-        if sp.physics.kind == "lagrangian":
-            for n, v in momenta.items():
-                raise self.error("E224", "a `lagrangian` model derives its momenta "
-                                 "(p = dL/dq'); it declares none", v.span,
-                                 f"drop `conjugate to {v.conjugate}` and the state {n}")
-            return
-        if not hamiltonian:
-            for n, v in sp.variables.items():
-                if v.conjugate is not None or v.time_varying:
-                    what = "conjugate momenta" if v.conjugate else "time-varying inputs"
-                    raise self.error("E224", f"{what} belong to `hamiltonian` or `lagrangian` "
-                                     "models", v.span,
-                                     f"this model has an `{sp.physics.kind}`; drop the "
-                                     f"{'`conjugate to`' if v.conjugate else '`(t)`'}")
-            if sp.cost.final:
-                raise self.error("E224", "`cost final` belongs to `hamiltonian` and "
-                                 "`lagrangian` models (it scores the last state of a trajectory)",
-                                 sp.cost.span,
-                                 "write `cost C = ...`")
-            return
-        partner = {}
-        for n, v in momenta.items():
-            q = v.conjugate
-            if sp.role(q) != "state" or q == n:
-                raise self.error("E224", f"{n} is conjugate to {q!r}, which is not another "
-                                 "declared state", v.span,
-                                 "declare the position first: `state q[n], p[n] conjugate to q`")
-            if sp.shape(q) != sp.shape(n):
-                raise self.error("E224", f"momentum {n}[{', '.join(sp.shape(n))}] and position "
-                                 f"{q}[{', '.join(sp.shape(q))}] differ in shape", v.span)
-            if q in partner:
-                raise self.error("E224", f"{q} already has the momentum {partner[q]}", v.span)
-            if q in momenta:
-                raise self.error("E224", f"{q} is itself a momentum", v.span)
-            partner[q] = n
-        for n in sp.names("state"):
-            if n not in momenta and n not in partner:
-                raise self.error("E224", f"state {n} has no conjugate momentum", sp.variables[n].span,
-                                 f"declare one: `state p_{n}[...] conjugate to {n}`")
 
     def _declare(self, name: str, span: Span):
         if name in self.declared:
@@ -392,23 +342,21 @@ class Checker:
                 raise self.error("E219", f"{opt.key}: the model has no parameter "
                                  f"{opt.key[3:]!r}", opt.span,
                                  "per-parameter rates are lr_<param>, e.g. lr_W1 = 0.1")
-        for directive, table in ((sp.learn, LEARN_FOR), (sp.relax, RELAX_FOR),
-                                 (sp.stack, STACK_FOR)):
-            if directive is None or sp.physics is None:
+        if sp.physics is None:
+            return
+        kind = sp.kind
+        for directive, fits in ((sp.learn, kind.learn), (sp.relax, kind.relax),
+                                (sp.stack, kind.stack)):
+            if directive is None:
                 continue
-            fits = table[sp.physics.kind]
             if directive.method not in fits:
-                article = "an" if sp.physics.kind[0] in "aeiou" else "a"
                 raise self.error("E219", f"`{directive.kind} {directive.method}` does not fit "
-                                 f"{article} `{sp.physics.kind}` model", directive.span,
+                                 f"{kind.article} `{kind}` model", directive.span,
                                  f"use {directive.kind} {' or '.join(fits)}" if fits else
                                  f"only `hamiltonian` and `lagrangian` models take a "
                                  f"`{directive.kind}` line")
-        if sp.stack is not None and sp.physics is not None and sp.physics.kind in (
-                "hamiltonian", "lagrangian"):
-            self._check_stack_core()
 
-    def _check_stack_core(self):
+    def check_stack_core(self):
         """A stacked core reads one time-varying input vector (the block's width), moves one
         position vector (the block's features) and is scored against one target vector."""
         sp = self.spec
@@ -426,7 +374,7 @@ class Checker:
             raise self.error("E224", "a stacked model needs one target vector `target y[c]` "
                              "(the head's c classes)", where)
 
-    def _check_update(self, u: ast.UpdateRule):
+    def check_update(self, u: ast.UpdateRule):
         sp = self.spec
         if sp.role(u.target) != "state":
             raise self.error("E217", f"update target {u.target!r} is not a declared state", u.span)
@@ -638,7 +586,7 @@ class Checker:
 
     def _velocity(self, e: ast.Velocity) -> Free:
         sp = self.spec
-        if self._kind != "lagrangian":
+        if self._kind is None or not self._kind.velocities:
             raise self.error("E225", f"the velocity {e.name}' belongs in a `lagrangian` model",
                              e.span, "Hamiltonian and energy models have no velocities; "
                              "write the physics as `lagrangian L = ...`")
@@ -808,7 +756,7 @@ class Checker:
             return None
         if self._update_target is None:
             where = ("an `energy` model relaxes by gradient flow and has no update rules"
-                     if sp.physics.kind == "energy" else
+                     if not sp.kind.update_rules else
                      "use it inside `update` rules only")
             raise self.error("E218", f"the derivative {e.left.name}/... may appear only in an "
                              "`update` rule of a `primitive` model", e.span, where)

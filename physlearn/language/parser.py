@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import math
-import sys
-
 import contextvars
 import difflib
 import functools
+import math
 import re
+import sys
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path

@@ -9,19 +9,20 @@ import jax.numpy as jnp
 import lineax as lx
 from jax.flatten_util import ravel_pytree
 
+from ..physics import kind_of
 from .base import AbstractAlgorithm
 
 
 def tied(gen, g: dict) -> dict:
     """Autodiff treats W[i,j] and W[j,i] as two numbers; a symmetric parameter has one
     learned copy per pair, whose gradient is G + G^T - diag(G) (as the derived rules give)."""
-    return {k: (v + v.T - jnp.diag(jnp.diag(v)) if k in gen.SYMMETRIC else v)
+    return {k: (v + v.T - jnp.diag(jnp.diag(v)) if k in gen.INFO.symmetric else v)
             for k, v in g.items()}
 
 
 def untied(gen, g: dict) -> dict:
     """The inverse of `tied` for a symmetric G: the derivative by each entry on its own."""
-    return {k: ((v + jnp.diag(jnp.diag(v))) / 2 if k in gen.SYMMETRIC else v)
+    return {k: ((v + jnp.diag(jnp.diag(v))) / 2 if k in gen.INFO.symmetric else v)
             for k, v in g.items()}
 
 
@@ -59,7 +60,7 @@ def implicit_gradient(problem, params, states, data) -> dict:
     gen = problem.gen
 
     def residual(theta, s, d=data):
-        if gen.KIND == "energy":
+        if kind_of(gen).flows:
             return problem.relaxer.velocity(theta, s, d, 0.0)
         new = gen.update(theta, s, d, 0.0)
         return {k: new[k] - s[k] for k in s}

@@ -9,7 +9,7 @@ from .core import add, contrast
 
 
 def _target(problem, data):
-    return data[next(iter(problem.gen.TARGETS))]
+    return data[next(iter(problem.gen.INFO.targets))]
 
 
 @dataclass(frozen=True)
@@ -23,7 +23,7 @@ class Contrastive(AbstractAlgorithm):
 
     def gradient(self, problem, params, data, key):
         s0, info = problem.free(params, data)
-        y = _target(problem, data).astype(s0[problem.gen.OUTPUT].dtype)
+        y = _target(problem, data).astype(s0[problem.gen.INFO.output].dtype)
         s_c, _ = problem.nudged(params, data, s0, 0.0, clamp=problem.output_clamp(y))
         g = contrast(problem, params, data, s0, s_c, 0.0, 1.0)
         g = add(g, problem.cost_param_grads(params, s0, data))
@@ -47,7 +47,7 @@ class Coupled(AbstractAlgorithm):
 
     def gradient(self, problem, params, data, key):
         s0, info = problem.free(params, data)
-        out = problem.gen.OUTPUT
+        out = problem.gen.INFO.output
         o, y = s0[out], _target(problem, data).astype(s0[out].dtype)
         b = abs(self.beta)
 

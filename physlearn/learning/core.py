@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from ..dynamics.relax import Relaxer, RelaxInfo
+from ..physics import kind_of
 
 
 class Unsupported(ValueError):
@@ -30,11 +31,11 @@ class Problem:
 
     @property
     def sign(self) -> float:
-        return 1.0 if self.gen.KIND == "energy" else -1.0
+        return kind_of(self.gen).sign
 
     @property
     def param_names(self) -> tuple[str, ...]:
-        return tuple(self.gen.PARAMS)
+        return tuple(self.gen.INFO.params)
 
     def energy_grads(self, params, states, data) -> dict:
         g = self.gen.grad_params(params, states, data)
@@ -65,17 +66,17 @@ class Problem:
         return self.gen.prediction(params, states, data)
 
     def output_clamp(self, value) -> dict:
-        return {self.gen.OUTPUT: value}
+        return {self.gen.INFO.output: value}
 
     def require_output_state(self, algorithm: str):
-        if not self.gen.OUTPUT_IS_STATE:
-            what = (f"the cost compares `{self.gen.OUTPUT}`, which is not a state"
-                    if self.gen.OUTPUT else "the cost names no single output")
+        if not self.gen.INFO.output_is_state:
+            what = (f"the cost compares `{self.gen.INFO.output}`, which is not a state"
+                    if self.gen.INFO.output else "the cost names no single output")
             raise Unsupported(f"{algorithm} clamps the output state to the target, but {what}; "
                               "use ep-centered")
-        out = self.gen.STATES[self.gen.OUTPUT]
-        if tuple(out) not in [tuple(t) for t in self.gen.TARGETS.values()]:
-            raise Unsupported(f"{algorithm} clamps `{self.gen.OUTPUT}` to the target, but their "
+        out = self.gen.INFO.states[self.gen.INFO.output]
+        if tuple(out) not in [tuple(t) for t in self.gen.INFO.targets.values()]:
+            raise Unsupported(f"{algorithm} clamps `{self.gen.INFO.output}` to the target, but their "
                               "shapes differ; use ep-centered")
 
 
@@ -93,7 +94,7 @@ def add(a: dict, b: dict) -> dict:
 def summary(problem: Problem, params, data, free_states, info: RelaxInfo) -> dict:
     """Per-batch numbers the trainer reports: loss and hits at the free state, relaxation."""
     pred = problem.predict(params, free_states, data)
-    target = next(iter(data[t] for t in problem.gen.TARGETS))
+    target = next(iter(data[t] for t in problem.gen.INFO.targets))
     if pred is not None and pred.ndim == 2 and target.ndim == 2:
         hits = jnp.sum(jnp.argmax(pred, -1) == jnp.argmax(target, -1))
     else:

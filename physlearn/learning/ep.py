@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import jax.numpy as jnp
 
+from ..physics import kind_of
 from .base import AbstractAlgorithm
 from .core import Unsupported, add, contrast
 
@@ -54,7 +55,7 @@ class HolomorphicEP(AbstractAlgorithm):
             raise Unsupported(f"ep-holomorphic needs a holomorphic energy, but the model uses "
                               f"{', '.join(bad)}; use smooth functions (sigmoid, tanh, ...) or "
                               "ep-centered")
-        if problem.gen.KIND != "energy":
+        if not kind_of(problem.gen).flows:
             raise Unsupported("ep-holomorphic relaxes complex states by gradient flow; it needs "
                               "an `energy` model; use ep-centered")
 
@@ -62,7 +63,7 @@ class HolomorphicEP(AbstractAlgorithm):
         s0, info = problem.free(params, data)
         cdtype = jnp.result_type(jnp.asarray(0, s0[next(iter(s0))].dtype), jnp.complex64)
         start = {k: v.astype(cdtype) for k, v in s0.items()}
-        total = {k: jnp.zeros(v.shape, cdtype) for k, v in params.items() if k in problem.gen.PARAMS}
+        total = {k: jnp.zeros(v.shape, cdtype) for k, v in params.items() if k in problem.gen.INFO.params}
         for k in range(self.n):
             beta_k = abs(self.beta) * complex(math.cos(2 * math.pi * k / self.n),
                                               math.sin(2 * math.pi * k / self.n))

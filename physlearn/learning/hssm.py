@@ -28,17 +28,17 @@ class Stack:
         spec = model.spec
         self.gen, self.blocks, self.inputs, self.pool = gen, int(blocks), int(inputs), pool
         self.u = next(n for n in spec.names("input") if spec.variables[n].time_varying)
-        self.q = next(iter(gen.CONJUGATE.values()))
-        self.width = gen.DIMS[spec.shape(self.u)[0]]
-        self.features = gen.DIMS[spec.shape(self.q)[0]]
-        self.classes = gen.DIMS[spec.shape(spec.names("target")[0])[0]]
+        self.q = next(iter(gen.INFO.conjugate.values()))
+        self.width = gen.INFO.dims[spec.shape(self.u)[0]]
+        self.features = gen.INFO.dims[spec.shape(self.q)[0]]
+        self.classes = gen.INFO.dims[spec.shape(spec.names("target")[0])[0]]
         d = model.derivation
         # the core's parameters that H reads (a readout only its own cost reads is dropped)
         self.core = tuple(p for p, r in d.param_gradients.items() if r.expr != 0)
 
     @classmethod
     def from_model(cls, model, gen):
-        opts = dict(gen.STACK or {})
+        opts = dict(gen.INFO.stack or {})
         return cls(model, gen, opts.get("blocks", 2), opts.get("inputs", 1),
                    opts.get("pool", "mean"))
 
@@ -74,7 +74,7 @@ class Stack:
         """`nonnegative` core parameters stay >= 0."""
         out = dict(params)
         for k, v in params.items():
-            if ".core." in k and k.rsplit(".", 1)[1] in self.gen.NONNEGATIVE:
+            if ".core." in k and k.rsplit(".", 1)[1] in self.gen.INFO.nonnegative:
                 out[k] = jnp.maximum(v, 0)
         return out
 

@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 
 from ..language.errors import ModelError
+from ..physics import kind_of
 from .autodiff import tied, untied
 
 
@@ -41,44 +42,44 @@ def require_echo(gen, algorithm: str = "rhel") -> None:
     """The compiled module's own check (for Python callers; the CLI gives a positioned
     E224 through `rhel_requirements`): the echo needs a separable, time-reversible H
     integrated by the leapfrog."""
-    why = ("H is not separable" if not gen.SEPARABLE else
-           "H is not even in the momenta" if not gen.TIME_REVERSIBLE else
-           "relax adaptive is not time-symmetric" if gen.RELAX.get("method") == "adaptive"
+    why = ("H is not separable" if not gen.INFO.structure["separable"] else
+           "H is not even in the momenta" if not gen.INFO.structure["time_reversible"] else
+           "relax adaptive is not time-symmetric" if gen.INFO.relax.get("method") == "adaptive"
            else None)
     if why:
-        raise ValueError(f"{algorithm} does not apply to {gen.MODEL}: {why}; use bptt")
+        raise ValueError(f"{algorithm} does not apply to {gen.INFO.model}: {why}; use bptt")
 
 
 def _integrand(gen, grad):
     """Per leapfrog step: dX/dtheta at the kick (q at the half step) for V, and the mean
     over the two drifts' momenta for T. `grad` is grad_params (X = H) or
     grad_lagrangian_params (X = L). With parameters only in V one call suffices."""
-    if gen.KINETIC_PARAMETER_FREE:
+    if gen.INFO.structure["kinetic_parameter_free"]:
         return lambda params, half, new, d: grad(params, half, d)
 
     def both(params, half, new, d):
         a = grad(params, half, d)
-        b = grad(params, {**half, **{p: new[p] for p in gen.CONJUGATE}}, d)
+        b = grad(params, {**half, **{p: new[p] for p in gen.INFO.conjugate}}, d)
         return {k: (a[k] + b[k]) / 2 for k in a}
     return both
 
 
 def stepper(gen):
     """The model's integrator, (params, states, data, dt) -> (new states, kick states)."""
-    if gen.RELAX.get("method") == "adaptive":
+    if gen.INFO.relax.get("method") == "adaptive":
         return lambda params, s, d, dt: (gen.adaptive_step(params, s, d, dt), s)
     return gen.leapfrog
 
 
 def split(gen, data):
     """(static data, time-major sequences) from a batch dict."""
-    static = {k: v for k, v in data.items() if k not in gen.TIME_VARYING}
-    seq = {k: jnp.swapaxes(data[k], 0, 1) for k in gen.TIME_VARYING}
+    static = {k: v for k, v in data.items() if k not in gen.INFO.time_varying}
+    seq = {k: jnp.swapaxes(data[k], 0, 1) for k in gen.INFO.time_varying}
     return static, seq
 
 
 def length(gen, data) -> int:
-    return data[gen.TIME_VARYING[0]].shape[1]
+    return data[gen.INFO.time_varying[0]].shape[1]
 
 
 def forward(gen, params, states, data, dt, parallel=None):
@@ -89,7 +90,7 @@ def forward(gen, params, states, data, dt, parallel=None):
     """
     static, seq = split(gen, data)
     if parallel is None:
-        parallel = gen.RELAX.get("scan") == "parallel"
+        parallel = gen.INFO.relax.get("scan") == "parallel"
     if parallel:
         from ..dynamics.parallel import trajectory
         every = trajectory(gen, params, states, seq, static, dt)
@@ -109,7 +110,7 @@ def forward(gen, params, states, data, dt, parallel=None):
 
 def loss(gen, params, states, data, dt):
     final, costs = forward(gen, params, states, data, dt)
-    if gen.COST_FINAL:
+    if gen.INFO.cost_final:
         static, seq = split(gen, data)
         last = {**static, **{k: v[-1] for k, v in seq.items()}}
         return jnp.mean(gen.cost(params, final, last))
@@ -118,10 +119,10 @@ def loss(gen, params, states, data, dt):
 
 def bptt(gen, params, states, data, dt):
     """(dL/dtheta, dL/du) by jax.grad through the unrolled leapfrog."""
-    seq_names = gen.TIME_VARYING
+    seq_names = gen.INFO.time_varying
     g, gu = jax.grad(lambda p, u: loss(gen, p, states, {**data, **u}, dt), argnums=(0, 1))(
         params, {k: data[k] for k in seq_names})
-    return tied(gen, {k: g[k] for k in gen.PARAMS}), gu
+    return tied(gen, {k: g[k] for k in gen.INFO.params}), gu
 
 
 def rhel(gen, params, states, data, dt, eps=1e-4, with_inputs=True, *, sign=1.0,
@@ -137,7 +138,7 @@ def rhel(gen, params, states, data, dt, eps=1e-4, with_inputs=True, *, sign=1.0,
     static, seq = split(gen, data)  # one time-major copy of the input sequences
     n = length(gen, data)
     batch = jax.tree_util.tree_leaves(states)[0].shape[0]
-    weight = 1.0 if gen.COST_FINAL else 1.0 / n
+    weight = 1.0 if gen.INFO.cost_final else 1.0 / n
 
     def step_data(t):
         return {**static, **{k: v[t] for k, v in seq.items()}}
@@ -151,15 +152,15 @@ def rhel(gen, params, states, data, dt, eps=1e-4, with_inputs=True, *, sign=1.0,
     def kick(s, t):
         """The momentum push per unit eps: -dC/dq of the loss of step t at state s."""
         gc = gen.grad_cost_states(params, s, step_data(t))
-        return {p: -weight * gc[q] for p, q in gen.CONJUGATE.items()}
+        return {p: -weight * gc[q] for p, q in gen.INFO.conjugate.items()}
 
-    g, gu = echo_contrast(gen, params, final, step_data, n, kick, not gen.COST_FINAL, dt, eps,
+    g, gu = echo_contrast(gen, params, final, step_data, n, kick, not gen.INFO.cost_final, dt, eps,
                           with_inputs, integrand)
     gu = {k: jnp.swapaxes(v, 0, 1) / batch for k, v in gu.items()}
-    if with_inputs and gen.COST_INPUTS:  # the cost reads inputs directly: add dC/du
+    if with_inputs and gen.INFO.cost_inputs:  # the cost reads inputs directly: add dC/du
         direct_u = _direct_input_grads(gen, params, states, data, dt)
         gu = {k: gu[k] + direct_u[k] if k in direct_u else gu[k] for k in gu}
-    direct = _direct_cost_grads(gen, params, states, data, dt, final if gen.COST_FINAL else None)
+    direct = _direct_cost_grads(gen, params, states, data, dt, final if gen.INFO.cost_final else None)
     return {k: sign * g[k] + direct[k] for k in g}, gu
 
 
@@ -198,9 +199,9 @@ def echo_contrast(gen, params, final, step_data, n, kick, every_step, dt, eps,
     step = jax.vmap(lambda s, d: gen.leapfrog(params, s, d, dt), in_axes=(0, None))
     grads = jax.vmap(lambda h, w, d: integrand(params, h, w, d), in_axes=(0, 0, None))
     inputs = jax.vmap(lambda h, d: gen.grad_inputs(params, h, d), in_axes=(0, None))
-    flipped = {**final, **{p: -final[p] for p in gen.CONJUGATE}}
+    flipped = {**final, **{p: -final[p] for p in gen.INFO.conjugate}}
     pair = _push(_paired(flipped), kick, n - 1, eps)
-    zeros = {k: jnp.zeros((2,) + params[k].shape, params[k].dtype) for k in gen.PARAMS}
+    zeros = {k: jnp.zeros((2,) + params[k].shape, params[k].dtype) for k in gen.INFO.params}
 
     def body(carry, _):
         s, acc, t = carry  # the step counter rides in the carry: no length-T index array
@@ -211,7 +212,7 @@ def echo_contrast(gen, params, final, step_data, n, kick, every_step, dt, eps,
         if every_step:
             new = jax.lax.cond(t >= 1, lambda s: _push(s, kick, t - 1, eps), lambda s: s, new)
         gu = inputs(half, d) if with_inputs else None
-        return (new, acc, t - 1), ({k: gu[k] for k in gen.TIME_VARYING} if with_inputs
+        return (new, acc, t - 1), ({k: gu[k] for k in gen.INFO.time_varying} if with_inputs
                                    else None)
 
     (_, acc, _), gu = jax.lax.scan(body, (pair, zeros, jnp.asarray(n - 1)), None, length=n)
@@ -233,8 +234,9 @@ def glep(gen, params, states, data, dt, eps=1e-4, boundary="echo"):
       dC/dtheta = -dt d/deps sum dL/dtheta - (dp_T/deps . dq_T/dtheta - dq_T/deps . dp_T/dtheta).
     The input gradient is returned for the echo boundary only ({} otherwise).
     """
-    if gen.KIND != "lagrangian":
-        raise ValueError(f"glep needs a lagrangian model; {gen.MODEL} is {gen.KIND}")
+    if not kind_of(gen).velocities:
+        raise ValueError(f"glep needs a lagrangian model; {gen.INFO.model} is "
+                         f"{gen.INFO.kind}")
     require_echo(gen, "glep")
     integrand = _integrand(gen, gen.grad_lagrangian_params)
     if boundary == "echo":
@@ -249,19 +251,19 @@ def glep_initial(gen, params, states, data, dt, eps, integrand):
     static, seq = split(gen, data)
     n = length(gen, data)
     batch = jax.tree_util.tree_leaves(states)[0].shape[0]
-    weight = 1.0 if gen.COST_FINAL else 1.0 / n
-    trainable = {k: params[k] for k in gen.PARAMS}
+    weight = 1.0 if gen.INFO.cost_final else 1.0 / n
+    trainable = {k: params[k] for k in gen.INFO.params}
 
     def step_data(t):
         return {**static, **{k: v[t] for k, v in seq.items()}}
 
     def kick(s, t):
         gc = gen.grad_cost_states(params, s, step_data(t))
-        return {p: -weight * gc[q] for p, q in gen.CONJUGATE.items()}
+        return {p: -weight * gc[q] for p, q in gen.INFO.conjugate.items()}
 
     step = jax.vmap(lambda s, d: gen.leapfrog(params, s, d, dt), in_axes=(0, None))
     grads = jax.vmap(lambda h, w, d: integrand(params, h, w, d), in_axes=(0, 0, None))
-    zeros = {k: jnp.zeros((2,) + params[k].shape, params[k].dtype) for k in gen.PARAMS}
+    zeros = {k: jnp.zeros((2,) + params[k].shape, params[k].dtype) for k in gen.INFO.params}
 
     def body(carry, t):  # the +eps and -eps runs forward from the same initial state
         s, acc = carry
@@ -269,12 +271,12 @@ def glep_initial(gen, params, states, data, dt, eps, integrand):
         new, half = step(s, d)
         g = grads(half, new, d)
         acc = {k: acc[k] + g[k] for k in acc}
-        if not gen.COST_FINAL:
+        if not gen.INFO.cost_final:
             new = _push(new, kick, t, eps)
         return (new, acc), None
 
     (finals, accs), _ = jax.lax.scan(body, (_paired(states), zeros), jnp.arange(n))
-    if gen.COST_FINAL:
+    if gen.INFO.cost_final:
         finals = _push(finals, kick, n - 1, eps)
     g = {k: -dt * (v[0] - v[1]) / (2 * eps) for k, v in accs.items()}
     d_eps = jax.tree_util.tree_map(lambda v: (v[0] - v[1]) / (2 * eps), finals)
@@ -283,9 +285,9 @@ def glep_initial(gen, params, states, data, dt, eps, integrand):
         return forward(gen, {**params, **theta}, states, data, dt)[0]
 
     sens = jax.jacfwd(free_final)(trainable)  # forward sensitivities: state -> param -> array
-    for k in gen.PARAMS:
+    for k in gen.INFO.params:
         term = 0.0
-        for p, q in gen.CONJUGATE.items():
+        for p, q in gen.INFO.conjugate.items():
             nd = d_eps[q].ndim
             term = term + jnp.tensordot(d_eps[p], sens[q][k], axes=nd) \
                 - jnp.tensordot(d_eps[q], sens[p][k], axes=nd)
@@ -297,13 +299,13 @@ def glep_initial(gen, params, states, data, dt, eps, integrand):
 def _direct_cost_grads(gen, params, states, data, dt, final=None):
     """dC/dtheta for parameters the cost reads (readouts), at the final or every state."""
     static, seq = split(gen, data)
-    zeros = {k: jnp.zeros_like(params[k]) for k in gen.PARAMS}
+    zeros = {k: jnp.zeros_like(params[k]) for k in gen.INFO.params}
 
     def read(s, d):
         g = gen.grad_cost_params(params, s, d)
         return {k: g.get(k, zeros[k]) for k in zeros}
 
-    if gen.COST_FINAL:
+    if gen.INFO.cost_final:
         if final is None:
             final, _ = forward(gen, params, states, data, dt)
         return read(final, {**static, **{k: v[-1] for k, v in seq.items()}})
@@ -321,11 +323,11 @@ def _direct_cost_grads(gen, params, states, data, dt, final=None):
 
 def _direct_input_grads(gen, params, states, data, dt):
     """dL/du through the cost's own reading of the inputs (not through the dynamics):
-    (batch, T, ...) per input in gen.COST_INPUTS, zero at steps that carry no loss."""
+    (batch, T, ...) per input in gen.INFO.cost_inputs, zero at steps that carry no loss."""
     static, seq = split(gen, data)
     n = length(gen, data)
     batch = jax.tree_util.tree_leaves(states)[0].shape[0]
-    weight = (1.0 if gen.COST_FINAL else 1.0 / n) / batch
+    weight = (1.0 if gen.INFO.cost_final else 1.0 / n) / batch
     step = stepper(gen)
 
     def body(carry, u):
@@ -333,8 +335,8 @@ def _direct_input_grads(gen, params, states, data, dt):
         d = {**static, **u}
         s, _ = step(params, s, d, dt)
         g = jax.grad(lambda v: jnp.sum(gen.cost(params, s, {**d, **v})))(
-            {k: u[k] for k in gen.COST_INPUTS})
-        scale = weight if not gen.COST_FINAL else jnp.where(t == n - 1, weight, 0.0)
+            {k: u[k] for k in gen.INFO.cost_inputs})
+        scale = weight if not gen.INFO.cost_final else jnp.where(t == n - 1, weight, 0.0)
         return (s, t + 1), {k: scale * v for k, v in g.items()}
 
     _, gs = jax.lax.scan(body, (states, jnp.asarray(0)), seq)
@@ -350,7 +352,7 @@ def hru_layer(gen, dt: float, eps: float = 1e-4, rhel: bool = True):
     backprop never stores the trajectory. Static data are not supported in the layer.
     With `rhel=False` the same layer is differentiated by autodiff (BPTT), the reference.
     """
-    positions = tuple(gen.CONJUGATE.values())
+    positions = tuple(gen.INFO.conjugate.values())
     if rhel:
         require_echo(gen, "an RHEL layer")
 
@@ -384,7 +386,7 @@ def hru_layer(gen, dt: float, eps: float = 1e-4, rhel: bool = True):
         batch = next(iter(us.values())).shape[0]
 
         def kick(s, t):  # the upstream cotangents are the pushes: fixed vectors
-            return {p: -cts[q][t] for p, q in gen.CONJUGATE.items()}
+            return {p: -cts[q][t] for p, q in gen.INFO.conjugate.items()}
 
         g, gu = echo_contrast(gen, params, final, lambda t: {k: v[t] for k, v in seq.items()},
                               n, kick, True, dt, eps)

@@ -89,7 +89,10 @@ def chosen(x, axes, largest):
 
 def conv(x, k, strides, dilations, pads, fill):
     """sum_{c,u} k[o, c, u] x[b, c, s*i + d*u - pad_lo]: x (batch, channels, *space),
-    k (out, channels, *kernel) -> (batch, out, *out_space), reading `fill` outside."""
+    k (out, channels, *kernel) -> (batch, out, *out_space), reading `fill` outside. Real
+    and complex operands (holomorphic EP) meet in the wider dtype."""
+    dtype = jnp.result_type(x, k)
+    x, k = x.astype(dtype), k.astype(dtype)
     if any(lo or hi for lo, hi in pads) and not (isinstance(fill, (int, float)) and fill == 0):
         spec = [(0, 0), (0, 0)] + [tuple(p) for p in pads]
         x = (jnp.pad(x, spec, mode="wrap") if isinstance(fill, str)
@@ -119,6 +122,7 @@ def conv_kernel_grad(x, g, kshape, strides, dilations, pads, fill):
 
 
 # The helpers each one calls (generated modules copy these too).
-NEEDS = {"window": ("window_positions", "window_tiling"),
-         "window_add": ("window_positions", "window_tiling"),
-         "conv_transpose": ("conv",), "conv_kernel_grad": ("conv",)}
+NEEDS = {"window_positions": (), "window_tiling": (),
+         "window": ("window_positions", "window_tiling"),
+         "window_add": ("window_positions", "window_tiling"), "scatter_add": (), "chosen": (),
+         "conv": (), "conv_transpose": ("conv",), "conv_kernel_grad": ("conv",)}

@@ -99,13 +99,17 @@ HELPERS = {
 
 
 def _runtime_helpers() -> tuple[dict, dict]:
-    """The window/gather/scatter helpers, by source (real, linted Python in runtime/)."""
+    """Runtime helpers by source: real, linted Python in physlearn/runtime/ that generated
+    modules inline, with the helpers each one calls (its module's NEEDS)."""
     import inspect
 
-    from ..runtime import arrays
-    names = ("window_positions", "window_tiling", "window", "window_add", "scatter_add", "chosen", "conv",
-             "conv_transpose", "conv_kernel_grad")
-    return {n: inspect.getsource(getattr(arrays, n)) for n in names}, dict(arrays.NEEDS)
+    from ..runtime import arrays, hamilton, info, init, relaxation
+    sources, needs = {"ModelInfo": inspect.getsource(info.ModelInfo)}, {}
+    for module in (arrays, init, relaxation, hamilton):
+        for name, deps in module.NEEDS.items():
+            sources[name] = inspect.getsource(getattr(module, name))
+            needs[name] = tuple(deps)
+    return sources, needs
 
 
 _ARRAY_HELPERS, HELPER_NEEDS = _runtime_helpers()

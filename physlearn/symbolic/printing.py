@@ -224,7 +224,7 @@ def report(d: Derivation, as_latex: bool = False) -> str:
     for w in d.warnings():
         out.append(f"warning: {w}")
     out.append("")
-    if d.kind == "lagrangian":
+    if d.kind.velocities:
         L = spec.physics.name
         out.append(f"lagrangian {L} = {expr(d.lagrangian)}")
         out.append(f"cost {d.cost_name} = {expr(d.cost)}{_cost_when(d)}")
@@ -249,9 +249,6 @@ def report(d: Derivation, as_latex: bool = False) -> str:
         out.append(f"  dissipation: none (conservative: {d.physics_name} is conserved when "
                    "inputs are constant)")
         out.append("")
-    kind = {"energy": " (gradient flow)", "primitive": " (discrete updates)",
-            "hamiltonian": " (Hamilton's equations)",
-            "lagrangian": f" (Hamilton's equations of {d.physics_name})"}[d.kind]
     if d.intermediates:
         out.append("intermediates (lets read at windows, computed once; gradients reach "
                    "through them by the chain rule):")
@@ -259,10 +256,10 @@ def report(d: Derivation, as_latex: bool = False) -> str:
             head = f"{name}[{', '.join(map(str, idx))}]" if idx else name
             out.append(f"  {head} = {expr(e)}")
         out.append("")
-    out.append("state dynamics" + kind + ":")
+    out.append(f"state dynamics ({d.kind.dynamics_label(d)}):")
     for r in d.dynamics.values():
         out.append("  " + show(r))
-    if d.kind == "primitive":
+    if d.kind.update_rules:
         for r in d.state_gradients.values():
             out.append("  where " + show(r))
     if d.input_gradients:
@@ -285,7 +282,7 @@ def report(d: Derivation, as_latex: bool = False) -> str:
     for r in d.cost_param_gradients.values():
         out.append("  " + show(r) + "   (readout: the cost depends on it directly)")
     out.append("")
-    if d.kind == "lagrangian":
+    if d.kind.velocities:
         L = spec.physics.name
         out.append(f"GLEP integrand (d{L}/dtheta at fixed q, q'; note d{L}/dtheta = "
                    f"-d{d.physics_name}/dtheta):")

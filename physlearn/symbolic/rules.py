@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import sympy as sp
 
@@ -11,6 +12,9 @@ from .chain import Chain
 from .build import Builder, check_windows, gradient_base, index_symbol, velocity_base
 from .calculus import (INDEX_POOL, Inside, canonical_indices, differentiate, normalize,
                        swap_indices)
+
+if TYPE_CHECKING:
+    from ..physics import PhysicsKind
 
 
 @dataclass(frozen=True)
@@ -55,8 +59,8 @@ class Derivation:
 
     spec: ModelSpec
     builder: Builder = field(repr=False)
-    kind: str  # "energy" | "primitive"
-    physics: sp.Expr  # E or Phi
+    kind: PhysicsKind  # energy, primitive, hamiltonian or lagrangian
+    physics: sp.Expr  # E, Phi or H (a Lagrangian's Legendre transform)
     cost: sp.Expr
     state_gradients: dict[str, Rule] = field(default_factory=dict)
     cost_state_gradients: dict[str, Rule] = field(default_factory=dict)
@@ -92,7 +96,7 @@ class Derivation:
     @property
     def trajectory(self) -> bool:
         """Hamiltonian and Lagrangian models integrate trajectories (leapfrog, RHEL)."""
-        return self.kind in ("hamiltonian", "lagrangian")
+        return self.kind.trajectory
 
     @property
     def conjugates(self) -> dict[str, str]:
@@ -149,7 +153,7 @@ class Derivation:
     @property
     def physics_name(self) -> str:
         """The name of `physics`: for a Lagrangian model, its Legendre transform H."""
-        return self.hamiltonian_name if self.kind == "lagrangian" else self.spec.physics.name
+        return self.kind.physics_name(self)
 
     @property
     def cost_name(self) -> str:
@@ -182,9 +186,6 @@ def derive(spec: ModelSpec) -> Derivation:
     spec = replace(spec, variables=dict(spec.variables))
     b = Builder(spec)
     reserved = set(spec.variables) | set(spec.dims) | set(spec.lets) | set(spec.functions)
-    def canon(e, idx=(), rename=None):
-        return canonical_indices(normalize(e), idx, reserved, rename)
-
     periodic = {sp.Symbol(n, integer=True, positive=True) for n in spec.periodic}
 
     def canon(e, idx=(), rename=None):
@@ -199,11 +200,8 @@ def derive(spec: ModelSpec) -> Derivation:
     check_windows(b, spec.dims)
     for expr, node in ((physics, spec.physics), (cost, spec.cost)):
         _require_finite(expr, node, spec)
-    lagrangian = None
-    if spec.physics.kind == "lagrangian":
-        lagrangian, physics = physics, None
-        _no_velocity_in_cost(cost, spec)
-    d = Derivation(spec, b, spec.physics.kind, physics, cost, lagrangian=lagrangian)
+    kind = spec.kind
+    d = Derivation(spec, b, kind, physics, cost)
     d.output = prediction_name(spec)
     P, C = spec.physics.name, spec.cost.name
     chains = {}
@@ -211,7 +209,7 @@ def derive(spec: ModelSpec) -> Derivation:
         for name, (idx, body) in b.materialized.items():
             nice = free_indices(spec, len(idx))
             d.intermediates[name] = (nice, canon(body, nice, dict(zip(idx, nice))))
-        for scalar, name in ((physics, P), (cost, C)):
+        for scalar, name in ((None if kind.velocities else physics, P), (cost, C)):
             if scalar is not None:
                 chains[id(scalar)] = Chain(name, scalar, b)
 
@@ -227,28 +225,16 @@ def derive(spec: ModelSpec) -> Derivation:
             g = differentiate(expr, _element(b, name, tmp))
         return idx, canon(g, idx, dict(zip(tmp, idx)))
 
-    if lagrangian is not None:
-        d.physics = physics = _legendre(d, lagrangian, grad, canon)
-        P = d.physics_name
+    kind.prepare(d, grad, canon)
+    physics, P = d.physics, d.physics_name
 
     for s in spec.names("state"):
         idx, g = grad(physics, s)
         d.state_gradients[s] = Rule("state_gradient", f"d{P}/d{s}", s, idx, g)
         idx, gc = grad(cost, s)
         d.cost_state_gradients[s] = Rule("cost_gradient", f"d{C}/d{s}", s, idx, gc)
-        if d.kind == "energy":
-            d.dynamics[s] = Rule("dynamics", f"d{s}/dt", s, idx, -g,
-                                 note=f"gradient flow: -d{P}/d{s}")
-    if d.trajectory:
-        _hamilton(d)
-    if d.kind == "primitive":
-        for s, rule in spec.updates.items():
-            idx0, rhs = b.update(rule)
-            idx = free_indices(spec, len(idx0))
-            rhs = canon(rhs, idx, dict(zip(idx0, idx)))
-            d.dynamics[s] = Rule("update", f"{s}", s, idx, rhs,
-                                 note=f"discrete step s <- f(d{P}/ds); nudged: "
-                                      f"d{P}/ds - beta d{C}/ds")
+        kind.state_dynamics(d, s, idx, g)
+    kind.derive(d, grad, canon)
     for p in spec.names("param"):
         idx, g = grad(physics, p)
         note, raw = "", None
@@ -263,11 +249,7 @@ def derive(spec: ModelSpec) -> Derivation:
         idx, gc = grad(cost, p)
         if gc != 0:
             d.cost_param_gradients[p] = Rule("cost_gradient", f"d{C}/d{p}", p, idx, gc)
-        if lagrangian is not None:
-            idx, gl = grad(lagrangian, p)
-            d.lagrangian_param_gradients[p] = Rule("param_gradient", f"d{spec.physics.name}/d{p}",
-                                                   p, idx, gl, "GLEP's integrand",
-                                                   locality(gl, idx, spec))
+        kind.param_rules(d, p, grad)
     for chain in chains.values():  # the backpropagated placeholders dE/dp1[...]
         for key, (idx, expr) in chain.definitions.items():
             nice = free_indices(spec, len(idx))
@@ -280,16 +262,11 @@ def derive(spec: ModelSpec) -> Derivation:
         raise ModelError("E219", "`relax asynchronous` needs layered states: here a state's "
                          "update reads itself or a state of the same parity", spec.relax.span,
                          spec.source, spec.filename, "use relax fixed_point")
-    if d.trajectory:
-        for u in spec.names("input"):
-            idx, g = grad(physics, u)
-            d.input_gradients[u] = Rule("input_gradient", f"d{P}/d{u}", u, idx, g)
-        d.structure = hamiltonian_structure(d)
-        _parallel_scan_fits(d)
+    kind.finish(d, grad)
     return d
 
 
-def _parallel_scan_fits(d: Derivation) -> None:
+def parallel_scan_fits(d: Derivation) -> None:
     relax = d.spec.relax
     opts = {o.key: o.value for o in relax.options} if relax else {}
     ok, why = d.structure["diagonal_quadratic"]
@@ -301,7 +278,7 @@ def _parallel_scan_fits(d: Derivation) -> None:
                          "step by step)")
 
 
-def _no_velocity_in_cost(cost: sp.Expr, spec: ModelSpec) -> None:
+def no_velocity_in_cost(cost: sp.Expr, spec: ModelSpec) -> None:
     if any(str(getattr(x, "base", x)).endswith("'") for x in cost.atoms(sp.Indexed, sp.Symbol)):
         from ..language.errors import ModelError
         raise ModelError("E225", f"the cost {spec.cost.name} reads a velocity (through a `let`)",
@@ -309,7 +286,7 @@ def _no_velocity_in_cost(cost: sp.Expr, spec: ModelSpec) -> None:
                          "a cost scores positions; nudging it is what GLEP and RHEL do")
 
 
-def _legendre(d: Derivation, L: sp.Expr, grad, canon) -> sp.Expr:
+def legendre(d: Derivation, L: sp.Expr, grad, canon) -> sp.Expr:
     """H(q, p) = sum p^2 / (2 m) - L(q, q' = 0) for L = sum m q'^2 / 2 - V(q).
 
     For every state q: p = dL/dq' must equal m q' with m free of velocities and
@@ -426,7 +403,7 @@ def _time_derivative(d: Derivation, e: sp.Expr) -> sp.Expr:
     return normalize(sp.Add(*out))
 
 
-def _hamilton(d: Derivation) -> None:
+def hamilton(d: Derivation) -> None:
     """dq/dt = dH/dp, dp/dt = -dH/dq for every conjugate pair."""
     P = d.physics_name
     for p, q in d.conjugates.items():
@@ -514,14 +491,14 @@ def nudged(expr: sp.Expr, spec: ModelSpec, suffix: str, also=()) -> sp.Expr:
 def _ep_update(d: Derivation, p: str) -> Rule:
     g = d.param_gradients[p]
     beta = sp.Symbol("beta", positive=True)
-    sign = 1 if d.kind == "primitive" else -1  # Phi plays the role of -E
+    sign = -int(d.kind.sign)  # Phi plays the role of -E
     inter = list(d.intermediates)  # p1 and dE/dp1 are functions of the states too
     diff = nudged(g.expr, d.spec, "+", inter) - nudged(g.expr, d.spec, "-", inter)
     expr = sign * diff / (2 * beta)
     return Rule("ep_update", f"Delta {p}", p, g.indices, expr,
                 note="centered EP: nudges +beta and -beta from the free state; "
                      f"Delta {p} = -(d{d.physics_name}/d{p}(s+) - d{d.physics_name}/d{p}(s-))"
-                     f"/(2 beta)" + (" with Phi = -E" if d.kind == "primitive" else "")
+                     f"/(2 beta)" + (" with Phi = -E" if d.kind.sign < 0 else "")
                      + "; apply as {p} += lr * Delta {p}".format(p=p),
                 locality=g.locality)
 

@@ -13,8 +13,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..learning import trajectory as tr
-from ..memory import require_fits
 from ..learning.hssm import Stack
+from ..memory import require_fits
+from ..physics import kind_of
 from . import optim
 from .data import DataError
 from .trainer import TrainConfig, Trainer, _first_bad, _require_batches, checked
@@ -43,24 +44,24 @@ class SequenceTrainer(Trainer):
             dims[d_dim] = 1
         self.gen = gen = model.compile(dims)
         require_fits(gen, cfg.batch_size, 8 if cfg.x64 else 4, dataset.features)
-        self.stack = Stack.from_model(model, gen) if gen.STACK else None
-        self.step_inputs = self.stack.inputs if self.stack else gen.DIMS[d_dim]
+        self.stack = Stack.from_model(model, gen) if gen.INFO.stack else None
+        self.step_inputs = self.stack.inputs if self.stack else gen.INFO.dims[d_dim]
         if dataset.features % self.step_inputs:
             where = (f"the stack's `inputs = {self.step_inputs}`" if self.stack
                      else f"{self.x_name}[{d_dim}]")
             raise DataError(f"{dataset.name}: {dataset.features} features do not split into "
                             f"steps of {self.step_inputs} inputs ({where})")
         self.length = dataset.features // self.step_inputs
-        self.n_classes = gen.DIMS[y_dim]
+        self.n_classes = gen.INFO.dims[y_dim]
         if self.n_classes < dataset.classes:
             raise DataError(f"{dataset.name}: labels go up to {dataset.classes - 1} but "
                             f"{self.y_name} has {self.n_classes} classes")
-        learn = dict(gen.LEARN)
-        lagrangian = gen.KIND == "lagrangian"
-        known = ("glep",) + ALGORITHMS if lagrangian else ALGORITHMS
+        learn = dict(gen.INFO.learn)
+        kind = kind_of(gen)
+        known = tuple(a for a in kind.algorithms if a in ("glep",) + ALGORITHMS)
         cfg.algorithm = cfg.algorithm or known[0]
         if cfg.algorithm not in known:
-            raise ValueError(f"a {gen.KIND} model trains with {', '.join(known)}, "
+            raise ValueError(f"a {kind} model trains with {', '.join(known)}, "
                              f"not {cfg.algorithm}")
         if cfg.algorithm in ("rhel", "glep"):
             tr.rhel_requirements(model, cfg.algorithm)
@@ -73,10 +74,10 @@ class SequenceTrainer(Trainer):
         cfg.holomorphic_n = 4 if cfg.holomorphic_n is None else cfg.holomorphic_n
         cfg.lr_params = {**model_rates, **cfg.lr_params}
         self.eps = cfg.beta
-        self.dt = float(cfg.relax.get("dt") or gen.RELAX.get("dt", 0.05))
-        self.integrator = gen.RELAX.get("method", "leapfrog") + (
-            " (parallel scan)" if gen.RELAX.get("scan") == "parallel" else "")
-        names = list(gen.PARAMS)
+        self.dt = float(cfg.relax.get("dt") or gen.INFO.relax.get("dt", 0.05))
+        self.integrator = gen.INFO.relax.get("method", "leapfrog") + (
+            " (parallel scan)" if gen.INFO.relax.get("scan") == "parallel" else "")
+        names = list(gen.INFO.params)
         if self.stack:  # lr_<core param> applies to that parameter in every block
             names = list(self.stack.init(jax.random.PRNGKey(0)))
             cfg.lr_params = {n: cfg.lr_params[n.rsplit(".", 1)[1]] for n in names

@@ -7,8 +7,8 @@ import json
 import math
 import os
 import signal
-import threading
 import sys
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -19,10 +19,11 @@ import numpy as np
 import optax
 
 from .. import options
-from ..memory import require_fits
 from ..dynamics.relax import METHODS, RelaxConfig, Relaxer, check_overrides
 from ..learning import Problem, make_algorithm
 from ..learning.core import summary
+from ..memory import require_fits
+from ..physics import kind_of
 from . import optim
 from .data import KEYS, Dataset, fit_model, validate
 from .rundir import RunDir, RunDirError, RunState, differences
@@ -150,14 +151,14 @@ class Trainer:
         _require_batches(self.data, cfg.batch_size)
         self.gen = gen = model.compile(dims)
         require_fits(gen, cfg.batch_size, 8 if cfg.x64 else 4)
-        self.n_classes = gen.DIMS[gen.TARGETS[self.y_name][0]]
-        self._resolve_defaults(cfg, dict(gen.LEARN))
+        self.n_classes = gen.INFO.dims[gen.INFO.targets[self.y_name][0]]
+        self._resolve_defaults(cfg, dict(gen.INFO.learn))
         self.beta = float(cfg.beta)
         check_overrides(gen, cfg.relax)
         self.relax_cfg = RelaxConfig.for_module(gen, **cfg.relax)
         relaxer = Relaxer(gen, self.relax_cfg)
         self.problem = Problem(gen, relaxer, _functions(model))
-        self.lrs = optim.learning_rates(list(gen.PARAMS), cfg.lr, cfg.lr_params)
+        self.lrs = optim.learning_rates(list(gen.INFO.params), cfg.lr, cfg.lr_params)
         self.algorithm = make_algorithm(cfg.algorithm, self.beta, cfg.holomorphic_n, self.lrs)
         self.algorithm.check(self.problem)
         if self.algorithm.updates_params_itself and (cfg.optimizer != "sgd" or cfg.weight_decay):
@@ -208,7 +209,7 @@ class Trainer:
     def shaped(self, x):
         """A batch of flat rows as the declared input (images: reshaped and transposed)."""
         stored, order = self.x_layout
-        shape = tuple(self.gen.DIMS[d] for d in self.gen.INPUTS[self.x_name])
+        shape = tuple(self.gen.INFO.dims[d] for d in self.gen.INFO.inputs[self.x_name])
         x = jnp.transpose(x.reshape((x.shape[0],) + tuple(stored)), order)
         return x.reshape((x.shape[0],) + shape)
 
@@ -243,7 +244,7 @@ class Trainer:
     def initial_parameters(self, key) -> tuple[dict, dict]:
         """(constants, learned parameters) at the start of a run."""
         full = self.gen.init_params(key, self.dtype)
-        return ({k: full[k] for k in self.gen.CONSTS}, {k: full[k] for k in self.gen.PARAMS})
+        return ({k: full[k] for k in self.gen.INFO.consts}, {k: full[k] for k in self.gen.INFO.params})
 
     def _evaluate(self, params, consts, x, labels):
         data = self.batch_data(x, labels)
@@ -304,7 +305,7 @@ class Trainer:
             raise RunDirError(f"{self.out}/checkpoint.npz does not fit this model's parameters "
                               "or optimizer; start a new --out")
         params = {k: jnp.asarray(state.params[k], self.dtype) for k in params}
-        consts = {k: jnp.asarray(state.consts[k], self.dtype if k not in self.gen.INDEXES
+        consts = {k: jnp.asarray(state.consts[k], self.dtype if k not in self.gen.INFO.indexes
                                  else jnp.int32) for k in consts}  # index arrays stay ints
         opt_state = jax.tree_util.tree_unflatten(treedef, [jnp.asarray(v) for v in
                                                            state.opt_leaves])
@@ -404,7 +405,7 @@ class Trainer:
             run.commit(state)
             run.publish(state, plot)
             accs = (f"acc {row['train_acc']:.4f} | test acc {row['test_acc']:.4f}"
-                    if self.gen.OUTPUT is not None else
+                    if self.gen.INFO.output is not None else
                     "acc n/a (the cost names no single output) | test loss "
                     f"{row.get('test_loss', float('nan')):.4f}")
             self.log(f"epoch {epoch}: train loss {row['train_loss']:.4f} {accs} | "
@@ -419,7 +420,7 @@ class Trainer:
     def _warn_if_chance(self, row: dict) -> None:
         """A run that ends at chance level has usually saturated or collapsed: say so."""
         chance = 1.0 / max(self.n_classes, 1)
-        if self.gen.OUTPUT is None:  # the cost names no single output: no accuracy to judge
+        if self.gen.INFO.output is None:  # the cost names no single output: no accuracy to judge
             return
         if self.n_classes > 1 and row["test_acc"] <= 1.5 * chance and \
                 row["train_acc"] <= 1.5 * chance:
@@ -431,7 +432,7 @@ class Trainer:
     def _energy_falls(self, params, traj, data, bad_step: int) -> str:
         """'E from a to b over k steps' when an energy model's free phase ran downhill to
         NaN (the signature of an energy unbounded below); '' otherwise."""
-        if self.gen.KIND != "energy" or bad_step < 2:
+        if not kind_of(self.gen).flows or bad_step < 2:
             return ""
         per_step = jax.vmap(lambda s: jnp.mean(self.gen.physics(params, s, data)))(traj)
         e = np.asarray(per_step, np.float64)[:bad_step]

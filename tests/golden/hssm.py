@@ -15,49 +15,213 @@ Arrays come in dicts: `params` (no batch axis), `states` and `data` (inputs and 
 leading batch axis). Every function is pure and jit-compatible.
 """
 
+from dataclasses import dataclass
+
 import diffrax
 import equinox as eqx  # noqa: F401  (the runtime the trainers build on)
 import jax
 import jax.numpy as jnp
 
-MODEL = "hssm"
-KIND = "hamiltonian"
-OUTPUT = 'z'
-OUTPUT_IS_STATE = False
-LAYERS = None
-PHYSICS_NAME = "H"
-COST_NAME = "L"
-DIMS = {"n": 32, "w": 16, "c": 10}
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """Everything a trainer or checker needs to know about a generated module.
+
+    Shapes are tuples of dim names, sized by `dims`. Trajectory models (hamiltonian,
+    lagrangian) fill the fields after `relax`; the others leave them empty.
+    """
+
+    model: str  # the model's name
+    kind: str  # the physics: energy, primitive, hamiltonian or lagrangian
+    physics_name: str  # E, Phi or H (a Lagrangian model's H is its Legendre transform)
+    cost_name: str
+    output: str | None  # the state or `let` the cost scores (the prediction), if one
+    output_is_state: bool
+    layers: tuple | None  # (even, odd) state blocks when the couplings are layered
+    dims: dict  # dim -> size
+    inputs: dict  # name -> shape, per example
+    targets: dict
+    states: dict
+    params: dict
+    consts: dict  # constants, index arrays and given initial states (`init:<state>`)
+    given: dict  # values that come with the data: name -> role
+    indexes: dict  # index array -> the dim its entries point into
+    inits: dict  # name -> (init kind, args) from `init =`
+    symmetric: tuple  # symmetric matrices: one learned copy per pair
+    nonnegative: tuple  # parameters projected onto >= 0 after each update
+    learn: dict  # the `learn` line (method and options), or the kind's default
+    relax: dict  # the `relax` line, or the kind's default
+    stack: dict | None = None  # `stack HSSM(...)`
+    conjugate: dict | None = None  # momentum -> position
+    time_varying: tuple = ()  # inputs that change along the trajectory
+    cost_inputs: tuple = ()  # time-varying inputs the cost reads
+    cost_final: bool = False  # the cost scores the final state only
+    structure: dict | None = None  # separable, time_reversible, ...: True or False
+    lagrangian_name: str | None = None
+
+
 n = 32
 w = 16
 c = 10
-INPUTS = {"u": ('w',)}
-TARGETS = {"y": ('c',)}
-STATES = {"q": ('n',), "p": ('n',)}
-PARAMS = {"a": ('n',), "W": ('n', 'n'), "B": ('n', 'w'), "b": ('n',), "C": ('c', 'n')}
-CONSTS = {}
-GIVEN = {}  # values that come with the data (init_params' given)
-INDEXES = {}  # index array -> the dim its entries point into
-INITS = {"a": ('uniform', (0.5, 2.0)), "W": ('normal', (0.05,))}
-SYMMETRIC = ()
-NONNEGATIVE = ('a',)
-LEARN = {'method': 'RHEL', 'epsilon': 0.0001, 'lr': 0.01, 'optimizer': 'adam'}
-RELAX = {'method': 'leapfrog', 'dt': 0.2}
-STACK = {'method': 'HSSM', 'blocks': 2, 'inputs': 8, 'pool': 'mean'}
-COST_INPUTS = ()  # time-varying inputs the cost reads
-CONJUGATE = {'p': 'q'}  # momentum -> position
-TIME_VARYING = ('u',)
-COST_FINAL = True
-SEPARABLE = True
-TIME_REVERSIBLE = True
-KINETIC_PARAMETER_FREE = True
-DIAGONAL_QUADRATIC = False
+
+
+INFO = ModelInfo(
+    model='hssm',
+    kind='hamiltonian',
+    physics_name='H',
+    cost_name='L',
+    output='z',
+    output_is_state=False,
+    layers=None,
+    dims={'n': 32, 'w': 16, 'c': 10},
+    inputs={'u': ('w',)},
+    targets={'y': ('c',)},
+    states={'q': ('n',), 'p': ('n',)},
+    params={'a': ('n',), 'W': ('n', 'n'), 'B': ('n', 'w'), 'b': ('n',), 'C': ('c', 'n')},
+    consts={},
+    given={},
+    indexes={},
+    inits={'a': ('uniform', (0.5, 2.0)), 'W': ('normal', (0.05,))},
+    symmetric=(),
+    nonnegative=('a',),
+    learn={'method': 'RHEL', 'epsilon': 0.0001, 'lr': 0.01, 'optimizer': 'adam'},
+    relax={'method': 'leapfrog', 'dt': 0.2},
+    stack={'method': 'HSSM', 'blocks': 2, 'inputs': 8, 'pool': 'mean'},
+    conjugate={'p': 'q'},
+    time_varying=('u',),
+    cost_inputs=(),
+    cost_final=True,
+    structure={
+        'separable': True,
+        'time_reversible': True,
+        'kinetic_parameter_free': True,
+        'diagonal_quadratic': False,
+    },
+    lagrangian_name=None,
+)
+
+
+def given_array(info, name, shape, given, dtype):
+    """A given array, checked: its shape, and for an index array whole numbers in range."""
+    key = name[5:] if name.startswith("init:") and name not in (given or {}) else name
+    if given is None or key not in given:
+        raise KeyError(f"init_params needs given[{key!r}] (given: {sorted(info.given)})")
+    value = jnp.asarray(given[key])
+    if value.shape != shape:
+        raise ValueError(f"given[{name!r}] has shape {value.shape}, expected {shape}")
+    if name not in info.indexes:
+        return value.astype(dtype)
+    if not jnp.issubdtype(value.dtype, jnp.integer):
+        raise ValueError(f"index array {name!r} must hold integers, got {value.dtype}")
+    n = info.dims[info.indexes[name]]
+    if value.size and (int(value.min()) < 0 or int(value.max()) >= n):
+        raise ValueError(f"index array {name!r} points outside 0..{n - 1} "
+                         f"({info.indexes[name]})")
+    return value.astype(jnp.int32)
+
+
+def hamilton_flow(grad_states, conjugate, params, states, data):
+    """Hamilton's equations: dq/dt = dH/dp, dp/dt = -dH/dq, per example."""
+    g = grad_states(params, states, data)
+    out = {}
+    for p, q in conjugate.items():
+        out[q] = g[p]
+        out[p] = -g[q]
+    return out
+
+
+def init_array(key, kind, args, shape, dtype):
+    """One array drawn as its `init` says; by default uniform(+-1/sqrt(fan_in)) for
+    matrices, zeros for vectors and ones for scalars."""
+    fan_in = 1
+    for d in shape[1:]:
+        fan_in *= d
+    if kind == "number":
+        return jnp.full(shape, args[0], dtype)
+    if kind == "zeros" or (kind == "default" and len(shape) == 1):
+        return jnp.zeros(shape, dtype)
+    if kind == "ones" or (kind == "default" and len(shape) == 0):
+        return jnp.ones(shape, dtype)
+    if kind == "normal":
+        mean, std = (0.0, args[0]) if len(args) == 1 else args
+        return mean + std * jax.random.normal(key, shape, dtype)
+    if kind == "uniform":
+        return jax.random.uniform(key, shape, dtype, args[0], args[1])
+    if kind == "glorot":
+        bound = (6.0 / (shape[0] + fan_in)) ** 0.5
+        return jax.random.uniform(key, shape, dtype, -bound, bound)
+    bound = fan_in**-0.5  # 'fan_in' and the default for matrices
+    return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+
+def initial_params(info, key, dtype, given):
+    """Parameters and constants: given ones from `given`, the rest drawn by their init."""
+    shapes = {**info.params, **info.consts}
+    keys = jax.random.split(key, max(len(shapes), 1))
+    out = {}
+    for k, name in zip(keys, shapes):
+        shape = tuple(info.dims[d] for d in shapes[name])
+        if name in info.given:
+            out[name] = given_array(info, name, shape, given, dtype)
+            continue
+        kind, args = info.inits.get(name, ("default", ()))
+        value = init_array(k, kind, args, shape, dtype)
+        if name in info.symmetric:
+            value = (value + value.T) / 2
+        out[name] = value
+    return out
+
+
+def initial_states(info, batch_size, dtype, params):
+    """States at zero, or at their given values (params['init:<state>'])."""
+    out = {}
+    for s, dims in info.states.items():
+        shape = (batch_size,) + tuple(info.dims[d] for d in dims)
+        if "init:" + s in info.given:
+            if params is None:
+                raise KeyError(f"init_states needs params (state {s} starts at given values)")
+            out[s] = jnp.broadcast_to(params["init:" + s], shape).astype(dtype)
+        else:
+            out[s] = jnp.zeros(shape, dtype)
+    return out
+
+
+def leapfrog_step(grad_states, conjugate, params, states, data, dt):
+    """One drift-kick-drift step (time-symmetric, symplectic; exact order 2 for separable
+    H). Returns (new states, states at the kick)."""
+    half = dict(states)
+    g = grad_states(params, states, data)
+    for p, q in conjugate.items():
+        half[q] = states[q] + 0.5 * dt * g[p]
+    g = grad_states(params, half, data)
+    new = dict(half)
+    for p, q in conjugate.items():
+        new[p] = states[p] - dt * g[q]
+    g = grad_states(params, new, data)
+    for p, q in conjugate.items():
+        new[q] = half[q] + 0.5 * dt * g[p]
+    return new, half
 
 
 def logcosh(u):
     """log(cosh(u)) without overflow."""
     a = jnp.abs(u)
     return a + jnp.log1p(jnp.exp(-2 * a)) - jnp.log(2.0)
+
+
+def nonnegative(info, params):
+    """`params` with every `nonnegative` parameter clipped at zero."""
+    return {k: jnp.maximum(v, 0) if k in info.nonnegative else v for k, v in params.items()}
+
+
+def tsit5_step(vector_field, params, states, data, dt, tol, max_steps):
+    """One input step by diffrax's adaptive Tsit5 (any H; not time-symmetric)."""
+    sol = diffrax.diffeqsolve(
+        diffrax.ODETerm(vector_field), diffrax.Tsit5(), t0=0.0, t1=dt, dt0=dt,
+        y0=states, args=(params, data), saveat=diffrax.SaveAt(t1=True),
+        stepsize_controller=diffrax.PIDController(rtol=tol, atol=tol), max_steps=max_steps,
+    )
+    return jax.tree_util.tree_map(lambda v: v[-1], sol.ys)
 
 
 def physics(params, states, data):
@@ -155,30 +319,14 @@ def grad_inputs(params, states, data):
 
 def hamilton(params, states, data):
     """Hamilton's equations: dq/dt = dH/dp, dp/dt = -dH/dq, per example."""
-    g = grad_states(params, states, data)
-    out = {}
-    for p, q in CONJUGATE.items():
-        out[q] = g[p]
-        out[p] = -g[q]
-    return out
+    return hamilton_flow(grad_states, INFO.conjugate, params, states, data)
 
 
 def leapfrog(params, states, data, dt=0.2):
     """One drift-kick-drift step (time-symmetric, symplectic; exact for separable H).
 
     `data` holds this step's inputs. Returns (new states, states at the kick)."""
-    half = dict(states)
-    g = grad_states(params, states, data)
-    for p, q in CONJUGATE.items():
-        half[q] = states[q] + 0.5 * dt * g[p]
-    g = grad_states(params, half, data)
-    new = dict(half)
-    for p, q in CONJUGATE.items():
-        new[p] = states[p] - dt * g[q]
-    g = grad_states(params, new, data)
-    for p, q in CONJUGATE.items():
-        new[q] = half[q] + 0.5 * dt * g[p]
-    return new, half
+    return leapfrog_step(grad_states, INFO.conjugate, params, states, data, dt)
 
 
 def vector_field(t, y, args):
@@ -189,57 +337,21 @@ def vector_field(t, y, args):
 
 def adaptive_step(params, states, data, dt=0.2, tol=1e-06):
     """One input step by diffrax's adaptive Tsit5 (any H; not time-symmetric)."""
-    sol = diffrax.diffeqsolve(
-        diffrax.ODETerm(vector_field), diffrax.Tsit5(), t0=0.0, t1=dt, dt0=dt,
-        y0=states, args=(params, data), saveat=diffrax.SaveAt(t1=True),
-        stepsize_controller=diffrax.PIDController(rtol=tol, atol=tol), max_steps=4096,
-    )
-    return jax.tree_util.tree_map(lambda v: v[-1], sol.ys)
-
-
-def _init_array(key, kind, args, shape, dtype):
-    """One array drawn as its `init` says."""
-    fan_in = 1
-    for d in shape[1:]:
-        fan_in *= d
-    if kind == 'number':
-        return jnp.full(shape, args[0], dtype)
-    if kind == 'zeros' or (kind == 'default' and len(shape) == 1):
-        return jnp.zeros(shape, dtype)
-    if kind == 'ones' or (kind == 'default' and len(shape) == 0):
-        return jnp.ones(shape, dtype)
-    if kind == 'normal':
-        mean, std = (0.0, args[0]) if len(args) == 1 else args
-        return mean + std * jax.random.normal(key, shape, dtype)
-    if kind == 'uniform':
-        return jax.random.uniform(key, shape, dtype, args[0], args[1])
-    if kind == 'glorot':
-        bound = (6.0 / (shape[0] + fan_in)) ** 0.5
-        return jax.random.uniform(key, shape, dtype, -bound, bound)
-    bound = fan_in ** -0.5  # 'fan_in' and the default for matrices
-    return jax.random.uniform(key, shape, dtype, -bound, bound)
+    return tsit5_step(vector_field, params, states, data, dt, tol, 4096)
 
 
 def init_params(key, dtype=jnp.float32, given=None):
-    """Initial parameters (and constants): `init =` where given; else uniform(+-1/sqrt(fan_in)) for matrices, zeros for vectors, ones for scalars. `given` holds the GIVEN arrays (index arrays, `init = data` values)."""
-    names = list(PARAMS) + list(CONSTS)
-    keys = jax.random.split(key, max(len(names), 1))
-    out = {}
-    for k, name in zip(keys, names):
-        shape = tuple(DIMS[d] for d in {**PARAMS, **CONSTS}[name])
-        kind, args = INITS.get(name, ('default', ()))
-        value = _init_array(k, kind, args, shape, dtype)
-        if name in SYMMETRIC:
-            value = (value + value.T) / 2
-        out[name] = value
-    return project(out)
+    """Initial parameters and constants: `init =` where given; else uniform(+-1/sqrt(fan_in)) for matrices, zeros for vectors, ones for scalars.
+
+    `given` holds the values named in INFO.given (index arrays, `init = data` values)."""
+    return project(initial_params(INFO, key, dtype, given))
 
 
 def project(params):
     """Enforce `nonnegative` parameters (call after every update)."""
-    return {k: jnp.maximum(v, 0) if k in NONNEGATIVE else v for k, v in params.items()}
+    return nonnegative(INFO, params)
 
 
 def init_states(batch_size, dtype=jnp.float32, params=None):
-    """All states at zero, with a leading batch axis."""
-    return {s: jnp.zeros((batch_size,) + tuple(DIMS[d] for d in dims), dtype) for s, dims in STATES.items()}
+    """States at zero, or at their given values (params['init:<state>']), with a leading batch axis."""
+    return initial_states(INFO, batch_size, dtype, params)

@@ -16,36 +16,189 @@ Arrays come in dicts: `params` (no batch axis), `states` and `data` (inputs and 
 leading batch axis). Every function is pure and jit-compatible.
 """
 
+from dataclasses import dataclass
+
 import diffrax
 import equinox as eqx  # noqa: F401  (the runtime the trainers build on)
 import jax
 import jax.numpy as jnp
 
-MODEL = "vertex_patch"
-KIND = "energy"
-OUTPUT = 'r'
-OUTPUT_IS_STATE = True
-LAYERS = None
-PHYSICS_NAME = "E"
-COST_NAME = "C"
-DIMS = {"n_v": 22, "n_c": 6, "n_e": 27, "m": 6, "a": 2}
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """Everything a trainer or checker needs to know about a generated module.
+
+    Shapes are tuples of dim names, sized by `dims`. Trajectory models (hamiltonian,
+    lagrangian) fill the fields after `relax`; the others leave them empty.
+    """
+
+    model: str  # the model's name
+    kind: str  # the physics: energy, primitive, hamiltonian or lagrangian
+    physics_name: str  # E, Phi or H (a Lagrangian model's H is its Legendre transform)
+    cost_name: str
+    output: str | None  # the state or `let` the cost scores (the prediction), if one
+    output_is_state: bool
+    layers: tuple | None  # (even, odd) state blocks when the couplings are layered
+    dims: dict  # dim -> size
+    inputs: dict  # name -> shape, per example
+    targets: dict
+    states: dict
+    params: dict
+    consts: dict  # constants, index arrays and given initial states (`init:<state>`)
+    given: dict  # values that come with the data: name -> role
+    indexes: dict  # index array -> the dim its entries point into
+    inits: dict  # name -> (init kind, args) from `init =`
+    symmetric: tuple  # symmetric matrices: one learned copy per pair
+    nonnegative: tuple  # parameters projected onto >= 0 after each update
+    learn: dict  # the `learn` line (method and options), or the kind's default
+    relax: dict  # the `relax` line, or the kind's default
+    stack: dict | None = None  # `stack HSSM(...)`
+    conjugate: dict | None = None  # momentum -> position
+    time_varying: tuple = ()  # inputs that change along the trajectory
+    cost_inputs: tuple = ()  # time-varying inputs the cost reads
+    cost_final: bool = False  # the cost scores the final state only
+    structure: dict | None = None  # separable, time_reversible, ...: True or False
+    lagrangian_name: str | None = None
+
+
 n_v = 22
 n_c = 6
 n_e = 27
 m = 6
 a = 2
-INPUTS = {}
-TARGETS = {"y": ('n_v', 'a')}
-STATES = {"r": ('n_v', 'a')}
-PARAMS = {"T": ('n_e',)}
-CONSTS = {"cell": ('n_c', 'm'), "src": ('n_e',), "dst": ('n_e',), "r0": ('n_v', 'a'), "K_A": (), "A0": (), "K_P": (), "P0": (), "k_t": (), "init:r": ('n_v', 'a')}
-GIVEN = {'cell': 'index', 'src': 'index', 'dst': 'index', 'init:r': 'state', 'r0': 'const'}  # values that come with the data (init_params' given)
-INDEXES = {'cell': 'n_v', 'src': 'n_v', 'dst': 'n_v'}  # index array -> the dim its entries point into
-INITS = {"T": ('number', (0.1,)), "r0": ('data', ()), "K_A": ('number', (1.0,)), "A0": ('number', (2.6,)), "K_P": ('number', (0.05,)), "P0": ('number', (6.2,)), "k_t": ('number', (0.2,))}
-SYMMETRIC = ()
-NONNEGATIVE = ()
-LEARN = {'method': 'EP', 'beta': 0.01, 'nudging': 'centered', 'optimizer': 'adam', 'lr': 0.01}
-RELAX = {'method': 'gradient_flow', 'dt': 0.1, 'free_steps': 1000, 'nudged_steps': 200}
+
+
+INFO = ModelInfo(
+    model='vertex_patch',
+    kind='energy',
+    physics_name='E',
+    cost_name='C',
+    output='r',
+    output_is_state=True,
+    layers=None,
+    dims={'n_v': 22, 'n_c': 6, 'n_e': 27, 'm': 6, 'a': 2},
+    inputs={},
+    targets={'y': ('n_v', 'a')},
+    states={'r': ('n_v', 'a')},
+    params={'T': ('n_e',)},
+    consts={
+        'cell': ('n_c', 'm'),
+        'src': ('n_e',),
+        'dst': ('n_e',),
+        'r0': ('n_v', 'a'),
+        'K_A': (),
+        'A0': (),
+        'K_P': (),
+        'P0': (),
+        'k_t': (),
+        'init:r': ('n_v', 'a'),
+    },
+    given={'cell': 'index', 'src': 'index', 'dst': 'index', 'init:r': 'state', 'r0': 'const'},
+    indexes={'cell': 'n_v', 'src': 'n_v', 'dst': 'n_v'},
+    inits={
+        'r0': ('data', ()),
+        'K_A': ('number', (1.0,)),
+        'A0': ('number', (2.6,)),
+        'K_P': ('number', (0.05,)),
+        'P0': ('number', (6.2,)),
+        'k_t': ('number', (0.2,)),
+        'T': ('number', (0.1,)),
+    },
+    symmetric=(),
+    nonnegative=(),
+    learn={'method': 'EP', 'beta': 0.01, 'nudging': 'centered', 'optimizer': 'adam', 'lr': 0.01},
+    relax={'method': 'gradient_flow', 'dt': 0.1, 'free_steps': 1000, 'nudged_steps': 200},
+)
+
+
+def euler_flow(vector_field, params, states, data, beta, steps, dt):
+    """Fixed-step explicit Euler on a gradient flow, with diffrax; the final states."""
+    sol = diffrax.diffeqsolve(
+        diffrax.ODETerm(vector_field), diffrax.Euler(), t0=0.0, t1=steps * dt, dt0=dt,
+        y0=states, args=(params, data, beta), saveat=diffrax.SaveAt(t1=True),
+        max_steps=steps + 1, adjoint=diffrax.RecursiveCheckpointAdjoint(),
+    )
+    return jax.tree_util.tree_map(lambda v: v[-1], sol.ys)
+
+
+def given_array(info, name, shape, given, dtype):
+    """A given array, checked: its shape, and for an index array whole numbers in range."""
+    key = name[5:] if name.startswith("init:") and name not in (given or {}) else name
+    if given is None or key not in given:
+        raise KeyError(f"init_params needs given[{key!r}] (given: {sorted(info.given)})")
+    value = jnp.asarray(given[key])
+    if value.shape != shape:
+        raise ValueError(f"given[{name!r}] has shape {value.shape}, expected {shape}")
+    if name not in info.indexes:
+        return value.astype(dtype)
+    if not jnp.issubdtype(value.dtype, jnp.integer):
+        raise ValueError(f"index array {name!r} must hold integers, got {value.dtype}")
+    n = info.dims[info.indexes[name]]
+    if value.size and (int(value.min()) < 0 or int(value.max()) >= n):
+        raise ValueError(f"index array {name!r} points outside 0..{n - 1} "
+                         f"({info.indexes[name]})")
+    return value.astype(jnp.int32)
+
+
+def init_array(key, kind, args, shape, dtype):
+    """One array drawn as its `init` says; by default uniform(+-1/sqrt(fan_in)) for
+    matrices, zeros for vectors and ones for scalars."""
+    fan_in = 1
+    for d in shape[1:]:
+        fan_in *= d
+    if kind == "number":
+        return jnp.full(shape, args[0], dtype)
+    if kind == "zeros" or (kind == "default" and len(shape) == 1):
+        return jnp.zeros(shape, dtype)
+    if kind == "ones" or (kind == "default" and len(shape) == 0):
+        return jnp.ones(shape, dtype)
+    if kind == "normal":
+        mean, std = (0.0, args[0]) if len(args) == 1 else args
+        return mean + std * jax.random.normal(key, shape, dtype)
+    if kind == "uniform":
+        return jax.random.uniform(key, shape, dtype, args[0], args[1])
+    if kind == "glorot":
+        bound = (6.0 / (shape[0] + fan_in)) ** 0.5
+        return jax.random.uniform(key, shape, dtype, -bound, bound)
+    bound = fan_in**-0.5  # 'fan_in' and the default for matrices
+    return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+
+def initial_params(info, key, dtype, given):
+    """Parameters and constants: given ones from `given`, the rest drawn by their init."""
+    shapes = {**info.params, **info.consts}
+    keys = jax.random.split(key, max(len(shapes), 1))
+    out = {}
+    for k, name in zip(keys, shapes):
+        shape = tuple(info.dims[d] for d in shapes[name])
+        if name in info.given:
+            out[name] = given_array(info, name, shape, given, dtype)
+            continue
+        kind, args = info.inits.get(name, ("default", ()))
+        value = init_array(k, kind, args, shape, dtype)
+        if name in info.symmetric:
+            value = (value + value.T) / 2
+        out[name] = value
+    return out
+
+
+def initial_states(info, batch_size, dtype, params):
+    """States at zero, or at their given values (params['init:<state>'])."""
+    out = {}
+    for s, dims in info.states.items():
+        shape = (batch_size,) + tuple(info.dims[d] for d in dims)
+        if "init:" + s in info.given:
+            if params is None:
+                raise KeyError(f"init_states needs params (state {s} starts at given values)")
+            out[s] = jnp.broadcast_to(params["init:" + s], shape).astype(dtype)
+        else:
+            out[s] = jnp.zeros(shape, dtype)
+    return out
+
+
+def nonnegative(info, params):
+    """`params` with every `nonnegative` parameter clipped at zero."""
+    return {k: jnp.maximum(v, 0) if k in info.nonnegative else v for k, v in params.items()}
 
 
 def scatter_add(g, axis, indices, sizes):
@@ -114,7 +267,7 @@ def dynamics(params, states, data, beta=0.0):
     """Gradient flow on E + beta C: ds/dt = -dE/ds - beta dC/ds."""
     g = grad_states(params, states, data)
     gc = grad_cost_states(params, states, data)
-    return {s: -(g[s] + beta * gc[s]) for s in STATES}
+    return {s: -(g[s] + beta * gc[s]) for s in INFO.states}
 
 
 def vector_field(t, y, args):
@@ -125,90 +278,24 @@ def vector_field(t, y, args):
 
 def relax(params, states, data, beta=0.0, steps=1000, dt=0.1):
     """Fixed-step explicit Euler on the gradient flow, with diffrax; returns the final states."""
-    sol = diffrax.diffeqsolve(
-        diffrax.ODETerm(vector_field), diffrax.Euler(), t0=0.0, t1=steps * dt, dt0=dt,
-        y0=states, args=(params, data, beta), saveat=diffrax.SaveAt(t1=True),
-        max_steps=steps + 1, adjoint=diffrax.RecursiveCheckpointAdjoint(),
-    )
-    return jax.tree_util.tree_map(lambda v: v[-1], sol.ys)
-
-
-def _init_array(key, kind, args, shape, dtype):
-    """One array drawn as its `init` says."""
-    fan_in = 1
-    for d in shape[1:]:
-        fan_in *= d
-    if kind == 'number':
-        return jnp.full(shape, args[0], dtype)
-    if kind == 'zeros' or (kind == 'default' and len(shape) == 1):
-        return jnp.zeros(shape, dtype)
-    if kind == 'ones' or (kind == 'default' and len(shape) == 0):
-        return jnp.ones(shape, dtype)
-    if kind == 'normal':
-        mean, std = (0.0, args[0]) if len(args) == 1 else args
-        return mean + std * jax.random.normal(key, shape, dtype)
-    if kind == 'uniform':
-        return jax.random.uniform(key, shape, dtype, args[0], args[1])
-    if kind == 'glorot':
-        bound = (6.0 / (shape[0] + fan_in)) ** 0.5
-        return jax.random.uniform(key, shape, dtype, -bound, bound)
-    bound = fan_in ** -0.5  # 'fan_in' and the default for matrices
-    return jax.random.uniform(key, shape, dtype, -bound, bound)
-
-
-def _given_array(name, shape, given, dtype):
-    """A GIVEN array, checked: its shape, and for an index array whole numbers in range."""
-    key = name[5:] if name.startswith('init:') and name not in (given or {}) else name
-    if given is None or key not in given:
-        raise KeyError(f'init_params needs given[{key!r}] (GIVEN: {sorted(GIVEN)})')
-    value = jnp.asarray(given[key])
-    if value.shape != shape:
-        raise ValueError(f'given[{name!r}] has shape {value.shape}, expected {shape}')
-    if name not in INDEXES:
-        return value.astype(dtype)
-    if not jnp.issubdtype(value.dtype, jnp.integer):
-        raise ValueError(f'index array {name!r} must hold integers, got {value.dtype}')
-    n = DIMS[INDEXES[name]]
-    if value.size and (int(value.min()) < 0 or int(value.max()) >= n):
-        raise ValueError(f'index array {name!r} points outside 0..{n - 1} ({INDEXES[name]})')
-    return value.astype(jnp.int32)
+    return euler_flow(vector_field, params, states, data, beta, steps, dt)
 
 
 def init_params(key, dtype=jnp.float32, given=None):
-    """Initial parameters (and constants): `init =` where given; else uniform(+-1/sqrt(fan_in)) for matrices, zeros for vectors, ones for scalars. `given` holds the GIVEN arrays (index arrays, `init = data` values)."""
-    names = list(PARAMS) + list(CONSTS)
-    keys = jax.random.split(key, max(len(names), 1))
-    out = {}
-    for k, name in zip(keys, names):
-        shape = tuple(DIMS[d] for d in {**PARAMS, **CONSTS}[name])
-        if name in GIVEN:
-            out[name] = _given_array(name, shape, given, dtype)
-            continue
-        kind, args = INITS.get(name, ('default', ()))
-        value = _init_array(k, kind, args, shape, dtype)
-        if name in SYMMETRIC:
-            value = (value + value.T) / 2
-        out[name] = value
-    return project(out)
+    """Initial parameters and constants: `init =` where given; else uniform(+-1/sqrt(fan_in)) for matrices, zeros for vectors, ones for scalars.
+
+    `given` holds the values named in INFO.given (index arrays, `init = data` values)."""
+    return project(initial_params(INFO, key, dtype, given))
 
 
 def project(params):
     """Enforce `nonnegative` parameters (call after every update)."""
-    return {k: jnp.maximum(v, 0) if k in NONNEGATIVE else v for k, v in params.items()}
+    return nonnegative(INFO, params)
 
 
 def init_states(batch_size, dtype=jnp.float32, params=None):
     """States at zero, or at their given values (params['init:<state>']), with a leading batch axis."""
-    out = {}
-    for s, dims in STATES.items():
-        shape = (batch_size,) + tuple(DIMS[d] for d in dims)
-        if 'init:' + s in GIVEN:
-            if params is None:
-                raise KeyError(f'init_states needs params (state {s} starts at given values)')
-            out[s] = jnp.broadcast_to(params['init:' + s], shape).astype(dtype)
-        else:
-            out[s] = jnp.zeros(shape, dtype)
-    return out
+    return initial_states(INFO, batch_size, dtype, params)
 
 
 E = physics
