@@ -579,10 +579,12 @@ class Checker:
                              "instead" if name in sp.lets else None)
         if dim not in sp.periodic and sp.variables[name].boundary is None:
             edge = "-1" if ix.offset < 0 else f"{dim}"
+            ring = f"make the dim a ring: `dim {dim} = ... periodic`"
             raise self.error("E226", f"{name}[..{shown}..] reads outside 0..{dim}-1 (at "
                              f"{name}[{edge}]), and {name} has no boundary rule", ix.span,
-                             f"declare `boundary = 0` (or a constant) on {name}, or make the "
-                             f"dim a ring: `dim {dim} = ... periodic`")
+                             f"{ring} (an index array takes no boundary)"
+                             if sp.role(name) == "index" else
+                             f"declare `boundary = 0` (or a constant) on {name}, or {ring}")
 
     def _velocity(self, e: ast.Velocity) -> Free:
         sp = self.spec
