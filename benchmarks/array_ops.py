@@ -12,7 +12,7 @@
 
 float32, jit-compiled, median wall time of --repeats calls. Prints the device and ratios
 (generated / hand-written; below 1.10 is the target).
-Run: python benchmarks/array_ops.py [--repeats 50] [--rungs 2000]
+Run: python benchmarks/array_ops.py [--repeats 200] [--rungs 2000]
 """
 
 from __future__ import annotations
@@ -80,15 +80,18 @@ def network_grad_states(p, s, d):
     return {"v": dv, "o": do}
 
 
-def median_time(fn, args, repeats):
-    out = fn(*args)
-    jax.block_until_ready(out)
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
+def median_times(fns, args, repeats):
+    """Median wall time of each of `fns`, the calls interleaved (A, B, A, B, ...) so that a
+    shared machine's drift falls on all of them alike."""
+    for fn in fns:
         jax.block_until_ready(fn(*args))
-        times.append(time.perf_counter() - t)
-    return float(np.median(times))
+    times = [[] for _ in fns]
+    for _ in range(repeats):
+        for fn, out in zip(fns, times):
+            t = time.perf_counter()
+            jax.block_until_ready(fn(*args))
+            out.append(time.perf_counter() - t)
+    return [float(np.median(t)) for t in times]
 
 
 def point(gen, rng, given=None):
@@ -116,8 +119,7 @@ def compare(name, gen, energy, repeats, rng, grad_states_by_hand=None):
             "dE/dtheta": jax.jit(gen.grad_params)}
     rows = []
     for what in ("energy", "dE/ds", "dE/dtheta"):
-        t_gen = median_time(ours[what], (p, s, d), repeats)
-        t_hand = median_time(hand[what], (p, s, d), repeats)
+        t_gen, t_hand = median_times([ours[what], hand[what]], (p, s, d), repeats)
         rows.append((name, what, t_gen, t_hand))
         print(f"  {name:<18} {what:<10} generated {t_gen * 1e3:8.3f} ms   by hand "
               f"{t_hand * 1e3:8.3f} ms   ratio {t_gen / t_hand:5.2f}", flush=True)
@@ -132,7 +134,7 @@ def derive_compile_time(text: str) -> float:
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--repeats", type=int, default=50)
+    ap.add_argument("--repeats", type=int, default=200)
     ap.add_argument("--rungs", type=int, default=2000)
     args = ap.parse_args()
     rng = np.random.default_rng(0)
@@ -150,8 +152,8 @@ def main():
     gen = physlearn.compile(ROOT / "models" / "resistor_network.phl")
     p, s, d = point(gen, rng)
     p["G"] = (p["G"] + p["G"].T) / 2
-    t_gen = median_time(jax.jit(gen.grad_states), (p, s, d), args.repeats)
-    t_hand = median_time(jax.jit(network_grad_states), (p, s, d), args.repeats)
+    t_gen, t_hand = median_times([jax.jit(gen.grad_states), jax.jit(network_grad_states)],
+                                 (p, s, d), args.repeats)
     print(f"  {'resistor_network':<18} {'dE/ds':<10} generated {t_gen * 1e3:8.3f} ms   "
           f"matmul form {t_hand * 1e3:8.3f} ms   ratio {t_gen / t_hand:5.2f}")
     base = (ROOT / "models" / "pcnn.phl").read_text()

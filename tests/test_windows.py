@@ -274,6 +274,37 @@ def test_chosen_splits_ties_like_jax_max():
     close(R.chosen(x, (1,), False), jax.grad(lambda v: jnp.min(v, axis=1).sum())(x))
 
 
+@pytest.mark.parametrize("index_shapes,sizes", [(((7,),), (5,)), (((3, 4),), (6,)),
+                                                 (((7,), (7,)), (5, 4))])
+def test_scatter_add_is_numpy_add_at(index_shapes, sizes):
+    """Repeated indices accumulate; batch axis before, a trailing axis after."""
+    rng = np.random.default_rng(5)
+    idx = [rng.integers(0, n, shape) for shape, n in zip(index_shapes, sizes)]
+    g = rng.normal(size=(2,) + index_shapes[0] + (3,))
+    ref = np.zeros((2,) + sizes + (3,))
+    for b in range(2):
+        np.add.at(ref[b], tuple(idx), g[b])
+    with jax.enable_x64(True):
+        got = R.scatter_add(jnp.asarray(g), 1, tuple(jnp.asarray(i) for i in idx), sizes)
+    close(got, ref, 1e-14)
+
+
+@pytest.mark.parametrize("sizes,largest", [((2, 2), True), ((2, 2), False), ((3, 1), True),
+                                            ((1, 2), False)])
+def test_pool_route_is_the_gradient_of_a_tiling_pool_with_ties_split(sizes, largest):
+    """pool_route(x, g) = the vjp of jnp.max (min) over tiling windows, ties included."""
+    rng = np.random.default_rng(3)
+    x = jnp.asarray(rng.integers(0, 3, (2, 3, 6, 4)).astype(np.float64))  # many ties
+    g = jnp.asarray(rng.normal(size=(2, 3, 6 // sizes[0], 4 // sizes[1])))
+
+    def pool(v):
+        t = v.reshape(2, 3, 6 // sizes[0], sizes[0], 4 // sizes[1], sizes[1])
+        return jnp.max(t, axis=(3, 5)) if largest else jnp.min(t, axis=(3, 5))
+    with jax.enable_x64(True):
+        ref = jax.vjp(pool, x)[1](g)[0]
+        close(R.pool_route(x, g, (2, 3), sizes, largest), ref, 1e-14)
+
+
 # ------------------------------------------------------------------ derivation
 def test_derive_shows_the_chain_and_tells_the_truth_about_locality():
     text = physlearn.load(MODELS / "pcnn.phl").report()

@@ -355,8 +355,42 @@ class Emitter:
                        else sp.Sum(land * bodies[0], *limits))
         return out
 
+    def _shared_bodies(self, args):
+        """sum(e: [src[e] = n] * f_e) and sum(e: [dst[e] = n] * (-f_e)), an edge's current
+        landing on both its nodes: f is computed once, as a local, and both scatter it."""
+        found = {}
+        for t in args:
+            coeff, core = t.as_coeff_Mul()
+            if isinstance(core, sp.Sum) and isinstance(core.function, sp.Mul):
+                lands = [f for f in core.function.args if self._landing(f) is not None
+                         and isinstance(self._landing(f)[1], sp.Indexed)]
+                if len(lands) == 1:
+                    body = coeff * core.function / lands[0]
+                    key = (-body if body.could_extract_minus_sign() else body, core.limits)
+                    found.setdefault(key, []).append((t, lands[0], body))
+        swap = {}
+        for (body, limits), uses in found.items():
+            summed = tuple(v for v, *_ in limits)
+            if len({land for _, land, _ in uses}) < 2 or body.is_Atom or \
+                    not body.free_symbols & set(summed):
+                continue
+            a = self.scoped(limits, lambda b=body: self.emit(sp.factor_terms(b)))
+            if set(a.axes) - {BATCH} != set(summed):
+                continue
+            lead = (BATCH,) if BATCH in a.axes else ()
+            local = self.assign("flow", Arr(self.align(a, lead + summed), lead + summed))
+            key = "_" + local.code
+            self.local[key] = local.code
+            if lead:
+                self.batched.add(key)
+            shared = sp.IndexedBase(key, real=True)[summed]
+            for t, land, b in uses:
+                sign = 1 if b == body else -1
+                swap[t] = sp.Sum(land * sign * shared, *limits)
+        return [swap.get(t, t) for t in args]
+
     def _add(self, e):
-        args = self._landing_groups(e.args)
+        args = self._shared_bodies(self._landing_groups(e.args))
         args = sorted(args, key=lambda t: t.could_extract_minus_sign())
         terms = [self.emit(t) for t in args]
         target = self.order([t.axes for t in terms])
@@ -456,8 +490,73 @@ class Emitter:
             axes = axes[1:]
         return Arr(res, tuple(axes))
 
+    def _size(self, index: sp.Symbol) -> int | None:
+        """The size of an index's range when the module fixes it, else None."""
+        dim = self.dim_of(index)
+        return self.dim_values.get(dim) or (int(dim) if dim.isdigit() else None)
+
+    def _pool_route(self, factors, summed) -> Arr | None:
+        """sum(i, u: g[c, i] * chosen(u: x[c, s*i + u]) * [s*i + u = k]) over windows that
+        tile x (pooling, s = the window size) -> one `pool_route(x, g)`: strided slices
+        instead of materialised window axes and their transposes."""
+        picked = [f for f in factors if isinstance(f, ChosenExpr)]
+        if len(picked) != 1 or not isinstance(picked[0].function, sp.Indexed):
+            return None
+        ch = picked[0]
+        wvars = set(ch.variables)
+        lands = {}
+        for f in factors:
+            hit = self._landing(f)
+            if hit is not None:
+                if isinstance(hit[1], sp.Indexed) or hit[1] in lands:
+                    return None
+                lands[hit[1]] = (hit[0], f)
+        at_x, at_g, slots, used = [], [], [], set()
+        for ix in ch.function.indices:
+            if ix in lands:
+                k, f = lands[ix]
+                us = [u for u in wvars if ix.has(u)]
+                if len(us) != 1:
+                    return None
+                rest = sp.expand(ix - us[0])
+                if not isinstance(rest, sp.Mul) or len(rest.free_symbols) != 1:
+                    return None
+                i = next(iter(rest.free_symbols))
+                step, size_u, size_i, n = rest.coeff(i), self._size(us[0]), self._size(i), \
+                    self._size(k)
+                if None in (size_u, size_i, n) or step != size_u or size_i * size_u != n \
+                        or i not in summed or i in at_g:
+                    return None
+                at_x.append(k)
+                at_g.append(i)
+                slots.append((k, size_u))
+                used |= {f, us[0], i}
+            elif isinstance(ix, sp.Symbol) and ix not in wvars and ix not in summed:
+                at_x.append(ix)
+                at_g.append(ix)
+            else:
+                return None
+        if len(slots) != len(wvars) or len(used) != 3 * len(slots) or \
+                set(summed) != used - set(f for _, f in lands.values()):
+            return None
+        others = [f for f in factors if f is not ch and f not in used]
+        if any(f.has(v) for f in others for v in wvars | {k for k, _ in slots}):
+            return None
+        x = self.emit(ch.function.base[tuple(at_x)])
+        g = self._mul(sp.Mul(*others), ())
+        want = tuple(a if a is BATCH else at_g[at_x.index(a)] for a in x.axes)
+        if set(g.axes) != set(want):
+            return None
+        axes = tuple(x.axes.index(k) for k, _ in slots)
+        sizes = tuple(s for _, s in slots)
+        return self.op(ir.PoolRoute(x.code, self.align(g, want), axes, sizes,
+                                    ch.op == "max"), x.axes)
+
     def _scatter(self, factors, delta, summed, out_order) -> Arr:
         """sum over a window's (or gather's) indices of g * [at = k]: add g back at k."""
+        fast = self._pool_route(factors, summed)
+        if fast is not None:
+            return fast
         fast = self._conv_transpose(factors, summed)
         if fast is not None:
             return fast

@@ -93,6 +93,19 @@ class Chosen(Op):
 
 
 @dataclass(frozen=True)
+class PoolRoute(Op):
+    """The derivative of a tiling max (min) pool of x: g (pooled shape) routed to each
+    window's extremum, ties split; `sizes[t]` positions per window along `axes[t]`."""
+
+    x: str
+    g: str
+    axes: tuple[int, ...]
+    sizes: tuple[int, ...]
+    largest: bool
+    helper = "pool_route"
+
+
+@dataclass(frozen=True)
 class Conv(Op):
     """A convolution (cross-correlation) of x (batch, channels, *space) with a kernel
     (out, channels, *window): strides, kernel dilations and (lo, hi) padding per axis."""
@@ -179,6 +192,9 @@ class JaxPrinter:
 
     def _print_Chosen(self, op: Chosen) -> str:
         return f"chosen({op.operand}, {_ints(op.axes)}, {op.largest})"
+
+    def _print_PoolRoute(self, op: PoolRoute) -> str:
+        return f"pool_route({op.x}, {op.g}, {_ints(op.axes)}, {_ints(op.sizes)}, {op.largest})"
 
     def _print_Conv(self, op: Conv) -> str:
         return (f"conv({op.x}, {op.kernel}, "

@@ -72,10 +72,16 @@ def window_add(g, axis, coefs, n, offset, wrap):
 
 def scatter_add(g, axis, indices, sizes):
     """Adds g into axes of sizes `sizes` at the positions the index arrays hold (the
-    transpose of a gather): g's axes from `axis` on match the index arrays' axes."""
+    transpose of a gather): g's axes from `axis` on match the index arrays' axes. The
+    scattered axes go first, so each scatter moves whole rows (a segment sum for one
+    index vector): measured faster than scattering along an inner axis."""
     k = indices[0].ndim
-    out = jnp.zeros(g.shape[:axis] + tuple(sizes) + g.shape[axis + k:], g.dtype)
-    return out.at[(slice(None),) * axis + tuple(indices)].add(g)
+    front = jnp.moveaxis(g, tuple(range(axis, axis + k)), tuple(range(k)))
+    if len(indices) == 1 and k == 1:
+        out = jax.ops.segment_sum(front, indices[0], sizes[0])
+    else:
+        out = jnp.zeros(tuple(sizes) + front.shape[k:], g.dtype).at[tuple(indices)].add(front)
+    return jnp.moveaxis(out, tuple(range(len(sizes))), tuple(range(axis, axis + len(sizes))))
 
 
 def chosen(x, axes, largest):
@@ -85,6 +91,38 @@ def chosen(x, axes, largest):
                                                                          keepdims=True)
     hit = (x == best).astype(x.dtype)
     return hit / jnp.sum(hit, axis=axes, keepdims=True)
+
+
+def pool_route(x, g, axes, sizes, largest):
+    """The derivative of a tiling max (min) pool of x: g, shaped like the pool's output,
+    routed to each window's extremum and split equally between ties (as jnp.max's
+    gradient is). Window k of `axes[t]` covers positions sizes[t]*k ... sizes[t]*k +
+    sizes[t] - 1. Strided slices, so no window axes are materialised."""
+    offsets = [()]
+    for s in sizes:
+        offsets = [o + (u,) for o in offsets for u in range(s)]
+    parts = []
+    for o in offsets:
+        at = [slice(None)] * x.ndim
+        for a, u, s in zip(axes, o, sizes):
+            at[a] = slice(u, None, s)
+        parts.append(x[tuple(at)])
+    best = parts[0]
+    for p in parts[1:]:
+        best = jnp.maximum(best, p) if largest else jnp.minimum(best, p)
+    count = parts[0] == best
+    count = count.astype(x.dtype)
+    for p in parts[1:]:
+        count = count + (p == best).astype(x.dtype)
+    share = (g / count).astype(jnp.result_type(g, x))
+
+    def spread(y):  # each pooled value over its window: broadcast, then merge the axes
+        for a, s in sorted(zip(axes, sizes), reverse=True):
+            y = jnp.expand_dims(y, a + 1)
+            y = jnp.broadcast_to(y, y.shape[:a + 1] + (s,) + y.shape[a + 2:])
+            y = y.reshape(y.shape[:a] + (y.shape[a] * s,) + y.shape[a + 2:])
+        return y
+    return jnp.where(x == spread(best), spread(share), jnp.zeros((), share.dtype))
 
 
 def conv(x, k, strides, dilations, pads, fill):
@@ -125,4 +163,5 @@ def conv_kernel_grad(x, g, kshape, strides, dilations, pads, fill):
 NEEDS = {"window_positions": (), "window_tiling": (),
          "window": ("window_positions", "window_tiling"),
          "window_add": ("window_positions", "window_tiling"), "scatter_add": (), "chosen": (),
+         "pool_route": (),
          "conv": (), "conv_transpose": ("conv",), "conv_kernel_grad": ("conv",)}

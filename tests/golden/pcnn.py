@@ -128,15 +128,6 @@ INFO = ModelInfo(
 )
 
 
-def chosen(x, axes, largest):
-    """1 where x is the max (min) over `axes`, split equally between ties: the route a
-    max window's derivative takes (the same subgradient as jax's max)."""
-    best = jnp.max(x, axis=axes, keepdims=True) if largest else jnp.min(x, axis=axes,
-                                                                         keepdims=True)
-    hit = (x == best).astype(x.dtype)
-    return hit / jnp.sum(hit, axis=axes, keepdims=True)
-
-
 def conv(x, k, strides, dilations, pads, fill):
     """sum_{c,u} k[o, c, u] x[b, c, s*i + d*u - pad_lo]: x (batch, channels, *space),
     k (out, channels, *kernel) -> (batch, out, *out_space), reading `fill` outside. Real
@@ -260,6 +251,38 @@ def nonnegative(info, params):
     return {k: jnp.maximum(v, 0) if k in info.nonnegative else v for k, v in params.items()}
 
 
+def pool_route(x, g, axes, sizes, largest):
+    """The derivative of a tiling max (min) pool of x: g, shaped like the pool's output,
+    routed to each window's extremum and split equally between ties (as jnp.max's
+    gradient is). Window k of `axes[t]` covers positions sizes[t]*k ... sizes[t]*k +
+    sizes[t] - 1. Strided slices, so no window axes are materialised."""
+    offsets = [()]
+    for s in sizes:
+        offsets = [o + (u,) for o in offsets for u in range(s)]
+    parts = []
+    for o in offsets:
+        at = [slice(None)] * x.ndim
+        for a, u, s in zip(axes, o, sizes):
+            at[a] = slice(u, None, s)
+        parts.append(x[tuple(at)])
+    best = parts[0]
+    for p in parts[1:]:
+        best = jnp.maximum(best, p) if largest else jnp.minimum(best, p)
+    count = parts[0] == best
+    count = count.astype(x.dtype)
+    for p in parts[1:]:
+        count = count + (p == best).astype(x.dtype)
+    share = (g / count).astype(jnp.result_type(g, x))
+
+    def spread(y):  # each pooled value over its window: broadcast, then merge the axes
+        for a, s in sorted(zip(axes, sizes), reverse=True):
+            y = jnp.expand_dims(y, a + 1)
+            y = jnp.broadcast_to(y, y.shape[:a + 1] + (s,) + y.shape[a + 2:])
+            y = y.reshape(y.shape[:a] + (y.shape[a] * s,) + y.shape[a + 2:])
+        return y
+    return jnp.where(x == spread(best), spread(share), jnp.zeros((), share.dtype))
+
+
 def window(x, axis, coefs, sizes, offset, fill):
     """x read at `sum_t coefs[t] * i_t + offset` along `axis`; the axes i_t replace it.
 
@@ -280,21 +303,6 @@ def window(x, axis, coefs, sizes, offset, fill):
     y = jnp.take(x, jnp.clip(at, 0, n - 1), axis=axis)
     keep = ((at >= 0) & (at < n)).reshape(at.shape + (1,) * (x.ndim - axis - 1))
     return jnp.where(keep, y, jnp.asarray(fill, y.dtype))
-
-
-def window_add(g, axis, coefs, n, offset, wrap):
-    """The transpose of `window`: the window axes of g (from `axis` on, one per coefficient)
-    are added back into one axis of size n; what fell outside 0..n-1 is dropped."""
-    k = len(coefs)
-    sizes = g.shape[axis:axis + k]
-    order = window_tiling(coefs, sizes, n, offset)
-    if order is not None:  # each position is read once: undo the reshape
-        perm = list(range(axis)) + [axis + t for t in order] + list(range(axis + k, g.ndim))
-        return jnp.transpose(g, perm).reshape(g.shape[:axis] + (n,) + g.shape[axis + k:])
-    at = window_positions(coefs, sizes, offset)
-    at = at % n if wrap else jnp.where((at >= 0) & (at < n), at, n)
-    out = jnp.zeros(g.shape[:axis] + (n,) + g.shape[axis + k:], g.dtype)
-    return out.at[(slice(None),) * axis + (at,)].add(g, mode="drop")
 
 
 def window_positions(coefs, sizes, offset):
@@ -346,7 +354,7 @@ def grad_states(params, states, data):
     s1, s2, o = states["s1"], states["s2"], states["o"]
     x = data["x"]
     a2 = b2[:, None, None] + conv(s1, W2, (1, 1), (1, 1), ((0, 0), (0, 0)), 0.0)
-    dPhi_da2 = jnp.transpose(window_add(jnp.transpose(window_add(jnp.transpose(jnp.einsum('bimpnq,bimn->bimpnq', chosen(window(window(a2, 2, (2, 1), (S2, w), 0, 0.0), 4, (2, 1), (S2, w), 0, 0.0), (3, 5), True), s2), (0, 4, 5, 1, 2, 3)), 1, (2, 1), A2, 0, False), (0, 3, 4, 1, 2)), 1, (2, 1), A2, 0, False), (0, 3, 1, 2))
+    dPhi_da2 = pool_route(a2, s2, (2, 3), (2, 2), True)
     g = dPhi_da2
     a1 = b1[:, None, None] + conv(x, W1, (1, 1), (1, 1), ((0, 0), (0, 0)), 0.0)
     dPhi_ds1 = (
@@ -368,11 +376,11 @@ def grad_params(params, states, data):
     x = data["x"]
     batch_size = states["s1"].shape[0]
     a1 = b1[:, None, None] + conv(x, W1, (1, 1), (1, 1), ((0, 0), (0, 0)), 0.0)
-    dPhi_da1 = jnp.transpose(window_add(jnp.transpose(window_add(jnp.transpose(jnp.einsum('bimpnq,bimn->bimpnq', chosen(window(window(a1, 2, (2, 1), (S1, w), 0, 0.0), 4, (2, 1), (S1, w), 0, 0.0), (3, 5), True), s1), (0, 4, 5, 1, 2, 3)), 1, (2, 1), A1, 0, False), (0, 3, 4, 1, 2)), 1, (2, 1), A1, 0, False), (0, 3, 1, 2))
+    dPhi_da1 = pool_route(a1, s1, (2, 3), (2, 2), True)
     dPhi_dW1 = conv_kernel_grad(x, dPhi_da1, (32, 1, 5, 5), (1, 1), (1, 1), ((0, 0), (0, 0)), 0.0) / batch_size
     dPhi_db1 = jnp.sum(jnp.sum(dPhi_da1, axis=(2, 3)), axis=0) / batch_size
     a2 = b2[:, None, None] + conv(s1, W2, (1, 1), (1, 1), ((0, 0), (0, 0)), 0.0)
-    dPhi_da2 = jnp.transpose(window_add(jnp.transpose(window_add(jnp.transpose(jnp.einsum('bimpnq,bimn->bimpnq', chosen(window(window(a2, 2, (2, 1), (S2, w), 0, 0.0), 4, (2, 1), (S2, w), 0, 0.0), (3, 5), True), s2), (0, 4, 5, 1, 2, 3)), 1, (2, 1), A2, 0, False), (0, 3, 4, 1, 2)), 1, (2, 1), A2, 0, False), (0, 3, 1, 2))
+    dPhi_da2 = pool_route(a2, s2, (2, 3), (2, 2), True)
     dPhi_dW2 = conv_kernel_grad(s1, dPhi_da2, (64, 32, 5, 5), (1, 1), (1, 1), ((0, 0), (0, 0)), 0.0) / batch_size
     dPhi_db2 = jnp.sum(jnp.sum(dPhi_da2, axis=(2, 3)), axis=0) / batch_size
     dPhi_dW3 = jnp.einsum('bi,bjlm->ijlm', o, s2) / batch_size

@@ -203,10 +203,16 @@ def nonnegative(info, params):
 
 def scatter_add(g, axis, indices, sizes):
     """Adds g into axes of sizes `sizes` at the positions the index arrays hold (the
-    transpose of a gather): g's axes from `axis` on match the index arrays' axes."""
+    transpose of a gather): g's axes from `axis` on match the index arrays' axes. The
+    scattered axes go first, so each scatter moves whole rows (a segment sum for one
+    index vector): measured faster than scattering along an inner axis."""
     k = indices[0].ndim
-    out = jnp.zeros(g.shape[:axis] + tuple(sizes) + g.shape[axis + k:], g.dtype)
-    return out.at[(slice(None),) * axis + tuple(indices)].add(g)
+    front = jnp.moveaxis(g, tuple(range(axis, axis + k)), tuple(range(k)))
+    if len(indices) == 1 and k == 1:
+        out = jax.ops.segment_sum(front, indices[0], sizes[0])
+    else:
+        out = jnp.zeros(tuple(sizes) + front.shape[k:], g.dtype).at[tuple(indices)].add(front)
+    return jnp.moveaxis(out, tuple(range(len(sizes))), tuple(range(axis, axis + len(sizes))))
 
 
 def physics(params, states, data):
