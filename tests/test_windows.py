@@ -184,6 +184,27 @@ def test_vertex_patch_areas_perimeters_and_tensions():
     energy E = sum(a: G[a] * (v[src[a]] - v[dst[a]])^2) / 2 + sum(i: (v[i] - x[i])^2) / 2
              + sum(a: M[src[a], dst[a]] * v[src[a]] * v[dst[a]])
     cost C = sum(i: v[i]^2)""",
+    # three window lets in a chain (conv -> conv -> max pool): backpropagated
+    # intermediates are per example, so they are never a convolution's kernel
+    """dim n = 8, k = 3, A = 6, m = 2, P = 3, S = 4, n_out = 2
+    input x[n]
+    target y[n_out]
+    state h[A], o[n_out]
+    param K[k], V[n_out, A]
+    let a[i in A] = sum(u: K[u] * x[i+u])
+    let b[i in S] = sum(u in k: K[u] * tanh(a[i+u]))
+    let p[i in P] = max(u in m: b[i+u])
+    energy E = sum(i: h[i]^2) / 2 + sum(q: o[q]^2) / 2 - sum(i in P: p[i] * o[0])
+             - sum(q, i: V[q, i] * h[i] * o[q])
+    cost C = squared_error(o, y)""",
+    # a gather at a literal position
+    """dim n = 5, e = 4
+    index src[e] in n
+    input x[n]
+    state v[n]
+    param G[e]
+    energy E = sum(a: G[a] * v[src[a]]^2) / 2 + sum(i: (v[i] - x[i])^2) / 2 + v[src[0]]
+    cost C = sum(i: v[i]^2)""",
     # a mean-pooled let inside a cross-entropy cost (softmax over the pooled range q)
     """dim n_in = 4, n = 6, q = 3, w = 2
     input x[n_in]

@@ -225,6 +225,13 @@ class Emitter:
 
     intermediates: dict = {}  # name -> (indices, expr): arrays computed where first read
 
+    def _per_example(self, name: str) -> bool:
+        """Whether an array carries the batch axis (an intermediate is emitted to know):
+        such an array can be a convolution's input, never its kernel."""
+        if name in self.intermediates and name not in self.local:
+            self._intermediate(name)
+        return name in self.batched
+
     def _intermediate(self, name: str) -> None:
         """Emit an intermediate array (a let read at windows, or a gradient backpropagated
         into one) once, as a local, before the first line that reads it."""
@@ -333,7 +340,12 @@ class Emitter:
             return Arr(f"jnp.eye({dim})", (a, b))
         k = a if a in syms else b
         other = b if a in syms else a
-        return Arr(f"jnp.eye({dim})[{_number(other)}]", (k,))
+        if other.is_Number:
+            return Arr(f"jnp.eye({dim})[{_number(other)}]", (k,))
+        at = self.emit(other)  # a gathered position, e.g. [k = src[0]]
+        if BATCH in at.axes:
+            raise NotImplementedError(f"a position that differs per example: {e}")
+        return Arr(f"jnp.eye({dim})[{at.code}]", tuple(at.axes) + (k,))
 
     def _landing_groups(self, args):
         """Terms c * sum(j: [src[j] = i] * f_j) that land through the same gather: one sum
@@ -424,7 +436,7 @@ class Emitter:
                 return None
             slots.append((k, syms, at))
         for kern in (f for f in rest if isinstance(f, sp.Indexed)):
-            if kern.base.name in self.batched or not all(
+            if self._per_example(kern.base.name) or not all(
                     isinstance(i, sp.Symbol) for i in kern.indices) or len(
                     set(kern.indices)) != len(kern.indices):
                 continue
@@ -761,7 +773,7 @@ class Emitter:
             if grad is not None:
                 return grad
             for k in indexed:
-                if k is x or k.base.name in self.batched or not all(
+                if k is x or self._per_example(k.base.name) or not all(
                         isinstance(i, sp.Symbol) for i in k.indices) or len(
                         set(k.indices)) != len(k.indices):
                     continue
@@ -1017,7 +1029,8 @@ class Emitter:
                 if isinstance(s, sp.Symbol) and s.is_integer and not s.is_positive]
         order = list(dict.fromkeys(free))
         placeholders = {s: sp.Symbol(f"_ax{n}", integer=True) for n, s in enumerate(order)}
-        key = e.xreplace(placeholders)
+        # the dims too: tanh(a[i + j]) is another array when i and j swap ranges
+        key = (e.xreplace(placeholders), tuple(self.index_dim.get(v) for v in order))
         back = {v: k for k, v in placeholders.items()}
         if not self.reuse:
             return make()
@@ -1050,7 +1063,8 @@ class Emitter:
     def is_batched(self, expr: sp.Expr) -> bool:
         names = {x.base.name for x in expr.atoms(sp.Indexed)}
         names |= {x.name for x in expr.atoms(sp.Symbol)}
-        return bool(names & self.batched)
+        return bool(names & self.batched) or any(
+            self._per_example(n) for n in names & set(self.intermediates))
 
     def batch_mean(self, expr: sp.Expr, order: tuple = ()) -> Arr:
         """Mean over the batch of a per-example expression, summed inside each einsum."""

@@ -267,7 +267,8 @@ def grad_params(params, states, data):
     tanh_B_W_b_q_u = jnp.tanh(b + jnp.einsum('bk,ik->bi', q, W) + jnp.einsum('bk,ik->bi', u, B))
     dH_dW = jnp.einsum('bj,bi->ij', q, tanh_B_W_b_q_u) / batch_size
     dH_dB = jnp.einsum('bj,bi->ij', u, tanh_B_W_b_q_u) / batch_size
-    dH_db = jnp.sum(tanh_B_W_b_q_u, axis=0) / batch_size
+    tanh_B_W_b_q_u_2 = jnp.tanh(b + jnp.einsum('bj,ij->bi', q, W) + jnp.einsum('bj,ij->bi', u, B))
+    dH_db = jnp.sum(tanh_B_W_b_q_u_2, axis=0) / batch_size
     dH_dC = jnp.zeros_like(C)
     return {"a": dH_da, "W": dH_dW, "B": dH_dB, "b": dH_db, "C": dH_dC}
 
