@@ -45,7 +45,14 @@ def load(spec: ModelSpec, path: str | Path | None = None) -> dict[str, np.ndarra
         raise DataError(f"{where} is not a regular file (a pipe or a device?); the given "
                         "arrays must be an npz file")
     try:
+        with open(where, "rb") as f:
+            head = f.read(6)
+        if head[:4] != b"PK\x03\x04" and head != b"\x93NUMPY":
+            raise DataError(f"{where} is not an npz file (it does not start like a zip "
+                            "archive); save the given arrays with np.savez")
         z = np.load(where, allow_pickle=False)
+    except DataError:
+        raise
     except FileNotFoundError:
         raise DataError(f"no such file: {where} (the model's given arrays)") from None
     except Exception as exc:  # noqa: BLE001 - anything unreadable is bad data, by name

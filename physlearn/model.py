@@ -82,7 +82,7 @@ def _with_given(gen: types.ModuleType, given: dict) -> types.ModuleType:
     view.__dict__.update({k: v for k, v in gen.__dict__.items() if k != "__name__"})
     view.init_params = functools.partial(gen.init_params, given={
         (("init:" + k) if ("init:" + k) in gen.INFO.given else k): v for k, v in given.items()})
-    view.GIVEN_VALUES = given
+    view.given_values = given  # what a run records (and a resume compares)
     return view
 
 
@@ -96,6 +96,11 @@ def load(path: str | Path) -> Model:
     """Read a model file (UTF-8) and check it; an unreadable file is E001, a huge one E002."""
     path = Path(path)
     try:
+        import stat
+        mode = path.stat().st_mode  # before opening: opening a FIFO would wait forever
+        if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+            raise ModelError("E001", f"cannot read {path}: it is not a regular file (a pipe, "
+                             "socket or device); give a model file")
         with open(path, "rb") as f:
             data = f.read(MAX_FILE_BYTES + 1)  # never more: the file may be huge or endless
     except FileNotFoundError:

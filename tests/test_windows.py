@@ -428,6 +428,15 @@ def test_images_that_do_not_fit_are_refused():
         fit_model(data, {"x": ("c", "h", "h")}, {"y": ("n",)}, {"c": 1, "h": 28, "n": None})
 
 
+def test_test_images_in_another_layout_than_train_are_refused():
+    """The train layout decides how every image is read: a test set stored in another
+    layout would be scrambled and misreport the test accuracy."""
+    x = np.zeros((4, 2, 4, 8), np.float32)
+    with pytest.raises(DataError, match="store both in one layout"):
+        validate({"x_train": x, "y_train": np.arange(4) % 2,
+                  "x_test": x.transpose(0, 2, 3, 1), "y_test": np.arange(4) % 2}, "t.npz")
+
+
 def test_limits_keep_the_stored_image_layout():
     x = np.random.default_rng(6).uniform(size=(8, 4, 4, 2)).astype(np.float32)  # channels last
     y = np.arange(8) % 2
@@ -451,3 +460,67 @@ def test_netlist_trains_resumes_with_integer_index_arrays_and_says_accuracy_is_n
     assert cli.main(args + ["--epochs", "2", "--resume"]) == 0
     saved = np.load(tmp_path / "run" / "checkpoint.npz")
     assert any(k.endswith("src") and saved[k].dtype.kind == "i" for k in saved.files)
+
+
+def test_a_resume_refuses_an_edited_data_file_and_another_image_layout(tmp_path):
+    """The checkpoint's copy of the given arrays must not silently replace an edited data
+    file; the same bytes stored in another image layout are other images."""
+    import shutil
+
+    from physlearn import cli
+    for ext in (".phl", ".npz"):
+        shutil.copy(MODELS / f"resistor_netlist{ext}", tmp_path / f"net{ext}")
+    (tmp_path / "net.phl").write_text((tmp_path / "net.phl").read_text().replace(
+        '"resistor_netlist.npz"', '"net.npz"'))
+    rng = np.random.default_rng(7)
+    x = rng.uniform(0, 1, (16, 2)).astype(np.float32)
+    y = (x[:, 0] > x[:, 1]).astype(np.int64)
+    np.savez(tmp_path / "volts.npz", x_train=x, y_train=y, x_test=x[:8], y_test=y[:8])
+    args = ["train", str(tmp_path / "net.phl"), "--data", str(tmp_path / "volts.npz"),
+            "--batch-size", "8", "--free-steps", "20", "--nudged-steps", "5",
+            "--out", str(tmp_path / "run"), "--no-progress"]
+    assert cli.main(args + ["--epochs", "1"]) == 0
+    mesh = dict(np.load(tmp_path / "net.npz"))
+    mesh["src"] = np.roll(mesh["src"], 1)
+    np.savez(tmp_path / "net.npz", **mesh)
+    assert cli.main(args + ["--epochs", "2", "--resume"]) == 2
+
+    text = """dim c = 2, h = 2, w = 3, n = 2
+    input x[c, h, w]
+    target y[n]
+    state o[n]
+    param W[n, c, h, w]
+    energy E = sum(k: o[k]^2) / 2 - sum(k, a, i, j: W[k, a, i, j] * x[a, i, j] * o[k])
+    cost C = squared_error(o, y)"""
+    (tmp_path / "img.phl").write_text(text)
+    imgs = rng.uniform(0, 1, (16, 2, 2, 3)).astype(np.float32)
+    labels = np.arange(16) % 2
+    np.savez(tmp_path / "chw.npz", x_train=imgs, y_train=labels, x_test=imgs, y_test=labels)
+    flat = imgs.reshape(16, -1).reshape(16, 2, 3, 2)  # the same bytes, read as (h, w, c)
+    np.savez(tmp_path / "hwc.npz", x_train=flat, y_train=labels, x_test=flat, y_test=labels)
+    args = ["train", str(tmp_path / "img.phl"), "--batch-size", "8",
+            "--out", str(tmp_path / "run2"), "--no-progress"]
+    assert cli.main(args + ["--data", str(tmp_path / "chw.npz"), "--epochs", "1"]) == 0
+    assert cli.main(args + ["--data", str(tmp_path / "hwc.npz"), "--epochs", "2",
+                            "--resume"]) == 2
+
+
+def test_pipes_are_refused_not_waited_on(tmp_path):
+    """Opening a FIFO blocks until a writer comes: a model file or checkpoint that is one
+    is refused by name instead."""
+    import os
+
+    from physlearn import cli
+    fifo = tmp_path / "model.phl"
+    os.mkfifo(fifo)
+    with pytest.raises(physlearn.ModelError, match="not a regular file"):
+        physlearn.load(fifo)
+    run = tmp_path / "run"
+    run.mkdir()
+    os.mkfifo(run / "checkpoint.npz")
+    x = np.zeros((8, 2), np.float32)
+    np.savez(tmp_path / "d.npz", x_train=x, y_train=np.arange(8) % 2, x_test=x,
+             y_test=np.arange(8) % 2)
+    args = ["train", str(MODELS / "resistor_netlist.phl"), "--data", str(tmp_path / "d.npz"),
+            "--epochs", "1", "--batch-size", "8", "--out", str(run), "--no-progress"]
+    assert cli.main(args) == 2

@@ -404,7 +404,8 @@ class Checker:
         free = self._expr(body, {})
         if free:
             idx, (dim, span) = next(iter(free.items()))
-            raise self.error("E204", f"free index {idx!r} (over {dim}) left in the {what}, "
+            over = f"over {dim}" if dim is not None else "its range unknown"
+            raise self.error("E204", f"free index {idx!r} ({over}) left in the {what}, "
                              "which must be a scalar", span, f"sum over it: sum({idx}: ...)")
 
     # --------------------------------------------------------------- expressions

@@ -543,6 +543,19 @@ def _parse(source: str, filename: str) -> ast.Module:
                              source, filename, hint="dim sizes and literal indices are "
                              "integers") from None
         hint = f"expected {_describe(accepts)}"
+        if prev is not None and str(prev) == "data" and tok.type != "DOCSTRING":
+            raise ModelError("E100", "`data` takes a file name in double quotes",
+                             _tok_span(tok), source, filename,
+                             hint='write data "' + source.splitlines()[tok.line - 1][
+                                 tok.column - 1:].split("#")[0].strip() + '"') from None
+        if str(tok).startswith("-") and prev is not None and prev.type in ("LSQB", "COMMA") \
+                and "INT" in accepts and re.match(r"\s*(\*\s*)?[A-Za-z_]",
+                                                  _rest_of_line(source, tok)):
+            shown = str(tok) + re.split(r"[],]", _rest_of_line(source, tok))[0].rstrip()
+            raise ModelError("E227", "a window index takes positive coefficients: "
+                             f"`{shown}` would read the input backwards", _tok_span(tok),
+                             source, filename, hint="write the index as i+u or 2*i+u-1 (a "
+                             "constant offset goes last) and flip the kernel instead") from None
         if str(tok).startswith("-") and prev is not None and prev.type in ("LSQB", "COMMA") \
                 and "INT" in accepts:
             raise ModelError("E222", f"negative index {tok}: indices start at 0", _tok_span(tok),
@@ -680,3 +693,9 @@ def _eof(source, filename, expected) -> ModelError:
     return ModelError("E101", "unexpected end of file", Span(line, col, line, col + 1), source,
                       filename, hint=f"the file stops in the middle of a statement; expected "
                       f"{_describe(expected)}")
+
+
+def _rest_of_line(source: str, tok) -> str:
+    """The text after a token, to its line's end."""
+    line = source.splitlines()[tok.line - 1] if tok.line else ""
+    return line[tok.end_column - 1:]

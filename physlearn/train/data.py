@@ -233,9 +233,14 @@ def validate(arrays: dict[str, np.ndarray], source: str, *, name: str | None = N
         raise DataError(f"{where('x_test')} has {f_test} features per example (shape "
                         f"{np.shape(arrays['x_test'])}) but {where('x_train')} has {f_train} "
                         f"(shape {np.shape(arrays['x_train'])}); expected the same number")
+    shape = tuple(int(n) for n in np.shape(arrays["x_train"])[1:])
+    test_shape = tuple(int(n) for n in np.shape(arrays["x_test"])[1:])
+    if shape != test_shape and max(len(shape), len(test_shape)) > 1:
+        raise DataError(f"{where('x_test')} stores each example as {test_shape} but "
+                        f"{where('x_train')} as {shape}; store both in one layout (the "
+                        "train layout decides how every image is read)")
     if name is None:
         name = Path(source).stem or str(source)
-    shape = tuple(int(n) for n in np.shape(arrays["x_train"])[1:])
     return Dataset(name, out["x_train"], out["y_train"], out["x_test"], out["y_test"],
                    shape if len(shape) > 1 else None)
 
@@ -496,3 +501,17 @@ def _bind_input(dataset: Dataset, xn: str, xdims: tuple, dims: dict) -> tuple:
                         f"neither {declared} = {tuple(dims[d] for d in xdims)} nor its "
                         "channels-last form; reshape them, or store them flat")
     return (dataset.features,), (0, 1)
+
+
+def given_fingerprint(given: dict | None) -> str | None:
+    """sha256 of a model's given arrays (index arrays, `init = data` values) by name, dtype,
+    shape and bytes; None when the model has none. A resume compares it, so an edited data
+    file is not silently replaced by the checkpoint's copy."""
+    if not given:
+        return None
+    h = hashlib.sha256(b"physlearn-given-v1\n")
+    for key in sorted(given):
+        a = np.ascontiguousarray(np.asarray(given[key]))
+        h.update(f"{key} {a.dtype.str} {a.shape}\n".encode())
+        h.update(memoryview(a.reshape(-1).view(np.uint8)))
+    return h.hexdigest()

@@ -172,6 +172,9 @@ class RunDir:
         path = self.path / CHECKPOINT
         if not path.exists():
             return None
+        if not path.is_file():  # a FIFO would block the read forever
+            raise RunDirError(f"{path} is not a regular file; it cannot be resumed: remove "
+                              "it or start a new --out")
         try:
             with np.load(path, allow_pickle=False) as z:
                 arrays = {k: z[k] for k in z.files}  # reading each member checks its CRC
@@ -225,6 +228,11 @@ def differences(saved: dict, now: dict) -> list[str]:
         out.append(f"data ({saved.get('data')!r}: {saved.get('n_train')} train / "
                    f"{saved.get('n_test')} test, now {now.get('data')!r}: {now.get('n_train')} "
                    f"/ {now.get('n_test')}, or the same sizes with other values)")
+    if saved.get("example_shape", []) != now.get("example_shape", []):
+        out.append(f"image layout (stored as {tuple(saved.get('example_shape', []))}, now "
+                   f"{tuple(now.get('example_shape', []))})")
+    if saved.get("given_sha256") != now.get("given_sha256"):
+        out.append("given arrays (the model's data file holds other values now)")
     a, b = saved.get("config", {}), now.get("config", {})
     for k in sorted(set(a) | set(b)):
         if a.get(k) != b.get(k):

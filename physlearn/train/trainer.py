@@ -10,7 +10,7 @@ import signal
 import sys
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import jax
@@ -25,7 +25,7 @@ from ..learning.core import summary
 from ..memory import require_fits
 from ..physics import kind_of
 from . import optim
-from .data import KEYS, Dataset, fit_model, validate
+from .data import KEYS, Dataset, fit_model, given_fingerprint, validate
 from .rundir import RunDir, RunDirError, RunState, differences
 
 
@@ -37,7 +37,8 @@ def _require_batches(data: Dataset, batch_size: int) -> None:
 
 def checked(dataset: Dataset) -> Dataset:
     """Data built in Python pass the same checks as data read from files."""
-    return validate({k: getattr(dataset, k) for k in KEYS}, dataset.name, name=dataset.name)
+    out = validate({k: getattr(dataset, k) for k in KEYS}, dataset.name, name=dataset.name)
+    return replace(out, example_shape=dataset.example_shape)  # the rows are flat by now
 
 
 class TrainingError(RuntimeError):
@@ -269,6 +270,8 @@ class Trainer:
         meta = {"model": self.model.name, "model_sha256": content_hash(self.model.spec.source),
                 "data": self.data.name, "data_sha256": self.data.fingerprint(),
                 "n_train": len(self.data.x_train), "n_test": len(self.data.x_test),
+                "example_shape": list(self.data.example_shape or ()),
+                "given_sha256": given_fingerprint(getattr(self.gen, "given_values", None)),
                 "config": c}
         return json.loads(json.dumps(meta))  # as it reads back from the checkpoint
 
