@@ -332,6 +332,14 @@ def test_derive_shows_the_chain_and_tells_the_truth_about_locality():
     assert "dPhi/da1[i, j, l] = " in text and "argmax" in text
     assert "shared across positions: sums over the window positions" in text
     assert "Delta W1[i, j, l, m] = 0" not in text and "dPhi/da1+[" in text
+    d = physlearn.load(MODELS / "pcnn.phl").derivation
+    for p in ("W1", "b1", "W2", "b2"):  # kernels and per-channel biases alike
+        loc = d.param_gradients[p].locality
+        assert not loc.local and "shared across positions" in loc.reason, (p, loc)
+    for p in ("W3", "b3"):  # the dense readout reads its own units only
+        assert d.param_gradients[p].locality.local
+    strided = physlearn.load(MODELS / "strided_conv.phl").derivation
+    assert "shared across positions" in strided.param_gradients["b"].locality.reason
     net = physlearn.load(MODELS / "resistor_netlist.phl").derivation
     loc = net.param_gradients["G"].locality
     assert loc.local and set(loc.uses) == {"v[dst[i]]", "v[src[i]]"}

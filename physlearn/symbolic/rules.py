@@ -227,6 +227,7 @@ def derive(spec: ModelSpec) -> Derivation:
 
     kind.prepare(d, grad, canon)
     physics, P = d.physics, d.physics_name
+    positions = position_dims(spec, [physics, cost] + [e for _, e in d.intermediates.values()])
 
     for s in spec.names("state"):
         idx, g = grad(physics, s)
@@ -244,7 +245,7 @@ def derive(spec: ModelSpec) -> Derivation:
             g = canon(g + swapped, idx)
             note = (f"symmetric {p}: one learned copy per pair; off-diagonal rule shown "
                     f"(d{P}/d{p}[i,j] + d{P}/d{p}[j,i]); the diagonal keeps d{P}/d{p}[i,i]")
-        loc = locality(g, idx, spec)
+        loc = locality(g, idx, spec, positions)
         d.param_gradients[p] = Rule("param_gradient", f"d{P}/d{p}", p, idx, g, note, loc, raw)
         idx, gc = grad(cost, p)
         if gc != 0:
@@ -503,14 +504,53 @@ def _ep_update(d: Derivation, p: str) -> Rule:
                 locality=g.locality)
 
 
-def locality(expr: sp.Expr, idx: tuple, spec: ModelSpec) -> Locality:
+def position_dims(spec: ModelSpec, exprs) -> set[str]:
+    """Dims that enumerate positions: a windowed slot's dim (x[c, 2*i + u]: x's) and the
+    dims its moving indices run over (i's, the output positions), not the kernel's (u,
+    which also indexes a parameter in the same product). A rule summing over them is
+    shared across positions, like a convolution's kernel."""
+    out: set[str] = set()
+
+    def shape(name):
+        return (spec.shape(name) if name in spec.variables else
+                spec.lets[name][1] if name in spec.lets else None)
+
+    def walk(e, kernel, ranges):
+        if isinstance(e, sp.Sum):
+            ranges = {**ranges, **{v: {str(d) for d in (hi + 1).free_symbols}
+                                   for v, _, hi in e.limits}}
+        if isinstance(e, sp.Mul):
+            kernel = kernel | {v for f in e.args if isinstance(f, sp.Indexed)
+                               and spec.role(f.base.name) == "param"
+                               for v in f.indices if isinstance(v, sp.Symbol)}
+        if isinstance(e, sp.Indexed) and shape(e.base.name) is not None:
+            for pos, i in enumerate(e.indices):
+                syms = [v for v in i.free_symbols if isinstance(v, sp.Symbol) and v.is_integer]
+                if isinstance(i, sp.Add) and (len(syms) > 1 or any(i.coeff(v) != 1
+                                                                   for v in syms)):
+                    out.add(str(shape(e.base.name)[pos]))
+                    for v in syms:
+                        if v not in kernel:
+                            out.update(ranges.get(v, ()))
+            return
+        for arg in e.args:
+            walk(arg, kernel, ranges)
+
+    for e in exprs:
+        walk(e, frozenset(), {})
+    return out
+
+
+def locality(expr: sp.Expr, idx: tuple, spec: ModelSpec,
+             positions: set[str] = frozenset()) -> Locality:
     """Local = the rule reads unit variables only at the parameter's own indices.
 
     A sum over a *component* dim (one that only ever indexes a later axis of unit
     variables, like the 2 coordinates of r[n, 2]) stays inside a unit and is allowed; a
-    sum over a dim that enumerates units (a leading axis) gathers from other units.
+    sum over a dim that enumerates units (a leading axis) gathers from other units; a sum
+    over the positions of a windowed dim (`positions`) shares the parameter across them.
     """
-    component = _component_dims(spec)
+    component = _component_dims(spec) - set(positions)
     inner, unit_sums = set(), set()
     for s in sp.preorder_traversal(expr):
         if isinstance(s, sp.Sum):
@@ -524,6 +564,11 @@ def locality(expr: sp.Expr, idx: tuple, spec: ModelSpec) -> Locality:
             syms = [v for v in i.free_symbols if isinstance(v, sp.Symbol) and v.is_integer]
             if isinstance(i, sp.Add) and (len(syms) > 1 or any(i.coeff(v) != 1 for v in syms)):
                 windowed |= {v for v in syms if v not in idx and v in inner | unit_sums}
+    for s in sp.preorder_traversal(expr):  # sums over the positions of a windowed dim
+        if isinstance(s, sp.Sum):
+            for v, _, hi in s.limits:
+                if {str(d) for d in (hi + 1).free_symbols} & set(positions) and v not in idx:
+                    windowed.add(v)
     for v in windowed:
         inner.discard(v)
         unit_sums.add(v)
