@@ -235,7 +235,7 @@ def validate(arrays: dict[str, np.ndarray], source: str, *, name: str | None = N
                         f"(shape {np.shape(arrays['x_train'])}); expected the same number")
     shape = tuple(int(n) for n in np.shape(arrays["x_train"])[1:])
     test_shape = tuple(int(n) for n in np.shape(arrays["x_test"])[1:])
-    if shape != test_shape and max(len(shape), len(test_shape)) > 1:
+    if shape != test_shape and len(test_shape) > 1:  # flat test rows follow the train layout
         raise DataError(f"{where('x_test')} stores each example as {test_shape} but "
                         f"{where('x_train')} as {shape}; store both in one layout (the "
                         "train layout decides how every image is read)")
