@@ -68,8 +68,8 @@ def load(spec: ModelSpec, path: str | Path | None = None) -> dict[str, np.ndarra
                 raise DataError(f"{where}: no key {missing[0]!r} (the model's given arrays: "
                                 f"{', '.join(names)}; the file holds: {', '.join(z.files)})")
             out = {n: np.asarray(z[n]) for n in names}  # reads each member to its end (CRC)
-            for dim, size in spec.dims.items():  # `n_v` stored as a number binds an open dim
-                if size is None and dim in z.files and dim not in out:
+            for dim in spec.dims:  # `n_v` stored as a number binds (or checks) the dim
+                if dim in z.files and dim not in out:
                     out[dim] = np.asarray(z[dim])
             return out
     except DataError:
@@ -86,6 +86,13 @@ def bind(spec: ModelSpec, given: dict, dims: dict | None = None,
     bound.update({k: int(v) for k, v in (dims or {}).items() if v is not None})
     source = {}
     for dim in spec.dims:  # a dim given by number in the file
+        if dim in given and bound.get(dim) is not None:
+            if np.asarray(given[dim]).shape == () and np.asarray(given[dim]) != bound[dim]:
+                told = "--dim" if dim in (dims or {}) else "the model"
+                stored = np.asarray(given[dim]).item()
+                raise DataError(f"{where}[{dim!r}] = {stored!r}, but {told} sets {dim} = "
+                                f"{bound[dim]}; make them agree (or leave the dim open in the "
+                                "model)")
         if dim in given and bound.get(dim) is None:
             size = np.asarray(given[dim])
             whole = size.shape == () and (np.issubdtype(size.dtype, np.integer) or (

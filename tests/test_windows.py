@@ -373,6 +373,8 @@ def test_given_arrays_bind_dims_and_refuse_bad_ones(tmp_path):
     for arrays, message in bad:
         with pytest.raises(DataError, match=message):
             G.bind(spec, arrays)
+    with pytest.raises(DataError, match=r"\['n_v'\] = 16, but --dim sets n_v = 15"):
+        G.bind(spec, mesh, {"n_v": 15})  # a fixed size that disagrees with the file's
     path = tmp_path / "partial.npz"
     np.savez(path, src=mesh["src"])
     with pytest.raises(DataError, match="no key 'dst'"):

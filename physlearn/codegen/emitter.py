@@ -1066,6 +1066,17 @@ class Emitter:
         return bool(names & self.batched) or any(
             self._per_example(n) for n in names & set(self.intermediates))
 
+    def _sum_with_batch(self, e: sp.Sum) -> Arr | None:
+        """sum over the batch and e's own indices in one reduction (a shared bias's
+        gradient: -sum(b, i, j: rho(h[b, c, i, j])) is one jnp.sum, not two)."""
+        inner = self.scoped(e.limits, lambda: self.emit(e.function))
+        summed = [BATCH] + [v for v, *_ in e.limits]
+        if any(v not in inner.axes for v in summed):
+            return None
+        axes = tuple(inner.axes.index(v) for v in summed)
+        return Arr(f"jnp.sum({inner.code}, axis={axes})",
+                   tuple(a for a in inner.axes if a not in summed))
+
     def batch_mean(self, expr: sp.Expr, order: tuple = ()) -> Arr:
         """Mean over the batch of a per-example expression, summed inside each einsum."""
         terms = sp.Add.make_args(sp.expand(expr, deep=False, mul=False, multinomial=False,
@@ -1079,6 +1090,10 @@ class Emitter:
             if isinstance(single, sp.Sum) and isinstance(single.function, sp.Mul):
                 a = self.scoped(single.limits, lambda c=coeff, t=single: self._mul(
                     c * t.function, (BATCH,) + tuple(v for v, *_ in t.limits), order))
+            elif isinstance(single, sp.Sum) and (whole := self._sum_with_batch(single)):
+                code = whole.code if coeff == 1 else (
+                    f"-{whole.code}" if coeff == -1 else f"{_number(coeff)} * {whole.code}")
+                a = Arr(code, whole.axes, atomic=False)
             elif isinstance(t, sp.Mul):
                 a = self._mul(t, (BATCH,), order)
             elif isinstance(t, sp.Sum) and isinstance(t.function, sp.Mul):

@@ -263,5 +263,5 @@ def check_windows(b: Builder, dims: dict[str, int | None]) -> None:
             where = ", ".join(map(str, missing[:4])) + (", ..." if len(missing) > 4 else "")
             fail("E227", f"{shown} ({ranges}) never reads position{'s' if len(missing) > 1 else ''}"
                  f" {where} of {name}'s dim {dim} = {n}",
-                 "a stride must divide the input (n = stride*(out - 1) + window); "
-                 "check the output size, the window and the stride")
+                 "the output size, window and stride must cover the input: n = "
+                 "stride*(out - 1) + dilation*(window - 1) + 1 (with any padding added to n)")

@@ -378,11 +378,11 @@ def grad_params(params, states, data):
     a1 = b1[:, None, None] + conv(x, W1, (1, 1), (1, 1), ((0, 0), (0, 0)), 0.0)
     dPhi_da1 = pool_route(a1, s1, (2, 3), (2, 2), True)
     dPhi_dW1 = conv_kernel_grad(x, dPhi_da1, (32, 1, 5, 5), (1, 1), (1, 1), ((0, 0), (0, 0)), 0.0) / batch_size
-    dPhi_db1 = jnp.sum(jnp.sum(dPhi_da1, axis=(2, 3)), axis=0) / batch_size
+    dPhi_db1 = jnp.sum(dPhi_da1, axis=(0, 2, 3)) / batch_size
     a2 = b2[:, None, None] + conv(s1, W2, (1, 1), (1, 1), ((0, 0), (0, 0)), 0.0)
     dPhi_da2 = pool_route(a2, s2, (2, 3), (2, 2), True)
     dPhi_dW2 = conv_kernel_grad(s1, dPhi_da2, (64, 32, 5, 5), (1, 1), (1, 1), ((0, 0), (0, 0)), 0.0) / batch_size
-    dPhi_db2 = jnp.sum(jnp.sum(dPhi_da2, axis=(2, 3)), axis=0) / batch_size
+    dPhi_db2 = jnp.sum(dPhi_da2, axis=(0, 2, 3)) / batch_size
     dPhi_dW3 = jnp.einsum('bi,bjlm->ijlm', o, s2) / batch_size
     dPhi_db3 = jnp.sum(o, axis=0) / batch_size
     return {"W1": dPhi_dW1, "b1": dPhi_db1, "W2": dPhi_dW2, "b2": dPhi_db2, "W3": dPhi_dW3, "b3": dPhi_db3}

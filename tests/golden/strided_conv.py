@@ -270,7 +270,7 @@ def grad_params(params, states, data):
     batch_size = states["h"].shape[0]
     rho_h = rho(h)
     dE_dW = -conv_kernel_grad(x, rho_h, (8, 1, 4, 4), (2, 2), (1, 1), ((1, 1), (1, 1)), 0.0) / batch_size
-    dE_db = -jnp.sum(jnp.sum(rho_h, axis=(2, 3)), axis=0) / batch_size
+    dE_db = -jnp.sum(rho_h, axis=(0, 2, 3)) / batch_size
     rho_o = rho(o)
     dE_dV = -jnp.einsum('bi,bjlm->ijlm', rho_o, rho_h) / batch_size
     dE_dc = -jnp.sum(rho_o, axis=0) / batch_size
