@@ -30,8 +30,7 @@ TASKS = {
 
 
 def algorithms(model) -> list[str]:
-    kind = model.derivation.kind
-    return ["glep", "rhel", "bptt"] if kind == "lagrangian" else ["rhel", "bptt"]
+    return list(model.derivation.kind.algorithms)  # glep first for a lagrangian
 
 
 def run(model, algorithm, ds, epochs, lr, batch):

@@ -41,6 +41,15 @@ class PhysicsKind(abc.ABC):
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
 
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, str):  # `kind == "energy"` was the old spelling: fail loudly
+            raise TypeError(f"a physics kind is compared with the string {other!r}; ask it "
+                            "(kind.trajectory, kind.velocities, isinstance(kind, Energy)) or "
+                            "compare kind.name")
+        return self is other
+
+    __hash__ = object.__hash__
+
     @property
     def article(self) -> str:
         return "an" if self.name[0] in "aeiou" else "a"
