@@ -80,8 +80,14 @@ def _with_given(gen: types.ModuleType, given: dict) -> types.ModuleType:
     """A view of `gen` whose init_params defaults to these given arrays."""
     view = types.ModuleType(gen.__name__, gen.__doc__)
     view.__dict__.update({k: v for k, v in gen.__dict__.items() if k != "__name__"})
-    view.init_params = functools.partial(gen.init_params, given={
-        (("init:" + k) if ("init:" + k) in gen.INFO.given else k): v for k, v in given.items()})
+    bound = {(("init:" + k) if ("init:" + k) in gen.INFO.given else k): v
+             for k, v in given.items()}
+
+    def init_params(key, dtype=None, given=None):
+        """The module's init_params, its given arrays defaulting to the model's."""
+        args = (key,) if dtype is None else (key, dtype)
+        return gen.init_params(*args, given=bound if given is None else given)
+    view.init_params = init_params
     view.given_values = given  # what a run records (and a resume compares)
     return view
 

@@ -249,6 +249,42 @@ def test_a_reduction_over_windows_runs_over_its_own_range(reduction, by_hand):
         compare_with(gen, energy, params, states, data)
 
 
+def test_a_function_of_each_end_of_an_edge_is_two_arrays():
+    """tanh(v[src[e]]) and tanh(v[dst[e]]) differ only in the index array's name: the
+    generated module must not cache them as one array."""
+    text = """dim n_v = 4, n_e = 3
+    index src[n_e] in n_v, dst[n_e] in n_v
+    target y
+    state v[n_v]
+    param G[n_e]
+    energy E = sum(e: G[e] * tanh(v[src[e]]) * tanh(v[dst[e]])) + sum(n: v[n]^2) / 2
+    cost C = (v[0] - y)^2 / 2"""
+    src, dst = np.array([0, 1, 2]), np.array([1, 3, 0])
+
+    def energy(p, s, d):
+        v = s["v"]
+        return (jnp.sum(p["G"] * jnp.tanh(v[:, src]) * jnp.tanh(v[:, dst]), 1)
+                + jnp.sum(v ** 2, 1) / 2)
+    with jax.enable_x64(True):
+        gen = physlearn.loads(text, "edges.phl").compile(given={"src": src, "dst": dst})
+        params, states, data = random_inputs(gen, np.random.default_rng(2))
+        params.update(src=jnp.asarray(src), dst=jnp.asarray(dst))
+        compare_with(gen, energy, params, states, data)
+
+
+def test_a_log_sum_exp_keeps_its_value_where_the_softmax_is_stabilised():
+    """d/dT of (logsumexp(T s) - y)^2: the softmax factor is shifted by its max, the
+    log-sum-exp factor beside it must not be."""
+    text = """dim n = 3
+    target y
+    state s[n]
+    param T
+    energy E = sum(i: s[i]^2) / 2 + (logsumexp(i: T * s[i]) - y)^2 / 2
+    cost C = (logsumexp(i: T * s[i]) - y)^2 / 2"""
+    results = check(physlearn.loads(text, "lse.phl"), trials=2)
+    assert all(c.ok() for c in results), [(c.quantity, c.rel_err) for c in results]
+
+
 def test_holomorphic_ep_runs_through_a_convolution():
     """Complex states meet real kernels in the wider dtype (lax.conv needs one dtype)."""
     from physlearn.gradcheck import run as gradcheck

@@ -954,7 +954,15 @@ class Emitter:
                     return False
                 return any(_same(g.xreplace({v: w}), x.args[0])
                            for w in x.args[0].free_symbols | {v} if isinstance(w, sp.Symbol))
-            out = e.replace(matches, lambda x: sp.exp(x.args[0] - shift))
+            def shifted(x):
+                """exp(g) -> exp(g - shift) in products, powers and sums, but not inside
+                another function: the log of a log-sum-exp keeps its value."""
+                if matches(x):
+                    return sp.exp(x.args[0] - shift)
+                if x.is_Atom or isinstance(x, (sp.Function, sp.Indexed)):
+                    return x
+                return x.func(*[shifted(a) for a in x.args])
+            out = shifted(e)
             return out if out != e else None
         return None
 
@@ -1025,8 +1033,9 @@ class Emitter:
 
     def _cached(self, e, make, hint):
         """Bind a function application to a named local once; reuse it after."""
-        free = [s for s in sp.preorder_traversal(e)
-                if isinstance(s, sp.Symbol) and s.is_integer and not s.is_positive]
+        labels = {x.base.label for x in e.atoms(sp.Indexed)}  # src in v[src[e]]: a name
+        free = [s for s in sp.preorder_traversal(e) if isinstance(s, sp.Symbol)
+                and s.is_integer and not s.is_positive and s not in labels]
         order = list(dict.fromkeys(free))
         placeholders = {s: sp.Symbol(f"_ax{n}", integer=True) for n, s in enumerate(order)}
         # the dims too: tanh(a[i + j]) is another array when i and j swap ranges

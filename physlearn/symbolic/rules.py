@@ -120,6 +120,9 @@ class Derivation:
                 relax is None or relax.method == "leapfrog"):
             out.append(f"{self.physics_name} is not separable: the explicit leapfrog is only "
                        "first order here; use `relax adaptive(dt = ..., tol = ...)`")
+        if self.spec.data_file is not None and not self.spec.given():
+            out.append(f'the model reads data "{self.spec.data_file.path}" but gives nothing '
+                       "from it (no `index` array, no `init = data`): the line does nothing")
         for name, v in self.spec.variables.items():
             if v.boundary is not None and all(d.name in self.spec.periodic for d in v.shape):
                 out.append(f"{name} declares a boundary, but its dims are periodic: the "
