@@ -98,6 +98,12 @@ class _Affine:
         if self.gather is not None:
             return ast.Index(span, None, None, 0, (), self.gather)
         coefs = {n: k for n, k in self.coefs.items() if k != 0}
+        if coefs and len(coefs) < len(self.coefs):
+            gone = ", ".join(n for n, k in self.coefs.items() if k == 0)
+            raise ModelError("E227", f"{gone} has a zero coefficient here, so this index "
+                             "does not depend on it", span,
+                             hint=f"drop {gone} from the index, or give it a positive "
+                                  "coefficient") from None
         if not coefs:
             if any(k == 0 for k in self.coefs.values()) and self.coefs:
                 raise ModelError("E100", "the index names cancel out", span)
