@@ -204,3 +204,22 @@ def test_deriving_never_changes_the_checked_model():
     second = derive(model.spec)
     assert model.spec.variables == before
     assert [str(r) for r in first.rules()] == [str(r) for r in second.rules()]
+
+
+def test_derive_warns_when_the_nudge_cannot_reach_a_state_or_a_parameter():
+    """An EP update that is identically zero, or an update rule that ignores its own
+    derivative, is legal but learns nothing there: say so."""
+    text = """model w
+    dim n = 3
+    input x[n]
+    target y[n]
+    state h[n], o[n]
+    param W[n, n], c[n]
+    primitive Phi = sum(i, j: W[i, j] * x[j] * h[i]) + sum(i: c[i] * x[i])
+                  + sum(i: h[i] * o[i])
+    update h = clip(dPhi/dh, 0, 1), o[i] = clip(x[i], 0, 1)
+    cost C = squared_error(o, y)"""
+    warnings = physlearn.loads(text, "w.phl").derivation.warnings()
+    assert any("EP update of c is identically zero" in w for w in warnings), warnings
+    assert any("update o never reads dPhi/do" in w for w in warnings), warnings
+    assert not any("of W" in w or "update h" in w for w in warnings), warnings

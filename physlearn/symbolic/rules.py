@@ -113,6 +113,16 @@ class Derivation:
         for s, r in self.state_gradients.items():
             if r.expr == 0:
                 out.append(f"state {s} does not appear in {P}: its dynamics are zero")
+        for p, r in self.ep_updates.items():
+            if r.expr == 0 and self.param_gradients[p].expr != 0:
+                out.append(f"the EP update of {p} is identically zero: d{P}/d{p} does not "
+                           "depend on the states, so the nudged phases cannot tell it apart")
+        for s in self.spec.updates:
+            reads = {x.base.name if isinstance(x, sp.Indexed) else x.name
+                     for x in self.dynamics[s].expr.atoms(sp.Indexed, sp.Symbol)}
+            if gradient_base(P, s).name not in reads:
+                out.append(f"update {s} never reads d{P}/d{s}: the nudge (-beta d{C}/d{s}) "
+                           f"cannot reach {s}")
         if all(r.expr == 0 for r in self.cost_state_gradients.values()):
             out.append(f"the cost {C} reads no state: nudging changes nothing")
         relax = self.spec.relax
