@@ -17,9 +17,10 @@ import jax
 import numpy as np
 
 import physlearn
-from physlearn.learning import ALGORITHMS
-from physlearn.train.data import load
-from physlearn.train.trainer import TrainConfig, Trainer
+from physlearn.learning import registry
+from physlearn.physics import KINDS
+from physlearn.training.data import load
+from physlearn.training.trainer import TrainConfig, Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
 LRS = {"W1": 0.1, "b1": 0.1, "W2": 0.05, "b2": 0.05}
@@ -46,7 +47,7 @@ def main():
     ap.add_argument("--only", help="comma-separated algorithms")
     args = ap.parse_args()
     ds = load(args.data)
-    algs = args.only.split(",") if args.only else list(ALGORITHMS)
+    algs = args.only.split(",") if args.only else list(registry.names(KINDS["energy"]))
     print(f"accuracy: {args.epochs} epochs, batch 20, SGD {LRS}, beta 0.5, {ds.name} "
           f"({len(ds.x_train)} train / {len(ds.x_test)} test), jax {jax.__version__} on "
           f"{jax.devices()[0].platform} ({platform.processor() or platform.machine()})")

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 
 import physlearn
 from physlearn.dynamics import RelaxConfig, Relaxer
-from physlearn.train.data import load
+from physlearn.training.data import load
 
 ROOT = Path(__file__).resolve().parents[1]
 

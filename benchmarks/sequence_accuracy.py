@@ -17,9 +17,9 @@ from pathlib import Path
 import jax
 
 import physlearn
-from physlearn.train.data import load
-from physlearn.train.sequence import SequenceTrainer
-from physlearn.train.trainer import TrainConfig
+from physlearn.training.data import load
+from physlearn.learning import registry
+from physlearn.training.trainer import TrainConfig, Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
 TASKS = {
@@ -30,13 +30,13 @@ TASKS = {
 
 
 def algorithms(model) -> list[str]:
-    return list(model.derivation.kind.algorithms)  # glep first for a lagrangian
+    return list(registry.names(model.derivation.kind))  # glep first for a lagrangian
 
 
 def run(model, algorithm, ds, epochs, lr, batch):
     cfg = TrainConfig(algorithm=algorithm, epochs=epochs, batch_size=batch, seed=0,
                       out=tempfile.mkdtemp(), lr=lr, progress=False)
-    trainer = SequenceTrainer(model, ds, cfg, log=lambda *a: None)
+    trainer = Trainer(model, ds, cfg, log=lambda *a: None)
     t0 = time.perf_counter()
     rows, times = [], []
     for epoch in range(1, epochs + 1):

@@ -20,8 +20,8 @@ import jax.numpy as jnp
 import numpy as np
 
 import physlearn
-from physlearn.train.data import load
-from physlearn.train.trainer import TrainConfig, Trainer
+from physlearn.training.data import load
+from physlearn.training.trainer import TrainConfig, Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
 LRS = {"W1": 0.1, "b1": 0.1, "W2": 0.05, "b2": 0.05}

@@ -36,7 +36,7 @@ def rel_err(a, b) -> float:
     num = np.linalg.norm((a - b).ravel())
     # relative, with an absolute floor: a derivative that is exactly 0 where autodiff
     # leaves rounding (1e-16) passes; any real gradient here is O(1) at random points
-    den = max(np.linalg.norm(a.ravel()), np.linalg.norm(b.ravel()), 1e-6)
+    den = max(float(np.linalg.norm(a.ravel())), float(np.linalg.norm(b.ravel())), 1e-6)
     return float(num / den) if num > 0 else 0.0
 
 
@@ -70,9 +70,10 @@ def random_point(gen, rng: np.random.Generator, batch: int = 3, given: dict | No
 
 def random_given(gen, rng: np.random.Generator) -> dict:
     """Random stand-ins for the GIVEN arrays: index arrays in range, values near 1."""
-    out = {}
+    out: dict[str, np.ndarray] = {}
     for name in gen.INFO.given:
-        shape = tuple(gen.INFO.dims[d] for d in gen.INFO.consts.get(name, gen.INFO.params.get(name, ())))
+        dims = gen.INFO.consts.get(name, gen.INFO.params.get(name, ()))
+        shape = tuple(gen.INFO.dims[d] for d in dims)
         if name in gen.INFO.indexes:
             out[name] = rng.integers(0, gen.INFO.dims[gen.INFO.indexes[name]], shape)
         else:

@@ -8,8 +8,9 @@ import sys
 from pathlib import Path
 
 from . import options
+from .errors import PhyslearnError
 from .language.errors import ModelError
-from .options import OptionError, argparse_type
+from .options import argparse_type
 
 
 def _dims(pairs: list[str]) -> dict[str, int]:
@@ -43,7 +44,13 @@ def cmd_compile(args) -> int:
     if model.spec.data_file is not None and model.spec.given():  # sizes from the given arrays
         from . import given as G
         dims = G.bind(model.spec, G.load(model.spec), dims, str(G.data_path(model.spec)))
-    source = model.source(dims)
+    if args.algorithm is not None and not args.trainer:
+        raise UsageError("--algorithm chooses the learning step of --trainer; add --trainer")
+    if args.trainer:
+        from .codegen.trainer_script import trainer_script
+        source = trainer_script(model, dims, args.algorithm)
+    else:
+        source = model.source(dims)
     if args.output in (None, "-"):
         sys.stdout.write(source)
     else:
@@ -122,20 +129,21 @@ def _lr_params(pairs) -> dict[str, float]:
     return out
 
 
-class UsageError(Exception):
+class UsageError(PhyslearnError):
     """Bad command-line input: one line, exit status 2."""
 
 
 def cmd_train(args) -> int:
-    from .learning import ALGORITHMS, Unsupported
+    from .learning import registry
     from .model import load
-    from .train.data import DataError, load as load_data
-    from .train.trainer import TrainConfig, Trainer, TrainingError
-    if args.algorithm is not None and args.algorithm not in ALGORITHMS + ("rhel", "glep"):
+    from .training.data import load as load_data
+    from .training.trainer import TrainConfig, Trainer, TrainingError
+    if args.algorithm is not None and args.algorithm not in registry.names():
         raise UsageError(f"unknown algorithm {args.algorithm!r}; choose from "
-                         f"{', '.join(ALGORITHMS)} (energy models), rhel, glep, bptt "
-                         "(trajectories)")
+                         f"{_algorithms_text()}")
     model = load(args.file)
+    if args.algorithm is not None:  # one that fits the model, before any data is read
+        registry.make(args.algorithm, kind=model.derivation.kind)
     relax = {"method": args.relax, "dt": args.dt, "free_steps": args.free_steps,
              "nudged_steps": args.nudged_steps, "tol": args.tol, "max_steps": args.max_steps}
     cfg = TrainConfig(algorithm=args.algorithm, epochs=args.epochs, batch_size=args.batch_size,
@@ -153,15 +161,9 @@ def cmd_train(args) -> int:
         if args.x64:
             import jax
             jax.config.update("jax_enable_x64", True)
-        if model.derivation.trajectory:
-            from .train.sequence import SequenceTrainer
-            trainer = SequenceTrainer(model, dataset, cfg)
-        else:
-            trainer = Trainer(model, dataset, cfg)
-        last = trainer.run()
-    except (DataError, Unsupported, ValueError) as exc:
-        raise UsageError(str(exc)) from None
+        last = Trainer(model, dataset, cfg).run()
     except TrainingError as exc:
+        _trace(args)
         print(f"error: {exc}", file=sys.stderr)
         print(f"note: {args.out} keeps every epoch committed before the failure",
               file=sys.stderr)
@@ -177,25 +179,38 @@ def cmd_gradcheck(args) -> int:
     import json
 
     from . import gradcheck
-    from .learning import Unsupported
     from .model import load
     model = load(args.file)
     if model.derivation.trajectory:
         return _gradcheck_trajectory(args, model)
     beta = args.beta if args.beta is not None else 0.001
     args.algorithm = args.algorithm or "ep-centered"
-    try:
-        rows, gdu, info = gradcheck.run(
-            model, args.algorithm, beta, dims=_dims(args.dim), x64=args.x64, batch=args.batch,
-            seed=args.seed, free_steps=args.free_steps, nudged_steps=args.nudged_steps,
-            relax_overrides={"dt": args.dt})
-    except (Unsupported, ValueError) as exc:
-        raise UsageError(str(exc)) from None
+    rows, gdu, info = gradcheck.run(
+        model, args.algorithm, beta, dims=_dims(args.dim), x64=args.x64, batch=args.batch,
+        seed=args.seed, free_steps=args.free_steps, nudged_steps=args.nudged_steps,
+        relax_overrides={"dt": args.dt})
     print(f"{model.name}: {args.algorithm} (beta {beta:g}) vs implicit differentiation at the "
           f"free fixed point and BPTT; {info['dtype']}, batch {info['batch']}, "
           f"{info['free_steps']} free / {info['nudged_steps']} nudged steps, free residual "
           f"{info['residual']:.1e}")
     converged = bool(abs(info["residual"]) < (1e-6 if args.x64 else 1e-4))
+    solve_ok = info["implicit_residual"] < gradcheck.SOLVE_FLOOR[info["dtype"]]
+    if not solve_ok:
+        left = info["implicit_residual"]
+        left = (f"leaves a relative residual of {left:.1e}" if math.isfinite(left) else
+                "breaks down (NaN)")
+        print(f"warning: the implicit reference is not meaningful: its linear solve at the "
+              f"fixed point {left}, so "
+              "the Jacobian there is singular or nearly so (a symmetry of the physics, e.g. a "
+              "translation, or a flat direction); compare with the BPTT columns instead",
+              file=sys.stderr)
+    halved = info["beta_halved_change"]
+    if halved is not None and halved > (1e-3 if args.x64 else 5e-2):
+        print(f"warning: the {args.algorithm} estimate changes by {halved:.1e} (relative) when "
+              f"beta is halved: the model uses {', '.join(info['piecewise'])}, and a nudge of "
+              f"beta = {beta:g} crosses one of their kinks, where a finite difference is not "
+              "the derivative; the errors below are the kink's, not the rule's: try a smaller "
+              "--beta", file=sys.stderr)
     if not converged:
         print(f"error: the free phase has not converged (residual {info['residual']:.1e}); "
               "the comparison is not meaningful until it does: raise --free-steps, or use a "
@@ -213,18 +228,25 @@ def cmd_gradcheck(args) -> int:
         for row in gdu:
             print(f"  {row['t']:<2} " + "  ".join(f"{row[n][0]:>10.6f} / {row[n][1]:.1e}"
                                                for n in names))
-    min_cos = min(r["cosine"] for r in rows)
-    worst = max(r["rel_err"] for r in rows)
+    # judged against implicit differentiation, or BPTT where the implicit solve is singular
+    suffix = "" if solve_ok else "_bptt"
+    min_cos = min(r["cosine" + suffix] for r in rows)
+    worst = max(r["rel_err" + suffix] for r in rows)
     finite = all(math.isfinite(r[k]) for r in rows for k in
-                 ("cosine", "rel_err", "cosine_bptt", "rel_err_bptt"))
+                 ("cosine", "rel_err", "cosine_bptt", "rel_err_bptt")) or (
+        not solve_ok and all(math.isfinite(r[k]) for r in rows
+                             for k in ("cosine_bptt", "rel_err_bptt")))
     if not finite:
         print("error: a gradient is not finite (NaN or inf); the relaxation or the nudged "
               "phase diverged: try a smaller --dt or --beta", file=sys.stderr)
-    summary = {"algorithm": args.algorithm, "reference": "implicit", "beta": beta,
+    summary = {"algorithm": args.algorithm, "reference": "implicit" if solve_ok else "bptt",
+               "beta": beta,
                "min_cosine": _finite_or_none(min_cos), "max_rel_err": _finite_or_none(worst),
                "min_cosine_bptt": _finite_or_none(min(r["cosine_bptt"] for r in rows)),
                "max_rel_err_bptt": _finite_or_none(max(r["rel_err_bptt"] for r in rows)),
                "dtype": info["dtype"], "free_residual": _finite_or_none(info["residual"]),
+               "implicit_residual": _finite_or_none(info["implicit_residual"]),
+               "beta_halved_change": (None if halved is None else _finite_or_none(halved)),
                "converged": converged}
     if gdu:
         summary["gdu_max_rel_err"] = _finite_or_none(
@@ -239,20 +261,17 @@ def _gradcheck_trajectory(args, model) -> int:
     import json
 
     from . import gradcheck
-    from .learning import Unsupported
-    default = model.derivation.kind.algorithms[0]
+    from .learning import registry
+    default = model.derivation.kind.training_defaults({})["algorithm"]
     algorithm = args.algorithm or default
     eps = args.epsilon if args.epsilon is not None else (
         args.beta if args.beta is not None else 1e-4)  # --beta: the same finite difference
-    if args.boundary is not None and algorithm != "glep":
+    if args.boundary is not None and not hasattr(registry.make(algorithm), "boundary"):
         raise UsageError(f"--boundary is a glep option; {algorithm} has none")
-    try:
-        rows, info = gradcheck.run_trajectory(
-            model, algorithm, eps, dims=_dims(args.dim), x64=args.x64, batch=args.batch,
-            seed=args.seed, length=args.length, reference=not args.no_reference,
-            boundary=args.boundary)
-    except (Unsupported, ValueError) as exc:
-        raise UsageError(str(exc)) from None
+    rows, info = gradcheck.run_trajectory(
+        model, algorithm, eps, dims=_dims(args.dim), x64=args.x64, batch=args.batch,
+        seed=args.seed, length=args.length, reference=not args.no_reference,
+        boundary=args.boundary)
     what = f"{algorithm}, {info['boundary']} boundary" if algorithm == "glep" else algorithm
     if info.get("stack"):
         what = f"the whole stack ({info['stack']}) with {algorithm} in every core"
@@ -293,6 +312,17 @@ def _gradcheck_trajectory(args, model) -> int:
     return 0 if ok else 1
 
 
+def _algorithms_text() -> str:
+    """The registered algorithms, grouped by the models they train."""
+    from .learning import registry
+    from .physics import KINDS
+    groups: dict[tuple, list[str]] = {}
+    for kind in KINDS.values():
+        groups.setdefault(registry.names(kind), []).append(kind.name)
+    return "; ".join(f"{', '.join(names)} ({' and '.join(kinds)} models)"
+                     for names, kinds in groups.items() if names)
+
+
 def _finite_or_none(x: float):
     """JSON has no NaN: a non-finite number is written as null."""
     return float(x) if math.isfinite(x) else None
@@ -320,6 +350,11 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("file")
     c.add_argument("-o", "--output", help="output .py file (default: stdout)")
     c.add_argument("--dim", action="append", metavar="NAME=N", help="bind an open dim")
+    c.add_argument("--trainer", action="store_true",
+                   help="write a standalone training script (physics, learning step, data "
+                   "loading, a command line; no physlearn import) instead of the module")
+    c.add_argument("--algorithm", help="the trainer's algorithm (default: the model's learn "
+                   "line, else ep-centered)")
     c.set_defaults(run=cmd_compile)
 
     k = sub.add_parser("check", help="check every generated derivative against jax.grad")
@@ -330,18 +365,18 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--trials", type=T(options.positive_int, "--trials", maximum=10_000),
                    default=3,
                    help="random points (default 3)")
-    k.add_argument("--tol", type=T(options.positive, "--tol"), default=1e-8, help="max relative error (default 1e-8)")
+    k.add_argument("--tol", type=T(options.positive, "--tol"), default=1e-8,
+                   help="max relative error (default 1e-8)")
     k.set_defaults(run=cmd_check)
 
-    from .learning import ALGORITHMS
     t = sub.add_parser("train", help="train a model on data",
                        description="Train with any algorithm of the EP family or a baseline. "
                        "Without --data: scikit-learn's 8x8 digits (offline).")
     t.add_argument("file")
     t.add_argument("--data", help=".npz with x_train y_train x_test y_test, or a folder of MNIST "
                    "IDX files (default: sklearn digits)")
-    t.add_argument("--algorithm", help=", ".join(ALGORITHMS) + " (default: the model's learn "
-                   "line, else ep-centered)")
+    t.add_argument("--algorithm", help=_algorithms_text() + " (default: the model's learn "
+                   "line, else ep-centered, rhel or glep)")
     t.add_argument("--epochs", type=T(options.positive_int, "--epochs"), default=5)
     t.add_argument("--batch-size", type=T(options.positive_int, "--batch-size"), default=20)
     t.add_argument("--seed", type=SEED, default=0)
@@ -350,7 +385,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", action="store_true", help="continue the run in --out")
     t.add_argument("--optimizer", choices=["sgd", "momentum", "adam"],
                    help="default: the model's learn line, else sgd")
-    t.add_argument("--lr", type=T(options.positive, "--lr"), help="learning rate for every parameter (default: the "
+    t.add_argument("--lr", type=T(options.positive, "--lr"),
+                   help="learning rate for every parameter (default: the "
                    "model's learn line: lr, lr_<param>; else 0.05)")
     t.add_argument("--lr-param", action="append", metavar="NAME=RATE",
                    help="per-parameter learning rate, e.g. --lr-param W1=0.1")
@@ -360,16 +396,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="nudging strength (default: the model's learn line, else 0.5 for EP, "
                    "1e-4 for RHEL/GLEP); centered EP nudges at +beta and -beta, RHEL/GLEP's "
                    "echoes at +-epsilon")
-    t.add_argument("--holomorphic-n", type=T(options.at_least_two, "--holomorphic-n"), help="nudges for ep-holomorphic (default 4)")
+    t.add_argument("--holomorphic-n", type=T(options.at_least_two, "--holomorphic-n"),
+                   help="nudges for ep-holomorphic (default 4)")
     t.add_argument("--relax", choices=["gradient_flow", "fixed_point", "asynchronous"])
     t.add_argument("--dt", type=T(options.positive, "--dt"))
     t.add_argument("--free-steps", type=T(options.steps, "--free-steps"))
     t.add_argument("--nudged-steps", type=T(options.steps, "--nudged-steps"))
-    t.add_argument("--tol", type=T(options.positive, "--tol"), help="gradient flow: adaptive steps until |ds/dt| < tol")
+    t.add_argument("--tol", type=T(options.positive, "--tol"),
+                   help="gradient flow: adaptive steps until |ds/dt| < tol")
     t.add_argument("--max-steps", type=T(options.steps, "--max-steps"))
     t.add_argument("--dim", action="append", metavar="NAME=N")
     t.add_argument("--x64", action="store_true", help="train in float64")
-    t.add_argument("--train-limit", type=T(options.positive_int, "--train-limit"), help="use only the first N training examples")
+    t.add_argument("--train-limit", type=T(options.positive_int, "--train-limit"),
+                   help="use only the first N training examples")
     t.add_argument("--test-limit", type=T(options.positive_int, "--test-limit"),
                    help="use only the first N test examples")
     t.add_argument("--no-progress", action="store_true")
@@ -378,25 +417,31 @@ def build_parser() -> argparse.ArgumentParser:
     g = sub.add_parser("gradcheck", help="compare an algorithm's gradient with the exact one")
     g.add_argument("file")
     g.add_argument("--algorithm",
-                   help=", ".join(ALGORITHMS) + " (default ep-centered); rhel, bptt for "
-                   "hamiltonian models (default rhel); glep, rhel, bptt for lagrangian models "
-                   "(default glep)")
+                   help=_algorithms_text() + " (default: ep-centered; rhel for hamiltonian, "
+                   "glep for lagrangian models)")
     g.add_argument("--boundary", choices=("echo", "initial"),
                    help="glep's boundary condition (default: the model's, else echo)")
-    g.add_argument("--beta", type=T(options.positive, "--beta"), help="nudging strength (default 0.001; for "
+    g.add_argument("--beta", type=T(options.positive, "--beta"),
+                   help="nudging strength (default 0.001; for "
                    "trajectories the same as --epsilon)")
     g.add_argument("--x64", action="store_true", help="float64 (recommended)")
     g.add_argument("--batch", type=T(options.positive_int, "--batch"), default=8)
     g.add_argument("--seed", type=SEED, default=0)
-    g.add_argument("--free-steps", type=T(options.steps, "--free-steps"), help="default: 5x the model's, at least 100")
-    g.add_argument("--dt", type=T(options.positive, "--dt"), help="gradient-flow step (default: the model's)")
-    g.add_argument("--nudged-steps", type=T(options.steps, "--nudged-steps"), help="default: as many as the free steps")
+    g.add_argument("--free-steps", type=T(options.steps, "--free-steps"),
+                   help="default: 5x the model's, at least 100")
+    g.add_argument("--dt", type=T(options.positive, "--dt"),
+                   help="gradient-flow step (default: the model's)")
+    g.add_argument("--nudged-steps", type=T(options.steps, "--nudged-steps"),
+                   help="default: as many as the free steps")
     g.add_argument("--dim", action="append", metavar="NAME=N")
-    g.add_argument("--min-cosine", type=T(options.cosine, "--min-cosine"), default=0.99, help="exit 1 below this (0.99)")
+    g.add_argument("--min-cosine", type=T(options.cosine, "--min-cosine"), default=0.99,
+                   help="exit 1 below this (0.99)")
     g.add_argument("--max-rel-err", type=T(options.nonnegative, "--max-rel-err"),
                    help="also exit 1 when the worst relative error is above this")
-    g.add_argument("--epsilon", type=T(options.positive, "--epsilon"), help="RHEL's echo nudge (default 1e-4)")
-    g.add_argument("--length", type=T(options.positive_int, "--length"), default=100, help="sequence length (Hamiltonian "
+    g.add_argument("--epsilon", type=T(options.positive, "--epsilon"),
+                   help="RHEL's echo nudge (default 1e-4)")
+    g.add_argument("--length", type=T(options.positive_int, "--length"), default=100,
+                   help="sequence length (Hamiltonian "
                    "models, default 100)")
     g.add_argument("--no-reference", action="store_true",
                    help="only the algorithm's own gradient (for memory measurements)")
@@ -404,15 +449,23 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _trace(args: argparse.Namespace) -> None:
+    """With --debug, the traceback of the error being handled goes to stderr first."""
+    if getattr(args, "debug", False):
+        import traceback
+        traceback.print_exc()
+
+
 def main(argv: list[str] | None = None) -> int:
-    from .train.data import DataError
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
     except ModelError as err:
+        _trace(args)
         print(err.render(), file=sys.stderr)
         return 2
-    except (UsageError, OptionError, DataError) as err:
+    except PhyslearnError as err:  # the user's mistake, in one line
+        _trace(args)
         print(f"error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as exc:
@@ -423,6 +476,7 @@ def main(argv: list[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     except OSError as exc:  # the disk, not physlearn: full, read-only, gone
+        _trace(args)
         where = f" {exc.filename}" if exc.filename else ""
         print(f"error: cannot access{where}: {exc.strerror or exc}", file=sys.stderr)
         return 2

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from .language.checker import ModelSpec
-from .train.data import DataError
+from .training.data import DataError
 
 
 def data_path(spec: ModelSpec) -> Path | None:
@@ -55,7 +55,7 @@ def load(spec: ModelSpec, path: str | Path | None = None) -> dict[str, np.ndarra
         raise
     except FileNotFoundError:
         raise DataError(f"no such file: {where} (the model's given arrays)") from None
-    except Exception as exc:  # noqa: BLE001 - anything unreadable is bad data, by name
+    except Exception as exc:
         raise DataError(f"{where}: not a readable npz file ({type(exc).__name__}: {exc})") \
             from None
     if not isinstance(z, np.lib.npyio.NpzFile):
@@ -74,7 +74,7 @@ def load(spec: ModelSpec, path: str | Path | None = None) -> dict[str, np.ndarra
             return out
     except DataError:
         raise
-    except Exception as exc:  # noqa: BLE001 - a damaged member, a pickled object, ...
+    except Exception as exc:
         raise DataError(f"{where}: cannot read the given arrays ({type(exc).__name__}: "
                         f"{exc})") from None
 

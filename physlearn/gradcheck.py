@@ -15,12 +15,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from .dynamics.relax import RelaxConfig, Relaxer
-from .learning import Problem, implicit_gradient, make_algorithm
-from .learning.autodiff import BPTT
+from .learning import EquilibriumProblem, Settings, TrajectoryAlgorithm, implicit_gradient, registry
 from .memory import require_fits
 from .physics import kind_of
 
-ZERO = 1e-14  # a gradient this small (in norm) counts as exactly zero
+ZERO = 1e-14  # a gradient difference this small (in norm) counts as exactly zero
+# functions with kinks: a finite nudge that crosses one is not a derivative there
+PIECEWISE = frozenset({"clip", "hardsigmoid", "relu", "abs", "step", "sign", "clip'"})
+SOLVE_FLOOR = {"float64": 1e-8, "float32": 1e-3}  # the implicit solve is meaningful below
 
 
 def cosine(a, b) -> float:
@@ -61,7 +63,8 @@ def run(model, algorithm: str, beta: float, *, dims=None, x64=True, batch=8, see
         free_steps=None, nudged_steps=None, relax_overrides=None, data=None,
         param_scale: float = 1.0, holomorphic_n: int = 4):
     """Returns (rows, gdu_rows, info): rows = per-parameter comparisons."""
-    from .train.trainer import _functions
+    from .training.setup import functions_used
+    kind = model.derivation.kind
     with jax.enable_x64(x64):
         dtype = jnp.float64 if x64 else jnp.float32
         gen = model.compile(dims)
@@ -71,19 +74,28 @@ def run(model, algorithm: str, beta: float, *, dims=None, x64=True, batch=8, see
         free = free_steps or max(5 * base.free_steps, 100)
         nudged = nudged_steps or free
         cfg = replace(base, free_steps=free, nudged_steps=nudged)
-        problem = Problem(gen, Relaxer(gen, cfg), _functions(model))
+        problem = EquilibriumProblem(gen, Relaxer(gen, cfg), functions_used(model))
         key = jax.random.PRNGKey(seed)
         params = gen.init_params(jax.random.fold_in(key, 0), dtype)
         params = {k: (v * param_scale if k in gen.INFO.params else v) for k, v in params.items()}
         data = data or random_batch(gen, jax.random.fold_in(key, 1), batch, dtype)
         lrs = {k: 1e-6 for k in gen.INFO.params}
-        alg = make_algorithm(algorithm, beta, holomorphic_n, lrs)
+        alg = registry.make(algorithm, Settings(beta, holomorphic_n, lrs), kind)
         alg.check(problem)
         est, aux = jax.jit(lambda p, d: alg.gradient(problem, p, d, key))(params, data)
         s0 = aux["free_states"]
         residual = float(aux["info"].residual)
-        exact = jax.jit(lambda p, s, d: implicit_gradient(problem, p, s, d))(params, s0, data)
-        bptt, _ = jax.jit(lambda p, d: BPTT().gradient(problem, p, d, key))(params, data)
+        kinked = sorted(problem.functions & PIECEWISE)
+        halved = None
+        if kinked and getattr(alg, "beta", None):  # does the estimate hold still in beta?
+            alg_half = registry.make(algorithm, Settings(beta / 2, holomorphic_n, lrs), kind)
+            est_half, _ = jax.jit(lambda p, d: alg_half.gradient(problem, p, d, key))(
+                params, data)
+            halved = max(rel_err(est[k], est_half[k]) for k in gen.INFO.params)
+        exact, solve_residual = jax.jit(lambda p, s, d: implicit_gradient(
+            problem, p, s, d, with_residual=True))(params, s0, data)
+        bptt, _ = jax.jit(lambda p, d: registry.make("bptt").gradient(problem, p, d, key))(
+            params, data)
         rows = []
         for k in gen.INFO.params:
             rows.append({"param": k, "cosine": cosine(est[k], exact[k]),
@@ -94,7 +106,9 @@ def run(model, algorithm: str, beta: float, *, dims=None, x64=True, batch=8, see
         gdu = gdu_table(problem, params, data, s0, beta, min(nudged, 10)) \
             if kind_of(gen).update_rules else []
         info = {"free_steps": free, "nudged_steps": nudged, "residual": residual,
-                "dtype": "float64" if x64 else "float32", "batch": batch}
+                "dtype": "float64" if x64 else "float32", "batch": batch,
+                "implicit_residual": float(solve_residual), "piecewise": kinked,
+                "beta_halved_change": halved}
         return rows, gdu, info
 
 
@@ -133,30 +147,27 @@ def run_trajectory(model, algorithm: str, eps: float, *, dims=None, x64=True, ba
     """Hamiltonian and Lagrangian models: RHEL, GLEP (or BPTT) against BPTT through the
     same leapfrog steps."""
     from .learning import trajectory as tr
-    from .learning.core import Unsupported
+    from .learning.base import Unsupported
+    from .learning.sequences import TrajectoryProblem
     kind = model.derivation.kind
-    known = kind.algorithms
+    known = registry.names(kind)
     if algorithm not in known:
         raise Unsupported(f"a {kind} model learns with {', '.join(known)}, not {algorithm}"
                           + ("" if algorithm != "glep" else
                              " (glep needs a `lagrangian`; use rhel on a hamiltonian)"))
-    if algorithm in ("rhel", "glep"):
-        tr.rhel_requirements(model, algorithm)
     with jax.enable_x64(x64):
         dtype = jnp.float64 if x64 else jnp.float32
         gen = model.compile(dims)
         require_fits(gen, batch, 8 if x64 else 4, length)
         dt = float(gen.INFO.relax.get("dt", 0.05))
         key = jax.random.PRNGKey(seed)
+        boundary = boundary or gen.INFO.learn.get("boundary", "echo")
+        alg = registry.make(algorithm, Settings(beta=eps, boundary=boundary), kind)
+        alg.check(TrajectoryProblem(gen, dt, model))
         if gen.INFO.stack:
-            if boundary == "initial":
-                raise Unsupported("a stacked model's cores learn with the echo (RHEL, or "
-                                  "GLEP's echo boundary); --boundary initial applies to a "
-                                  "Lagrangian trained alone")
-            return _run_stack(model, gen, algorithm, eps, dt, key, dtype, batch, length,
-                              reference)
+            return _run_stack(model, gen, alg, dt, key, dtype, batch, length, reference)
         params = gen.init_params(jax.random.fold_in(key, 0), dtype)
-        data = {}
+        data: dict = {}
         for n, dims_ in gen.INFO.inputs.items():
             shape = (batch,) + ((length,) if n in gen.INFO.time_varying else ()) + \
                 tuple(gen.INFO.dims[d] for d in dims_)
@@ -165,13 +176,10 @@ def run_trajectory(model, algorithm: str, eps: float, *, dims=None, x64=True, ba
         states = {s: 0.1 * jax.random.normal(jax.random.fold_in(key, 3 + i),
                                              (batch,) + tuple(gen.INFO.dims[d] for d in dd), dtype)
                   for i, (s, dd) in enumerate(gen.INFO.states.items())}
-        boundary = boundary or gen.INFO.learn.get("boundary", "echo")
-        if algorithm == "rhel":
-            est, est_u = jax.jit(lambda p, s, d: tr.rhel(gen, p, s, d, dt, eps))(params, states, data)
-        elif algorithm == "glep":
-            est, est_u = jax.jit(lambda p, s, d: tr.glep(gen, p, s, d, dt, eps, boundary))(
-                params, states, data)
-        else:
+        if isinstance(alg, TrajectoryAlgorithm):  # with the input gradients too
+            est, est_u = jax.jit(lambda p, s, d: alg.trajectory_gradient(
+                gen, p, s, d, dt, with_inputs=True))(params, states, data)
+        else:  # an algorithm for any problem (BPTT): from these states, through the problem
             est, est_u = jax.jit(lambda p, s, d: tr.bptt(gen, p, s, d, dt))(params, states, data)
         rows = []
         if reference:
@@ -193,7 +201,7 @@ def run_trajectory(model, algorithm: str, eps: float, *, dims=None, x64=True, ba
         return rows, info
 
 
-def _run_stack(model, gen, algorithm, eps, dt, key, dtype, batch, length, reference):
+def _run_stack(model, gen, alg, dt, key, dtype, batch, length, reference):
     """A stacked model: the whole network's gradient with RHEL in every core vs autodiff."""
     from .learning.hssm import Stack
     stack = Stack.from_model(model, gen)
@@ -202,13 +210,13 @@ def _run_stack(model, gen, algorithm, eps, dt, key, dtype, batch, length, refere
     x = jax.random.normal(jax.random.fold_in(key, 1), (batch, length, stack.inputs), dtype)
     labels = jax.random.randint(jax.random.fold_in(key, 2), (batch,), 0, stack.classes)
 
-    def grads(rhel):
-        layer = stack.layer(dt, eps, rhel)
+    def grads(layer):
         return jax.jit(jax.grad(lambda p: stack.loss(p, consts, x, labels, layer)[0]))(params)
-    est = grads(algorithm != "bptt")
+    reference_layer = stack.layer(dt, 0.0, rhel=False)
+    est = grads(alg.layer(gen, dt) if isinstance(alg, TrajectoryAlgorithm) else reference_layer)
     rows = []
     if reference:
-        ref = grads(False)
+        ref = grads(reference_layer)
         for k in params:
             rows.append({"param": k, "cosine": cosine(est[k], ref[k]),
                          "norm_ratio": norm_ratio(est[k], ref[k]),
@@ -216,8 +224,8 @@ def _run_stack(model, gen, algorithm, eps, dt, key, dtype, batch, length, refere
     else:
         rows = [{"param": k, "norm": float(np.linalg.norm(np.ravel(est[k])))} for k in params]
     info = {"dtype": "float64" if dtype == jnp.float64 else "float32", "batch": batch,
-            "length": length, "dt": dt, "epsilon": eps,
-            "boundary": "echo" if algorithm == "glep" else None, "stack": stack.describe(),
+            "length": length, "dt": dt, "epsilon": getattr(alg, "eps", None),
+            "boundary": getattr(alg, "boundary", None), "stack": stack.describe(),
             "integrator": gen.INFO.relax.get("method", "leapfrog")}
     return rows, info
 

@@ -29,7 +29,7 @@ def require_fits(gen, batch: int, itemsize: int = 4, length: int = 1) -> None:
     need = sum(sizes.values())
     have = total_memory()
     if have is not None and need > have:
-        big = max(sizes, key=sizes.get)
+        big = max(sizes, key=lambda k: sizes[k])
         shape = " x ".join(f"{d} = {gen.INFO.dims[d]:,}" for d in
                            {**gen.INFO.params, **gen.INFO.consts, **gen.INFO.states,
                             **gen.INFO.inputs}[big])

@@ -12,11 +12,13 @@ import argparse
 
 import numpy as np
 
+from .errors import OptionError
+
 
 def hexagonal_patch(rows: int, cols: int, jitter: float = 0.0, seed: int = 0) -> dict:
     """rows x cols pointy-top hexagons of unit side: r0[v, 2], cell[c, 6], src/dst[e]."""
     if rows < 1 or cols < 1:
-        raise ValueError("a patch needs at least one row and one column of cells")
+        raise OptionError("a patch needs at least one row and one column of cells")
     index: dict[tuple[int, int], int] = {}
     points: list[tuple[float, float]] = []
     cells = []
@@ -48,7 +50,7 @@ def ladder_netlist(rungs: int) -> dict:
     """A resistor ladder: two rails of `rungs` nodes joined by rungs; inputs at the first
     rung's nodes, outputs at the last's. Keys src, dst (edges), inp, outp (nodes)."""
     if rungs < 2:
-        raise ValueError("a ladder needs at least 2 rungs")
+        raise OptionError("a ladder needs at least 2 rungs")
     top = list(range(rungs))
     bottom = list(range(rungs, 2 * rungs))
     edges = [(top[k], top[k + 1]) for k in range(rungs - 1)]

@@ -64,11 +64,12 @@ class Model:
         from . import given as G
         if self.spec.given() and given is not False:
             if given is None and self.spec.data_file is None:
-                from .train.data import DataError
+                from .training.data import DataError
                 raise DataError(f"{self.spec.name} needs given arrays ("
                                 f"{', '.join(self.spec.given())}): add `data \"FILE.npz\"` "
                                 "to the model, or pass given={...} from Python")
-            arrays = given if isinstance(given, dict) else G.load(self.spec, given)
+            arrays = given if isinstance(given, dict) else G.load(
+                self.spec, None if given is True else given)
             where = str(given) if isinstance(given, (str, Path)) else str(
                 G.data_path(self.spec) if given is None else "given")
             dims = G.bind(self.spec, arrays, dims, where)
@@ -87,8 +88,8 @@ def _with_given(gen: types.ModuleType, given: dict) -> types.ModuleType:
         """The module's init_params, its given arrays defaulting to the model's."""
         args = (key,) if dtype is None else (key, dtype)
         return gen.init_params(*args, given=bound if given is None else given)
-    view.init_params = init_params
-    view.given_values = given  # what a run records (and a resume compares)
+    setattr(view, "init_params", init_params)  # noqa: B010  (a module has no such slot)
+    setattr(view, "given_values", given)  # noqa: B010  what a run records, a resume compares
     return view
 
 
@@ -143,7 +144,7 @@ def load(path: str | Path) -> Model:
     return loads(text, str(path))
 
 
-def compile(model: Model | str | Path, dims: dict[str, int] | None = None,  # noqa: A001
+def compile(model: Model | str | Path, dims: dict[str, int] | None = None,
             given: dict | str | Path | None = None) -> types.ModuleType:
     """Load (if given a path) and compile a model into an in-memory module."""
     if not isinstance(model, Model):

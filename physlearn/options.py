@@ -16,8 +16,7 @@ from typing import Any
 MAX_DIM = 2**31 - 1  # array sizes are indexed with int32 on accelerators
 
 
-class OptionError(ValueError):
-    """A numeric option out of range: one line, exit status 2."""
+from .errors import OptionError as OptionError  # noqa: E402  (re-exported)
 
 
 def _number(name: str, value: Any, kind: type) -> Any:

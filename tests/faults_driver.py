@@ -29,7 +29,7 @@ def main() -> None:
     import physlearn
     from jax._src import xla_bridge
     from physlearn import cli
-    from physlearn.train import data, faults
+    from physlearn.training import data, faults
 
     physlearn.load(model).derivation  # derive once, before forking
     data.load(None)

@@ -21,8 +21,8 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from physlearn.train import data
-from physlearn.train.data import DataError, Dataset, digits, load, validate
+from physlearn.training import data
+from physlearn.training.data import DataError, Dataset, digits, load, validate
 
 KEYS = ("x_train", "y_train", "x_test", "y_test")
 

@@ -45,3 +45,35 @@ def test_every_error_code_is_documented():
     text = LANGUAGE.read_text()
     missing = [code for code in CODES if code not in text]
     assert not missing, f"docs/language.md does not mention {missing}"
+
+
+_CHECKED = re.compile(r"^```python checked[ \t]*\n(.*?)^```[ \t]*\n+```text[ \t]*\n(.*?)^```",
+                      re.DOTALL | re.MULTILINE)
+
+
+def checked_examples() -> list[tuple[int, str, str]]:
+    """(line, code, printed output) of every ```python checked block in docs/python-api.md."""
+    text = (ROOT / "docs" / "python-api.md").read_text()
+    return [(text.count("\n", 0, m.start()) + 1, m.group(1), m.group(2))
+            for m in _CHECKED.finditer(text)]
+
+
+EXAMPLES = checked_examples()
+
+
+def test_python_api_has_checked_examples():
+    assert len(EXAMPLES) >= 2
+
+
+@pytest.mark.parametrize("line,code,expected", EXAMPLES, ids=[f"line{n}" for n, *_ in EXAMPLES])
+def test_python_api_example_prints_what_the_docs_say(line, code, expected, tmp_path,
+                                                     monkeypatch):
+    """Run from a scratch folder that sees the repository's models (as the docs do)."""
+    import contextlib
+    import io
+    (tmp_path / "models").symlink_to(ROOT / "models")
+    monkeypatch.chdir(tmp_path)
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        exec(compile(code, f"docs/python-api.md:{line}", "exec"), {"__name__": "__doc__"})
+    assert out.getvalue() == expected

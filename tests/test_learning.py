@@ -9,8 +9,13 @@ import physlearn
 from conftest import primitive_mlp
 from physlearn import gradcheck
 from physlearn.dynamics import RelaxConfig, Relaxer
-from physlearn.learning import (Problem, Unsupported, implicit_gradient, make_algorithm)
-from physlearn.train.trainer import _functions
+from physlearn.learning import (EquilibriumProblem as Problem, Settings, Unsupported,
+                                implicit_gradient, registry)
+from physlearn.training.setup import functions_used as _functions
+
+
+def make_algorithm(name, beta=0.5, holomorphic_n=4, lrs=None):
+    return registry.make(name, Settings(beta, holomorphic_n, dict(lrs or {})))
 
 ENERGY = """
 model small_energy
@@ -232,3 +237,41 @@ def test_asynchronous_needs_layers():
     with pytest.raises(physlearn.ModelError) as err:
         physlearn.loads(text, "lateral.phl").derivation
     assert err.value.code == "E219" and err.value.span.line == 10
+
+
+FLOATING_PAIR = """
+model floating_pair
+dim n = 2, m = 1
+input x[m]
+target y[m]
+state s[n]
+param k[m]
+energy E = (1 + k[0]^2) * (s[0] - s[1])^2 / 2 - x[0] * (s[0] - s[1])
+cost C = (s[0] - y[0])^2 / 2
+relax gradient_flow(dt = 0.2, free_steps = 200, nudged_steps = 200)
+"""
+
+
+def test_gradcheck_judges_by_bptt_when_the_implicit_solve_is_singular(tmp_path, capsys):
+    """A translation (s0, s1) -> (s0 + c, s1 + c) leaves E unchanged: the Hessian is singular,
+    implicit differentiation has no answer, and gradcheck says so and judges against BPTT."""
+    import json
+
+    from physlearn import cli
+    path = tmp_path / "pair.phl"
+    path.write_text(FLOATING_PAIR)
+    code = cli.main(["gradcheck", str(path), "--x64", "--batch", "2"])
+    out, err = capsys.readouterr()
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert "implicit reference is not meaningful" in err
+    assert summary["reference"] == "bptt" and summary["min_cosine"] > 0.999999
+    assert code == 0
+
+
+def test_gradcheck_warns_when_a_nudge_crosses_a_kink(capsys):
+    """strided_conv's hard sigmoid: at beta = 1e-3 some units sit within a nudge of a kink."""
+    from physlearn import cli
+    cli.main(["gradcheck", "models/strided_conv.phl", "--x64", "--batch", "2", "--beta", "0.001",
+              "--free-steps", "150"])
+    err = capsys.readouterr().err
+    assert "when beta is halved" in err and "clip" in err

@@ -1,7 +1,7 @@
 """A run never loses or misreports a result: kills at every write point, locks, refusals.
 
 The fault-injection test records every write point of an uninterrupted two-epoch run
-(physlearn/train/faults.py), then, for each one, kills a fresh run there with SIGKILL and
+(physlearn/training/faults.py), then, for each one, kills a fresh run there with SIGKILL and
 resumes it: the resumed folder must hold the uninterrupted run's params.npz and
 metrics.jsonl byte for byte.
 """
@@ -18,7 +18,7 @@ import pytest
 import physlearn
 from physlearn import cli
 from conftest import TINY
-from physlearn.train.rundir import RunDir, RunDirError, npz_bytes
+from physlearn.training.rundir import RunDir, RunDirError, npz_bytes
 
 EPOCHS = 2
 ARGS = ["--epochs", str(EPOCHS), "--train-limit", "40", "--test-limit", "20", "--batch-size",
@@ -262,8 +262,8 @@ def test_ctrl_c_stops_at_a_safe_point_with_status_130(tmp_path):
 
 def test_python_api_refuses_bad_settings(tmp_path):
     from physlearn.options import OptionError
-    from physlearn.train.data import digits
-    from physlearn.train.trainer import TrainConfig, Trainer
+    from physlearn.training.data import digits
+    from physlearn.training.trainer import TrainConfig, Trainer
     model = physlearn.loads(TINY)
     for bad in ({"epochs": 0}, {"batch_size": -1}, {"lr": -0.1}, {"beta": 0.0},
                 {"beta": float("nan")}, {"holomorphic_n": 1}, {"weight_decay": -1.0},

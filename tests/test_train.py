@@ -10,9 +10,9 @@ import pytest
 
 import physlearn
 from conftest import ROOT
-from physlearn.train.data import DataError, Dataset, digits
-from physlearn.train.rundir import RunDirError
-from physlearn.train.trainer import TrainConfig, Trainer, TrainingError
+from physlearn.training.data import DataError, Dataset, digits
+from physlearn.training.rundir import RunDirError
+from physlearn.training.trainer import TrainConfig, Trainer, TrainingError
 
 SMALL = """
 model small
@@ -100,7 +100,7 @@ def test_poisoned_data_from_python_is_refused_before_training(tmp_path):
 def test_divergence_is_named_and_keeps_the_checkpoint(tmp_path):
     """A run that diverges mid-way: exit with the phase, step and state named, and the
     folder holds exactly the epochs committed before."""
-    from physlearn.train.rundir import RunDir
+    from physlearn.training.rundir import RunDir
     model = physlearn.loads(SMALL)
     cfg = TrainConfig(epochs=1, out=str(tmp_path), progress=False)
     Trainer(model, tiny_data(), cfg, log=lambda *a: None).run()
@@ -191,7 +191,7 @@ def test_idx_files(tmp_path):
     write("train-labels-idx1-ubyte", rng.integers(0, 10, 40))
     write("t10k-images-idx3-ubyte", rng.integers(0, 255, (20, 8, 8)))
     write("t10k-labels-idx1-ubyte", rng.integers(0, 10, 20))
-    from physlearn.train.data import load
+    from physlearn.training.data import load
     ds = load(str(folder))
     assert ds.x_train.shape == (40, 64) and ds.x_train.max() <= 1.0 and ds.classes <= 10
     r = cli("train", ROOT / "models" / "hopfield_any.phl", "--data", folder, "--epochs", "1",

@@ -73,7 +73,7 @@ def test_mismatched_data_is_refused_before_training(tiny, tmp_path, capsys, over
 
 
 def test_uint8_pixels_are_scaled_like_idx(tmp_path):
-    from physlearn.train.data import load
+    from physlearn.training.data import load
     x = np.full((10, 4), 255, np.uint8)
     path = npz(tmp_path / "d.npz", x_train=x, y_train=np.zeros(10, int), x_test=x,
                y_test=np.zeros(10, int))
@@ -346,7 +346,7 @@ def test_relax_line_steps_beyond_int32_are_refused(write_model, tmp_path, capsys
 
 def test_python_config_types_are_checked(tmp_path):
     from physlearn.options import OptionError
-    from physlearn.train.trainer import TrainConfig
+    from physlearn.training.trainer import TrainConfig
     for bad in ({"relax": {"bogus": 1}}, {"x64": "yes"}, {"progress": "no"}, {"out": None},
                 {"out": ""}, {"seed": 2**40}, {"relax": {"free_steps": 2**40}}):
         with pytest.raises(OptionError):

@@ -18,7 +18,7 @@ import physlearn
 from physlearn import given as G
 from physlearn.check import check
 from physlearn.runtime import arrays as R
-from physlearn.train.data import DataError, fit_model, validate
+from physlearn.training.data import DataError, fit_model, validate
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ROOT / "models"

@@ -135,7 +135,7 @@ class Emitter:
         return code
 
     @staticmethod
-    def aligns_freely(a: "Arr", target: tuple) -> bool:
+    def aligns_freely(a: Arr, target: tuple) -> bool:
         """True when `a` broadcasts against `target` with no transpose and no new axis."""
         return tuple(target[len(target) - len(a.axes):]) == tuple(a.axes) if a.axes else True
 

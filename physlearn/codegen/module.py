@@ -295,7 +295,8 @@ class ModuleWriter:
         inits = {n: (v.init.kind, tuple(v.init.args)) for n, v in spec.variables.items()
                  if v.role in ("param", "const") and v.init is not None}
         fields = {
-            "model": spec.name, "kind": kind.name, "physics_name": d.physics_name,
+            "model": spec.name, "kind": kind.name, "sign": kind.sign, "flows": kind.flows,
+            "relaxations": tuple(kind.relax), "physics_name": d.physics_name,
             "cost_name": d.cost_name, "output": d.output,
             "output_is_state": spec.role(d.output) == "state" if d.output else False,
             "layers": d.layers(), "dims": dict(self.dims),

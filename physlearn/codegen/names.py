@@ -20,7 +20,8 @@ def _runtime_names() -> set[str]:
 
 
 def pyname(name: str) -> str:
-    name = name.replace("'", "_prime").replace("/", "_").replace("+", "_plus").replace("-", "_minus")
+    name = (name.replace("'", "_prime").replace("/", "_").replace("+", "_plus")
+            .replace("-", "_minus"))
     if keyword.iskeyword(name) or name in _MODULE_NAMES or name in _runtime_names():
         return name + "_"
     return name

@@ -10,8 +10,12 @@ rounding.
 
 from __future__ import annotations
 
+from typing import ClassVar, final
+
 import jax
 import jax.numpy as jnp
+
+from .integrator import Integrator
 
 
 def _step_maps(gen, params, states, seq, static, dt):
@@ -63,3 +67,23 @@ def trajectory(gen, params, states, seq, static, dt):
         out[q] = qq * states[q] + qp * states[p] + c[q]
         out[p] = pq * states[q] + pp * states[p] + c[p]
     return out
+
+
+@final
+class ParallelScan(Integrator):
+    """The leapfrog of a diagonal quadratic H (`relax leapfrog(scan = parallel)`), all steps
+    at once: the same states as `Leapfrog`, O(log T) depth."""
+
+    name: ClassVar[str] = "parallel"
+    time_symmetric: ClassVar[bool] = True
+
+    def step(self, gen, params, states, data, dt):
+        return gen.leapfrog(params, states, data, dt)
+
+    def every_state(self, gen, params, states, seq, static, dt):
+        return trajectory(gen, params, states, seq, static, dt)
+
+    def forward(self, gen, params, states, seq, static, dt):
+        every = trajectory(gen, params, states, seq, static, dt)
+        costs = jax.vmap(lambda s, u: jnp.mean(gen.cost(params, s, {**static, **u})))(every, seq)
+        return jax.tree_util.tree_map(lambda v: v[-1], every), costs

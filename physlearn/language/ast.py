@@ -33,7 +33,7 @@ class Index(Node):
     value: int | None = None
     offset: int = 0  # `i+1` / `i-1`: a neighbour along the dim (see boundary rules)
     terms: tuple[tuple[str, int], ...] = ()  # (index name, coefficient) of a window slot
-    gather: "Indexed | None" = None  # `r[cell[c, m], a]`: read r where cell points
+    gather: Indexed | None = None  # `r[cell[c, m], a]`: read r where cell points
 
     @property
     def window(self) -> bool:
@@ -82,7 +82,7 @@ class Velocity(Node):
 @dataclass(frozen=True)
 class Call(Node):
     func: str
-    args: tuple["Expr", ...]
+    args: tuple[Expr, ...]
     func_span: Span = field(compare=False, repr=False, default=None)
 
 
@@ -92,20 +92,20 @@ class Reduction(Node):
 
     op: str  # sum | logsumexp | max | min | mean
     indices: tuple[Name, ...]
-    body: "Expr"
+    body: Expr
     ranges: tuple[str | None, ...] = ()  # `sum(u in k: ...)`: the dim given for each index
 
 
 @dataclass(frozen=True)
 class BinOp(Node):
     op: str  # + - * / ^
-    left: "Expr"
-    right: "Expr"
+    left: Expr
+    right: Expr
 
 
 @dataclass(frozen=True)
 class Neg(Node):
-    operand: "Expr"
+    operand: Expr
 
 
 Expr = Number | Name | Indexed | Velocity | Call | Reduction | BinOp | Neg

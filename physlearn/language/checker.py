@@ -27,7 +27,8 @@ KEYWORD_NAMES = {"model", "dim", "input", "target", "state", "param", "const", "
                  "energy", "primitive", "hamiltonian", "lagrangian", "update", "cost", "learn",
                  "relax", "sum", "periodic", "boundary", "stack",
                  "logsumexp", "symmetric", "nonnegative", "init", "conjugate", "final", "to",
-                 "beta", "index", "in", "max", "min", "mean", "data"}  # beta: the EP nudging strength
+                 "beta",  # the EP nudging strength
+                 "index", "in", "max", "min", "mean", "data"}
 
 
 @dataclass
@@ -269,10 +270,11 @@ class Checker:
                 raise self.error("E205", f"index {i.name!r} of {d.name} is not used in its body",
                                  i.span)
             free[i.name] = self._ranged(i, rng, free[i.name])
-        for idx, (dim, span) in free.items():
+        for idx, (_dim, span) in free.items():
             if idx not in names:
                 raise self.error("E204", f"free index {idx!r} in `let {d.name}`", span,
-                                 f"sum over it, or list it: `let {d.name}[{', '.join(names + [idx])}]`")
+                                 "sum over it, or list it: "
+                                 f"`let {d.name}[{', '.join(names + [idx])}]`")
         self.spec.lets[d.name] = (d, tuple(free[i][0] for i in names))
 
     def _Physics(self, p: ast.Physics):
@@ -728,7 +730,8 @@ class Checker:
                 free = self._merge(free, self._expr(a, bound, local_scalars))
             except ModelError as err:
                 if err.code == "E203":
-                    err.code, err.message = "E206", f"arguments of {e.func} disagree: " + err.message
+                    err.code = "E206"
+                    err.message = f"arguments of {e.func} disagree: " + err.message
                 raise
         self._check_constant(e)
         return free

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..errors import PhyslearnError
+
 
 @dataclass(frozen=True)
 class Span:
@@ -15,7 +17,7 @@ class Span:
     end_column: int
 
 
-class ModelError(Exception):
+class ModelError(PhyslearnError):
     """A user-facing error in a model file: `file:line:col: error[CODE]: message`."""
 
     def __init__(self, code: str, message: str, span: Span | None = None,
@@ -28,7 +30,7 @@ class ModelError(Exception):
         self.filename = filename
         self.hint = hint
 
-    def located(self, source: str, filename: str) -> "ModelError":
+    def located(self, source: str, filename: str) -> ModelError:
         """Attach the file text so the error can show the offending line."""
         if self.source is None:
             self.source = source

@@ -33,9 +33,11 @@ _SOURCE: contextvars.ContextVar[str | None] = contextvars.ContextVar("physlearn_
                                                                     default=None)
 _WORD = re.compile(r"[A-Za-z0-9_]*")
 _KEYWORD_TERMINALS = ("MODEL", "DIM", "INPUT", "TARGET", "STATE", "PARAM", "CONST", "DEF",
-                      "LET", "ENERGY", "PRIMITIVE", "HAMILTONIAN", "LAGRANGIAN", "UPDATE", "STACK", "COST", "LEARN",
+                      "LET", "ENERGY", "PRIMITIVE", "HAMILTONIAN", "LAGRANGIAN", "UPDATE",
+                      "STACK", "COST", "LEARN",
                       "RELAX", "SYMMETRIC", "NONNEGATIVE", "INIT", "SUM", "LOGSUMEXP",
-                      "CONJUGATE", "FINAL", "PERIODIC", "BOUNDARY", "INDEX", "IN", "MAX", "MIN", "DATA",
+                      "CONJUGATE", "FINAL", "PERIODIC", "BOUNDARY", "INDEX", "IN", "MAX", "MIN",
+                      "DATA",
                       "MEAN")
 
 
@@ -82,7 +84,7 @@ class _Affine:
     const: int
     gather: ast.Indexed | None = None
 
-    def plus(self, other: "_Affine", sign: int, span: Span) -> "_Affine":
+    def plus(self, other: _Affine, sign: int, span: Span) -> _Affine:
         if self.gather is not None or other.gather is not None:
             raise ModelError("E100", "an index array read (e.g. cell[c, m]) must be the "
                              "whole index; it cannot be added to", span)
@@ -445,7 +447,7 @@ def _token_words(tok: Token) -> str:
 def _accepts(exc) -> set[str]:
     try:
         acc = exc.accepts
-    except Exception:  # noqa: BLE001 - lark internals; fall back to the coarse set
+    except Exception:
         acc = None
     return set(acc) if acc else set(exc.expected or ())
 
@@ -456,7 +458,7 @@ def _accepts_before(source: str, pos: int, fallback) -> set[str]:
         ip = _parser().parse_interactive(source[:pos])
         ip.exhaust_lexer()
         return set(ip.accepts())
-    except Exception:  # noqa: BLE001 - best effort, only for the hint
+    except Exception:
         return set(fallback or ())
 
 

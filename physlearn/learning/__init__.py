@@ -1,41 +1,23 @@
-"""Learning algorithms, one small module per family, over a shared core."""
+"""Learning algorithms over one problem protocol, registered by name in one place.
 
-from .autodiff import BPTT, Implicit, implicit_gradient
-from .base import AbstractAlgorithm
-from .cep import ContinualEP
-from .contrastive import Contrastive, Coupled
-from .core import Problem, Unsupported
-from .ep import EP, HolomorphicEP
+    problem = EquilibriumProblem(gen, Relaxer(gen, cfg))
+    algorithm = make("ep-centered", Settings(beta=0.1))
+    g, aux = algorithm.gradient(problem, params, data, key)
+"""
 
-ALGORITHMS = ("ep-positive", "ep-negative", "ep-centered", "ep-holomorphic", "cl",
-              "cpl-positive", "cpl-negative", "cpl-centered", "cep", "bptt", "implicit")
-
-
-def make_algorithm(name: str, beta: float = 0.5, holomorphic_n: int = 4,
-                   lrs: dict | None = None) -> AbstractAlgorithm:
-    """The algorithm called `name` (see ALGORITHMS)."""
-    if name in ("rhel", "glep"):
-        raise Unsupported(f"{name} learns trajectories (hamiltonian or lagrangian models); "
-                          f"an energy model learns with {', '.join(ALGORITHMS)}")
-    if name not in ALGORITHMS:
-        raise Unsupported(f"unknown algorithm {name!r}; choose from {', '.join(ALGORITHMS)}")
-    if name.startswith("ep-") and name != "ep-holomorphic":
-        return EP(beta, name[3:])
-    if name == "ep-holomorphic":
-        return HolomorphicEP(beta, holomorphic_n)
-    if name == "cl":
-        return Contrastive()
-    if name.startswith("cpl-"):
-        return Coupled(beta, name[4:])
-    if name == "cep":
-        return ContinualEP(beta, dict(lrs or {}))
-    if name == "bptt":
-        return BPTT()
-    if name == "implicit":
-        return Implicit()
-    raise Unsupported(f"unknown algorithm {name!r}; choose from {', '.join(ALGORITHMS)}")
+from .base import Algorithm, EquilibriumAlgorithm, Settings, TrajectoryAlgorithm, Unsupported
+from .equilibrium import EquilibriumProblem
+from .problem import Problem, tied, untied
+from .registry import entries, make, names, register, unregister
+from .sequences import TrajectoryProblem
 
 
-__all__ = ["ALGORITHMS", "AbstractAlgorithm", "BPTT", "ContinualEP", "Contrastive", "Coupled",
-           "EP", "HolomorphicEP", "Implicit", "Problem", "Unsupported", "implicit_gradient",
-           "make_algorithm"]
+def implicit_gradient(problem, params, states, data, with_residual=False):
+    """dL/dtheta by implicit differentiation at the fixed point `states` (matrix-free)."""
+    from .algorithms.implicit import implicit_gradient as solve
+    return solve(problem, params, states, data, with_residual)
+
+
+__all__ = ["Algorithm", "EquilibriumAlgorithm", "EquilibriumProblem", "Problem", "Settings",
+           "TrajectoryAlgorithm", "TrajectoryProblem", "Unsupported", "entries",
+           "implicit_gradient", "make", "names", "register", "tied", "unregister", "untied"]

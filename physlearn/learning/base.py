@@ -1,26 +1,109 @@
-"""The interface of a learning algorithm: one small class per family."""
+"""The interface every learning algorithm implements, and the settings it is built from."""
 
 from __future__ import annotations
 
-from typing import ClassVar
+import abc
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from .core import Problem
+if TYPE_CHECKING:
+    from ..physics.base import PhysicsKind
+    from .problem import Problem
+
+Params = dict[str, Any]
+Batch = dict[str, Any]
 
 
-class AbstractAlgorithm:
-    """Estimates dL/dtheta for one batch.
+from ..errors import Unsupported as Unsupported  # noqa: E402  (re-exported)
 
-    `gradient(problem, params, data, key)` returns (g, aux): g maps every parameter name to
-    its estimate; aux holds `free_states`, `info` (free-phase RelaxInfo) and anything the
-    algorithm wants to report. `check(problem)` raises `Unsupported` with a reason.
+
+@dataclass(frozen=True)
+class Settings:
+    """What an algorithm may be built with; each takes the fields it needs.
+
+    beta: the nudge (EP family) or the echo's finite difference epsilon (RHEL, GLEP);
+    holomorphic_n: complex nudges of holomorphic EP; lrs: per-parameter learning rates
+    (continual EP moves the weights itself); boundary: GLEP's boundary condition.
     """
 
-    name: ClassVar[str]
+    beta: float = 0.5
+    holomorphic_n: int = 4
+    lrs: dict[str, float] = field(default_factory=dict)
+    boundary: str = "echo"
+
+
+class Algorithm(abc.ABC):
+    """Estimates dL/dtheta for one batch of one problem.
+
+    `gradient(problem, params, data, key)` returns (g, aux): g maps every learned
+    parameter to its estimate of dL/dtheta (so `theta - lr * g` descends); aux is what
+    `problem.summary` reads back (free states and relaxation info for an equilibrium).
+    Subclasses are registered by name with `physlearn.learning.register`.
+    """
+
+    name: str = ""  # set by the registry: one class may serve several names
     description: ClassVar[str] = ""
-    updates_params_itself: ClassVar[bool] = False  # cep: applies its own steps
+    updates_params_itself: ClassVar[bool] = False  # continual EP applies its own steps
+    rank: ClassVar[int] = 50  # where it is listed: the paper's rule first, references last
+
+    @classmethod
+    @abc.abstractmethod
+    def accepts(cls, kind: PhysicsKind) -> bool:
+        """Whether models of this physics kind can learn with the algorithm."""
+
+    @classmethod
+    def refusal(cls, kind: PhysicsKind) -> str:
+        """Why models of `kind` cannot learn with the algorithm ('' for the generic reason)."""
+        return ""
+
+    @classmethod
+    def build(cls, settings: Settings, **fixed: Any) -> Algorithm:
+        """An instance from the run's settings (`fixed`: the registered variant's options)."""
+        return cls(**fixed)
+
+    def settings_text(self) -> str:
+        """The algorithm's settings in words, for the run's one-line description."""
+        beta = getattr(self, "beta", None)
+        return f"beta {beta:g}" if beta is not None else ""
 
     def check(self, problem: Problem) -> None:
+        """Raise `Unsupported` with a reason when the problem does not fit."""
         return None
 
-    def gradient(self, problem: Problem, params, data, key):
-        raise NotImplementedError
+    @abc.abstractmethod
+    def gradient(self, problem: Problem, params: Params, data: Batch,
+                 key: Any) -> tuple[Params, dict]:
+        """(estimate of dL/dtheta per learned parameter, aux for the problem's summary)."""
+
+
+class EquilibriumAlgorithm(Algorithm):
+    """Learns at the fixed points of `energy` and `primitive` models."""
+
+    @classmethod
+    def accepts(cls, kind: PhysicsKind) -> bool:
+        return not kind.trajectory
+
+
+class TrajectoryAlgorithm(Algorithm):
+    """Learns along trajectories of `hamiltonian` and `lagrangian` models.
+
+    The problem decides how: a lone model integrates and calls `trajectory_gradient`; a
+    stacked network backpropagates through every core with `layer` as its VJP rule.
+    """
+
+    @classmethod
+    def accepts(cls, kind: PhysicsKind) -> bool:
+        return kind.trajectory
+
+    def gradient(self, problem, params, data, key):
+        return problem.trajectory_gradient(self, params, data)
+
+    @abc.abstractmethod
+    def trajectory_gradient(self, gen: Any, params: Params, states: dict, data: Batch,
+                            dt: float, with_inputs: bool = False) -> tuple[Params, dict]:
+        """(dL/dtheta, dL/du) for a trajectory that starts at `states` (dL/du, per
+        time-varying input, only `with_inputs`; else it may be empty)."""
+
+    @abc.abstractmethod
+    def layer(self, gen: Any, dt: float) -> Any:
+        """The core as a differentiable layer whose VJP is this algorithm (stacks)."""

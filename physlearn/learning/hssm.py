@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 
 from . import trajectory as tr
+from .problem import Problem
 
 
 class Stack:
@@ -102,3 +103,67 @@ class Stack:
 
     def layer(self, dt: float, eps: float, rhel: bool):
         return tr.hru_layer(self.gen, dt, eps, rhel=rhel)
+
+
+class StackProblem(Problem):
+    """A stack of trajectory cores as a problem: every algorithm differentiates the whole
+    network; a trajectory algorithm supplies the cores' backward pass (`layer`)."""
+
+    def __init__(self, gen, stack: Stack, dt: float, model=None):
+        self.gen, self.stack, self.dt, self.model = gen, stack, float(dt), model
+
+    @property
+    def param_names(self) -> tuple[str, ...]:
+        return tuple(jax.eval_shape(lambda: self.stack.init(jax.random.PRNGKey(0))))
+
+    def tie(self, g):
+        return g  # the VJP convention: every entry on its own
+
+    def initial_parameters(self, key, dtype):
+        return self.stack.consts(dtype), self.stack.init(key, dtype)
+
+    def project(self, params):
+        return self.stack.project(params)
+
+    def require_echo(self, algorithm: str) -> None:
+        if self.model is not None:
+            tr.rhel_requirements(self.model, algorithm)
+        else:
+            tr.require_echo(self.gen, algorithm)
+
+    def _split(self, params, data):
+        names = set(self.param_names)
+        x = data[self.stack.u]
+        y = data[next(iter(self.gen.INFO.targets))]
+        return ({k: v for k, v in params.items() if k in names},
+                {k: v for k, v in params.items() if k not in names},
+                x, jnp.argmax(y, -1))
+
+    def _loss(self, params, data, layer):
+        trainable, consts, x, labels = self._split(params, data)
+        loss, z = self.stack.loss(trainable, consts, x, labels, layer)
+        return loss, {"loss": loss, "logits": z}
+
+    def trajectory_gradient(self, algorithm, params, data):
+        trainable, consts, x, labels = self._split(params, data)
+        layer = algorithm.layer(self.gen, self.dt)
+        (loss, z), g = jax.value_and_grad(self.stack.loss, has_aux=True)(
+            trainable, consts, x, labels, layer)
+        return g, {"loss": loss, "logits": z}
+
+    def objective(self, params, data):
+        return self._loss(params, data, tr.hru_layer(self.gen, self.dt, rhel=False))
+
+    def summary(self, params, data, aux):
+        labels = jnp.argmax(data[next(iter(self.gen.INFO.targets))], -1)
+        return {"loss": aux["loss"], "hits": jnp.sum(jnp.argmax(aux["logits"], -1) == labels),
+                "steps": jnp.asarray(data[self.stack.u].shape[1]),
+                "residual": jnp.asarray(0.0), "finite": jnp.isfinite(aux["loss"])}
+
+    def evaluate(self, params, data, labels):
+        loss, aux = self.objective(params, data)
+        return jnp.sum(jnp.argmax(aux["logits"], -1) == labels), loss * labels.shape[0]
+
+    def diagnose(self, params, data, algorithm, where):
+        return (f"the {algorithm.name} gradient or the trajectory of the stack became NaN/inf "
+                f"({where}); try a smaller learning rate (--lr) or leapfrog step (--dt)")

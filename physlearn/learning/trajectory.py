@@ -9,12 +9,16 @@ final state (two echoes, nudged by -+eps dC/dq), so its memory does not grow wit
 
 from __future__ import annotations
 
+from typing import Any
+
 import jax
 import jax.numpy as jnp
 
+from ..dynamics.integrators import integrator_for
+from ..errors import Unsupported
 from ..language.errors import ModelError
 from ..physics import kind_of
-from .autodiff import tied, untied
+from .problem import tied, untied
 
 
 def rhel_requirements(model, algorithm: str = "rhel") -> None:
@@ -22,9 +26,11 @@ def rhel_requirements(model, algorithm: str = "rhel") -> None:
     hold for `model`; `algorithm` is named in the message."""
     d = model.derivation
     spec = d.spec
-    if spec.relax is not None and spec.relax.method == "adaptive":
-        raise ModelError("E224", "rhel and glep need `relax leapfrog`: adaptive steps are not "
-                         "time-symmetric, so the echo would not retrace the trajectory",
+    from ..dynamics.integrators import INTEGRATORS
+    method = spec.relax.method if spec.relax is not None else "leapfrog"
+    if method in INTEGRATORS and not INTEGRATORS[method].time_symmetric:
+        raise ModelError("E224", f"rhel and glep need `relax leapfrog`: {method} steps are "
+                         "not time-symmetric, so the echo would not retrace the trajectory",
                          spec.relax.span, spec.source, spec.filename,
                          "use --algorithm bptt, or relax leapfrog(dt = ...)")
     for key, advice in (("separable", "the leapfrog step needs H = T(p) + V(q)"),
@@ -42,12 +48,13 @@ def require_echo(gen, algorithm: str = "rhel") -> None:
     """The compiled module's own check (for Python callers; the CLI gives a positioned
     E224 through `rhel_requirements`): the echo needs a separable, time-reversible H
     integrated by the leapfrog."""
+    integrator = integrator_for(gen)
     why = ("H is not separable" if not gen.INFO.structure["separable"] else
            "H is not even in the momenta" if not gen.INFO.structure["time_reversible"] else
-           "relax adaptive is not time-symmetric" if gen.INFO.relax.get("method") == "adaptive"
+           f"relax {integrator.name} is not time-symmetric" if not integrator.time_symmetric
            else None)
     if why:
-        raise ValueError(f"{algorithm} does not apply to {gen.INFO.model}: {why}; use bptt")
+        raise Unsupported(f"{algorithm} does not apply to {gen.INFO.model}: {why}; use bptt")
 
 
 def _integrand(gen, grad):
@@ -65,10 +72,9 @@ def _integrand(gen, grad):
 
 
 def stepper(gen):
-    """The model's integrator, (params, states, data, dt) -> (new states, kick states)."""
-    if gen.INFO.relax.get("method") == "adaptive":
-        return lambda params, s, d, dt: (gen.adaptive_step(params, s, d, dt), s)
-    return gen.leapfrog
+    """The model's integrator step, (params, states, data, dt) -> (new states, kick states)."""
+    integrator = integrator_for(gen)
+    return lambda params, s, d, dt: integrator.step(gen, params, s, d, dt)
 
 
 def split(gen, data):
@@ -89,23 +95,7 @@ def forward(gen, params, states, data, dt, parallel=None):
     a diagonal quadratic H as an associative scan: the same states, O(log T) depth.
     """
     static, seq = split(gen, data)
-    if parallel is None:
-        parallel = gen.INFO.relax.get("scan") == "parallel"
-    if parallel:
-        from ..dynamics.parallel import trajectory
-        every = trajectory(gen, params, states, seq, static, dt)
-        costs = jax.vmap(lambda s, u: jnp.mean(gen.cost(params, s, {**static, **u})))(every, seq)
-        return jax.tree_util.tree_map(lambda v: v[-1], every), costs
-
-    step = stepper(gen)
-
-    def body(s, u):
-        d = {**static, **u}
-        s, _ = step(params, s, d, dt)
-        return s, jnp.mean(gen.cost(params, s, d))
-
-    final, costs = jax.lax.scan(body, states, seq)
-    return final, costs
+    return integrator_for(gen, parallel).forward(gen, params, states, seq, static, dt)
 
 
 def loss(gen, params, states, data, dt):
@@ -160,7 +150,8 @@ def rhel(gen, params, states, data, dt, eps=1e-4, with_inputs=True, *, sign=1.0,
     if with_inputs and gen.INFO.cost_inputs:  # the cost reads inputs directly: add dC/du
         direct_u = _direct_input_grads(gen, params, states, data, dt)
         gu = {k: gu[k] + direct_u[k] if k in direct_u else gu[k] for k in gu}
-    direct = _direct_cost_grads(gen, params, states, data, dt, final if gen.INFO.cost_final else None)
+    direct = _direct_cost_grads(gen, params, states, data, dt,
+                                final if gen.INFO.cost_final else None)
     return {k: sign * g[k] + direct[k] for k in g}, gu
 
 
@@ -211,9 +202,10 @@ def echo_contrast(gen, params, final, step_data, n, kick, every_step, dt, eps,
         acc = {k: acc[k] + g[k] for k in acc}
         if every_step:
             new = jax.lax.cond(t >= 1, lambda s: _push(s, kick, t - 1, eps), lambda s: s, new)
-        gu = inputs(half, d) if with_inputs else None
-        return (new, acc, t - 1), ({k: gu[k] for k in gen.INFO.time_varying} if with_inputs
-                                   else None)
+        if not with_inputs:
+            return (new, acc, t - 1), None
+        gu = inputs(half, d)
+        return (new, acc, t - 1), {k: gu[k] for k in gen.INFO.time_varying}
 
     (_, acc, _), gu = jax.lax.scan(body, (pair, zeros, jnp.asarray(n - 1)), None, length=n)
     gu = {k: v[::-1] for k, v in gu.items()} if with_inputs else {}  # time-major again
@@ -235,14 +227,14 @@ def glep(gen, params, states, data, dt, eps=1e-4, boundary="echo"):
     The input gradient is returned for the echo boundary only ({} otherwise).
     """
     if not kind_of(gen).velocities:
-        raise ValueError(f"glep needs a lagrangian model; {gen.INFO.model} is "
+        raise Unsupported(f"glep needs a lagrangian model; {gen.INFO.model} is "
                          f"{gen.INFO.kind}")
     require_echo(gen, "glep")
     integrand = _integrand(gen, gen.grad_lagrangian_params)
     if boundary == "echo":
         return rhel(gen, params, states, data, dt, eps, sign=-1.0, integrand=integrand)
     if boundary != "initial":
-        raise ValueError(f"glep boundary must be echo or initial, not {boundary!r}")
+        raise Unsupported(f"glep boundary must be echo or initial, not {boundary!r}")
     return glep_initial(gen, params, states, data, dt, eps, integrand), {}
 
 
@@ -286,7 +278,7 @@ def glep_initial(gen, params, states, data, dt, eps, integrand):
 
     sens = jax.jacfwd(free_final)(trainable)  # forward sensitivities: state -> param -> array
     for k in gen.INFO.params:
-        term = 0.0
+        term: Any = 0.0
         for p, q in gen.INFO.conjugate.items():
             nd = d_eps[q].ndim
             term = term + jnp.tensordot(d_eps[p], sens[q][k], axes=nd) \

@@ -25,8 +25,6 @@ class PhysicsKind(abc.ABC):
     learn: ClassVar[tuple[str, ...]]  # learning rules that fit, the default first
     relax: ClassVar[tuple[str, ...]]  # relaxations that fit, the default first
     stack: ClassVar[tuple[str, ...]] = ()  # `stack` methods that fit
-    # algorithm names of `physlearn train` / `gradcheck` for trajectory models
-    algorithms: ClassVar[tuple[str, ...]] = ()
     update_rules: ClassVar[bool] = False  # the model writes its own `update` rules
     flows: ClassVar[bool] = False  # states follow ds/dt = -dP/ds (the module has `dynamics`)
     velocities: ClassVar[bool] = False  # the physics reads velocities q'
@@ -53,6 +51,16 @@ class PhysicsKind(abc.ABC):
     @property
     def article(self) -> str:
         return "an" if self.name[0] in "aeiou" else "a"
+
+    # ---------------------------------------------------------------- training
+    def training_defaults(self, learn: dict) -> dict:
+        """What a run uses where the command line is silent, from the `learn` line:
+        algorithm, beta (the nudge, or the echo's epsilon), optimizer and lr."""
+        nudging = learn.get("nudging", "centered")
+        return {"algorithm": "ep-holomorphic" if nudging == "holomorphic" else f"ep-{nudging}",
+                "beta": float(learn.get("beta", 0.5)),
+                "optimizer": learn.get("optimizer", "sgd"),
+                "lr": float(learn.get("lr", 0.05))}
 
     # ------------------------------------------------------------------ checks
     @abc.abstractmethod

@@ -12,7 +12,7 @@ from .trajectory import TrajectoryKind
 class Hamiltonian(TrajectoryKind):
     name: ClassVar[str] = "hamiltonian"
     learn: ClassVar[tuple[str, ...]] = ("RHEL",)
-    algorithms: ClassVar[tuple[str, ...]] = ("rhel", "bptt")
+    default_algorithm: ClassVar[str] = "rhel"
     default_learn: ClassVar[dict] = {"method": "RHEL", "epsilon": 1e-4}
 
     def check_momenta(self, checker) -> None:

@@ -12,7 +12,7 @@ from .trajectory import TrajectoryKind
 class Lagrangian(TrajectoryKind):
     name: ClassVar[str] = "lagrangian"
     learn: ClassVar[tuple[str, ...]] = ("GLEP", "RHEL")
-    algorithms: ClassVar[tuple[str, ...]] = ("glep", "rhel", "bptt")
+    default_algorithm: ClassVar[str] = "glep"
     velocities: ClassVar[bool] = True
     default_learn: ClassVar[dict] = {"method": "GLEP", "epsilon": 1e-4, "boundary": "echo"}
 

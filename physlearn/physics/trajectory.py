@@ -16,6 +16,13 @@ class TrajectoryKind(PhysicsKind):
     stack: ClassVar[tuple[str, ...]] = ("HSSM",)
     default_relax: ClassVar[dict] = {"method": "leapfrog", "dt": 0.05}
     motion: ClassVar[str] = "Hamilton's equations"
+    default_algorithm: ClassVar[str]
+
+    def training_defaults(self, learn: dict) -> dict:
+        return {"algorithm": self.default_algorithm,
+                "beta": float(learn.get("epsilon", 1e-4)),
+                "optimizer": learn.get("optimizer", "adam"),
+                "lr": float(learn.get("lr", 1e-3))}
 
     def check(self, checker) -> None:
         no_update_rules(checker)

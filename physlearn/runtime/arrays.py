@@ -98,7 +98,7 @@ def pool_route(x, g, axes, sizes, largest):
     routed to each window's extremum and split equally between ties (as jnp.max's
     gradient is). Window k of `axes[t]` covers positions sizes[t]*k ... sizes[t]*k +
     sizes[t] - 1. Strided slices, so no window axes are materialised."""
-    offsets = [()]
+    offsets: list[tuple[int, ...]] = [()]
     for s in sizes:
         offsets = [o + (u,) for o in offsets for u in range(s)]
     parts = []

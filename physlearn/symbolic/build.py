@@ -260,7 +260,8 @@ def check_windows(b: Builder, dims: dict[str, int | None]) -> None:
         if read.size < n:
             missing = np.setdiff1d(np.arange(min(n, read.size + 5)), read)
             where = ", ".join(map(str, missing[:4])) + (", ..." if n - read.size > 4 else "")
-            fail("E227", f"{shown} ({ranges}) never reads position{'s' if n - read.size > 1 else ''}"
+            plural = "s" if n - read.size > 1 else ""
+            fail("E227", f"{shown} ({ranges}) never reads position{plural}"
                  f" {where} of {name}'s dim {dim} = {n}",
                  "the output size, window and stride must cover the input: n = "
                  "stride*(out - 1) + dilation*(window - 1) + 1 (with any padding added to n)")

@@ -56,8 +56,9 @@ class TexPrinter(LatexPrinter):
 
     def _print_Sum(self, expr):
         idx = ",".join(self._print(v) for v, *_ in expr.limits)
-        return rf"\sum_{{{idx}}} {self.parenthesize(expr.function, 1000)}" \
-            if isinstance(expr.function, sp.Add) else rf"\sum_{{{idx}}} {self._print(expr.function)}"
+        if isinstance(expr.function, sp.Add):
+            return rf"\sum_{{{idx}}} {self.parenthesize(expr.function, 1000)}"
+        return rf"\sum_{{{idx}}} {self._print(expr.function)}"
 
     def _print_Inside(self, expr, exp=None):
         return _edge(self._print, *expr.args).replace(">=", r"\geq")
@@ -162,7 +163,8 @@ def latex_rule(rule: Rule) -> str:
     sub = f"_{{{idx}}}" if idx else ""
     if rule.kind in ("state_gradient", "param_gradient", "cost_gradient", "input_gradient"):
         num, den = rule.lhs[1:].split("/d")
-        lhs = rf"\frac{{\partial {_tex_name(num)}}}{{\partial {_subscriptable(_tex_name(den))}{sub}}}"
+        by = _subscriptable(_tex_name(den))
+        lhs = rf"\frac{{\partial {_tex_name(num)}}}{{\partial {by}{sub}}}"
     elif rule.kind == "dynamics":
         lhs = rf"\frac{{d {_subscriptable(_tex_name(rule.target))}{sub}}}{{dt}}"
     elif rule.kind == "update":

@@ -8,10 +8,9 @@ from typing import TYPE_CHECKING
 import sympy as sp
 
 from ..language.checker import ModelSpec
-from .chain import Chain
 from .build import Builder, check_windows, gradient_base, index_symbol, velocity_base
-from .calculus import (INDEX_POOL, Inside, canonical_indices, differentiate, normalize,
-                       swap_indices)
+from .calculus import INDEX_POOL, Inside, canonical_indices, differentiate, normalize
+from .chain import Chain
 
 if TYPE_CHECKING:
     from ..physics import PhysicsKind
@@ -485,7 +484,8 @@ def _require_finite(expr, node, spec: ModelSpec) -> None:
     if expr.has(sp.zoo, sp.nan, sp.oo, -sp.oo):
         from ..language.errors import ModelError
         what = getattr(node, "kind", "cost")
-        raise ModelError("E223", f"the {what} {node.name} simplifies to a division by zero or an infinite value",
+        raise ModelError("E223", f"the {what} {node.name} simplifies to a division by zero or "
+                         "an infinite value",
                          node.span, spec.source, spec.filename,
                          "look for a denominator that cancels to 0, e.g. (h[i] - h[i])")
 
@@ -513,7 +513,7 @@ def _ep_update(d: Derivation, p: str) -> Rule:
                 note="centered EP: nudges +beta and -beta from the free state; "
                      f"Delta {p} = -(d{d.physics_name}/d{p}(s+) - d{d.physics_name}/d{p}(s-))"
                      f"/(2 beta)" + (" with Phi = -E" if d.kind.sign < 0 else "")
-                     + "; apply as {p} += lr * Delta {p}".format(p=p),
+                     + f"; apply as {p} += lr * Delta {p}",
                 locality=g.locality)
 
 

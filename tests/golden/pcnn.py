@@ -34,6 +34,9 @@ class ModelInfo:
 
     model: str  # the model's name
     kind: str  # the physics: energy, primitive, hamiltonian or lagrangian
+    sign: float  # +1 when relaxation lowers the physics (E, H), -1 when it raises it (Phi)
+    flows: bool  # states follow ds/dt = -dE/ds (the module has `dynamics`)
+    relaxations: tuple  # the relaxation methods that fit, the default first
     physics_name: str  # E, Phi or H (a Lagrangian model's H is its Legendre transform)
     cost_name: str
     output: str | None  # the state or `let` the cost scores (the prediction), if one
@@ -77,6 +80,9 @@ S2 = 4
 INFO = ModelInfo(
     model='pcnn',
     kind='primitive',
+    sign=-1.0,
+    flows=False,
+    relaxations=('fixed_point', 'asynchronous'),
     physics_name='Phi',
     cost_name='C',
     output='o',
@@ -256,7 +262,7 @@ def pool_route(x, g, axes, sizes, largest):
     routed to each window's extremum and split equally between ties (as jnp.max's
     gradient is). Window k of `axes[t]` covers positions sizes[t]*k ... sizes[t]*k +
     sizes[t] - 1. Strided slices, so no window axes are materialised."""
-    offsets = [()]
+    offsets: list[tuple[int, ...]] = [()]
     for s in sizes:
         offsets = [o + (u,) for o in offsets for u in range(s)]
     parts = []

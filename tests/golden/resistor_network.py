@@ -31,6 +31,9 @@ class ModelInfo:
 
     model: str  # the model's name
     kind: str  # the physics: energy, primitive, hamiltonian or lagrangian
+    sign: float  # +1 when relaxation lowers the physics (E, H), -1 when it raises it (Phi)
+    flows: bool  # states follow ds/dt = -dE/ds (the module has `dynamics`)
+    relaxations: tuple  # the relaxation methods that fit, the default first
     physics_name: str  # E, Phi or H (a Lagrangian model's H is its Legendre transform)
     cost_name: str
     output: str | None  # the state or `let` the cost scores (the prediction), if one
@@ -66,6 +69,9 @@ n_out = 2
 INFO = ModelInfo(
     model='resistor_network',
     kind='energy',
+    sign=1.0,
+    flows=True,
+    relaxations=('gradient_flow',),
     physics_name='P',
     cost_name='C',
     output='o',

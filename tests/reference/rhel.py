@@ -1,4 +1,4 @@
-"""Recurrent Hamiltonian Echo Learning (Pourcel & Ernoult 2025), discrete and exact.
+"""Test reference (not part of the package): Recurrent Hamiltonian Echo Learning (Pourcel & Ernoult 2025), discrete and exact.
 
 Forward: N leapfrog steps from (q0, p0) with inputs u_0..u_{N-1}, loss L = sum_k l_k(q_{k+1}).
 Echo: from (q_N, -p_N), inputs reversed, momentum nudged by -eps dl/dq whenever the echo
@@ -14,7 +14,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from ..dynamics.symplectic import Separable, leapfrog
+from .symplectic import Separable, leapfrog
 
 
 def rhel(h: Separable, theta, q0, p0, us, loss_grad, dt: float, eps: float = 1e-4,

@@ -12,27 +12,19 @@ import threading
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from .. import options
-from ..dynamics.relax import METHODS, RelaxConfig, Relaxer, check_overrides
-from ..learning import Problem, make_algorithm
-from ..learning.core import summary
-from ..memory import require_fits
-from ..physics import kind_of
-from . import optim
-from .data import KEYS, Dataset, fit_model, given_fingerprint, validate
+from ..dynamics.relax import METHODS
+from ..learning import Settings, registry
+from . import optim, step
+from .data import KEYS, Dataset, given_fingerprint, validate
 from .rundir import RunDir, RunDirError, RunState, differences
-
-
-def _require_batches(data: Dataset, batch_size: int) -> None:
-    if batch_size > len(data.x_train):
-        raise options.OptionError(f"batch_size {batch_size:,} exceeds the {len(data.x_train):,} "
-                                  "training examples; use a smaller batch")
+from .setup import EquilibriumSetup, SequenceSetup
 
 
 def checked(dataset: Dataset) -> Dataset:
@@ -41,8 +33,7 @@ def checked(dataset: Dataset) -> Dataset:
     return replace(out, example_shape=dataset.example_shape)  # the rows are flat by now
 
 
-class TrainingError(RuntimeError):
-    """A run that cannot go on (divergence, mismatched resume): a one-line explanation."""
+from ..errors import TrainingError as TrainingError  # noqa: E402  (re-exported)
 
 
 @dataclass
@@ -124,136 +115,62 @@ def validate_relax(relax: dict) -> dict:
     return out
 
 
-def _functions(model) -> frozenset:
-    """Names of the elementwise functions the model's physics uses (for holomorphic EP)."""
-    import sympy as sp
-    d = model.derivation
-    names = set()
-    for e in (d.physics, *[r.expr for r in d.state_gradients.values()]):
-        for f in e.atoms(sp.Function):
-            names.add(type(f).__name__)
-            body = getattr(type(f), "body", None)
-            while body is not None:
-                names |= {type(g).__name__ for g in body.atoms(sp.Function)}
-                body = None
-    for fn in d.builder.functions.values():
-        names |= {type(g).__name__ for g in fn.body.atoms(sp.Function)}
-    return frozenset(names)
-
-
 class Trainer:
+    """One trainer for every model: equilibrium or trajectory, alone or stacked.
+
+    A family's setup binds the model to the data (dims, module, problem, feed); the
+    registry builds the algorithm; one jitted step runs `algorithm.gradient`, the
+    optimizer and `problem.summary` for every batch.
+    """
+
     def __init__(self, model, dataset: Dataset, cfg: TrainConfig, log=print):
         self.model, self.data, self.cfg, self.log = model, checked(dataset), cfg, log
         cfg.validate()
-        dims = dict(model.spec.dims)
-        dims.update(cfg.dims)
-        self.x_name, self.y_name, self.x_layout = fit_model(
-            dataset, self._shapes("input"), self._shapes("target"), dims)
-        _require_batches(self.data, cfg.batch_size)
-        self.gen = gen = model.compile(dims)
-        require_fits(gen, cfg.batch_size, 8 if cfg.x64 else 4)
-        self.n_classes = gen.INFO.dims[gen.INFO.targets[self.y_name][0]]
-        self._resolve_defaults(cfg, dict(gen.INFO.learn))
-        self.beta = float(cfg.beta)
-        check_overrides(gen, cfg.relax)
-        self.relax_cfg = RelaxConfig.for_module(gen, **cfg.relax)
-        relaxer = Relaxer(gen, self.relax_cfg)
-        self.problem = Problem(gen, relaxer, _functions(model))
-        self.lrs = optim.learning_rates(list(gen.INFO.params), cfg.lr, cfg.lr_params)
-        self.algorithm = make_algorithm(cfg.algorithm, self.beta, cfg.holomorphic_n, self.lrs)
+        kind = model.derivation.kind
+        self.setup = setup = (SequenceSetup if kind.trajectory else EquilibriumSetup)(
+            model, self.data, cfg)
+        self.gen, self.problem, self.feed = setup.gen, setup.problem, setup.feed
+        self.n_classes = self.feed.n_classes
+        # the setup has filled every default
+        assert cfg.algorithm and cfg.optimizer and cfg.lr and cfg.beta and cfg.holomorphic_n
+        self.lrs = optim.learning_rates(list(self.problem.param_names), cfg.lr, cfg.lr_params)
+        settings = Settings(float(cfg.beta), int(cfg.holomorphic_n), dict(self.lrs),
+                            setup.boundary)
+        self.algorithm = registry.make(cfg.algorithm, settings, kind)
         self.algorithm.check(self.problem)
         if self.algorithm.updates_params_itself and (cfg.optimizer != "sgd" or cfg.weight_decay):
-            raise ValueError(f"{cfg.algorithm} moves the weights during the nudged phase with "
-                             "plain SGD steps; use --optimizer sgd without --weight-decay")
+            raise options.OptionError(f"{cfg.algorithm} moves the weights during the nudged phase "
+                                      "with plain SGD steps; use --optimizer sgd without "
+                                      "--weight-decay")
         self.opt = optim.build(cfg.optimizer, self.lrs, cfg.momentum, cfg.weight_decay)
         self.dtype = jnp.float64 if cfg.x64 else jnp.float32
         self.out = Path(cfg.out)
-        self._step_cache = {}
-
-    @staticmethod
-    def _resolve_defaults(cfg: TrainConfig, learn: dict) -> None:
-        """Fill what the command line left open from the model's `learn` line."""
-        nudging = learn.get("nudging", "centered")
-        if cfg.algorithm is None:
-            cfg.algorithm = "ep-holomorphic" if nudging == "holomorphic" else f"ep-{nudging}"
-        cfg.beta = learn.get("beta", 0.5) if cfg.beta is None else cfg.beta
-        cfg.optimizer = cfg.optimizer or learn.get("optimizer", "sgd")
-        # an explicit --lr sets every rate; else the learn line's lr and lr_<param> apply
-        model_rates = {} if cfg.lr is not None else {
-            k[3:]: float(v) for k, v in learn.items() if k.startswith("lr_")}
-        cfg.lr = float(learn.get("lr", 0.05) if cfg.lr is None else cfg.lr)
-        cfg.holomorphic_n = int(learn.get("n_nudges", 4) if cfg.holomorphic_n is None
-                                else cfg.holomorphic_n)
-        cfg.lr_params = {**model_rates, **cfg.lr_params}
-
-    def dynamics_summary(self, row: dict) -> str:
-        return f"relax {row['relax_steps']:.0f} steps, residual {row['relax_residual']:.2e}"
+        self._step_cache: dict = {}
 
     def describe(self, n_batches: int, n_train: int) -> str:
-        cfg = self.cfg
-        return (f"{self.model.name}: {cfg.algorithm}, beta {self.beta:g}, {cfg.optimizer} "
-                f"lr {_lrs_text(self.lrs)}, batch {cfg.batch_size}, {n_batches} batches/epoch, "
-                f"relax {self.relax_cfg.method} ({self.relax_cfg.free_steps} free / "
-                f"{self.relax_cfg.nudged_steps} nudged steps"
-                + (f", tol {self.relax_cfg.tol:g}" if self.relax_cfg.tol else "") + "), data "
-                f"{self.data.name} ({n_train} train / {len(self.data.x_test)} test)")
-
-    def _shapes(self, role):
-        spec = self.model.spec
-        return {n: spec.shape(n) for n in spec.names(role)}
+        what = self.setup.describe(self.cfg, self.algorithm, _lrs_text(self.lrs), n_batches)
+        return (f"{self.model.name}: {what}, data {self.data.name} ({n_train} train / "
+                f"{len(self.data.x_test)} test)")
 
     # ------------------------------------------------------------------ pieces
-    def batch_data(self, x, labels):
-        return {self.x_name: self.shaped(x), self.y_name: jax.nn.one_hot(
-            labels, self.n_classes, dtype=x.dtype)}
-
-    def shaped(self, x):
-        """A batch of flat rows as the declared input (images: reshaped and transposed)."""
-        stored, order = self.x_layout
-        shape = tuple(self.gen.INFO.dims[d] for d in self.gen.INFO.inputs[self.x_name])
-        x = jnp.transpose(x.reshape((x.shape[0],) + tuple(stored)), order)
-        return x.reshape((x.shape[0],) + shape)
+    def batch_data(self, x, labels) -> dict:
+        """A batch of flat rows and labels as the model's data dict."""
+        return self.feed.batch(x, labels)
 
     def _train_chunk(self, params, consts, opt_state, x_all, y_all, idx, keys):
-        problem, alg = self.problem, self.algorithm
-        xs, ys = x_all[idx], y_all[idx]
-
-        def step(carry, batch):
-            trainable, opt_state = carry
-            x, labels, key = batch
-            data = self.batch_data(x, labels)
-            full = {**consts, **trainable}
-            g, aux = alg.gradient(problem, full, data, key)
-            new, opt_state = self.apply_gradient(g, trainable, consts, opt_state)
-            stats = summary(problem, full, data, aux["free_states"], aux["info"])
-            stats["finite"] = optim.tree_all_finite(new) & optim.tree_all_finite(
-                aux["free_states"])
-            return (new, opt_state), stats
-
-        (params, opt_state), stats = jax.lax.scan(step, (params, opt_state), (xs, ys, keys))
-        return params, opt_state, stats
+        return step.train_chunk(self.problem, self.algorithm, self.feed, self.opt, params,
+                                consts, opt_state, x_all, y_all, idx, keys)
 
     def apply_gradient(self, g, trainable, consts, opt_state):
-        """One optimizer step, then `nonnegative` projection; constants stay as they are."""
-        updates, opt_state = self.opt.update(g, opt_state, trainable)
-        new = self.project({**consts, **optax.apply_updates(trainable, updates)})
-        return {k: new[k] for k in trainable}, opt_state
-
-    def project(self, params: dict) -> dict:
-        return self.gen.project(params)
+        """One optimizer step, then the problem's projection; constants stay as they are."""
+        return step.apply_gradient(self.opt, self.problem, g, trainable, consts, opt_state)
 
     def initial_parameters(self, key) -> tuple[dict, dict]:
         """(constants, learned parameters) at the start of a run."""
-        full = self.gen.init_params(key, self.dtype)
-        return ({k: full[k] for k in self.gen.INFO.consts}, {k: full[k] for k in self.gen.INFO.params})
+        return self.problem.initial_parameters(key, self.dtype)
 
     def _evaluate(self, params, consts, x, labels):
-        data = self.batch_data(x, labels)
-        full = {**consts, **params}
-        s, info = self.problem.free(full, data)
-        pred = self.problem.predict(full, s, data)
-        hits = jnp.sum(jnp.argmax(pred, -1) == labels) if pred is not None else jnp.asarray(0)
-        return hits, self.problem.loss(full, s, data) * x.shape[0]
+        return step.evaluate(self.problem, self.feed, params, consts, x, labels)
 
     def _jit(self, name, fn):
         if name not in self._step_cache:
@@ -318,11 +235,11 @@ class Trainer:
         with RunDir(self.out) as run, _StopOnInterrupt() as stop:
             return self._run(run, stop)
 
-    def _run(self, run: RunDir, stop: "_StopOnInterrupt") -> dict:
+    def _run(self, run: RunDir, stop: _StopOnInterrupt) -> dict:
         cfg = self.cfg
         key = jax.random.PRNGKey(cfg.seed)
         state, consts, params, opt_state = self._start(run, key)
-        plot = functools.partial(_plot, model=self.model.name, algorithm=cfg.algorithm)
+        plot = functools.partial(_plot, model=self.model.name, algorithm=self.algorithm.name)
         if state.epoch:
             run.publish(state, plot)  # repairs views a kill after the last commit left stale
             if state.epoch == cfg.epochs:
@@ -347,19 +264,14 @@ class Trainer:
         self.log(self.describe(n_batches, len(x_train)))
         n_total, batch = len(x_train), cfg.batch_size
 
-        def plan(epoch):
-            """The epoch's shuffle and per-batch keys: a function of (seed, epoch) alone."""
-            ekey = jax.random.fold_in(key, epoch)
-            perm = jax.random.permutation(jax.random.fold_in(ekey, 0), n_total)
-            idx = perm[: n_batches * batch].reshape(n_batches, batch)
-            return idx, jax.random.split(jax.random.fold_in(ekey, 1), n_batches)
-        plan = self._jit(("plan", n_total, batch), plan)
+        plan = self._jit(("plan", n_total, batch),
+                         lambda k, e: step.epoch_plan(k, e, n_total, batch, n_batches))
 
         for epoch in range(state.epoch + 1, cfg.epochs + 1):
             stats_all = []
             bar = _progress(n_batches, f"epoch {epoch}/{cfg.epochs}", cfg.progress)
             t0 = time.perf_counter()
-            idx, keys = plan(epoch)
+            idx, keys = plan(key, epoch)
             # dispatch every chunk at once (JAX runs them back to back), then collect each
             # chunk's numbers as it finishes: the progress bar never stalls the pipeline
             pending = []
@@ -387,15 +299,16 @@ class Trainer:
             test_hits, test_loss = evaluate(params, consts, x_test, y_test)
             eval_seconds = time.perf_counter() - t1
             n_seen = n_batches * cfg.batch_size
-            row = {"epoch": epoch,
+            row: dict[str, Any] = {
+                   "epoch": epoch,
                    "train_loss": float(np.mean(stats["loss"])),
                    "train_acc": float(np.sum(stats["hits"]) / n_seen),
                    "test_loss": float(test_loss) / len(self.data.x_test),
                    "test_acc": float(test_hits) / len(self.data.x_test),
                    "relax_steps": float(np.mean(stats["steps"])),
                    "relax_residual": float(np.mean(stats["residual"])),
-                   "algorithm": cfg.algorithm}
-            if not np.isfinite(row["test_loss"]):
+                   "algorithm": self.algorithm.name}
+            if not math.isfinite(row["test_loss"]):
                 raise TrainingError(f"the test loss is NaN/inf after epoch {epoch} although "
                                     "training stayed finite; the model's prediction or cost "
                                     "overflows on the test data; " + _HINT)
@@ -412,7 +325,7 @@ class Trainer:
                     "acc n/a (the cost names no single output) | test loss "
                     f"{row.get('test_loss', float('nan')):.4f}")
             self.log(f"epoch {epoch}: train loss {row['train_loss']:.4f} {accs} | "
-                     f"{epoch_seconds:.2f} s | " + self.dynamics_summary(row))
+                     f"{epoch_seconds:.2f} s | " + self.setup.dynamics_summary(row))
             if epoch < cfg.epochs:
                 stop.check(f"interrupted after epoch {epoch}, which is saved in {self.out}: "
                            "--resume continues the run")
@@ -432,70 +345,15 @@ class Trainer:
                      "the run has not learned; the states may have saturated or the weights "
                      "collapsed; try a smaller --lr, another --beta, or more epochs")
 
-    def _energy_falls(self, params, traj, data, bad_step: int) -> str:
-        """'E from a to b over k steps' when an energy model's free phase ran downhill to
-        NaN (the signature of an energy unbounded below); '' otherwise."""
-        if not kind_of(self.gen).flows or bad_step < 2:
-            return ""
-        per_step = jax.vmap(lambda s: jnp.mean(self.gen.physics(params, s, data)))(traj)
-        e = np.asarray(per_step, np.float64)[:bad_step]
-        finite = np.isfinite(e)
-        n = int(np.argmin(finite)) if not finite.all() else len(e)  # E overflows before s
-        to_minus_inf = n < len(e) and e[n] == -np.inf
-        e = e[:n]
-        if len(e) < 2 or not np.all(np.diff(e) <= 1e-7 * np.maximum(1.0, np.abs(e[1:]))):
-            return ""
-        if not to_minus_inf and e[-1] > -1e3 * max(1.0, abs(e[0])):
-            return ""
-        end = "-inf" if to_minus_inf else f"{e[-1]:.3g}"
-        return f"mean E from {e[0]:.3g} to {end} over {bad_step} steps"
-
     def _diagnose(self, before, consts, x_all, y_all, idx, keys, bad, epoch, batch) -> str:
         """Name the phase, step and variable where NaN/inf first appeared."""
         params, opt_state = before
         if bad:
             params, opt_state, _ = self._jit("train", self._train_chunk)(
                 params, consts, opt_state, x_all, y_all, idx[:bad], keys[:bad])
-        full = {**consts, **params}
-        data = self.batch_data(x_all[idx[bad]], y_all[idx[bad]])
-        relaxer = self.problem.relaxer
-        where = f"epoch {epoch}, batch {batch}"
-        hint = _HINT
-        s0 = self.problem.init_states(data, params=full)
-        traj = relaxer.trajectory(full, s0, data, 0.0, self.relax_cfg.free_steps)
-        found = _first_bad(traj)
-        if found:
-            falling = self._energy_falls(full, traj, data, found[0])
-            if falling:
-                return (f"diverged in the free phase at step {found[0] + 1}: state "
-                        f"`{found[1]}` became NaN/inf while the energy fell without bound "
-                        f"({falling}; {where}): the energy looks unbounded below; add a "
-                        f"confining term (e.g. sum(i: {found[1]}[i]^2)/2) or bound the "
-                        "couplings, then try a smaller --lr")
-            return f"diverged in the free phase at step {found[0] + 1}: state `{found[1]}` " \
-                   f"became NaN/inf ({where}); {hint}"
-        s_free = jax.tree_util.tree_map(lambda v: v[-1], traj)
-        for sign in (1.0, -1.0):
-            traj = relaxer.trajectory(full, s_free, data, sign * self.beta,
-                                      self.relax_cfg.nudged_steps)
-            found = _first_bad(traj)
-            if found:
-                return (f"diverged in the nudged phase (beta = {sign * self.beta:+g}) at step "
-                        f"{found[0] + 1}: state `{found[1]}` became NaN/inf ({where}); {hint}")
-        g, _ = self.algorithm.gradient(self.problem, full, data, None)
-        for k, v in g.items():
-            if not np.all(np.isfinite(np.asarray(v))):
-                return f"the {self.cfg.algorithm} gradient of `{k}` is NaN/inf ({where}); {hint}"
-        return f"parameters became NaN/inf after the update ({where}); {hint}"
-
-
-def _first_bad(traj):
-    for name, v in traj.items():
-        ok = np.asarray(jnp.all(jnp.isfinite(v.reshape(v.shape[0], -1)), axis=1))
-        if not ok.all():
-            step = int(np.argmin(ok))
-            return step, name
-    return None
+        data = self.feed.batch(x_all[idx[bad]], y_all[idx[bad]])
+        return self.problem.diagnose({**consts, **params}, data, self.algorithm,
+                                     f"epoch {epoch}, batch {batch}")
 
 
 def _lrs_text(lrs):
@@ -568,7 +426,7 @@ class _StopOnInterrupt:
         self.requested = False
         self._old = None
 
-    def __enter__(self) -> "_StopOnInterrupt":
+    def __enter__(self) -> _StopOnInterrupt:
         if threading.current_thread() is threading.main_thread():
             self._old = signal.signal(signal.SIGINT, self._handle)
         return self

@@ -1,4 +1,4 @@
-"""Symplectic, time-symmetric integration of separable Hamiltonians H = T(p) + V(q; theta, u).
+"""Test reference (not part of the package): Symplectic, time-symmetric integration of separable Hamiltonians H = T(p) + V(q; theta, u).
 
 diffrax ships no Stormer-Verlet step (its SemiImplicitEuler is symplectic but not
 time-symmetric), and RHEL needs exact time symmetry: one drift-kick-drift leapfrog step

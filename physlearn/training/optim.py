@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import jax
 import optax
+
+from ..errors import OptionError
 
 OPTIMIZERS = ("sgd", "momentum", "adam")
 
@@ -11,7 +12,7 @@ OPTIMIZERS = ("sgd", "momentum", "adam")
 def learning_rates(names, lr: float, per_param: dict[str, float]) -> dict[str, float]:
     unknown = sorted(set(per_param) - set(names))
     if unknown:
-        raise ValueError(f"--lr-param names unknown parameter(s) {', '.join(unknown)}; the model "
+        raise OptionError(f"--lr-param names unknown parameter(s) {', '.join(unknown)}; the model "
                          f"has {', '.join(names)}")
     return {n: float(per_param.get(n, lr)) for n in names}
 
@@ -26,7 +27,7 @@ def build(name: str, lrs: dict[str, float], momentum: float = 0.9,
           weight_decay: float = 0.0) -> optax.GradientTransformation:
     """`name` with per-parameter rates; weight decay is added to the gradient (L2)."""
     if name not in OPTIMIZERS:
-        raise ValueError(f"unknown optimizer {name!r}; use one of {', '.join(OPTIMIZERS)}")
+        raise OptionError(f"unknown optimizer {name!r}; use one of {', '.join(OPTIMIZERS)}")
     parts = []
     if weight_decay:
         parts.append(optax.add_decayed_weights(weight_decay))
@@ -36,9 +37,3 @@ def build(name: str, lrs: dict[str, float], momentum: float = 0.9,
         parts.append(optax.scale_by_adam())
     parts.append(_scale_each(lrs))
     return optax.chain(*parts)
-
-
-def tree_all_finite(tree) -> jax.Array:
-    import jax.numpy as jnp
-    leaves = jax.tree_util.tree_leaves(tree)
-    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))

@@ -11,21 +11,31 @@ from dataclasses import dataclass, field
 
 import jax
 
-from .base import AbstractAlgorithm
-from .core import Unsupported
+from ..base import EquilibriumAlgorithm, Settings, Unsupported
+from ..registry import register
 
 
+@register("cep")
 @dataclass(frozen=True)
-class ContinualEP(AbstractAlgorithm):
+class ContinualEP(EquilibriumAlgorithm):
     beta: float = 0.5
     lrs: dict = field(default_factory=dict)  # per-parameter learning rates (set by the trainer)
-    name = "cep"
+    description = "continual EP: weights move during the nudged phase"
     updates_params_itself = True
+    rank = 30
+
+    @classmethod
+    def build(cls, settings: Settings, **fixed):
+        return cls(settings.beta, dict(settings.lrs), **fixed)
 
     def check(self, problem):
         if problem.relaxer.cfg.tol is not None:
             raise Unsupported("cep updates weights at every nudged step; it needs fixed-step "
                               "relaxation (drop --tol)")
+        missing = [k for k in problem.param_names if k not in self.lrs]
+        if missing:
+            raise Unsupported(f"cep needs a learning rate for every parameter; none for "
+                              f"{', '.join(missing)}")
 
     def gradient(self, problem, params, data, key):
         s0, info = problem.free(params, data)

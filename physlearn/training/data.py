@@ -25,11 +25,7 @@ KEYS = ("x_train", "y_train", "x_test", "y_test")
 _INT32_MAX = int(np.iinfo(np.int32).max)
 
 
-class DataError(ValueError):
-    """A dataset that cannot be read or does not fit the model (one-line message)."""
-
-    def __init__(self, message: str):
-        super().__init__(str(message).replace("\r", " ").replace("\n", " "))
+from ..errors import DataError as DataError  # noqa: E402  (re-exported)
 
 
 @dataclass(frozen=True)
@@ -49,7 +45,7 @@ class Dataset:
     def classes(self) -> int:
         return max(int(self.y_train.max()), int(self.y_test.max())) + 1  # Python ints: no wrap
 
-    def limit(self, n_train: int | None, n_test: int | None = None) -> "Dataset":
+    def limit(self, n_train: int | None, n_test: int | None = None) -> Dataset:
         """The first `n_train` training and `n_test` test examples (None: all of them).
 
         A limit above the number of examples keeps them all; one below 1 is a DataError.
@@ -219,7 +215,7 @@ def validate(arrays: dict[str, np.ndarray], source: str, *, name: str | None = N
         if not isinstance(a, np.ndarray):
             try:
                 a = np.asarray(a)
-            except Exception as exc:  # noqa: BLE001 - anything unconvertible is bad data
+            except Exception as exc:
                 raise DataError(f"{where(key)} is not an array ({type(exc).__name__}); expected "
                                 "a numeric array") from None
         out[key] = (_inputs if key.startswith("x") else _labels)(where(key), key, a)
@@ -289,7 +285,7 @@ def _parse_npy(where: str, data: bytes) -> np.ndarray:
                         "corrupt")
     try:
         header = ast.literal_eval(data[start:start + hlen].decode(encoding))
-    except Exception:  # noqa: BLE001 - a garbled header can fail in many ways
+    except Exception:
         raise DataError(f"{where}: unreadable .npy header; the file is corrupt") from None
     if (not isinstance(header, dict) or set(header) != {"descr", "fortran_order", "shape"}
             or not isinstance(header["shape"], tuple)
@@ -299,7 +295,7 @@ def _parse_npy(where: str, data: bytes) -> np.ndarray:
                         "corrupt")
     try:
         dtype = np.lib.format.descr_to_dtype(header["descr"])
-    except Exception:  # noqa: BLE001
+    except Exception:
         raise DataError(f"{where}: unknown dtype {str(header['descr'])[:40]!r} in the .npy "
                         "header; the file is corrupt") from None
     _check_dtype(where, dtype)
@@ -328,7 +324,7 @@ def _read_npz(path: Path) -> Dataset:
                 key = member.removesuffix(".npy")
                 if key in KEYS:
                     members[key] = data
-    except Exception as exc:  # noqa: BLE001 - BadZipFile, zlib.error, EOFError, ...
+    except Exception as exc:
         inside = f" in member {member}" if member else ""
         raise DataError(f"{path}: corrupt or unreadable .npz{inside} ({type(exc).__name__}: "
                         f"{str(exc)[:100]}); expected a zip of .npy arrays as np.savez writes"
@@ -352,7 +348,7 @@ def _read_idx(path: Path) -> np.ndarray:
     if raw[:2] == b"\x1f\x8b":  # gzip, whatever the name says
         try:
             raw = gzip.decompress(raw)  # checks the CRC and length at the end
-        except Exception as exc:  # noqa: BLE001 - BadGzipFile, EOFError, zlib.error, ...
+        except Exception as exc:
             raise DataError(f"{path}: corrupt or truncated gzip file ({type(exc).__name__}: "
                             f"{str(exc)[:100]}); expected a gzipped MNIST IDX file") from None
     if len(raw) < 4:

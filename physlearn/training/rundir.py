@@ -30,8 +30,7 @@ LOCK = ".lock"
 _ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # fixed timestamps: the same arrays give the same bytes
 
 
-class RunDirError(ValueError):
-    """The output folder cannot hold this run (a user mistake: one line, exit status 2)."""
+from ..errors import RunDirError as RunDirError  # noqa: E402  (re-exported)
 
 
 @dataclass
@@ -102,7 +101,7 @@ class RunDir:
         self._lock_fd: int | None = None
 
     # ------------------------------------------------------------ opening
-    def __enter__(self) -> "RunDir":
+    def __enter__(self) -> RunDir:
         p = self.path
         if str(p) in ("", "."):
             raise RunDirError("--out needs a folder name for the run, e.g. --out runs/digits")
@@ -185,7 +184,7 @@ class RunDir:
             return RunState(epoch=int(record["epoch"]), meta=record["meta"], consts=consts,
                             params=params, opt_leaves=leaves, history=record["history"],
                             timings=record["timings"])
-        except Exception as exc:  # noqa: BLE001 -- any damage means the same to the user
+        except Exception as exc:
             raise RunDirError(
                 f"{path} is damaged or was not written by this version of physlearn "
                 f"({type(exc).__name__}: {exc}); it cannot be resumed: start a new --out"

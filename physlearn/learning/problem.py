@@ -1,0 +1,90 @@
+"""What every learning algorithm works on: a compiled model made ready to learn.
+
+Three problems implement it: `EquilibriumProblem` (states relax to a fixed point),
+`TrajectoryProblem` (states follow a trajectory over an input sequence) and `StackProblem`
+(trajectory cores stacked into a network). The trainer and gradcheck speak only this.
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import TYPE_CHECKING, Any
+
+import jax
+import jax.numpy as jnp
+
+from .base import Batch, Params
+
+if TYPE_CHECKING:
+    from ..physics.base import PhysicsKind
+
+
+class Problem(abc.ABC):
+    """A model, its dynamics and its loss L (the batch-mean cost)."""
+
+    gen: Any  # the generated module
+
+    @property
+    def kind(self) -> PhysicsKind:
+        """The model's physics kind (the compiler's object; not in standalone scripts)."""
+        from ..physics import kind_of
+        return kind_of(self.gen)
+
+    @property
+    def param_names(self) -> tuple[str, ...]:
+        """The learned parameters (the optimizer's keys)."""
+        return tuple(self.gen.INFO.params)
+
+    @abc.abstractmethod
+    def objective(self, params: Params, data: Batch) -> tuple[jax.Array, dict]:
+        """(L, aux): the loss through the whole computation, which BPTT differentiates."""
+
+    @abc.abstractmethod
+    def summary(self, params: Params, data: Batch, aux: dict) -> dict:
+        """Per-batch numbers the trainer reports: loss, hits, steps, residual, finite."""
+
+    @abc.abstractmethod
+    def evaluate(self, params: Params, data: Batch, labels: jax.Array
+                 ) -> tuple[jax.Array, jax.Array]:
+        """(correct predictions, summed loss) on a batch of test data."""
+
+    @abc.abstractmethod
+    def diagnose(self, params: Params, data: Batch, algorithm: Any, where: str) -> str:
+        """Name the phase, step and variable where NaN/inf first appears on this batch."""
+
+    def tie(self, g: Params) -> Params:
+        """Autodiff's gradient in the derived rules' convention (symmetric pairs tied)."""
+        return tied(self.gen, g)
+
+    def initial_parameters(self, key: jax.Array, dtype: Any) -> tuple[Params, Params]:
+        """(constants, learned parameters) at the start of a run."""
+        full = self.gen.init_params(key, dtype)
+        return ({k: full[k] for k in self.gen.INFO.consts},
+                {k: full[k] for k in self.gen.INFO.params})
+
+    def project(self, params: Params) -> Params:
+        """Constraints after each step (`nonnegative` parameters stay >= 0)."""
+        return self.gen.project(params)
+
+
+def tied(gen: Any, g: Params) -> Params:
+    """Autodiff treats W[i,j] and W[j,i] as two numbers; a symmetric parameter has one
+    learned copy per pair, whose gradient is G + G^T - diag(G) (as the derived rules give)."""
+    return {k: (v + v.T - jnp.diag(jnp.diag(v)) if k in gen.INFO.symmetric else v)
+            for k, v in g.items()}
+
+
+def untied(gen: Any, g: Params) -> Params:
+    """The inverse of `tied` for a symmetric G: the derivative by each entry on its own."""
+    return {k: ((v + jnp.diag(jnp.diag(v))) / 2 if k in gen.INFO.symmetric else v)
+            for k, v in g.items()}
+
+
+def first_bad(traj: dict) -> tuple[int, str] | None:
+    """(step, state) of the first NaN/inf in a trajectory (leading axis = step), or None."""
+    import numpy as np
+    for name, v in traj.items():
+        ok = np.asarray(jnp.all(jnp.isfinite(v.reshape(v.shape[0], -1)), axis=1))
+        if not ok.all():
+            return int(np.argmin(ok)), name
+    return None

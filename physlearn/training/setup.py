@@ -1,0 +1,157 @@
+"""Binding a model to a dataset for training: dims, the compiled module, the problem, the
+feed and the defaults. One class per family; the trainer itself is shared."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from ..dynamics.relax import RelaxConfig, Relaxer, check_overrides
+from ..learning.equilibrium import EquilibriumProblem
+from ..learning.hssm import Stack, StackProblem
+from ..learning.problem import Problem
+from ..learning.sequences import TrajectoryProblem
+from ..memory import require_fits
+from ..options import OptionError
+from .data import DataError, Dataset, fit_model
+from .feeds import ImageFeed, SequenceFeed
+
+
+def require_batches(data: Dataset, batch_size: int) -> None:
+    if batch_size > len(data.x_train):
+        raise OptionError(f"batch_size {batch_size:,} exceeds the {len(data.x_train):,} "
+                          "training examples; use a smaller batch")
+
+
+def resolve_defaults(cfg, kind, learn: dict) -> None:
+    """Fill what the command line left open from the model's `learn` line, then the
+    kind's built-in defaults."""
+    d = kind.training_defaults(learn)
+    cfg.algorithm = cfg.algorithm or d["algorithm"]
+    cfg.beta = d["beta"] if cfg.beta is None else cfg.beta
+    cfg.optimizer = cfg.optimizer or d["optimizer"]
+    # an explicit --lr sets every rate; else the learn line's lr and lr_<param> apply
+    model_rates = {} if cfg.lr is not None else {
+        k[3:]: float(v) for k, v in learn.items() if k.startswith("lr_")}
+    cfg.lr = float(d["lr"] if cfg.lr is None else cfg.lr)
+    cfg.holomorphic_n = int(learn.get("n_nudges", 4) if cfg.holomorphic_n is None
+                            else cfg.holomorphic_n)
+    cfg.lr_params = {**model_rates, **cfg.lr_params}
+
+
+def functions_used(model) -> frozenset:
+    """Names of the elementwise functions the model's physics uses (for holomorphic EP)."""
+    import sympy as sp
+    d = model.derivation
+    names = set()
+    for e in (d.physics, *[r.expr for r in d.state_gradients.values()]):
+        for f in e.atoms(sp.Function):
+            names.add(type(f).__name__)
+            body = getattr(type(f), "body", None)
+            if body is not None:
+                names |= {type(g).__name__ for g in body.atoms(sp.Function)}
+    for fn in d.builder.functions.values():
+        names |= {type(g).__name__ for g in fn.body.atoms(sp.Function)}
+    return frozenset(names)
+
+
+class EquilibriumSetup:
+    """`energy` and `primitive` models on vectors or images."""
+
+    def __init__(self, model, data: Dataset, cfg):
+        spec = model.spec
+        dims = {**spec.dims, **cfg.dims}
+        shapes = {r: {n: spec.shape(n) for n in spec.names(r)} for r in ("input", "target")}
+        x_name, y_name, (stored, order) = fit_model(data, shapes["input"], shapes["target"],
+                                                     dims)
+        require_batches(data, cfg.batch_size)
+        self.gen = gen = model.compile(dims)
+        require_fits(gen, cfg.batch_size, 8 if cfg.x64 else 4)
+        resolve_defaults(cfg, model.derivation.kind, dict(gen.INFO.learn))
+        check_overrides(gen, cfg.relax)
+        self.relax_cfg = RelaxConfig.for_module(gen, **cfg.relax)
+        self.problem = EquilibriumProblem(gen, Relaxer(gen, self.relax_cfg),
+                                          functions_used(model))
+        shape = tuple(gen.INFO.dims[d] for d in gen.INFO.inputs[x_name])
+        self.feed = ImageFeed(x_name, y_name, gen.INFO.dims[gen.INFO.targets[y_name][0]],
+                              tuple(stored), tuple(order), shape)
+        self.boundary = "echo"
+
+    def describe(self, cfg, algorithm, lrs_text: str, n_batches: int) -> str:
+        r = self.relax_cfg
+        return (f"{algorithm.name}, beta {cfg.beta:g}, {cfg.optimizer} lr {lrs_text}, batch "
+                f"{cfg.batch_size}, {n_batches} batches/epoch, relax {r.method} "
+                f"({r.free_steps} free / {r.nudged_steps} nudged steps"
+                + (f", tol {r.tol:g}" if r.tol else "") + ")")
+
+    def dynamics_summary(self, row: dict) -> str:
+        return f"relax {row['relax_steps']:.0f} steps, residual {row['relax_residual']:.2e}"
+
+
+class SequenceSetup:
+    """`hamiltonian` and `lagrangian` models: images become sequences.
+
+    Each example's features are cut into T = features / d steps of the model's time-varying
+    input u[d](t) (d = 1: pixel by pixel; d = 8 on 8x8 digits: row by row). The trajectory
+    starts at rest; accuracy compares the prediction at the final state with the label.
+    """
+
+    def __init__(self, model, data: Dataset, cfg):
+        require_batches(data, cfg.batch_size)
+        spec = model.spec
+        timed = [n for n in spec.names("input") if spec.variables[n].time_varying]
+        if len(timed) != 1 or len(spec.names("input")) != 1 or len(spec.names("target")) != 1:
+            raise DataError("sequence training needs one time-varying input u[d](t) and one "
+                            "target vector")
+        x_name, y_name = timed[0], spec.names("target")[0]
+        dims = {**spec.dims, **cfg.dims}
+        (d_dim,), (y_dim,) = spec.shape(x_name), spec.shape(y_name)
+        if dims.get(y_dim) is None:
+            dims[y_dim] = data.classes
+        if dims.get(d_dim) is None:
+            dims[d_dim] = 1
+        self.gen = gen = model.compile(dims)
+        require_fits(gen, cfg.batch_size, 8 if cfg.x64 else 4, data.features)
+        stack = Stack.from_model(model, gen) if gen.INFO.stack else None
+        step_inputs = stack.inputs if stack else gen.INFO.dims[d_dim]
+        if data.features % step_inputs:
+            where = (f"the stack's `inputs = {step_inputs}`" if stack
+                     else f"{x_name}[{d_dim}]")
+            raise DataError(f"{data.name}: {data.features} features do not split into "
+                            f"steps of {step_inputs} inputs ({where})")
+        n_classes = gen.INFO.dims[y_dim]
+        if n_classes < data.classes:
+            raise DataError(f"{data.name}: labels go up to {data.classes - 1} but "
+                            f"{y_name} has {n_classes} classes")
+        learn = dict(gen.INFO.learn)
+        resolve_defaults(cfg, model.derivation.kind, learn)
+        self.boundary = learn.get("boundary", "echo")
+        self.dt = float(cfg.relax.get("dt") or gen.INFO.relax.get("dt", 0.05))
+        self.stack = stack
+        self.problem: Problem
+        if stack:  # lr_<core param> applies to that parameter in every block
+            names = jax.eval_shape(lambda: stack.init(jax.random.PRNGKey(0), jnp.float32))
+            cfg.lr_params = {n: cfg.lr_params[n.rsplit(".", 1)[1]] for n in names
+                             if ".core." in n and n.rsplit(".", 1)[1] in cfg.lr_params}
+            self.problem = StackProblem(gen, stack, self.dt, model)
+        else:
+            self.problem = TrajectoryProblem(gen, self.dt, model)
+        self.feed = SequenceFeed(x_name, y_name, n_classes, data.features // step_inputs,
+                                 step_inputs)
+        relax = gen.INFO.relax
+        self.integrator = relax.get("method", "leapfrog") + (
+            " (parallel scan)" if relax.get("scan") == "parallel" else "")
+
+    def describe(self, cfg, algorithm, lrs_text: str, n_batches: int) -> str:
+        f = self.feed
+        seq = (f"sequences of {f.length} steps x {f.step_inputs} inputs, {self.integrator} dt "
+               f"{self.dt:g}")
+        if self.stack:
+            return (f"{self.stack.describe()}; {algorithm.name} in the cores (eps "
+                    f"{cfg.beta:g}), {cfg.optimizer} lr {cfg.lr:g}, batch {cfg.batch_size}, "
+                    f"{n_batches} batches/epoch, {seq}")
+        return (f"{algorithm.name} ({algorithm.settings_text()}), {cfg.optimizer} lr "
+                f"{cfg.lr:g}, batch {cfg.batch_size}, {n_batches} batches/epoch, {seq}")
+
+    def dynamics_summary(self, row: dict) -> str:
+        return f"{row['relax_steps']:.0f} {self.integrator} steps"
