@@ -31,27 +31,59 @@ def algorithms(model: Model | str | Path | None = None) -> tuple[str, ...]:
     return registry.names(kind)
 
 
-def algorithm(name: str, *, beta: float = 0.5, holomorphic_n: int = 4,
-              lrs: dict[str, float] | None = None, boundary: str = "echo") -> Algorithm:
-    """The algorithm registered as `name`, built with these settings (beta is also the
-    echo's epsilon for RHEL and GLEP; lrs are continual EP's per-parameter rates)."""
-    return registry.make(name, Settings(beta, holomorphic_n, dict(lrs or {}), boundary))
+def algorithm(name: str, problem: Problem | None = None, *, beta: float | None = None,
+              epsilon: float | None = None, holomorphic_n: int | None = None,
+              lrs: dict[str, float] | None = None, boundary: str | None = None) -> Algorithm:
+    """The algorithm registered as `name`. Settings left out come from `problem`'s model
+    (its `learn` line, as `physlearn train` reads it), else the built-in defaults.
+
+    beta: the nudge (EP family); epsilon: the same number under RHEL's and GLEP's name;
+    holomorphic_n: ep-holomorphic's complex nudges; lrs: continual EP's per-parameter
+    learning rates; boundary: GLEP's "echo" or "initial".
+    """
+    if beta is not None and epsilon is not None and beta != epsilon:
+        raise Unsupported("give beta or epsilon (the same setting), not both")
+    from . import options
+    beta = options.positive("beta", beta) if beta is not None else None
+    epsilon = options.positive("epsilon", epsilon) if epsilon is not None else None
+    if holomorphic_n is not None:
+        holomorphic_n = options.at_least_two("holomorphic_n", holomorphic_n)
+    learn = dict(problem.gen.INFO.learn) if problem is not None else {}
+    defaults = (problem.kind.training_defaults(learn) if problem is not None
+                else {"beta": 0.5, "lr": 0.05})
+    if lrs is None:
+        names = problem.param_names if problem is not None else ()
+        lrs = {k: float(learn.get(f"lr_{k}", defaults["lr"])) for k in names}
+    settings = Settings(
+        float(beta if beta is not None else epsilon if epsilon is not None
+              else defaults["beta"]),
+        int(holomorphic_n if holomorphic_n is not None else learn.get("n_nudges", 4)),
+        dict(lrs), boundary or learn.get("boundary", "echo"))
+    return registry.make(name, settings)
 
 
 def problem(model: Model | str | Path, dims: dict[str, int] | None = None, *,
-            relax: dict[str, Any] | None = None, dt: float | None = None) -> Problem:
+            relax: dict[str, Any] | None = None, dt: float | None = None,
+            given: dict | str | Path | None = None) -> Problem:
     """The model compiled and made ready to learn: an `EquilibriumProblem` (relaxation
     settings from the model's `relax` line, overridden by `relax`, e.g. {"free_steps": 50})
-    or a `TrajectoryProblem` (leapfrog step `dt`, default the model's)."""
+    or a `TrajectoryProblem` (leapfrog step `dt`, default the model's). `given`: the
+    model's given arrays (index arrays, `init = data`) as a dict or an npz path, for a
+    model without a `data` line."""
+    from . import options
     from .dynamics.relax import RelaxConfig, Relaxer, check_overrides
     from .training.setup import functions_used
+    if relax is not None and not isinstance(relax, dict):
+        raise options.OptionError(f"relax must be a dict of settings, got {relax!r}")
     m = _model(model)
-    gen = m.compile(dims)
+    gen = m.compile(dims, given)
     if m.derivation.kind.trajectory:
         if relax:
             raise Unsupported("a trajectory model has no relaxation settings; pass dt=")
-        return TrajectoryProblem(gen, float(dt or gen.INFO.relax.get("dt", 0.05)), m)
-    overrides = {**(relax or {}), **({"dt": dt} if dt is not None else {})}
+        step = gen.INFO.relax.get("dt", 0.05) if dt is None else options.positive("dt", dt)
+        return TrajectoryProblem(gen, float(step), m)
+    from .training.trainer import validate_relax
+    overrides = validate_relax({**(relax or {}), **({"dt": dt} if dt is not None else {})})
     check_overrides(gen, overrides)
     return EquilibriumProblem(gen, Relaxer(gen, RelaxConfig.for_module(gen, **overrides)),
                               functions_used(m))
@@ -59,10 +91,18 @@ def problem(model: Model | str | Path, dims: dict[str, int] | None = None, *,
 
 def gradient(problem: Problem, algorithm: str | Algorithm, params: dict, data: dict,
              key: jax.Array | None = None, **settings: Any) -> tuple[dict, dict]:
-    """(dL/dtheta estimated by `algorithm`, aux) for one batch; `settings` as in
-    `algorithm()` when a name is given. Jit it as usual: `jax.jit(lambda p, d: ...)`."""
+    """(dL/dtheta estimated by `algorithm`, aux) for one batch; with a name, `settings`
+    as in `algorithm()`, the rest from the model's `learn` line (so the numbers are those
+    `physlearn train` steps with). Jit it as usual: `jax.jit(lambda p, d: ...)`."""
+    if not isinstance(problem, Problem):
+        raise Unsupported(f"gradient needs a problem (physlearn.problem(model)), got "
+                          f"{type(problem).__name__}")
+    allowed = {"beta", "epsilon", "holomorphic_n", "lrs", "boundary"}
+    if set(settings) - allowed:
+        raise Unsupported(f"unknown setting(s) {', '.join(sorted(set(settings) - allowed))}; "
+                          f"the settings are {', '.join(sorted(allowed))}")
     alg = algorithm if isinstance(algorithm, Algorithm) else globals()["algorithm"](
-        algorithm, **settings)
+        algorithm, problem, **settings)
     if not registry.entries()[alg.name].accepts(problem.kind):
         raise Unsupported(f"{alg.name} does not train {problem.kind.article} "
                           f"`{problem.kind}` model; choose from "
@@ -89,6 +129,16 @@ def train(model: Model | str | Path, data: dict | str | Path | None = None, *,
         dataset = data
     else:
         dataset = load_data(None if data is None else str(data))
+    from dataclasses import fields
+    known = {f.name for f in fields(TrainConfig)}
+    unknown = sorted(set(config) - known)
+    if unknown:
+        from .errors import OptionError
+        raise OptionError(f"physlearn.train has no setting {', '.join(unknown)}; the "
+                          f"settings are {', '.join(sorted(known))}")
+    if not isinstance(model, (Model, str, Path)):
+        from .errors import OptionError
+        raise OptionError(f"model must be a Model or a path, got {type(model).__name__}")
     cfg = TrainConfig(**config)
     if cfg.x64:
         jax.config.update("jax_enable_x64", True)

@@ -436,8 +436,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--dim", action="append", metavar="NAME=N")
     g.add_argument("--min-cosine", type=T(options.cosine, "--min-cosine"), default=0.99,
                    help="exit 1 below this (0.99)")
-    g.add_argument("--max-rel-err", type=T(options.nonnegative, "--max-rel-err"),
-                   help="also exit 1 when the worst relative error is above this")
+    g.add_argument("--max-rel-err", type=T(options.nonnegative, "--max-rel-err"), default=0.1,
+                   help="also exit 1 when the worst relative error is above this (0.1: a "
+                   "gradient of the right direction but the wrong size fails)")
     g.add_argument("--epsilon", type=T(options.positive, "--epsilon"),
                    help="RHEL's echo nudge (default 1e-4)")
     g.add_argument("--length", type=T(options.positive_int, "--length"), default=100,

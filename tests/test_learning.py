@@ -272,6 +272,23 @@ def test_gradcheck_warns_when_a_nudge_crosses_a_kink(capsys):
     """strided_conv's hard sigmoid: at beta = 1e-3 some units sit within a nudge of a kink."""
     from physlearn import cli
     cli.main(["gradcheck", "models/strided_conv.phl", "--x64", "--batch", "2", "--beta", "0.001",
-              "--free-steps", "150"])
+              "--free-steps", "100"])
     err = capsys.readouterr().err
     assert "when beta is halved" in err and "clip" in err
+
+
+def test_holomorphic_ep_sees_logcosh_whole(tmp_path, capsys):
+    """logcosh is computed through |u| for stability; with complex nudges it must stay
+    log cosh (a real |u| halved the gradient of every parameter it multiplies)."""
+    import json
+
+    from physlearn import cli
+    path = tmp_path / "lc.phl"
+    path.write_text("model lc\ndim n = 3\ninput x[n]\ntarget y[n]\nstate s[n]\nparam w[n]\n"
+                    "energy E = sum(i: s[i]^2)/2 + sum(i: w[i] * logcosh(s[i] - x[i]))\n"
+                    "cost C = sum(i: (s[i] - y[i])^2)/2\n"
+                    "relax gradient_flow(dt = 0.2, free_steps = 100, nudged_steps = 100)\n")
+    code = cli.main(["gradcheck", str(path), "--algorithm", "ep-holomorphic", "--beta", "0.01",
+                     "--x64", "--batch", "2"])
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert code == 0 and summary["max_rel_err"] < 1e-5

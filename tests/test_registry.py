@@ -69,7 +69,8 @@ def test_registered_algorithm_trains_from_the_command_line(richardson, tmp_path,
 def test_registered_algorithm_is_gradchecked(richardson, capsys):
     """At beta = 1e-2 Richardson's O(beta^2) bias beats positive EP's O(beta) by far."""
     model = str(ROOT / "models" / "hopfield_mlp.phl")
-    args = ["gradcheck", model, "--dim", "n_h=12", "--x64", "--batch", "3", "--beta", "0.01"]
+    args = ["gradcheck", model, "--dim", "n_h=12", "--x64", "--batch", "2", "--beta", "0.01",
+            "--free-steps", "60"]
     assert cli.main(args + ["--algorithm", richardson]) == 0
     mine = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     cli.main(args + ["--algorithm", "ep-positive"])
@@ -102,3 +103,53 @@ def test_a_model_cannot_train_with_an_algorithm_of_another_family(tmp_path, caps
     assert code == 2
     assert "rhel does not train a `primitive` model" in capsys.readouterr().err
     physlearn.load(ROOT / "models" / "hopfield_mlp.phl")
+
+
+def test_registered_algorithm_compiles_into_a_standalone_trainer(richardson, tmp_path):
+    """Its class travels by source, with only the imports it reads (not this test's)."""
+    import subprocess
+    import sys
+
+    import numpy as np
+
+    from physlearn.training.data import digits
+    out = tmp_path / "train.py"
+    assert cli.main(["compile", str(ROOT / "models" / "hopfield_any.phl"), "--trainer",
+                     "--algorithm", richardson, "--dim", "n_in=64", "--dim", "n_h=16",
+                     "-o", str(out)]) == 0
+    text = out.read_text()
+    assert "class RichardsonEP" in text and "conftest" not in text
+    ds = digits().limit(100, 50)
+    np.savez(tmp_path / "d.npz", x_train=ds.x_train, y_train=ds.y_train, x_test=ds.x_test,
+             y_test=ds.y_test)
+    code = ("import runpy, sys\nsys.modules['physlearn'] = None\nsys.argv = sys.argv[1:]\n"
+            "runpy.run_path(sys.argv[0], run_name='__main__')\n")
+    r = subprocess.run([sys.executable, "-I", "-c", code, str(out), "--data",
+                        str(tmp_path / "d.npz"), "--epochs", "1"], capture_output=True,
+                       text=True, cwd=tmp_path, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert json.loads(r.stdout.strip().splitlines()[-1])["algorithm"] == richardson
+
+
+def test_python_api_refuses_bad_settings_with_physlearn_errors():
+    model = physlearn.load(ROOT / "models" / "hopfield_any.phl")
+    with pytest.raises(physlearn.PhyslearnError, match="no setting foo"):
+        physlearn.train(model, None, foo=1)
+    with pytest.raises(physlearn.PhyslearnError, match="relax must be a dict"):
+        physlearn.problem(model, {"n_in": 8}, relax="fixed_point")
+    problem = physlearn.problem(model, {"n_in": 8, "n_h": 4})
+    with pytest.raises(physlearn.PhyslearnError, match="beta must be"):
+        physlearn.gradient(problem, "ep-centered", {}, {}, beta=0.0)
+    with pytest.raises(physlearn.PhyslearnError, match="unknown setting"):
+        physlearn.gradient(problem, "ep-centered", {}, {}, betta=0.1)
+
+
+def test_stack_refuses_unknown_rate_names_and_trajectories_refuse_relax_settings(tmp_path,
+                                                                                capsys):
+    for model, extra, needle in (
+            ("hssm.phl", ["--lr-param", "zz=100"], "unknown parameter(s) zz"),
+            ("hru_digits.phl", ["--free-steps", "5"], "has no free steps setting")):
+        code = cli.main(["train", str(ROOT / "models" / model), "--epochs", "1",
+                         "--out", str(tmp_path / model), "--no-progress", *extra])
+        assert code == 2
+        assert needle in capsys.readouterr().err

@@ -47,13 +47,13 @@ def run_blocked(script, *args, cwd):
     return r.stdout.strip().splitlines()
 
 
-CASES = [  # (model, compile options, train options)
+CASES = [  # (model, compile options, train options); the first runs 2 epochs, the rest 1
     ("hopfield_any.phl", ["--dim", "n_in=64", "--dim", "n_h=32"], {"algorithm": "ep-centered"}),
     ("hopfield_any.phl", ["--dim", "n_in=64", "--dim", "n_h=32", "--algorithm", "cep"],
      {"algorithm": "cep"}),
     ("hopfield_any.phl", ["--dim", "n_in=64", "--dim", "n_h=32", "--algorithm", "implicit"],
      {"algorithm": "implicit"}),
-    ("hopfield_sigmoid.phl", ["--dim", "n_in=64", "--dim", "n_h=24", "--algorithm",
+    ("hopfield_sigmoid.phl", ["--dim", "n_in=64", "--dim", "n_h=12", "--algorithm",
                               "ep-holomorphic"], {"algorithm": "ep-holomorphic"}),
 ]
 
@@ -65,14 +65,15 @@ def test_standalone_trainer_repeats_physlearn_train(tmp_path, data_file, model, 
     script = write_script(tmp_path, ROOT / "models" / model, *options)
     text = script.read_text()
     assert "import physlearn" not in text and "from physlearn" not in text
-    lines = run_blocked(script, "--data", data_file, "--epochs", "2", "--seed", "3",
-                        cwd=tmp_path)
+    epochs, limit = (2, 600) if train["algorithm"] == "ep-centered" else (1, 200)
+    lines = run_blocked(script, "--data", data_file, "--epochs", epochs, "--seed", "3",
+                        "--train-limit", limit, cwd=tmp_path)
     mine = json.loads(lines[-1])
     dims = dict(o.split("=") for o in options if "=" in o)
     with np.load(data_file) as z:
         arrays = {k: z[k] for k in z.files}
-    dataset = validate(arrays, str(data_file), name="digits")
-    cfg = TrainConfig(epochs=2, seed=3, out=str(tmp_path / "run"), progress=False,
+    dataset = validate(arrays, str(data_file), name="digits").limit(limit, None)
+    cfg = TrainConfig(epochs=epochs, seed=3, out=str(tmp_path / "run"), progress=False,
                       dims={k: int(v) for k, v in dims.items()}, **train)
     ref = Trainer(physlearn.load(ROOT / "models" / model), dataset, cfg,
                   log=lambda *a: None).run()
@@ -104,6 +105,9 @@ def test_trainer_script_refuses_what_it_cannot_write(tmp_path, capsys):
     assert cli.main(["compile", str(ROOT / "models" / "hopfield_mlp.phl"), "--algorithm",
                      "bptt", "-o", out]) == 2
     assert "--trainer" in capsys.readouterr().err
+    assert cli.main(["compile", str(ROOT / "models" / "hopfield_energy.phl"), "--trainer",
+                     "--algorithm", "ep-holomorphic", "-o", out]) == 2  # clip: as train says
+    assert "holomorphic energy" in capsys.readouterr().err
 
 
 def test_trainer_script_reports_a_bad_data_file_in_one_line(tmp_path, data_file):
@@ -111,3 +115,20 @@ def test_trainer_script_reports_a_bad_data_file_in_one_line(tmp_path, data_file)
     r = subprocess.run([sys.executable, str(script), "--data", str(tmp_path / "none.npz")],
                        capture_output=True, text=True, timeout=300)
     assert r.returncode != 0 and "cannot read" in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("y_train,needle", [
+    (np.arange(600) % 10 + 10, "labels run from 10 to 19"),
+    (np.full(600, 0.5), "whole numbers"),
+    (np.arange(10) % 10, "600 examples but y_train 10 labels"),
+])
+def test_trainer_script_refuses_bad_labels_like_physlearn_train(tmp_path, data_file, y_train,
+                                                                 needle):
+    script = write_script(tmp_path, ROOT / "models" / "hopfield_any.phl", "--dim", "n_in=64")
+    with np.load(data_file) as z:
+        arrays = {k: z[k] for k in z.files}
+    arrays["y_train"] = y_train
+    np.savez(tmp_path / "bad.npz", **arrays)
+    r = subprocess.run([sys.executable, str(script), "--data", str(tmp_path / "bad.npz")],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and needle in r.stderr and "Traceback" not in r.stderr

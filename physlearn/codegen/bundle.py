@@ -51,12 +51,19 @@ def _internal(node: ast.stmt, module: str) -> list[str] | None:
         found = []
         for alias in node.names:  # `from . import algorithms` names a module
             candidate = f"{base}.{alias.name}"
-            found.append(candidate if _exists(candidate) else base)
+            found.append(candidate if _exists(candidate) else _home(base, alias.name))
         return found
     if isinstance(node, ast.Import):
         if any(a.name.startswith(PACKAGE) for a in node.names):
             return [a.name for a in node.names]
     return None
+
+
+def _home(module: str, name: str) -> str:
+    """The physlearn module that defines `name` (a package re-exports from its modules)."""
+    obj = getattr(importlib.import_module(module), name, None)
+    home = getattr(obj, "__module__", None)
+    return home if isinstance(home, str) and home.startswith(PACKAGE + ".") else module
 
 
 def _exists(name: str) -> bool:
@@ -71,12 +78,20 @@ def _is_package(name: str) -> bool:
     return hasattr(importlib.import_module(name), "__path__")
 
 
-def _parts(module: str) -> tuple[list[str], list[str], list[str], set[str]]:
-    """(third-party imports, physlearn dependencies, body chunks, defined names)."""
-    source = inspect.getsource(importlib.import_module(module))
-    tree = ast.parse(source)
+def _parts(module: str, keep: frozenset[str] = frozenset()
+           ) -> tuple[list[str], list[str], list[str], set[str]]:
+    """(third-party imports, physlearn dependencies, body chunks, defined names). Of a
+    module outside physlearn, only the definitions `keep` names and those they use."""
+    try:
+        source = inspect.getsource(importlib.import_module(module))
+    except (OSError, TypeError):
+        raise ValueError(f"cannot read the source of {module}") from None
+    own = module.startswith(PACKAGE + ".")  # else: a user's module, of which only the
+    tree = ast.parse(source)                # definitions travel (no top-level statements)
     lines = source.splitlines()
     imports, deps, chunks, names = [], [], [], set()
+    internal: list[tuple[str, list[str]]] = []  # (statement, modules) of physlearn imports
+    defs: list[tuple[str, str]] = []
     for i, node in enumerate(tree.body):
         if i == 0 and isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant):
             continue  # the module docstring
@@ -88,23 +103,51 @@ def _parts(module: str) -> tuple[list[str], list[str], list[str], set[str]]:
         text = "\n".join(lines[start - 1:node.end_lineno])
         inner = _internal(node, module)
         if inner is not None:
-            deps.extend(inner)
+            internal.append((text, inner))
             continue
         if isinstance(node, (ast.Import, ast.ImportFrom)):
             imports.append(text)
             continue
+        if not own and not isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+            continue
         chunks.append(text)
+        defs.append((getattr(node, "name", ""), text))
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
             names.add(node.name)
         elif isinstance(node, (ast.Assign, ast.AnnAssign)):
             targets = node.targets if isinstance(node, ast.Assign) else [node.target]
             for t in targets:
                 names |= {n.id for n in ast.walk(t) if isinstance(n, ast.Name)}
+    if not own:  # a user's module: the kept definitions, and the imports they read
+        wanted, grew = set(keep), True
+        while grew:
+            reads = {n.id for name, text in defs if name in wanted
+                     for n in ast.walk(ast.parse(text)) if isinstance(n, ast.Name)}
+            grew = not (reads & {name for name, _ in defs}) <= wanted
+            wanted |= reads & {name for name, _ in defs}
+        chunks = [text for name, text in defs if name in wanted]
+        names = {name for name, _ in defs if name in wanted}
+        used = {n.id for chunk in chunks for n in ast.walk(ast.parse(chunk))
+                if isinstance(n, ast.Name)}
+        imports = [i for i in imports if _bound(i) & used]
+        internal = [(text, inner) for text, inner in internal if _bound(text) & used]
+    for _, inner in internal:
+        deps.extend(inner)
     return imports, deps, chunks, names
 
 
-def bundle(roots: list[str]) -> Bundle:
-    """The modules `roots` and everything they import from physlearn, dependencies first."""
+def _bound(statement: str) -> set[str]:
+    """The names an import statement binds."""
+    out = set()
+    for node in ast.parse(statement).body:
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            out |= {(a.asname or a.name).split(".")[0] for a in node.names}
+    return out
+
+
+def bundle(roots: list[str], keep: dict[str, frozenset[str]] | None = None) -> Bundle:
+    """The modules `roots` and everything they import from physlearn, dependencies first;
+    of a root outside physlearn, only the definitions `keep[root]` names (and theirs)."""
     order: list[str] = []
     seen: set[str] = set()
     parts: dict[str, tuple] = {}
@@ -114,7 +157,7 @@ def bundle(roots: list[str]) -> Bundle:
             return
         if name in path:
             raise ValueError(f"import cycle in the bundle: {' -> '.join(path + (name,))}")
-        parts[name] = _parts(name)
+        parts[name] = _parts(name, (keep or {}).get(name, frozenset()))
         for dep in parts[name][1]:
             visit(dep, path + (name,))
         seen.add(name)

@@ -67,6 +67,10 @@ def trainer_script(model: Any, dims: dict[str, int] | None = None,
     from ..training import optim
     lrs = optim.learning_rates(list(gen.INFO.params), cfg.lr, cfg.lr_params)
     alg = registry.make(cfg.algorithm, Settings(cfg.beta, cfg.holomorphic_n, lrs), kind)
+    from ..dynamics.relax import RelaxConfig, Relaxer
+    from ..learning.equilibrium import EquilibriumProblem
+    alg.check(EquilibriumProblem(gen, Relaxer(gen, RelaxConfig.for_module(gen)),
+                                 functions_used(model)))  # as `physlearn train` refuses
     if alg.updates_params_itself and cfg.optimizer != "sgd":
         raise Unsupported(f"{cfg.algorithm} moves the weights with plain SGD steps; the "
                           "model's learn line asks for another optimizer")
@@ -78,12 +82,19 @@ def trainer_script(model: Any, dims: dict[str, int] | None = None,
     shape = tuple(gen.INFO.dims[d] for d in x_dims)
     module_file = inspect.getmodule(entry.cls)
     assert module_file is not None
-    parts = bundle(ROOTS + [module_file.__name__])
+    try:
+        parts = bundle(ROOTS + [module_file.__name__],
+                       {module_file.__name__: frozenset({entry.cls.__name__})})
+    except ValueError as exc:
+        raise Unsupported(f"cannot bundle {cfg.algorithm} ({entry.cls.__qualname__} in "
+                          f"{module_file.__name__}) into a script: {exc}") from None
     doc, physics_imports, physics = _split_module(source)
     physics_names = _top_level_names(physics)
     clash = physics_names & parts.names
     if clash:
-        raise AssertionError(f"the bundle redefines the physics' {', '.join(sorted(clash))}")
+        raise Unsupported(f"cannot bundle {cfg.algorithm}: {module_file.__name__} defines "
+                          f"{', '.join(sorted(clash))}, which the generated physics defines "
+                          "too; rename them")
     fixed = ", ".join(f"{k}={v!r}" for k, v in registry.entries()[cfg.algorithm].fixed.items())
     settings = f"Settings(beta, {cfg.holomorphic_n}, lrs)"
     relax = dict(gen.INFO.relax)

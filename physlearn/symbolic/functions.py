@@ -92,8 +92,11 @@ HELPERS = {
         "    return jnp.where((at >= 0) & (at < n), 1.0, 0.0)\n"),
     "sigmoid_prime": "def sigmoid_prime(u):\n    s = jax.nn.sigmoid(u)\n    return s * (1 - s)\n",
     "tanh_prime": "def tanh_prime(u):\n    return 1 - jnp.tanh(u) ** 2\n",
-    "logcosh": "def logcosh(u):\n    \"\"\"log(cosh(u)) without overflow.\"\"\"\n"
-               "    a = jnp.abs(u)\n    return a + jnp.log1p(jnp.exp(-2 * a)) - jnp.log(2.0)\n",
+    "logcosh": "def logcosh(u):\n"
+               "    \"\"\"log(cosh(u)) without overflow; holomorphic in complex u (the sign\n"
+               "    flip follows Re u: holomorphic EP's complex nudges see log cosh).\"\"\"\n"
+               "    a = jnp.where(jnp.real(u) < 0, -u, u)\n"
+               "    return a + jnp.log1p(jnp.exp(-2 * a)) - jnp.log(2.0)\n",
 }
 
 

@@ -79,7 +79,8 @@ class EquilibriumSetup:
 
     def describe(self, cfg, algorithm, lrs_text: str, n_batches: int) -> str:
         r = self.relax_cfg
-        return (f"{algorithm.name}, beta {cfg.beta:g}, {cfg.optimizer} lr {lrs_text}, batch "
+        settings = algorithm.settings_text() or "no settings"
+        return (f"{algorithm.name}, {settings}, {cfg.optimizer} lr {lrs_text}, batch "
                 f"{cfg.batch_size}, {n_batches} batches/epoch, relax {r.method} "
                 f"({r.free_steps} free / {r.nudged_steps} nudged steps"
                 + (f", tol {r.tol:g}" if r.tol else "") + ")")
@@ -98,6 +99,11 @@ class SequenceSetup:
 
     def __init__(self, model, data: Dataset, cfg):
         require_batches(data, cfg.batch_size)
+        ignored = [k for k, v in cfg.relax.items() if v is not None and k != "dt"]
+        if ignored:
+            raise OptionError(f"a trajectory model integrates with its `relax` method and "
+                              f"--dt; it has no {', '.join(ignored).replace('_', ' ')} "
+                              "setting")
         spec = model.spec
         timed = [n for n in spec.names("input") if spec.variables[n].time_varying]
         if len(timed) != 1 or len(spec.names("input")) != 1 or len(spec.names("target")) != 1:
@@ -131,8 +137,17 @@ class SequenceSetup:
         self.problem: Problem
         if stack:  # lr_<core param> applies to that parameter in every block
             names = jax.eval_shape(lambda: stack.init(jax.random.PRNGKey(0), jnp.float32))
-            cfg.lr_params = {n: cfg.lr_params[n.rsplit(".", 1)[1]] for n in names
-                             if ".core." in n and n.rsplit(".", 1)[1] in cfg.lr_params}
+            cores = {n.rsplit(".", 1)[1] for n in names if ".core." in n}
+            unknown = sorted(set(cfg.lr_params) - cores - set(names))
+            if unknown:
+                raise OptionError(f"--lr-param names unknown parameter(s) "
+                                  f"{', '.join(unknown)}; the stack has {', '.join(names)} "
+                                  f"(a core name, e.g. {sorted(cores)[0]}, sets it in every "
+                                  "block)")
+            rates = {n: cfg.lr_params[n.rsplit(".", 1)[1]] for n in names
+                     if ".core." in n and n.rsplit(".", 1)[1] in cfg.lr_params}
+            cfg.lr_params = {**rates, **{k: v for k, v in cfg.lr_params.items()
+                                         if k in names}}
             self.problem = StackProblem(gen, stack, self.dt, model)
         else:
             self.problem = TrajectoryProblem(gen, self.dt, model)

@@ -20,42 +20,67 @@ import numpy as np
 from .step import epoch_plan, evaluate, train_chunk
 
 
+def fail(message: str) -> SystemExit:
+    """A one-line error and exit status 2, as `physlearn train` reports bad input."""
+    print(f"error: {message}", file=sys.stderr)
+    return SystemExit(2)
+
+
 def _inputs(x: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     """Rows flattened to float32 as `physlearn train` reads them (uint8 scaled by 1/255);
     images stored channels-last are read channels-first, as the model declares them."""
     x = np.asarray(x)
+    if x.dtype.kind not in "biuf" or x.ndim < 2 or len(x) == 0:
+        raise fail(f"the inputs hold {x.dtype} of shape {x.shape}; expected numbers, one row "
+                   "per example")
     if x.ndim > 2 and len(shape) > 1 and x.shape[1:] == shape[1:] + shape[:1] != shape:
         x = np.moveaxis(x, -1, 1)
     x = x.reshape(len(x), -1)
     if x.shape[1] != math.prod(shape):
-        raise SystemExit(f"error: the inputs have {x.shape[1]} features per example; the "
-                         f"model reads {shape}")
-    if x.dtype == np.uint8:
-        return (x / 255.0).astype(np.float32)
-    return x.astype(np.float32)
+        raise fail(f"the inputs have {x.shape[1]} features per example; the model reads "
+                   f"{shape}")
+    out = (x / 255.0).astype(np.float32) if x.dtype == np.uint8 else x.astype(np.float32)
+    if not np.isfinite(out).all():
+        raise fail("the inputs hold NaN or infinite values")
+    return out
 
 
-def _labels(y: np.ndarray) -> np.ndarray:
+def _labels(y: np.ndarray, classes: int) -> np.ndarray:
+    """Whole-number labels in 0..classes-1 (one-hot rows become their argmax)."""
     y = np.asarray(y)
+    if y.dtype.kind not in "biuf" or y.ndim == 0:
+        raise fail(f"the labels hold {y.dtype} of shape {y.shape}; expected whole numbers")
     if y.ndim == 2 and y.shape[1] > 1:  # one-hot rows
         y = np.argmax(y, axis=1)
-    return y.reshape(len(y)).astype(np.int32)
+    y = y.reshape(len(y))
+    if not (np.isfinite(y).all() and np.all(y == np.round(y))):
+        raise fail("the labels must be whole numbers")
+    if len(y) and (y.min() < 0 or y.max() >= classes):
+        raise fail(f"the labels run from {y.min():g} to {y.max():g}; the model has {classes} "
+                   f"classes (0 to {classes - 1})")
+    return y.astype(np.int32)
 
 
-def load_npz(path: str, shape: tuple[int, ...], train_limit: int | None,
+def load_npz(path: str, shape: tuple[int, ...], classes: int, train_limit: int | None,
              test_limit: int | None) -> tuple[np.ndarray, ...]:
     """(x_train, y_train, x_test, y_test) from an npz with those four arrays."""
     try:
         z = np.load(path)
-    except (OSError, ValueError) as exc:
-        raise SystemExit(f"error: cannot read {path}: {exc}") from None
-    with z:
-        missing = [k for k in ("x_train", "y_train", "x_test", "y_test") if k not in z.files]
-        if missing:
-            raise SystemExit(f"error: {path} lacks {', '.join(missing)}")
-        arrays = (_inputs(z["x_train"], shape), _labels(z["y_train"]),
-                  _inputs(z["x_test"], shape), _labels(z["y_test"]))
+        if not hasattr(z, "files"):
+            raise ValueError("not an npz archive")
+        with z:
+            missing = [k for k in ("x_train", "y_train", "x_test", "y_test")
+                       if k not in z.files]
+            if missing:
+                raise fail(f"{path} lacks {', '.join(missing)}")
+            arrays = (_inputs(z["x_train"], shape), _labels(z["y_train"], classes),
+                      _inputs(z["x_test"], shape), _labels(z["y_test"], classes))
+    except (OSError, ValueError, EOFError) as exc:
+        raise fail(f"cannot read {path}: {exc}") from None
     x_train, y_train, x_test, y_test = arrays
+    for part, x, y in (("train", x_train, y_train), ("test", x_test, y_test)):
+        if len(x) != len(y):
+            raise fail(f"{path}: x_{part} has {len(x)} examples but y_{part} {len(y)} labels")
     return (x_train[:train_limit], y_train[:train_limit], x_test[:test_limit],
             y_test[:test_limit])
 
@@ -74,11 +99,14 @@ def parse(run: dict[str, Any], argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--train-limit", type=int, help="use only the first N training examples")
     p.add_argument("--test-limit", type=int, help="use only the first N test examples")
     args = p.parse_args(argv)
-    for name in ("epochs", "batch_size"):
-        if getattr(args, name) < 1:
-            p.error(f"--{name.replace('_', '-')} must be at least 1")
-    if args.beta <= 0 or (args.lr is not None and args.lr <= 0):
-        p.error("--beta and --lr must be positive")
+    for name in ("epochs", "batch_size", "train_limit", "test_limit"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise fail(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+    for name in ("beta", "lr"):
+        value = getattr(args, name)
+        if value is not None and not (0 < value < math.inf):
+            raise fail(f"--{name} must be a positive number, got {value}")
     return args
 
 
@@ -89,8 +117,8 @@ def main(run: dict[str, Any], gen: Any, argv: list[str] | None = None) -> int:
         jax.config.update("jax_enable_x64", True)
     dtype = jnp.float64 if args.x64 else jnp.float32
     feed = run["feed"]
-    x_tr, y_tr, x_te, y_te = load_npz(args.data, tuple(feed.shape), args.train_limit,
-                                      args.test_limit)
+    x_tr, y_tr, x_te, y_te = load_npz(args.data, tuple(feed.shape), feed.n_classes,
+                                      args.train_limit, args.test_limit)
     d = run["defaults"]
     lrs = {k: args.lr for k in d["lrs"]} if args.lr is not None else dict(d["lrs"])
     problem = run["problem"](gen, args.beta)
@@ -98,8 +126,7 @@ def main(run: dict[str, Any], gen: Any, argv: list[str] | None = None) -> int:
     opt = run["optimizer"](lrs)
     n_batches = len(x_tr) // args.batch_size
     if n_batches == 0:
-        raise SystemExit(f"error: --batch-size {args.batch_size} exceeds the {len(x_tr)} "
-                         "training examples")
+        raise fail(f"--batch-size {args.batch_size} exceeds the {len(x_tr)} training examples")
     key = jax.random.PRNGKey(args.seed)
     consts, params = problem.initial_parameters(jax.random.fold_in(key, 0), dtype)
     opt_state = opt.init(params)

@@ -62,6 +62,12 @@ class TrainConfig:
     def validate(self) -> None:
         """Refuse out-of-range settings by name, before any work (OptionError)."""
         o = options
+        for name in ("lr_params", "relax", "dims"):
+            if not isinstance(getattr(self, name), dict):
+                raise o.OptionError(f"{name} must be a dict, got {getattr(self, name)!r}")
+        if self.algorithm is not None and (not isinstance(self.algorithm, str)
+                                           or not self.algorithm.strip()):
+            raise o.OptionError(f"algorithm must be a registered name, got {self.algorithm!r}")
         self.epochs = o.positive_int("epochs", self.epochs)
         self.batch_size = o.positive_int("batch_size", self.batch_size)
         self.seed = o.seed("seed", self.seed)

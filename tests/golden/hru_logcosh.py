@@ -208,8 +208,9 @@ def leapfrog_step(grad_states, conjugate, params, states, data, dt):
 
 
 def logcosh(u):
-    """log(cosh(u)) without overflow."""
-    a = jnp.abs(u)
+    """log(cosh(u)) without overflow; holomorphic in complex u (the sign
+    flip follows Re u: holomorphic EP's complex nudges see log cosh)."""
+    a = jnp.where(jnp.real(u) < 0, -u, u)
     return a + jnp.log1p(jnp.exp(-2 * a)) - jnp.log(2.0)
 
 
