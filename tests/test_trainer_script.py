@@ -49,12 +49,8 @@ def run_blocked(script, *args, cwd):
 
 CASES = [  # (model, compile options, train options); the first runs 2 epochs, the rest 1
     ("hopfield_any.phl", ["--dim", "n_in=64", "--dim", "n_h=32"], {"algorithm": "ep-centered"}),
-    ("hopfield_any.phl", ["--dim", "n_in=64", "--dim", "n_h=32", "--algorithm", "cep"],
-     {"algorithm": "cep"}),
     ("hopfield_any.phl", ["--dim", "n_in=64", "--dim", "n_h=32", "--algorithm", "implicit"],
      {"algorithm": "implicit"}),
-    ("hopfield_sigmoid.phl", ["--dim", "n_in=64", "--dim", "n_h=12", "--algorithm",
-                              "ep-holomorphic"], {"algorithm": "ep-holomorphic"}),
 ]
 
 
