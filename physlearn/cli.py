@@ -181,8 +181,15 @@ def cmd_gradcheck(args) -> int:
     from . import gradcheck
     from .model import load
     model = load(args.file)
+    if args.beta is not None and args.epsilon is not None and args.beta != args.epsilon:
+        raise UsageError("--beta and --epsilon name the same finite difference; give one")
     if model.derivation.trajectory:
         return _gradcheck_trajectory(args, model)
+    if args.boundary is not None:
+        raise UsageError("--boundary is a glep option (lagrangian models); this model learns "
+                         "at equilibrium")
+    if args.epsilon is not None:
+        raise UsageError("--epsilon is the echo nudge of rhel and glep; use --beta")
     beta = args.beta if args.beta is not None else 0.001
     args.algorithm = args.algorithm or "ep-centered"
     rows, gdu, info = gradcheck.run(

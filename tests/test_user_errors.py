@@ -366,3 +366,14 @@ def test_out_and_compile_paths_name_the_problem(tiny, tmp_path, capsys):
     dangling.symlink_to(tmp_path / "nowhere")
     code, _, err = run(capsys, "train", tiny, "--out", dangling)
     assert code == 2 and "link to nothing" in err
+
+
+@pytest.mark.parametrize("extra,needle", [
+    (["--boundary", "initial"], "--boundary is a glep option"),
+    (["--beta", "0.1", "--epsilon", "0.01"], "name the same finite difference"),
+    (["--epsilon", "0.01"], "use --beta"),
+])
+def test_gradcheck_refuses_settings_an_equilibrium_model_ignores(capsys, extra, needle):
+    from physlearn import cli
+    code = cli.main(["gradcheck", str(ROOT / "models" / "hopfield_mlp.phl"), *extra])
+    assert code == 2 and needle in capsys.readouterr().err
