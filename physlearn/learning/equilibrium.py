@@ -16,7 +16,7 @@ import numpy as np
 
 from ..dynamics.relax import Relaxer, RelaxInfo
 from .base import Batch, Params, Unsupported
-from .problem import Problem, first_bad
+from .problem import Problem, first_bad, first_nonfinite
 
 HINT = ("try a smaller learning rate (--lr), a smaller step (--dt) or beta (--beta), or more "
         "relaxation steps")
@@ -128,10 +128,9 @@ class EquilibriumProblem(Problem):
             if found:
                 return (f"diverged in the nudged phase (beta = {sign * beta:+g}) at step "
                         f"{found[0] + 1}: state `{found[1]}` became NaN/inf ({where}); {HINT}")
-        g, _ = algorithm.gradient(self, params, data, None)
-        for k, v in g.items():
-            if not np.all(np.isfinite(np.asarray(v))):
-                return f"the {algorithm.name} gradient of `{k}` is NaN/inf ({where}); {HINT}"
+        bad = first_nonfinite(algorithm.gradient(self, params, data, None)[0])
+        if bad:
+            return f"the {algorithm.name} gradient of `{bad}` is NaN/inf ({where}); {HINT}"
         return f"parameters became NaN/inf after the update ({where}); {HINT}"
 
     def _energy_falls(self, params, traj, data, bad_step: int) -> str:

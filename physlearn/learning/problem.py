@@ -88,3 +88,9 @@ def first_bad(traj: dict) -> tuple[int, str] | None:
         if not ok.all():
             return int(np.argmin(ok)), name
     return None
+
+
+def first_nonfinite(g: Params) -> str | None:
+    """The first parameter whose gradient holds NaN or inf, or None."""
+    import numpy as np
+    return next((k for k, v in g.items() if not np.all(np.isfinite(np.asarray(v)))), None)

@@ -12,11 +12,10 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from . import trajectory as tr
-from .base import Unsupported
-from .problem import Problem, first_bad
+from .base import TrajectoryAlgorithm, Unsupported
+from .problem import Problem, first_bad, first_nonfinite
 
 HINT = "try a smaller learning rate (--lr) or leapfrog step (--dt)"
 
@@ -96,11 +95,11 @@ class TrajectoryProblem(Problem):
         if found:
             return (f"the forward trajectory diverged at {self.integrator} step {found[0] + 1} "
                     f"of {self.length(data)}: `{found[1]}` became NaN/inf ({where}); {HINT}")
-        g, _ = algorithm.gradient(self, params, data, None)
-        for k, v in g.items():
-            if not np.all(np.isfinite(np.asarray(v))):
-                phase = "the echo phases" if algorithm.name != "bptt" else "backpropagation"
-                return (f"the forward trajectory stayed finite but {phase} gave a NaN/inf "
-                        f"{algorithm.name} gradient for `{k}` ({where}); {HINT}, or a "
-                        "smaller --epsilon")
+        bad = first_nonfinite(algorithm.gradient(self, params, data, None)[0])
+        if bad:
+            phase = ("the echo phases" if isinstance(algorithm, TrajectoryAlgorithm)
+                     else "backpropagation")
+            return (f"the forward trajectory stayed finite but {phase} gave a NaN/inf "
+                    f"{algorithm.name} gradient for `{bad}` ({where}); {HINT}, or a "
+                    "smaller --epsilon")
         return f"parameters became NaN/inf after the update ({where}); {HINT}"

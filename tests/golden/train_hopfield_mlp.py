@@ -1023,6 +1023,12 @@ def first_bad(traj: dict) -> tuple[int, str] | None:
             return int(np.argmin(ok)), name
     return None
 
+
+def first_nonfinite(g: Params) -> str | None:
+    """The first parameter whose gradient holds NaN or inf, or None."""
+    import numpy as np
+    return next((k for k, v in g.items() if not np.all(np.isfinite(np.asarray(v)))), None)
+
 # -------------------- physlearn/learning/equilibrium.py -------------------------------------
 
 HINT = ("try a smaller learning rate (--lr), a smaller step (--dt) or beta (--beta), or more "
@@ -1135,10 +1141,9 @@ class EquilibriumProblem(Problem):
             if found:
                 return (f"diverged in the nudged phase (beta = {sign * beta:+g}) at step "
                         f"{found[0] + 1}: state `{found[1]}` became NaN/inf ({where}); {HINT}")
-        g, _ = algorithm.gradient(self, params, data, None)
-        for k, v in g.items():
-            if not np.all(np.isfinite(np.asarray(v))):
-                return f"the {algorithm.name} gradient of `{k}` is NaN/inf ({where}); {HINT}"
+        bad = first_nonfinite(algorithm.gradient(self, params, data, None)[0])
+        if bad:
+            return f"the {algorithm.name} gradient of `{bad}` is NaN/inf ({where}); {HINT}"
         return f"parameters became NaN/inf after the update ({where}); {HINT}"
 
     def _energy_falls(self, params, traj, data, bad_step: int) -> str:
