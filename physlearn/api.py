@@ -49,6 +49,7 @@ def algorithm(name: str, problem: Problem | None = None, *, beta: float | None =
     if holomorphic_n is not None:
         holomorphic_n = options.at_least_two("holomorphic_n", holomorphic_n)
     learn = dict(problem.gen.INFO.learn) if problem is not None else {}
+    lrs_in = lrs
     defaults = (problem.kind.training_defaults(learn) if problem is not None
                 else {"beta": 0.5, "lr": 0.05})
     if lrs is None:
@@ -59,7 +60,13 @@ def algorithm(name: str, problem: Problem | None = None, *, beta: float | None =
               else defaults["beta"]),
         int(holomorphic_n if holomorphic_n is not None else learn.get("n_nudges", 4)),
         dict(lrs), boundary or learn.get("boundary", "echo"))
-    return registry.make(name, settings)
+    given = {k: k for k, v in (("beta", beta), ("holomorphic_n", holomorphic_n), ("lrs", lrs_in),
+                               ("boundary", boundary)) if v is not None}
+    if epsilon is not None:
+        given["beta"] = "epsilon"
+    made = registry.make(name, settings, problem.kind if problem is not None else None)
+    registry.refuse_unread(name, given)
+    return made
 
 
 def problem(model: Model | str | Path, dims: dict[str, int] | None = None, *,
@@ -108,6 +115,7 @@ def gradient(problem: Problem, algorithm: str | Algorithm, params: dict, data: d
                           f"`{problem.kind}` model; choose from "
                           f"{', '.join(registry.names(problem.kind))}")
     alg.check(problem)
+    problem.check_batch(params, data)
     return alg.gradient(problem, params, data, key)
 
 

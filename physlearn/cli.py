@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
 import sys
 from pathlib import Path
 
@@ -192,6 +193,8 @@ def cmd_gradcheck(args) -> int:
         raise UsageError("--epsilon is the echo nudge of rhel and glep; use --beta")
     beta = args.beta if args.beta is not None else 0.001
     args.algorithm = args.algorithm or "ep-centered"
+    from .learning import registry
+    registry.refuse_unread(args.algorithm, {"beta": "--beta"} if args.beta is not None else {})
     rows, gdu, info = gradcheck.run(
         model, args.algorithm, beta, dims=_dims(args.dim), x64=args.x64, batch=args.batch,
         seed=args.seed, free_steps=args.free_steps, nudged_steps=args.nudged_steps,
@@ -269,28 +272,34 @@ def _gradcheck_trajectory(args, model) -> int:
 
     from . import gradcheck
     from .learning import registry
+    from .learning.base import Settings
     default = model.derivation.kind.training_defaults({})["algorithm"]
     algorithm = args.algorithm or default
     eps = args.epsilon if args.epsilon is not None else (
         args.beta if args.beta is not None else 1e-4)  # --beta: the same finite difference
-    if args.boundary is not None and not hasattr(registry.make(algorithm), "boundary"):
-        raise UsageError(f"--boundary is a glep option; {algorithm} has none")
+    given = {"beta": "--epsilon" if args.epsilon is not None else "--beta"} if (
+        args.epsilon is not None or args.beta is not None) else {}
+    if args.boundary is not None:
+        given["boundary"] = "--boundary"
+    registry.refuse_unread(algorithm, given)
+    reads = registry.entries()[algorithm].cls.reads if algorithm in registry.entries() else ()
     rows, info = gradcheck.run_trajectory(
         model, algorithm, eps, dims=_dims(args.dim), x64=args.x64, batch=args.batch,
         seed=args.seed, length=args.length, reference=not args.no_reference,
         boundary=args.boundary)
-    what = f"{algorithm}, {info['boundary']} boundary" if algorithm == "glep" else algorithm
+    what = f"{algorithm}, {info['boundary']} boundary" if "boundary" in reads else algorithm
     if info.get("stack"):
         what = f"the whole stack ({info['stack']}) with {algorithm} in every core"
-    step = f" (epsilon {eps:g})" if algorithm != "bptt" else ""
+    step = f" (epsilon {eps:g})" if "beta" in reads else ""
     print(f"{model.name}: {what}{step} vs BPTT through the same "
           f"{info['integrator']} steps; {info['dtype']}, batch {info['batch']}, length "
           f"{info['length']}, dt {info['dt']:g}")
     if algorithm == "bptt" and not args.no_reference:
         print("note: bptt is the reference itself; this run only shows it computes")
-    if info["dtype"] == "float32" and algorithm != "bptt" and eps < 1e-2:
-        print(f"note: in float32 a finite difference of eps {eps:g} meets rounding over long "
-              "sequences; use --x64, or --epsilon 1e-2 to 1e-1 (see docs/benchmarks.md)")
+    note = registry.make(algorithm, Settings(beta=eps)).precision_note(
+        info["dtype"] == "float64")
+    if note:
+        print(f"note: {note}")
     if args.no_reference:
         for r in rows:
             print(f"  {r['param']}  |g| = {r['norm']:.6e}")
@@ -311,7 +320,7 @@ def _gradcheck_trajectory(args, model) -> int:
     summary = {"algorithm": algorithm, "reference": "bptt", "epsilon": eps,
                "length": args.length, "min_cosine": _finite_or_none(min_cos),
                "max_rel_err": _finite_or_none(worst), "dtype": info["dtype"]}
-    if algorithm == "glep":
+    if "boundary" in reads:
         summary["boundary"] = info["boundary"]
     print(json.dumps(summary))
     ok = finite and min_cos >= args.min_cosine and (args.max_rel_err is None
@@ -339,9 +348,18 @@ T = argparse_type
 SEED = T(options.seed, "--seed")
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with errors as one line (not the usage block), exit status 2."""
+
+    def error(self, message: str):
+        m = re.match(r"argument (-[-\w]+)(?:/-[-\w]+)*: (\1 .*)$", message)
+        message = m.group(2) if m else message  # "argument --x: --x must ..." said once
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="physlearn",
         description="Physics-first models of learning machines: derive, compile, check.")
     p.add_argument("--version", action="version", version=f"physlearn {__version__}")
@@ -397,7 +415,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "model's learn line: lr, lr_<param>; else 0.05)")
     t.add_argument("--lr-param", action="append", metavar="NAME=RATE",
                    help="per-parameter learning rate, e.g. --lr-param W1=0.1")
-    t.add_argument("--momentum", type=T(options.unit_interval, "--momentum"), default=0.9)
+    t.add_argument("--momentum", type=T(options.unit_interval, "--momentum"),
+                   help="decay of --optimizer momentum (default 0.9)")
     t.add_argument("--weight-decay", type=T(options.nonnegative, "--weight-decay"), default=0.0)
     t.add_argument("--beta", "--epsilon", type=T(options.positive, "--beta"), dest="beta",
                    help="nudging strength (default: the model's learn line, else 0.5 for EP, "

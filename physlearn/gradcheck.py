@@ -68,11 +68,11 @@ def run(model, algorithm: str, beta: float, *, dims=None, x64=True, batch=8, see
     with jax.enable_x64(x64):
         dtype = jnp.float64 if x64 else jnp.float32
         gen = model.compile(dims)
-        require_fits(gen, batch, 8 if x64 else 4)
         base = RelaxConfig.for_module(gen, **(relax_overrides or {}))
         # converged phases: the theory speaks of fixed points
         free = free_steps or max(5 * base.free_steps, 100)
         nudged = nudged_steps or free
+        require_fits(gen, batch, 8 if x64 else 4, tape=free + nudged)  # BPTT's reference
         cfg = replace(base, free_steps=free, nudged_steps=nudged)
         problem = EquilibriumProblem(gen, Relaxer(gen, cfg), functions_used(model))
         key = jax.random.PRNGKey(seed)
@@ -147,18 +147,13 @@ def run_trajectory(model, algorithm: str, eps: float, *, dims=None, x64=True, ba
     """Hamiltonian and Lagrangian models: RHEL, GLEP (or BPTT) against BPTT through the
     same leapfrog steps."""
     from .learning import trajectory as tr
-    from .learning.base import Unsupported
     from .learning.sequences import TrajectoryProblem
     kind = model.derivation.kind
-    known = registry.names(kind)
-    if algorithm not in known:
-        raise Unsupported(f"a {kind} model learns with {', '.join(known)}, not {algorithm}"
-                          + ("" if algorithm != "glep" else
-                             " (glep needs a `lagrangian`; use rhel on a hamiltonian)"))
+    registry.make(algorithm, kind=kind)  # refuses with the algorithm's reason and the choices
     with jax.enable_x64(x64):
         dtype = jnp.float64 if x64 else jnp.float32
         gen = model.compile(dims)
-        require_fits(gen, batch, 8 if x64 else 4, length)
+        require_fits(gen, batch, 8 if x64 else 4, length, tape=length)
         dt = float(gen.INFO.relax.get("dt", 0.05))
         key = jax.random.PRNGKey(seed)
         boundary = boundary or gen.INFO.learn.get("boundary", "echo")

@@ -15,12 +15,14 @@ def total_memory() -> int | None:
         return None
 
 
-def require_fits(gen, batch: int, itemsize: int = 4, length: int = 1) -> None:
+def require_fits(gen, batch: int, itemsize: int = 4, length: int = 1, tape: int = 1) -> None:
     """Parameters, plus states and inputs for `batch` examples (x `length` time steps),
-    must fit in physical memory; else OptionError naming the largest array."""
+    must fit in physical memory; else OptionError naming the largest array. `tape`: the
+    copies of the states that backpropagation keeps (one per step it differentiates)."""
     sizes = {}
     for role, per_example in ((gen.INFO.params, 1), (gen.INFO.consts, 1),
-                              (gen.INFO.states, batch), (gen.INFO.inputs, batch * length)):
+                              (gen.INFO.states, batch * tape),
+                              (gen.INFO.inputs, batch * length)):
         for name, dims in role.items():
             n = per_example
             for d in dims:
@@ -35,4 +37,7 @@ def require_fits(gen, batch: int, itemsize: int = 4, length: int = 1) -> None:
                             **gen.INFO.inputs}[big])
         raise OptionError(f"the model needs at least {need / 2**30:,.1f} GiB for its arrays "
                           f"(the largest, `{big}`, is {shape}), more than this machine's "
-                          f"{have / 2**30:,.1f} GiB; choose smaller dims")
+                          f"{have / 2**30:,.1f} GiB; choose smaller dims"
+                          + (" or a smaller batch" if batch > 1 else "")
+                          + (f" (backpropagation keeps the states of all {tape:,} steps)"
+                             if tape > 1 else ""))

@@ -96,6 +96,7 @@ def trainer_script(model: Any, dims: dict[str, int] | None = None,
                           f"{', '.join(sorted(clash))}, which the generated physics defines "
                           "too; rename them")
     fixed = ", ".join(f"{k}={v!r}" for k, v in registry.entries()[cfg.algorithm].fixed.items())
+    momentum = 0.9 if cfg.momentum is None else cfg.momentum
     settings = f"Settings(beta, {cfg.holomorphic_n}, lrs)"
     relax = dict(gen.INFO.relax)
     relax_text = ", ".join(f"{k} {v}" for k, v in relax.items())
@@ -125,7 +126,7 @@ def trainer_script(model: Any, dims: dict[str, int] | None = None,
         "    object.__setattr__(algorithm, \"name\", ALGORITHM)\n"
         "    return algorithm\n\n\n"
         "def make_optimizer(lrs):\n"
-        f"    return build({cfg.optimizer!r}, lrs, {cfg.momentum!r}, {cfg.weight_decay!r})\n\n\n"
+        f"    return build({cfg.optimizer!r}, lrs, {momentum!r}, {cfg.weight_decay!r})\n\n\n"
         "RUN = {\n"
         f"    \"description\": {description!r},\n"
         "    \"defaults\": {\"epochs\": 5, \"batch_size\": 20, \"seed\": 0, "

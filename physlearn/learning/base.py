@@ -45,6 +45,9 @@ class Algorithm(abc.ABC):
     description: ClassVar[str] = ""
     updates_params_itself: ClassVar[bool] = False  # continual EP applies its own steps
     rank: ClassVar[int] = 50  # where it is listed: the paper's rule first, references last
+    # the user-facing Settings fields the algorithm reads; giving any other is refused
+    # rather than silently ignored (most algorithms take a finite nudge, beta)
+    reads: ClassVar[frozenset[str]] = frozenset({"beta"})
 
     @classmethod
     @abc.abstractmethod
@@ -69,6 +72,10 @@ class Algorithm(abc.ABC):
     def check(self, problem: Problem) -> None:
         """Raise `Unsupported` with a reason when the problem does not fit."""
         return None
+
+    def precision_note(self, x64: bool) -> str:
+        """Why the estimate may be noisy at this precision ('' when it should not be)."""
+        return ""
 
     @abc.abstractmethod
     def gradient(self, problem: Problem, params: Params, data: Batch,
@@ -97,6 +104,14 @@ class TrajectoryAlgorithm(Algorithm):
 
     def gradient(self, problem, params, data, key):
         return problem.trajectory_gradient(self, params, data)
+
+    def precision_note(self, x64: bool) -> str:
+        eps = getattr(self, "eps", None)  # the echo's finite difference, if it has one
+        if x64 or eps is None or eps >= 1e-2:
+            return ""
+        return (f"in float32 a finite difference of epsilon {eps:g} meets rounding over long "
+                "sequences (the estimate can drift far from the gradient); use --x64, or "
+                "--epsilon 1e-2 to 1e-1 (see docs/benchmarks.md)")
 
     @abc.abstractmethod
     def trajectory_gradient(self, gen: Any, params: Params, states: dict, data: Batch,

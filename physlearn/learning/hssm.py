@@ -119,6 +119,11 @@ class StackProblem(Problem):
     def tie(self, g):
         return g  # the VJP convention: every entry on its own
 
+    def data_shapes(self):
+        target, dims = next(iter(self.gen.INFO.targets.items()))
+        return {self.stack.u: (None, None),
+                target: tuple(self.gen.INFO.dims[d] for d in dims)}
+
     def initial_parameters(self, key, dtype):
         return self.stack.consts(dtype), self.stack.init(key, dtype)
 

@@ -66,6 +66,47 @@ class Problem(abc.ABC):
         """Constraints after each step (`nonnegative` parameters stay >= 0)."""
         return self.gen.project(params)
 
+    def data_shapes(self) -> dict[str, tuple]:
+        """Each batch array's shape after the batch axis (None: any length, e.g. time)."""
+        info = self.gen.INFO
+        timed = getattr(info, "time_varying", ())
+        return {n: ((None,) if n in timed else ()) + tuple(info.dims[d] for d in dims)
+                for n, dims in {**info.inputs, **info.targets}.items()}
+
+    def check_batch(self, params: Params, data: Batch) -> None:
+        """Refuse parameters or a batch that do not fit the model (DataError, by name),
+        before JAX meets them."""
+        from ..errors import DataError
+        for what, d in (("params", params), ("data", data)):
+            if not isinstance(d, dict):
+                raise DataError(f"{what} must be a dict of arrays, got {type(d).__name__}")
+        want = jax.eval_shape(lambda: self.initial_parameters(jax.random.PRNGKey(0),
+                                                              jnp.float32))
+        for k, w in {**want[0], **want[1]}.items():
+            if k not in params:
+                raise DataError(f"params lack {k!r}; problem.initial_parameters(key, dtype) "
+                                "gives (constants, learned parameters): pass both, merged")
+            if tuple(jnp.shape(params[k])) != tuple(w.shape):
+                raise DataError(f"params[{k!r}] has shape {tuple(jnp.shape(params[k]))}; the "
+                                f"model's is {tuple(w.shape)}")
+        batch = None
+        shapes = self.data_shapes()
+        for n, s in shapes.items():
+            if n not in data:
+                raise DataError(f"data lacks {n!r}; the model reads {', '.join(shapes)}")
+            got = tuple(jnp.shape(data[n]))
+            if len(got) != len(s) + 1 or any(a is not None and a != b
+                                             for a, b in zip(s, got[1:])):
+                want_text = ", ".join("T" if a is None else str(a) for a in s)
+                raise DataError(f"data[{n!r}] has shape {got}; the model expects (batch"
+                                + (f", {want_text})" if s else ")")
+                                + (" with T time steps" if None in s else ""))
+            if batch is None:
+                batch = got[0]
+            elif got[0] != batch:
+                raise DataError(f"data[{n!r}] holds {got[0]} examples, the arrays before it "
+                                f"{batch}")
+
 
 def tied(gen: Any, g: Params) -> Params:
     """Autodiff treats W[i,j] and W[j,i] as two numbers; a symmetric parameter has one

@@ -72,6 +72,20 @@ def names(kind: PhysicsKind | None = None) -> tuple[str, ...]:
     return tuple(e.name for e in sorted(found, key=lambda e: e.cls.rank))
 
 
+def refuse_unread(name: str, given: dict[str, str]) -> None:
+    """Refuse settings the algorithm would ignore: `given` maps each Settings field the
+    user set (beta, holomorphic_n, boundary) to how they spelt it (`--beta`)."""
+    entry = entries().get(name)
+    if entry is None:
+        return
+    for setting, spelt in given.items():
+        if setting not in entry.cls.reads:
+            users = [n for n in names() if setting in entries()[n].cls.reads]
+            raise Unsupported(f"{name} does not use {spelt}, so it would be ignored; drop it"
+                              + (f" (it is read by {', '.join(users)})"
+                                 if 0 < len(users) <= 3 else ""))
+
+
 def make(name: str, settings: Settings | None = None, kind: PhysicsKind | None = None
          ) -> Algorithm:
     """The algorithm called `name`; with `kind`, refuse one that does not fit its models."""

@@ -48,7 +48,7 @@ class TrainConfig:
     optimizer: str | None = None  # default sgd
     lr: float | None = None  # default 0.05
     lr_params: dict = field(default_factory=dict)  # on top of the learn line's lr_<param>
-    momentum: float = 0.9
+    momentum: float | None = None  # --optimizer momentum only; default 0.9
     weight_decay: float = 0.0
     beta: float | None = None  # None: the model's `learn` line, else 0.5
     holomorphic_n: int | None = None  # default: the learn line's n_nudges, else 4
@@ -82,7 +82,8 @@ class TrainConfig:
         if self.lr is not None:
             self.lr = o.positive("lr", self.lr)
         self.lr_params = {k: o.positive(f"lr for {k}", v) for k, v in self.lr_params.items()}
-        self.momentum = o.unit_interval("momentum", self.momentum)
+        if self.momentum is not None:
+            self.momentum = o.unit_interval("momentum", self.momentum)
         self.weight_decay = o.nonnegative("weight_decay", self.weight_decay)
         if self.beta is not None:
             self.beta = o.positive("beta", self.beta)
@@ -132,6 +133,10 @@ class Trainer:
     def __init__(self, model, dataset: Dataset, cfg: TrainConfig, log=print):
         self.model, self.data, self.cfg, self.log = model, checked(dataset), cfg, log
         cfg.validate()
+        # what the user set, before the setup fills the defaults: an algorithm that would
+        # ignore one of them refuses it (below)
+        given = {k: f"{k} (--{k.replace('_', '-')})" for k in ("beta", "holomorphic_n")
+                 if getattr(cfg, k) is not None}
         kind = model.derivation.kind
         self.setup = setup = (SequenceSetup if kind.trajectory else EquilibriumSetup)(
             model, self.data, cfg)
@@ -143,12 +148,18 @@ class Trainer:
         settings = Settings(float(cfg.beta), int(cfg.holomorphic_n), dict(self.lrs),
                             setup.boundary)
         self.algorithm = registry.make(cfg.algorithm, settings, kind)
+        registry.refuse_unread(cfg.algorithm, given)
+        if cfg.momentum is not None and cfg.optimizer != "momentum":
+            raise options.OptionError(f"momentum applies to the momentum optimizer only; "
+                                      f"{cfg.optimizer} would ignore it (use --optimizer "
+                                      "momentum, or drop --momentum)")
         self.algorithm.check(self.problem)
         if self.algorithm.updates_params_itself and (cfg.optimizer != "sgd" or cfg.weight_decay):
             raise options.OptionError(f"{cfg.algorithm} moves the weights during the nudged phase "
                                       "with plain SGD steps; use --optimizer sgd without "
                                       "--weight-decay")
-        self.opt = optim.build(cfg.optimizer, self.lrs, cfg.momentum, cfg.weight_decay)
+        momentum = 0.9 if cfg.momentum is None else cfg.momentum
+        self.opt = optim.build(cfg.optimizer, self.lrs, momentum, cfg.weight_decay)
         self.dtype = jnp.float64 if cfg.x64 else jnp.float32
         self.out = Path(cfg.out)
         self._step_cache: dict = {}
@@ -268,6 +279,9 @@ class Trainer:
         train_chunk = self._jit("train", self._train_chunk)
         evaluate = self._jit("eval", self._evaluate)
         self.log(self.describe(n_batches, len(x_train)))
+        note = self.algorithm.precision_note(cfg.x64)
+        if note:
+            self.log(f"note: {note}")
         n_total, batch = len(x_train), cfg.batch_size
 
         plan = self._jit(("plan", n_total, batch),

@@ -888,6 +888,9 @@ class Algorithm(abc.ABC):
     description: ClassVar[str] = ""
     updates_params_itself: ClassVar[bool] = False  # continual EP applies its own steps
     rank: ClassVar[int] = 50  # where it is listed: the paper's rule first, references last
+    # the user-facing Settings fields the algorithm reads; giving any other is refused
+    # rather than silently ignored (most algorithms take a finite nudge, beta)
+    reads: ClassVar[frozenset[str]] = frozenset({"beta"})
 
     @classmethod
     @abc.abstractmethod
@@ -912,6 +915,10 @@ class Algorithm(abc.ABC):
     def check(self, problem: Problem) -> None:
         """Raise `Unsupported` with a reason when the problem does not fit."""
         return None
+
+    def precision_note(self, x64: bool) -> str:
+        """Why the estimate may be noisy at this precision ('' when it should not be)."""
+        return ""
 
     @abc.abstractmethod
     def gradient(self, problem: Problem, params: Params, data: Batch,
@@ -940,6 +947,14 @@ class TrajectoryAlgorithm(Algorithm):
 
     def gradient(self, problem, params, data, key):
         return problem.trajectory_gradient(self, params, data)
+
+    def precision_note(self, x64: bool) -> str:
+        eps = getattr(self, "eps", None)  # the echo's finite difference, if it has one
+        if x64 or eps is None or eps >= 1e-2:
+            return ""
+        return (f"in float32 a finite difference of epsilon {eps:g} meets rounding over long "
+                "sequences (the estimate can drift far from the gradient); use --x64, or "
+                "--epsilon 1e-2 to 1e-1 (see docs/benchmarks.md)")
 
     @abc.abstractmethod
     def trajectory_gradient(self, gen: Any, params: Params, states: dict, data: Batch,
@@ -999,6 +1014,47 @@ class Problem(abc.ABC):
     def project(self, params: Params) -> Params:
         """Constraints after each step (`nonnegative` parameters stay >= 0)."""
         return self.gen.project(params)
+
+    def data_shapes(self) -> dict[str, tuple]:
+        """Each batch array's shape after the batch axis (None: any length, e.g. time)."""
+        info = self.gen.INFO
+        timed = getattr(info, "time_varying", ())
+        return {n: ((None,) if n in timed else ()) + tuple(info.dims[d] for d in dims)
+                for n, dims in {**info.inputs, **info.targets}.items()}
+
+    def check_batch(self, params: Params, data: Batch) -> None:
+        """Refuse parameters or a batch that do not fit the model (DataError, by name),
+        before JAX meets them."""
+        from ..errors import DataError
+        for what, d in (("params", params), ("data", data)):
+            if not isinstance(d, dict):
+                raise DataError(f"{what} must be a dict of arrays, got {type(d).__name__}")
+        want = jax.eval_shape(lambda: self.initial_parameters(jax.random.PRNGKey(0),
+                                                              jnp.float32))
+        for k, w in {**want[0], **want[1]}.items():
+            if k not in params:
+                raise DataError(f"params lack {k!r}; problem.initial_parameters(key, dtype) "
+                                "gives (constants, learned parameters): pass both, merged")
+            if tuple(jnp.shape(params[k])) != tuple(w.shape):
+                raise DataError(f"params[{k!r}] has shape {tuple(jnp.shape(params[k]))}; the "
+                                f"model's is {tuple(w.shape)}")
+        batch = None
+        shapes = self.data_shapes()
+        for n, s in shapes.items():
+            if n not in data:
+                raise DataError(f"data lacks {n!r}; the model reads {', '.join(shapes)}")
+            got = tuple(jnp.shape(data[n]))
+            if len(got) != len(s) + 1 or any(a is not None and a != b
+                                             for a, b in zip(s, got[1:])):
+                want_text = ", ".join("T" if a is None else str(a) for a in s)
+                raise DataError(f"data[{n!r}] has shape {got}; the model expects (batch"
+                                + (f", {want_text})" if s else ")")
+                                + (" with T time steps" if None in s else ""))
+            if batch is None:
+                batch = got[0]
+            elif got[0] != batch:
+                raise DataError(f"data[{n!r}] holds {got[0]} examples, the arrays before it "
+                                f"{batch}")
 
 
 def tied(gen: Any, g: Params) -> Params:
@@ -1236,6 +1292,20 @@ def names(kind: PhysicsKind | None = None) -> tuple[str, ...]:
     registration order)."""
     found = [e for e in entries().values() if kind is None or e.accepts(kind)]
     return tuple(e.name for e in sorted(found, key=lambda e: e.cls.rank))
+
+
+def refuse_unread(name: str, given: dict[str, str]) -> None:
+    """Refuse settings the algorithm would ignore: `given` maps each Settings field the
+    user set (beta, holomorphic_n, boundary) to how they spelt it (`--beta`)."""
+    entry = entries().get(name)
+    if entry is None:
+        return
+    for setting, spelt in given.items():
+        if setting not in entry.cls.reads:
+            users = [n for n in names() if setting in entries()[n].cls.reads]
+            raise Unsupported(f"{name} does not use {spelt}, so it would be ignored; drop it"
+                              + (f" (it is read by {', '.join(users)})"
+                                 if 0 < len(users) <= 3 else ""))
 
 
 def make(name: str, settings: Settings | None = None, kind: PhysicsKind | None = None

@@ -17,6 +17,7 @@ from ..registry import register
 class BPTT(Algorithm):
     description = "backpropagation through the relaxation or trajectory (autodiff)"
     rank = 90
+    reads = frozenset()
 
     @classmethod
     def accepts(cls, kind):

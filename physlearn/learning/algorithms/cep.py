@@ -22,6 +22,7 @@ class ContinualEP(EquilibriumAlgorithm):
     lrs: dict = field(default_factory=dict)  # per-parameter learning rates (set by the trainer)
     description = "continual EP: weights move during the nudged phase"
     updates_params_itself = True
+    reads = frozenset({"beta", "lrs"})
     rank = 30
 
     @classmethod

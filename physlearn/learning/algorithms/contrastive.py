@@ -20,6 +20,7 @@ def target(problem, data):
 class Contrastive(EquilibriumAlgorithm):
     description = "contrastive learning: output clamped to the target"
     rank = 20
+    reads = frozenset()
 
     def check(self, problem):
         problem.require_output_state(self.name)

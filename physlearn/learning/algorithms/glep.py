@@ -15,11 +15,17 @@ class GLEP(TrajectoryAlgorithm):
     eps: float = 1e-4
     boundary: str = "echo"  # echo | initial
     rank = 10
+    reads = frozenset({"beta", "boundary"})
     description = "Lagrangian EP with echo or initial boundary conditions"
 
     @classmethod
     def accepts(cls, kind):
         return kind.trajectory and kind.velocities
+
+    @classmethod
+    def refusal(cls, kind):
+        return (f"glep needs a `lagrangian` model (it contrasts actions), not {kind.article} "
+                f"`{kind}` one; use rhel on a hamiltonian")
 
     @classmethod
     def build(cls, settings: Settings, **fixed):

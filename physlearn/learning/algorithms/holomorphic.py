@@ -23,6 +23,7 @@ class HolomorphicEP(EquilibriumAlgorithm):
     n: int = 4
     description = "Holomorphic EP: complex nudges on a circle"
     rank = 11
+    reads = frozenset({"beta", "holomorphic_n"})
 
     @classmethod
     def accepts(cls, kind):

@@ -112,6 +112,7 @@ def implicit_gradient(problem, params, states, data, with_residual: bool = False
 class Implicit(EquilibriumAlgorithm):
     description = "implicit differentiation at the free fixed point (matrix-free)"
     rank = 91
+    reads = frozenset()
 
     def gradient(self, problem, params, data, key):
         s0, info = problem.free(params, data)
