@@ -120,23 +120,30 @@ def gradient(problem: Problem, algorithm: str | Algorithm, params: dict, data: d
 
 
 def train(model: Model | str | Path, data: dict | str | Path | None = None, *,
-          log: Any = print, **config: Any) -> dict:
+          log: Any = print, train_limit: int | None = None, test_limit: int | None = None,
+          **config: Any) -> dict:
     """Train as `physlearn train` does and return the last epoch's metrics.
 
     `data`: a dict with x_train, y_train, x_test, y_test (arrays), an npz path, an MNIST
     folder, or None (scikit-learn's 8x8 digits). `config`: the fields of `TrainConfig`
     (algorithm, epochs, batch_size, seed, out, optimizer, lr, lr_params, beta, relax,
-    dims, x64, resume, ...).
+    dims, x64, resume, ...). `train_limit`, `test_limit`: only the first N examples, as
+    the command's --train-limit and --test-limit.
     """
     from .training.data import Dataset, validate
     from .training.data import load as load_data
     from .training.trainer import TrainConfig, Trainer
     if isinstance(data, dict):
-        dataset = validate(data, "data", name="data")
+        dataset = validate(data, "data", name="<dict>")
     elif isinstance(data, Dataset):
         dataset = data
     else:
         dataset = load_data(None if data is None else str(data))
+    if train_limit is not None or test_limit is not None:
+        from . import options
+        dataset = dataset.limit(
+            None if train_limit is None else options.positive_int("train_limit", train_limit),
+            None if test_limit is None else options.positive_int("test_limit", test_limit))
     from dataclasses import fields
     known = {f.name for f in fields(TrainConfig)}
     unknown = sorted(set(config) - known)

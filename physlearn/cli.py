@@ -162,7 +162,8 @@ def cmd_train(args) -> int:
         if args.x64:
             import jax
             jax.config.update("jax_enable_x64", True)
-        last = Trainer(model, dataset, cfg).run()
+        trainer = Trainer(model, dataset, cfg)
+        last = trainer.run()
     except TrainingError as exc:
         _trace(args)
         print(f"error: {exc}", file=sys.stderr)
@@ -170,8 +171,9 @@ def cmd_train(args) -> int:
               file=sys.stderr)
         return 1
     if last:
-        what = (f"test accuracy {last['test_acc']:.4f}" if "test_loss" not in last or
-                last.get("test_acc", 0) > 0 else f"test loss {last['test_loss']:.4f}")
+        what = (f"test accuracy {last['test_acc']:.4f}"
+                if trainer.gen.INFO.output is not None and "test_acc" in last
+                else f"test loss {last['test_loss']:.4f}")
         print(f"done: {what} after epoch {last['epoch']}; results in {args.out}")
     return 0
 
@@ -184,7 +186,19 @@ def cmd_gradcheck(args) -> int:
     model = load(args.file)
     if args.beta is not None and args.epsilon is not None and args.beta != args.epsilon:
         raise UsageError("--beta and --epsilon name the same finite difference; give one")
-    if model.derivation.trajectory:
+    trajectory = model.derivation.trajectory
+    kind = model.derivation.kind
+    for flag, value, fits in (("--length", args.length, trajectory),
+                              ("--no-reference", args.no_reference or None, trajectory),
+                              ("--free-steps", args.free_steps, not trajectory),
+                              ("--nudged-steps", args.nudged_steps, not trajectory),
+                              ("--dt", args.dt, not trajectory),
+                              ("--holomorphic-n", args.holomorphic_n, not trajectory)):
+        if value is not None and not fits:
+            raise UsageError(f"{flag} does not apply to {kind.article} `{kind}` model "
+                             f"({model.name}); it would be ignored")
+    if trajectory:
+        args.length = args.length or 100
         return _gradcheck_trajectory(args, model)
     if args.boundary is not None:
         raise UsageError("--boundary is a glep option (lagrangian models); this model learns "
@@ -194,12 +208,18 @@ def cmd_gradcheck(args) -> int:
     beta = args.beta if args.beta is not None else 0.001
     args.algorithm = args.algorithm or "ep-centered"
     from .learning import registry
-    registry.refuse_unread(args.algorithm, {"beta": "--beta"} if args.beta is not None else {})
+    given = {"beta": "--beta"} if args.beta is not None else {}
+    if args.holomorphic_n is not None:
+        given["holomorphic_n"] = "--holomorphic-n"
+    registry.refuse_unread(args.algorithm, given)
+    entry = registry.entries().get(args.algorithm)
+    nudged = entry is not None and "beta" in entry.cls.reads
     rows, gdu, info = gradcheck.run(
         model, args.algorithm, beta, dims=_dims(args.dim), x64=args.x64, batch=args.batch,
         seed=args.seed, free_steps=args.free_steps, nudged_steps=args.nudged_steps,
-        relax_overrides={"dt": args.dt})
-    print(f"{model.name}: {args.algorithm} (beta {beta:g}) vs implicit differentiation at the "
+        relax_overrides={"dt": args.dt}, holomorphic_n=args.holomorphic_n)
+    settings = f" (beta {beta:g})" if nudged else ""
+    print(f"{model.name}: {args.algorithm}{settings} vs implicit differentiation at the "
           f"free fixed point and BPTT; {info['dtype']}, batch {info['batch']}, "
           f"{info['free_steps']} free / {info['nudged_steps']} nudged steps, free residual "
           f"{info['residual']:.1e}")
@@ -250,7 +270,7 @@ def cmd_gradcheck(args) -> int:
         print("error: a gradient is not finite (NaN or inf); the relaxation or the nudged "
               "phase diverged: try a smaller --dt or --beta", file=sys.stderr)
     summary = {"algorithm": args.algorithm, "reference": "implicit" if solve_ok else "bptt",
-               "beta": beta,
+               "beta": beta if nudged else None,
                "min_cosine": _finite_or_none(min_cos), "max_rel_err": _finite_or_none(worst),
                "min_cosine_bptt": _finite_or_none(min(r["cosine_bptt"] for r in rows)),
                "max_rel_err_bptt": _finite_or_none(max(r["rel_err_bptt"] for r in rows)),
@@ -467,7 +487,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "gradient of the right direction but the wrong size fails)")
     g.add_argument("--epsilon", type=T(options.positive, "--epsilon"),
                    help="RHEL's echo nudge (default 1e-4)")
-    g.add_argument("--length", type=T(options.positive_int, "--length"), default=100,
+    g.add_argument("--holomorphic-n", type=T(options.at_least_two, "--holomorphic-n"),
+                   help="ep-holomorphic's complex nudges (default: the model's n_nudges, else 4)")
+    g.add_argument("--length", type=T(options.positive_int, "--length"),
                    help="sequence length (Hamiltonian "
                    "models, default 100)")
     g.add_argument("--no-reference", action="store_true",

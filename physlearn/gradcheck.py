@@ -61,7 +61,7 @@ def random_batch(gen, key, batch: int, dtype, n_classes=None):
 
 def run(model, algorithm: str, beta: float, *, dims=None, x64=True, batch=8, seed=0,
         free_steps=None, nudged_steps=None, relax_overrides=None, data=None,
-        param_scale: float = 1.0, holomorphic_n: int = 4):
+        param_scale: float = 1.0, holomorphic_n: int | None = None):
     """Returns (rows, gdu_rows, info): rows = per-parameter comparisons."""
     from .training.setup import functions_used
     kind = model.derivation.kind
@@ -80,6 +80,8 @@ def run(model, algorithm: str, beta: float, *, dims=None, x64=True, batch=8, see
         params = {k: (v * param_scale if k in gen.INFO.params else v) for k, v in params.items()}
         data = data or random_batch(gen, jax.random.fold_in(key, 1), batch, dtype)
         lrs = {k: 1e-6 for k in gen.INFO.params}
+        if holomorphic_n is None:  # the model's learn line, as training reads it
+            holomorphic_n = int(gen.INFO.learn.get("n_nudges", 4))
         alg = registry.make(algorithm, Settings(beta, holomorphic_n, lrs), kind)
         alg.check(problem)
         est, aux = jax.jit(lambda p, d: alg.gradient(problem, p, d, key))(params, data)

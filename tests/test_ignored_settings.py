@@ -118,3 +118,30 @@ def test_gradcheck_refuses_a_batch_whose_backprop_tape_cannot_fit(capsys):
     err = capsys.readouterr().err
     assert "choose smaller dims or a smaller batch" in err
     assert "backpropagation keeps the states of all" in err
+
+
+@pytest.mark.parametrize("args, needle", [
+    ([str(ANY), "--length", "5"], "--length does not apply to a `primitive` model"),
+    ([str(HRU), "--free-steps", "10"], "--free-steps does not apply to a `hamiltonian` model"),
+    ([str(HRU), "--holomorphic-n", "3"], "--holomorphic-n does not apply"),
+    ([str(ANY), "--dim", "n_in=8", "--algorithm", "ep-centered", "--holomorphic-n", "3"],
+     "ep-centered does not use --holomorphic-n"),
+])
+def test_gradcheck_refuses_options_of_the_other_family(capsys, args, needle):
+    assert cli.main(["gradcheck", *args]) == 2
+    assert needle in capsys.readouterr().err
+
+
+def test_standalone_script_has_no_beta_for_an_algorithm_without_a_nudge(capsys):
+    from physlearn.codegen.trainer_script import trainer_script
+    from physlearn.training import standalone
+    model = physlearn.load(ANY)
+    assert '"reads_beta": False' in trainer_script(model, {"n_in": 8}, "bptt")
+    assert '"reads_beta": True' in trainer_script(model, {"n_in": 8}, "ep-centered")
+    run = {"description": "t", "defaults": {"epochs": 1, "batch_size": 2, "seed": 0,
+                                            "beta": 0.5, "lrs": {}, "reads_beta": False}}
+    with pytest.raises(SystemExit) as exc:
+        standalone.parse(run, ["--data", "d.npz", "--beta", "0.1"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "unrecognized arguments: --beta 0.1" in err[0]

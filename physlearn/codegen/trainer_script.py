@@ -131,6 +131,7 @@ def trainer_script(model: Any, dims: dict[str, int] | None = None,
         f"    \"description\": {description!r},\n"
         "    \"defaults\": {\"epochs\": 5, \"batch_size\": 20, \"seed\": 0, "
         f"\"beta\": {float(cfg.beta)!r}, \"chunks\": 4,\n"
+        f"                 \"reads_beta\": {'beta' in entry.cls.reads!r},\n"
         f"                 \"lrs\": {lrs!r}}},\n"
         "    \"problem\": make_problem, \"algorithm\": make_algorithm,\n"
         "    \"optimizer\": make_optimizer,\n"

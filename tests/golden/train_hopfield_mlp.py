@@ -430,16 +430,24 @@ def load_npz(path: str, shape: tuple[int, ...], classes: int, train_limit: int |
             y_test[:test_limit])
 
 
+class _Parser(argparse.ArgumentParser):
+    """Command-line mistakes as one line (no usage block), exit status 2."""
+
+    def error(self, message: str):
+        raise fail(f"{message} (see --help)")
+
+
 def parse(run: dict[str, Any], argv: list[str] | None) -> argparse.Namespace:
     d = run["defaults"]
-    p = argparse.ArgumentParser(description=run["description"])
+    p = _Parser(description=run["description"])
     p.add_argument("--data", required=True, help="npz with x_train y_train x_test y_test")
     p.add_argument("--epochs", type=int, default=d["epochs"])
     p.add_argument("--batch-size", type=int, default=d["batch_size"])
     p.add_argument("--seed", type=int, default=d["seed"])
     p.add_argument("--lr", type=float, default=None,
                    help=f"every parameter's rate (default: {d['lrs']})")
-    p.add_argument("--beta", type=float, default=d["beta"])
+    if d.get("reads_beta", True):  # an algorithm without a nudge has no --beta to ignore
+        p.add_argument("--beta", type=float, default=d["beta"])
     p.add_argument("--x64", action="store_true", help="train in float64")
     p.add_argument("--train-limit", type=int, help="use only the first N training examples")
     p.add_argument("--test-limit", type=int, help="use only the first N test examples")
@@ -449,7 +457,7 @@ def parse(run: dict[str, Any], argv: list[str] | None) -> argparse.Namespace:
         if value is not None and value < 1:
             raise fail(f"--{name.replace('_', '-')} must be at least 1, got {value}")
     for name in ("beta", "lr"):
-        value = getattr(args, name)
+        value = getattr(args, name, None)
         if value is not None and not (0 < value < math.inf):
             raise fail(f"--{name} must be a positive number, got {value}")
     return args
@@ -466,8 +474,9 @@ def main(run: dict[str, Any], gen: Any, argv: list[str] | None = None) -> int:
                                       args.train_limit, args.test_limit)
     d = run["defaults"]
     lrs = {k: args.lr for k in d["lrs"]} if args.lr is not None else dict(d["lrs"])
-    problem = run["problem"](gen, args.beta)
-    algorithm = run["algorithm"](args.beta, lrs)
+    beta = getattr(args, "beta", d["beta"])
+    problem = run["problem"](gen, beta)
+    algorithm = run["algorithm"](beta, lrs)
     opt = run["optimizer"](lrs)
     n_batches = len(x_tr) // args.batch_size
     if n_batches == 0:
@@ -1372,6 +1381,7 @@ def make_optimizer(lrs):
 RUN = {
     "description": 'hopfield_mlp: standalone ep-centered trainer (sgd, relax method fixed_point, free_steps 20, nudged_steps 4)',
     "defaults": {"epochs": 5, "batch_size": 20, "seed": 0, "beta": 0.5, "chunks": 4,
+                 "reads_beta": True,
                  "lrs": {'W1': 0.1, 'b1': 0.1, 'W2': 0.05, 'b2': 0.05}},
     "problem": make_problem, "algorithm": make_algorithm,
     "optimizer": make_optimizer,
