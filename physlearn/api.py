@@ -16,12 +16,16 @@ import jax
 
 from .errors import Unsupported
 from .learning import Algorithm, Problem, Settings, registry
+from .learning.base import TrajectoryAlgorithm
 from .learning.equilibrium import EquilibriumProblem
 from .learning.sequences import TrajectoryProblem
 from .model import Model, load
 
 
 def _model(model: Model | str | Path) -> Model:
+    if not isinstance(model, (Model, str, Path)):
+        raise Unsupported(f"model must be a physlearn Model or a path to a model file, got "
+                          f"{type(model).__name__}")
     return model if isinstance(model, Model) else load(model)
 
 
@@ -48,10 +52,22 @@ def algorithm(name: str, problem: Problem | None = None, *, beta: float | None =
     epsilon = options.positive("epsilon", epsilon) if epsilon is not None else None
     if holomorphic_n is not None:
         holomorphic_n = options.at_least_two("holomorphic_n", holomorphic_n)
+    if problem is not None and not isinstance(problem, Problem):
+        raise Unsupported(f"problem must come from physlearn.problem(model), got "
+                          f"{type(problem).__name__}")
+    if lrs is not None:
+        if not isinstance(lrs, dict):
+            raise options.OptionError(f"lrs must be a dict of parameter -> rate, got "
+                                      f"{type(lrs).__name__}")
+        lrs = {k: options.positive(f"lr of {k}", v) for k, v in lrs.items()}
+    if boundary is not None and boundary not in ("echo", "initial"):
+        raise options.OptionError(f"boundary must be 'echo' or 'initial', got {boundary!r}")
     learn = dict(problem.gen.INFO.learn) if problem is not None else {}
     lrs_in = lrs
+    entry = registry.entries().get(name)
+    trajectory = entry is not None and issubclass(entry.cls, TrajectoryAlgorithm)
     defaults = (problem.kind.training_defaults(learn) if problem is not None
-                else {"beta": 0.5, "lr": 0.05})
+                else {"beta": 1e-4 if trajectory else 0.5, "lr": 0.05})
     if lrs is None:
         names = problem.param_names if problem is not None else ()
         lrs = {k: float(learn.get(f"lr_{k}", defaults["lr"])) for k in names}

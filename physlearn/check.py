@@ -191,9 +191,14 @@ def check(model, dims: dict[str, int] | None = None, seed: int = 0, trials: int 
     vertex to itself, where lengths have no derivative); everything else stays random.
     """
     from . import given as G
-    from .model import Model, load
+    from . import options
+    from .model import Model, checked_dims, load
     if not isinstance(model, Model):
         model = load(model)
+    dims = checked_dims(dims)
+    seed = options.seed("seed", seed)
+    trials = options.positive_int("trials", trials, 10_000)
+    batch = options.positive_int("batch", batch)
     meshes = {}
     if model.spec.data_file is not None and model.spec.given():
         arrays = G.load(model.spec)

@@ -23,6 +23,9 @@ def _dims(pairs: list[str]) -> dict[str, int]:
         if int(value) > options.MAX_DIM:
             raise ModelError("E221", f"--dim {name.strip()}={int(value):,} is larger than the "
                              f"largest supported dim, {options.MAX_DIM:,}")
+        if name.strip() in out and out[name.strip()] != int(value):
+            raise ModelError("E221", f"--dim {name.strip()} is given twice ({out[name.strip()]} "
+                             f"and {int(value)}); give it once")
         out[name.strip()] = int(value)
     return out
 
@@ -528,6 +531,9 @@ def main(argv: list[str] | None = None) -> int:
         _trace(args)
         where = f" {exc.filename}" if exc.filename else ""
         print(f"error: cannot access{where}: {exc.strerror or exc}", file=sys.stderr)
+        if args.command == "train":
+            print(f"note: {args.out} keeps every epoch committed before the failure; free the "
+                  "disk and rerun with --resume", file=sys.stderr)
         return 2
     except Exception as exc:  # a bug in physlearn, not in the model
         if args.debug:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import os
 import types
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from .codegen.loader import load_source
 from .codegen.module import generate
@@ -43,6 +45,7 @@ class Model:
     def source(self, dims: dict[str, int] | None = None) -> str:
         """The generated Python module, as text (open dims that the model's `data` file
         sizes are bound from it)."""
+        dims = checked_dims(dims)
         spec = self.spec
         if spec.given() and spec.data_file is not None and any(
                 v is None and k not in (dims or {}) for k, v in spec.dims.items()):
@@ -62,6 +65,7 @@ class Model:
         shapes and `init_params` uses them. `given=False` leaves them to the caller.
         """
         from . import given as G
+        dims = checked_dims(dims)
         if self.spec.given() and given is not False:
             if given is None and self.spec.data_file is None:
                 from .training.data import DataError
@@ -93,14 +97,34 @@ def _with_given(gen: types.ModuleType, given: dict) -> types.ModuleType:
     return view
 
 
+def checked_dims(dims: Any) -> dict[str, int] | None:
+    """Dims from Python as the command line takes them: names to whole numbers >= 1."""
+    from .options import MAX_DIM, OptionError, positive_int
+    if dims is None:
+        return None
+    if not isinstance(dims, dict):
+        raise OptionError(f"dims must be a dict of name -> size, got {type(dims).__name__}")
+    for k in dims:
+        if not isinstance(k, str):
+            raise OptionError(f"dim names are strings, got {k!r}")
+    return {k: positive_int(f"dim {k}", v, MAX_DIM) for k, v in dims.items()}
+
+
 def loads(text: str, filename: str = "<string>") -> Model:
     """Parse and check model text; raises ModelError with a position on any mistake."""
+    if not isinstance(text, str) or not isinstance(filename, str):
+        from .options import OptionError
+        raise OptionError(f"loads expects the model's text as a str, got {type(text).__name__}"
+                          " (read a file with physlearn.load(path))")
     check_size(text, filename)  # E002, before the text is hashed for the cache
     return Model(_check_cached(text, filename))
 
 
 def load(path: str | Path) -> Model:
     """Read a model file (UTF-8) and check it; an unreadable file is E001, a huge one E002."""
+    if not isinstance(path, (str, os.PathLike)):
+        from .options import OptionError
+        raise OptionError(f"load expects a path to a model file, got {type(path).__name__}")
     path = Path(path)
     try:
         import stat

@@ -82,10 +82,22 @@ class Problem(abc.ABC):
                 raise DataError(f"{what} must be a dict of arrays, got {type(d).__name__}")
         want = jax.eval_shape(lambda: self.initial_parameters(jax.random.PRNGKey(0),
                                                               jnp.float32))
+        def array(where: str, v: Any, floating: bool) -> None:
+            if not (hasattr(v, "shape") and hasattr(v, "dtype")):
+                raise DataError(f"{where} must be an array (numpy or jax), got "
+                                f"{type(v).__name__}")
+            kind = jnp.dtype(v.dtype).kind
+            if floating and kind != "f":
+                raise DataError(f"{where} holds {v.dtype}; pass real floating-point numbers "
+                                "(e.g. x / 255.0 for pixels stored as integers)")
+            if not floating and kind not in "iu":
+                raise DataError(f"{where} holds {v.dtype}; it is an index array (integers)")
+
         for k, w in {**want[0], **want[1]}.items():
             if k not in params:
                 raise DataError(f"params lack {k!r}; problem.initial_parameters(key, dtype) "
                                 "gives (constants, learned parameters): pass both, merged")
+            array(f"params[{k!r}]", params[k], jnp.dtype(w.dtype).kind == "f")
             if tuple(jnp.shape(params[k])) != tuple(w.shape):
                 raise DataError(f"params[{k!r}] has shape {tuple(jnp.shape(params[k]))}; the "
                                 f"model's is {tuple(w.shape)}")
@@ -94,6 +106,7 @@ class Problem(abc.ABC):
         for n, s in shapes.items():
             if n not in data:
                 raise DataError(f"data lacks {n!r}; the model reads {', '.join(shapes)}")
+            array(f"data[{n!r}]", data[n], True)
             got = tuple(jnp.shape(data[n]))
             if len(got) != len(s) + 1 or any(a is not None and a != b
                                              for a, b in zip(s, got[1:])):

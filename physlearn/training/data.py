@@ -415,6 +415,9 @@ def load(path: str | os.PathLike | None) -> Dataset:
     """`None` -> sklearn digits; a .npz; or a folder (or file inside it) of MNIST IDX files."""
     if path is None:
         return digits()
+    if not str(path).strip():
+        raise DataError("the data path is empty; give an .npz file or an MNIST folder (or "
+                        "leave --data out for the built-in digits)")
     p = Path(path)
     try:
         exists, is_dir, is_file = p.exists(), p.is_dir(), p.is_file()

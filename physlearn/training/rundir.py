@@ -62,13 +62,19 @@ def atomic_write(path: Path, data: bytes) -> None:
     """Write, fsync, rename: readers see the old file or the new one, never a mixture."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     half = len(data) // 2
-    with open(tmp, "wb") as f:
-        f.write(data[:half])
-        f.flush()
-        faults.point(f"{path.name} partly written")
-        f.write(data[half:])
-        f.flush()
-        os.fsync(f.fileno())
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data[:half])
+            f.flush()
+            faults.point(f"{path.name} partly written")
+            f.write(data[half:])
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as exc:  # a full or failing disk: leave no partial file behind
+        tmp.unlink(missing_ok=True)
+        if exc.filename is None:
+            exc.filename = str(path)
+        raise
     faults.point(f"{path.name} written, not yet renamed")
     os.replace(tmp, path)
     _fsync_dir(path.parent)

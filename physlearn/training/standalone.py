@@ -39,7 +39,8 @@ def _inputs(x: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     if x.shape[1] != math.prod(shape):
         raise fail(f"the inputs have {x.shape[1]} features per example; the model reads "
                    f"{shape}")
-    out = (x / 255.0).astype(np.float32) if x.dtype == np.uint8 else x.astype(np.float32)
+    with np.errstate(over="ignore", invalid="ignore"):  # overflow is refused just below
+        out = (x / 255.0).astype(np.float32) if x.dtype == np.uint8 else x.astype(np.float32)
     if not np.isfinite(out).all():
         raise fail("the inputs hold NaN or infinite values")
     return out
@@ -51,6 +52,8 @@ def _labels(y: np.ndarray, classes: int) -> np.ndarray:
     if y.dtype.kind not in "biuf" or y.ndim == 0:
         raise fail(f"the labels hold {y.dtype} of shape {y.shape}; expected whole numbers")
     if y.ndim == 2 and y.shape[1] > 1:  # one-hot rows
+        if not (np.all((y == 0) | (y == 1)) and np.all(y.sum(axis=1) == 1)):
+            raise fail("2-D labels must be one-hot rows (one 1 per row, zeros elsewhere)")
         y = np.argmax(y, axis=1)
     y = y.reshape(len(y))
     if not (np.isfinite(y).all() and np.all(y == np.round(y))):
@@ -64,8 +67,9 @@ def _labels(y: np.ndarray, classes: int) -> np.ndarray:
 def load_npz(path: str, shape: tuple[int, ...], classes: int, train_limit: int | None,
              test_limit: int | None) -> tuple[np.ndarray, ...]:
     """(x_train, y_train, x_test, y_test) from an npz with those four arrays."""
+    import zipfile
     try:
-        z = np.load(path)
+        z = np.load(path, allow_pickle=False)
         if not hasattr(z, "files"):
             raise ValueError("not an npz archive")
         with z:
@@ -75,8 +79,16 @@ def load_npz(path: str, shape: tuple[int, ...], classes: int, train_limit: int |
                 raise fail(f"{path} lacks {', '.join(missing)}")
             arrays = (_inputs(z["x_train"], shape), _labels(z["y_train"], classes),
                       _inputs(z["x_test"], shape), _labels(z["y_test"], classes))
-    except (OSError, ValueError, EOFError) as exc:
-        raise fail(f"cannot read {path}: {exc}") from None
+    except (OSError, EOFError, zipfile.BadZipFile) as exc:
+        raise fail(f"cannot read {path}: {exc} (a corrupt or truncated file?)") from None
+    except MemoryError:
+        raise fail(f"cannot read {path}: an array header asks for more memory than the "
+                   "machine has (a corrupt file?)") from None
+    except ValueError as exc:
+        why = ("not an npz of numeric arrays (numpy would have to unpickle it, which this "
+               "script never does)"
+               if "pickle" in str(exc) else str(exc))
+        raise fail(f"cannot read {path}: {why}") from None
     x_train, y_train, x_test, y_test = arrays
     for part, x, y in (("train", x_train, y_train), ("test", x_test, y_test)):
         if len(x) != len(y):
@@ -107,6 +119,8 @@ def parse(run: dict[str, Any], argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--train-limit", type=int, help="use only the first N training examples")
     p.add_argument("--test-limit", type=int, help="use only the first N test examples")
     args = p.parse_args(argv)
+    if not 0 <= args.seed < 2**32:
+        raise fail(f"--seed must be a whole number from 0 to {2**32 - 1:,}, got {args.seed}")
     for name in ("epochs", "batch_size", "train_limit", "test_limit"):
         value = getattr(args, name)
         if value is not None and value < 1:

@@ -249,6 +249,9 @@ class Trainer:
         return state, consts, params, opt_state
 
     def run(self) -> dict:
+        if self.cfg.resume and not self.out.exists():  # a typo in --out must not start over
+            raise RunDirError(f"--resume: {self.out} does not exist, so there is no run to "
+                              "continue; check --out, or drop --resume to start one")
         with RunDir(self.out) as run, _StopOnInterrupt() as stop:
             return self._run(run, stop)
 
