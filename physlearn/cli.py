@@ -15,7 +15,7 @@ from .options import argparse_type
 
 
 def _dims(pairs: list[str]) -> dict[str, int]:
-    out = {}
+    out: dict[str, int] = {}
     for p in pairs or []:
         name, _, value = p.partition("=")
         if not value.strip().isdigit() or int(value) < 1:
