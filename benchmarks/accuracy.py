@@ -27,8 +27,10 @@ LRS = {"W1": 0.1, "b1": 0.1, "W2": 0.05, "b2": 0.05}
 
 
 def run(model_file, algorithm, ds, epochs):
+    nudges = "beta" in registry.entries()[algorithm].cls.reads  # bptt, implicit, cl: none
     cfg = TrainConfig(algorithm=algorithm, epochs=epochs, batch_size=20, seed=0,
-                      out=tempfile.mkdtemp(), lr_params=LRS, beta=0.5, progress=False)
+                      out=tempfile.mkdtemp(), lr_params=LRS, beta=0.5 if nudges else None,
+                      progress=False)
     trainer = Trainer(physlearn.load(ROOT / "models" / model_file), ds, cfg,
                       log=lambda *a: None)
     rows, times = [], []
