@@ -134,11 +134,12 @@ def test_sequence_training_on_digit_rows(tmp_path, algorithm):
         algorithm == "rhel")
 
 
-def test_ep_is_refused_for_a_hamiltonian_model(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "physlearn", "train", str(LINEAR), "--algorithm",
-                        "ep-centered", "--out", str(tmp_path / "run")], capture_output=True,
-                       text=True)
-    assert r.returncode == 2 and "rhel" in r.stderr and "Traceback" not in r.stderr
+def test_ep_is_refused_for_a_hamiltonian_model(tmp_path, capsys):
+    from physlearn import cli
+    code = cli.main(["train", str(LINEAR), "--algorithm", "ep-centered", "--out",
+                     str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert code == 2 and "rhel" in err and "Traceback" not in err
 
 
 def test_hru_layer_composes_with_backprop():

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 import physlearn
-from conftest import primitive_mlp
-from physlearn import gradcheck
+from conftest import ROOT, primitive_mlp
+from physlearn import cli, gradcheck
 from physlearn.dynamics import RelaxConfig, Relaxer
 from physlearn.learning import (EquilibriumProblem as Problem, Settings, Unsupported,
                                 implicit_gradient, registry)
@@ -194,16 +194,14 @@ def test_gradcheck_command_reports_json(tmp_path):
     assert "GDU" in r.stdout
 
 
-def test_symmetric_parameters_share_one_convention(tmp_path):
+def test_symmetric_parameters_share_one_convention(capsys):
     """EP's tied rule, BPTT and implicit differentiation agree on a symmetric weight."""
     import json
-    import subprocess
-    import sys
-    r = subprocess.run([sys.executable, "-m", "physlearn", "gradcheck", "models/hopfield_full.phl",
-                        "--dim", "n=6", "--dim", "n_in=4", "--dim", "n_out=2", "--x64"],
-                       capture_output=True, text=True)
-    assert r.returncode == 0, r.stdout + r.stderr
-    last = json.loads(r.stdout.strip().splitlines()[-1])
+    code = cli.main(["gradcheck", str(ROOT / "models" / "hopfield_full.phl"), "--dim", "n=6",
+                     "--dim", "n_in=4", "--dim", "n_out=2", "--x64"])
+    out = capsys.readouterr()
+    assert code == 0, out.out + out.err
+    last = json.loads(out.out.strip().splitlines()[-1])
     assert last["max_rel_err"] < 1e-5 and last["max_rel_err_bptt"] < 1e-5
 
 

@@ -1,5 +1,6 @@
 """Every model in models/ parses, derives, compiles and passes the numerical check."""
 
+import json
 import subprocess
 import sys
 
@@ -24,35 +25,59 @@ def test_model_derivatives_match_autodiff(path):
         assert f"d{d.physics_name}/d{p}" in quantities
 
 
-@pytest.mark.parametrize("path", MODELS, ids=lambda p: p.stem)
-def test_compiled_module_runs_without_physlearn(path, tmp_path):
-    out = tmp_path / "gen.py"
-    dims = [a for k, v in open_dims(path).items() for a in ("--dim", f"{k}={v}")]
-    from physlearn import cli  # compiled here; only the probe below must run without physlearn
-    assert cli.main(["compile", str(path), "-o", str(out), *dims]) == 0
-    probe = f"""
-import sys
+PROBE = """
+import importlib, json, sys, traceback
 sys.modules["physlearn"] = None  # any import of physlearn now fails
-sys.path.insert(0, {str(tmp_path)!r})
-import jax, gen
+folder = sys.argv[1]
+sys.path.insert(0, folder)
+import jax
 import numpy as np
-given = dict(np.load({str(path.with_suffix(".npz"))!r})) if gen.INFO.given else None
-params = gen.init_params(jax.random.PRNGKey(0), given=given)
-states = gen.init_states(2, params=params)
-data = {{n: jax.numpy.ones((2,) + tuple(gen.INFO.dims[d] for d in dims))
-        for n, dims in {{**gen.INFO.inputs, **gen.INFO.targets}}.items()}}
-e = jax.jit(gen.physics)(params, states, data)
-assert e.shape == (2,), e.shape
-g = jax.jit(gen.grad_params)(params, states, data)
-assert set(g) == set(gen.INFO.params)
-for k, v in g.items():
-    assert v.shape == params[k].shape, (k, v.shape)
-if gen.INFO.conjugate:
-    s, _ = jax.jit(gen.leapfrog)(params, states, data)
-else:
-    s = jax.jit(gen.relax, static_argnames=("steps",))(params, states, data, 0.0, steps=3)
-assert all(s[k].shape == states[k].shape for k in states)
-print("ok")
+results = {}
+for name, npz in json.loads(sys.argv[2]).items():
+    try:
+        gen = importlib.import_module(name)
+        given = dict(np.load(npz)) if gen.INFO.given else None
+        params = gen.init_params(jax.random.PRNGKey(0), given=given)
+        states = gen.init_states(2, params=params)
+        data = {n: jax.numpy.ones((2,) + tuple(gen.INFO.dims[d] for d in dims))
+                for n, dims in {**gen.INFO.inputs, **gen.INFO.targets}.items()}
+        e = jax.jit(gen.physics)(params, states, data)
+        assert e.shape == (2,), e.shape
+        g = jax.jit(gen.grad_params)(params, states, data)
+        assert set(g) == set(gen.INFO.params)
+        for k, v in g.items():
+            assert v.shape == params[k].shape, (k, v.shape)
+        if gen.INFO.conjugate:
+            s, _ = jax.jit(gen.leapfrog)(params, states, data)
+        else:
+            s = jax.jit(gen.relax, static_argnames=("steps",))(params, states, data, 0.0,
+                                                               steps=3)
+        assert all(s[k].shape == states[k].shape for k in states)
+        results[name] = "ok"
+    except Exception:
+        results[name] = traceback.format_exc()[-2000:]
+print(json.dumps(results))
 """
-    run = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
-    assert run.returncode == 0 and run.stdout.strip() == "ok", run.stderr[-2000:]
+
+
+@pytest.fixture(scope="module")
+def standalone_runs(tmp_path_factory):
+    """Every zoo model compiled here, then run in one process where physlearn is
+    unimportable (one interpreter start for the whole zoo)."""
+    from physlearn import cli  # compiled here; only the probe must run without physlearn
+    folder = tmp_path_factory.mktemp("standalone")
+    modules = {}
+    for path in MODELS:
+        name = f"gen_{path.stem}"
+        dims = [a for k, v in open_dims(path).items() for a in ("--dim", f"{k}={v}")]
+        assert cli.main(["compile", str(path), "-o", str(folder / f"{name}.py"), *dims]) == 0
+        modules[name] = str(path.with_suffix(".npz"))
+    run = subprocess.run([sys.executable, "-c", PROBE, str(folder), json.dumps(modules)],
+                         capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-2000:]
+    return json.loads(run.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("path", MODELS, ids=lambda p: p.stem)
+def test_compiled_module_runs_without_physlearn(path, standalone_runs):
+    assert standalone_runs[f"gen_{path.stem}"] == "ok", standalone_runs[f"gen_{path.stem}"]
