@@ -72,7 +72,7 @@ def main():
         model = physlearn.load(ROOT / "models" / f"{name}.phl")
         for alg in algorithms(model):
             last, secs, total, tr = run(model, alg, ds, args.epochs, args.lr, args.batch)
-            print(f"| {name} | {alg} | {tr.length} x {tr.step_inputs} | "
+            print(f"| {name} | {alg} | {tr.feed.length} x {tr.feed.step_inputs} | "
                   f"{last['train_loss']:.4f} | {last['test_acc']:.3f} | {secs:.2f} |",
                   flush=True)
 

@@ -3,7 +3,7 @@
 With r(s, theta) = 0 at s* (r = ds/dt for gradient flow, update(s) - s for discrete
 models), dL/dtheta = dC/dtheta - (dr/dtheta)^T lam where (dr/ds)^T lam = dC/ds. The solve
 uses Jacobian-vector products only (lineax): conjugate gradients for gradient flow, whose
-dr/ds = -Hessian is symmetric; for discrete updates, the adjoint fixed-point iteration
+dr/ds = -Hessian is symmetric (GMRES where CG breaks down on an indefinite Hessian); for discrete updates, the adjoint fixed-point iteration
 (optimistix), with GMRES where it does not converge. Examples are independent,
 so one Krylov solve covers the batch.
 """
@@ -56,9 +56,8 @@ def solve_adjoint(problem, params, states, data):
             lambda v: jax.tree_util.tree_map(jnp.negative, jvp_s(v)), structure,
             lx.positive_semidefinite_tag)
         rhs = jax.tree_util.tree_map(jnp.negative, dc_ds)
-        solver = lx.CG(rtol=tol, atol=tol * 1e-3, max_steps=steps)
         apply = op.mv
-        lam = lx.linear_solve(op, rhs, solver, throw=False).value
+        lam = _symmetric_solve(op, rhs, tol, steps)
     else:  # (dr/ds)^T by the VJP of the linearised residual
         _, vjp_s = jax.vjp(lambda s: residual(params, s), states)
         op = lx.FunctionLinearOperator(lambda v: vjp_s(v)[0], structure)
@@ -68,6 +67,22 @@ def solve_adjoint(problem, params, states, data):
     miss = jax.tree_util.tree_map(jnp.subtract, apply(lam), rhs)
     rel = _tree_norm(miss) / jnp.maximum(_tree_norm(rhs), jnp.finfo(structure_dtype(states)).tiny)
     return lam, rel
+
+
+def _symmetric_solve(op, rhs, tol, steps):
+    """H lam = rhs by conjugate gradients; H is positive definite at a minimum of the
+    energy, but where the free phase stopped short of one it can be indefinite and CG
+    breaks down: GMRES, which needs no definiteness, then solves it (as the dense solve
+    did before)."""
+    cg = lx.linear_solve(op, rhs, lx.CG(rtol=tol, atol=tol * 1e-3, max_steps=steps),
+                         throw=False)
+    finite = jnp.all(jnp.array([jnp.all(jnp.isfinite(v))
+                                for v in jax.tree_util.tree_leaves(cg.value)]))
+    ok = (cg.result == lx.RESULTS.successful) & finite
+    return jax.lax.cond(
+        ok, lambda: cg.value,
+        lambda: lx.linear_solve(op, rhs, lx.GMRES(rtol=tol, atol=tol * 1e-3, max_steps=steps,
+                                                  restart=20), throw=False).value)
 
 
 def _adjoint_iteration(op, rhs, tol, steps):
