@@ -97,7 +97,7 @@ def _with_given(gen: types.ModuleType, given: dict) -> types.ModuleType:
     return view
 
 
-def checked_dims(dims: Any) -> dict[str, int] | None:
+def checked_dims(dims: Any) -> dict[str, Any] | None:
     """Dims from Python as the command line takes them: names to whole numbers >= 1."""
     from .options import MAX_DIM, OptionError, positive_int
     if dims is None:
@@ -107,7 +107,9 @@ def checked_dims(dims: Any) -> dict[str, int] | None:
     for k in dims:
         if not isinstance(k, str):
             raise OptionError(f"dim names are strings, got {k!r}")
-    return {k: positive_int(f"dim {k}", v, MAX_DIM) for k, v in dims.items()}
+    # None: left open (the data or the model's own value binds it)
+    return {k: v if v is None else positive_int(f"dim {k}", v, MAX_DIM)
+            for k, v in dims.items()}
 
 
 def loads(text: str, filename: str = "<string>") -> Model:
