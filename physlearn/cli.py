@@ -155,8 +155,9 @@ def cmd_train(args) -> int:
                       lr_params=_lr_params(args.lr_param), momentum=args.momentum,
                       weight_decay=args.weight_decay, beta=args.beta,
                       holomorphic_n=args.holomorphic_n, relax=relax, dims=_dims(args.dim),
-                      x64=args.x64, resume=args.resume,
-                      progress=False if args.no_progress else None)
+                      x64=args.x64, resume=args.resume, schedule=args.schedule,
+                      random_crop=args.random_crop, random_flip=args.random_flip,
+                      devices=args.devices, progress=False if args.no_progress else None)
     try:
         cfg.validate()
         dataset = load_data(args.data)
@@ -421,8 +422,9 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Train with any algorithm of the EP family or a baseline. "
                        "Without --data: scikit-learn's 8x8 digits (offline).")
     t.add_argument("file")
-    t.add_argument("--data", help=".npz with x_train y_train x_test y_test, or a folder of MNIST "
-                   "IDX files (default: sklearn digits)")
+    t.add_argument("--data", help=".npz with x_train y_train x_test y_test, a folder of MNIST "
+                   "IDX files, or CIFAR-10 python batches (folder or .tar.gz) (default: "
+                   "sklearn digits)")
     t.add_argument("--algorithm", help=_algorithms_text() + " (default: the model's learn "
                    "line, else ep-centered, rhel or glep)")
     t.add_argument("--epochs", type=T(options.positive_int, "--epochs"), default=5)
@@ -441,6 +443,15 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--momentum", type=T(options.unit_interval, "--momentum"),
                    help="decay of --optimizer momentum (default 0.9)")
     t.add_argument("--weight-decay", type=T(options.nonnegative, "--weight-decay"), default=0.0)
+    t.add_argument("--schedule", choices=["constant", "cosine"], default="constant",
+                   help="cosine: every rate decays to 0 over the run's epochs")
+    t.add_argument("--random-crop", type=T(options.nonnegative_int, "--random-crop"),
+                   default=0, metavar="PAD",
+                   help="pad training images with PAD zeros, then crop them back at random")
+    t.add_argument("--random-flip", action="store_true",
+                   help="flip training images left-right at random")
+    t.add_argument("--devices", type=T(options.positive_int, "--devices"), default=1,
+                   help="data-parallel over N local devices (the batch is split)")
     t.add_argument("--beta", "--epsilon", type=T(options.positive, "--beta"), dest="beta",
                    help="nudging strength (default: the model's learn line, else 0.5 for EP, "
                    "1e-4 for RHEL/GLEP); centered EP nudges at +beta and -beta, RHEL/GLEP's "

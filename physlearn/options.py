@@ -84,6 +84,11 @@ def nonnegative(name: str, value: Any) -> float:
     return _ranged(name, value, float, lambda v: v >= 0, "must be zero or positive")
 
 
+def nonnegative_int(name: str, value: Any, maximum: int = 1024) -> int:
+    return _ranged(name, value, int, lambda v: 0 <= v <= maximum,
+                   f"must be a whole number from 0 to {maximum:,}")
+
+
 def unit_interval(name: str, value: Any, *, closed_top: bool = False) -> float:
     """A value in [0, 1) (or [0, 1] with closed_top), e.g. a momentum."""
     return _ranged(name, value, float, lambda v: 0 <= v < 1 or (closed_top and v == 1),

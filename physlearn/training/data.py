@@ -1,4 +1,5 @@
-"""Datasets: an .npz (x_train y_train x_test y_test), MNIST IDX files, or sklearn's digits.
+"""Datasets: an .npz (x_train y_train x_test y_test), MNIST IDX files, CIFAR-10's python
+batches, or sklearn's digits.
 
 `validate` is the one gate every dataset passes through (the .npz reader, the IDX reader
 and `digits`): whatever is wrong with a file surfaces here as a `DataError` whose one-line
@@ -20,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from . import cifar
 
 KEYS = ("x_train", "y_train", "x_test", "y_test")
 _INT32_MAX = int(np.iinfo(np.int32).max)
@@ -411,8 +414,14 @@ def _idx_folder(folder: Path) -> Dataset:
 _IDX_NAME = re.compile(r"idx\d", re.IGNORECASE)
 
 
+def _cifar(path: Path) -> Dataset:
+    name = path.name.removesuffix(".gz").removesuffix(".tar").removesuffix(".tgz")
+    return validate(cifar.read(path), str(path), name=name)
+
+
 def load(path: str | os.PathLike | None) -> Dataset:
-    """`None` -> sklearn digits; a .npz; or a folder (or file inside it) of MNIST IDX files."""
+    """`None` -> sklearn digits; a .npz; a folder (or file inside it) of MNIST IDX files or of
+    CIFAR-10 python batches; or the CIFAR-10 python archive (.tar.gz)."""
     if path is None:
         return digits()
     if not str(path).strip():
@@ -426,7 +435,7 @@ def load(path: str | os.PathLike | None) -> Dataset:
     if not exists:
         raise DataError(f"no such data file: {p}")
     if is_dir:
-        return _idx_folder(p)
+        return _cifar(p) if cifar.is_cifar_folder(p) else _idx_folder(p)
     if not is_file:
         raise DataError(f"{p}: not a regular file or folder; expected an .npz or a folder of MNIST "
                         "IDX files")
@@ -434,9 +443,14 @@ def load(path: str | os.PathLike | None) -> Dataset:
         return _read_npz(p)
     if _IDX_NAME.search(p.name.removesuffix(".gz")):
         return _idx_folder(p.parent)
+    if cifar.is_batch_name(p.name):
+        return _cifar(p.parent)
+    if p.name.lower().endswith((".tar.gz", ".tgz", ".tar")):
+        return _cifar(p)
     raise DataError(f"{p}: unknown data file type {p.suffix or '(no suffix)'!r}; expected an .npz "
-                    "(x_train y_train x_test y_test), MNIST IDX files (*-idx3-ubyte[.gz]) or a "
-                    "folder of them")
+                    "(x_train y_train x_test y_test), MNIST IDX files (*-idx3-ubyte[.gz]), "
+                    "CIFAR-10 python batches (data_batch_1..5, test_batch, or "
+                    "cifar-10-python.tar.gz) or a folder of them")
 
 
 def fit_model(dataset: Dataset, inputs: dict, targets: dict,

@@ -38,3 +38,33 @@ class SequenceFeed:
     def batch(self, x, labels) -> dict:
         return {self.x_name: x.reshape(x.shape[0], self.length, self.step_inputs),
                 self.y_name: jax.nn.one_hot(labels, self.n_classes, dtype=x.dtype)}
+
+
+@dataclass(frozen=True)
+class Augment:
+    """Random crops (zero padding `pad` on each side, then a window of the original size) and
+    horizontal flips of a batch of images whose last two axes are height and width: fresh
+    for every example and every step, from the step's key. Training batches only."""
+
+    pad: int = 0
+    flip: bool = False
+
+    def __bool__(self) -> bool:
+        return bool(self.pad or self.flip)
+
+    def __call__(self, x: jax.Array, key: jax.Array) -> jax.Array:
+        n, h, w = x.shape[0], x.shape[-2], x.shape[-1]
+        kcrop, kflip = jax.random.split(key)
+        if self.pad:
+            p = self.pad
+            padded = jnp.pad(x, [(0, 0)] * (x.ndim - 2) + [(p, p), (p, p)])
+            offsets = jax.random.randint(kcrop, (n, 2), 0, 2 * p + 1)
+
+            def crop(img, off):
+                start = (0,) * (img.ndim - 2) + (off[0], off[1])
+                return jax.lax.dynamic_slice(img, start, img.shape[:-2] + (h, w))
+            x = jax.vmap(crop)(padded, offsets)
+        if self.flip:
+            flip = jax.random.bernoulli(kflip, 0.5, (n,) + (1,) * (x.ndim - 1))
+            x = jnp.where(flip, x[..., ::-1], x)
+        return x

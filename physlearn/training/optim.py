@@ -23,9 +23,23 @@ def _scale_each(lrs: dict[str, float]) -> optax.GradientTransformation:
     return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
 
 
+SCHEDULES = ("constant", "cosine")
+
+
+def schedule(name: str, total_steps: int) -> optax.Schedule | None:
+    """A factor on every rate by step: None (constant), or a cosine from 1 to 0 over the run."""
+    if name not in SCHEDULES:
+        raise OptionError(f"unknown schedule {name!r}; use one of {', '.join(SCHEDULES)}")
+    if name == "cosine":
+        return optax.cosine_decay_schedule(1.0, max(1, int(total_steps)))
+    return None
+
+
 def build(name: str, lrs: dict[str, float], momentum: float = 0.9,
-          weight_decay: float = 0.0) -> optax.GradientTransformation:
-    """`name` with per-parameter rates; weight decay is added to the gradient (L2)."""
+          weight_decay: float = 0.0, factor: optax.Schedule | None = None
+          ) -> optax.GradientTransformation:
+    """`name` with per-parameter rates; weight decay is added to the gradient (L2);
+    `factor(step)` scales every rate (a schedule)."""
     if name not in OPTIMIZERS:
         raise OptionError(f"unknown optimizer {name!r}; use one of {', '.join(OPTIMIZERS)}")
     parts = []
@@ -35,5 +49,7 @@ def build(name: str, lrs: dict[str, float], momentum: float = 0.9,
         parts.append(optax.trace(decay=momentum))
     elif name == "adam":
         parts.append(optax.scale_by_adam())
+    if factor is not None:
+        parts.append(optax.scale_by_schedule(factor))
     parts.append(_scale_each(lrs))
     return optax.chain(*parts)

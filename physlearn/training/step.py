@@ -37,16 +37,24 @@ def apply_gradient(opt: optax.GradientTransformation, problem: Any, g: dict, tra
 
 def train_chunk(problem: Any, algorithm: Any, feed: Any, opt: optax.GradientTransformation,
                 params: dict, consts: dict, opt_state: Any, x_all: jax.Array,
-                y_all: jax.Array, idx: jax.Array, keys: jax.Array
-                ) -> tuple[dict, Any, dict]:
+                y_all: jax.Array, idx: jax.Array, keys: jax.Array, augment: Any = None,
+                place: Any = None) -> tuple[dict, Any, dict]:
     """Steps over the batches `idx` (one row of example indices each): the algorithm's
-    gradient, the optimizer, the problem's per-batch summary (with `finite`)."""
+    gradient, the optimizer, the problem's per-batch summary (with `finite`).
+
+    `augment(images, key)` (optional) transforms each batch's inputs with a key of its own
+    (the algorithm's key is left as it is, so runs without augmentation do not change);
+    `place(data)` (optional) lays the batch out over devices."""
     xs, ys = x_all[idx], y_all[idx]
 
     def step(carry, batch):
         trainable, opt_state = carry
         x, labels, key = batch
         data = feed.batch(x, labels)
+        if augment:
+            data[feed.x_name] = augment(data[feed.x_name], jax.random.fold_in(key, 0x417))
+        if place is not None:
+            data = place(data)
         full = {**consts, **trainable}
         g, aux = algorithm.gradient(problem, full, data, key)
         new, opt_state = apply_gradient(opt, problem, g, trainable, consts, opt_state)

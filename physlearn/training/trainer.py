@@ -23,6 +23,8 @@ from ..dynamics.relax import METHODS
 from ..learning import Settings, registry
 from . import optim, step
 from .data import KEYS, Dataset, given_fingerprint, validate
+from .devices import DataParallel
+from .feeds import Augment, ImageFeed
 from .rundir import RunDir, RunDirError, RunState, differences
 from .setup import EquilibriumSetup, SequenceSetup
 
@@ -56,6 +58,10 @@ class TrainConfig:
     dims: dict = field(default_factory=dict)
     x64: bool = False
     resume: bool = False
+    schedule: str = "constant"  # or "cosine": every rate decays to 0 over the run's epochs
+    random_crop: int = 0  # pad images by this many zeros, then crop back at random
+    random_flip: bool = False  # flip images left-right at random
+    devices: int = 1  # data-parallel over this many local devices
     chunks: int = 4  # progress-bar ticks (jit calls) per epoch
     progress: bool | None = None  # None: only on a terminal
 
@@ -79,6 +85,13 @@ class TrainConfig:
         if not isinstance(self.out, (str, os.PathLike)) or not str(self.out):
             raise o.OptionError(f"out must be a folder name, got {self.out!r}")
         self.chunks = o.positive_int("chunks", self.chunks)
+        self.devices = o.positive_int("devices", self.devices)
+        self.random_crop = o.nonnegative_int("random_crop", self.random_crop)
+        if not isinstance(self.random_flip, bool):
+            raise o.OptionError(f"random_flip must be True or False, got {self.random_flip!r}")
+        if self.schedule not in optim.SCHEDULES:
+            raise o.OptionError(f"schedule must be one of {', '.join(optim.SCHEDULES)}, got "
+                                f"{self.schedule!r}")
         if self.lr is not None:
             self.lr = o.positive("lr", self.lr)
         self.lr_params = {k: o.positive(f"lr for {k}", v) for k, v in self.lr_params.items()}
@@ -159,7 +172,16 @@ class Trainer:
                                       "with plain SGD steps; use --optimizer sgd without "
                                       "--weight-decay")
         momentum = 0.9 if cfg.momentum is None else cfg.momentum
-        self.opt = optim.build(cfg.optimizer, self.lrs, momentum, cfg.weight_decay)
+        steps = cfg.epochs * max(1, len(self.data.x_train) // cfg.batch_size)
+        self.opt = optim.build(cfg.optimizer, self.lrs, momentum, cfg.weight_decay,
+                               optim.schedule(cfg.schedule, steps))
+        self.augment = Augment(cfg.random_crop, cfg.random_flip)
+        if self.augment and not self.feed_is_image():
+            raise options.OptionError(
+                "--random-crop/--random-flip need an image input (its last two axes are "
+                f"height and width); {self.model.name}'s input is "
+                f"{self.feed.x_name}{list(self.feed_shape())}")
+        self.parallel = DataParallel(cfg.devices, cfg.batch_size) if cfg.devices > 1 else None
         self.dtype = jnp.float64 if cfg.x64 else jnp.float32
         self.out = Path(cfg.out)
         self._step_cache: dict = {}
@@ -170,13 +192,20 @@ class Trainer:
                 f"{len(self.data.x_test)} test)")
 
     # ------------------------------------------------------------------ pieces
+    def feed_shape(self) -> tuple:
+        return tuple(getattr(self.feed, "shape", ()))
+
+    def feed_is_image(self) -> bool:
+        return isinstance(self.feed, ImageFeed) and len(self.feed_shape()) >= 2
+
     def batch_data(self, x, labels) -> dict:
         """A batch of flat rows and labels as the model's data dict."""
         return self.feed.batch(x, labels)
 
     def _train_chunk(self, params, consts, opt_state, x_all, y_all, idx, keys):
         return step.train_chunk(self.problem, self.algorithm, self.feed, self.opt, params,
-                                consts, opt_state, x_all, y_all, idx, keys)
+                                consts, opt_state, x_all, y_all, idx, keys, self.augment,
+                                self.parallel)
 
     def apply_gradient(self, g, trainable, consts, opt_state):
         """One optimizer step, then the problem's projection; constants stay as they are."""
@@ -199,8 +228,14 @@ class Trainer:
         """What a run is started with; a resume must match it exactly."""
         from ..model import content_hash
         c = asdict(self.cfg)
-        for k in ("epochs", "resume", "out", "progress", "chunks"):
+        for k in ("epochs", "resume", "out", "progress", "chunks", "devices"):
             c.pop(k)
+        defaults = {"schedule": "constant", "random_crop": 0, "random_flip": False}
+        for k, v in defaults.items():  # runs saved before these settings existed still resume
+            if c[k] == v:
+                c.pop(k)
+        if self.cfg.schedule != "constant":  # the schedule's length is part of the run
+            c["schedule_epochs"] = self.cfg.epochs
         meta = {"model": self.model.name, "model_sha256": content_hash(self.model.spec.source),
                 "data": self.data.name, "data_sha256": self.data.fingerprint(),
                 "n_train": len(self.data.x_train), "n_test": len(self.data.x_test),
@@ -286,6 +321,11 @@ class Trainer:
         if note:
             self.log(f"note: {note}")
         n_total, batch = len(x_train), cfg.batch_size
+        if self.parallel is not None:
+            self.log(self.parallel.describe())
+            x_train, y_train, x_test, y_test, params, consts, opt_state = \
+                self.parallel.replicate((x_train, y_train, x_test, y_test, params, consts,
+                                         opt_state))
 
         plan = self._jit(("plan", n_total, batch),
                          lambda k, e: step.epoch_plan(k, e, n_total, batch, n_batches))
