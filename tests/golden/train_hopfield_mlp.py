@@ -337,16 +337,24 @@ def apply_gradient(opt: optax.GradientTransformation, problem: Any, g: dict, tra
 
 def train_chunk(problem: Any, algorithm: Any, feed: Any, opt: optax.GradientTransformation,
                 params: dict, consts: dict, opt_state: Any, x_all: jax.Array,
-                y_all: jax.Array, idx: jax.Array, keys: jax.Array
-                ) -> tuple[dict, Any, dict]:
+                y_all: jax.Array, idx: jax.Array, keys: jax.Array, augment: Any = None,
+                place: Any = None) -> tuple[dict, Any, dict]:
     """Steps over the batches `idx` (one row of example indices each): the algorithm's
-    gradient, the optimizer, the problem's per-batch summary (with `finite`)."""
+    gradient, the optimizer, the problem's per-batch summary (with `finite`).
+
+    `augment(images, key)` (optional) transforms each batch's inputs with a key of its own
+    (the algorithm's key is left as it is, so runs without augmentation do not change);
+    `place(data)` (optional) lays the batch out over devices."""
     xs, ys = x_all[idx], y_all[idx]
 
     def step(carry, batch):
         trainable, opt_state = carry
         x, labels, key = batch
         data = feed.batch(x, labels)
+        if augment:
+            data[feed.x_name] = augment(data[feed.x_name], jax.random.fold_in(key, 0x417))
+        if place is not None:
+            data = place(data)
         full = {**consts, **trainable}
         g, aux = algorithm.gradient(problem, full, data, key)
         new, opt_state = apply_gradient(opt, problem, g, trainable, consts, opt_state)
@@ -564,6 +572,36 @@ class SequenceFeed:
         return {self.x_name: x.reshape(x.shape[0], self.length, self.step_inputs),
                 self.y_name: jax.nn.one_hot(labels, self.n_classes, dtype=x.dtype)}
 
+
+@dataclass(frozen=True)
+class Augment:
+    """Random crops (zero padding `pad` on each side, then a window of the original size) and
+    horizontal flips of a batch of images whose last two axes are height and width: fresh
+    for every example and every step, from the step's key. Training batches only."""
+
+    pad: int = 0
+    flip: bool = False
+
+    def __bool__(self) -> bool:
+        return bool(self.pad or self.flip)
+
+    def __call__(self, x: jax.Array, key: jax.Array) -> jax.Array:
+        n, h, w = x.shape[0], x.shape[-2], x.shape[-1]
+        kcrop, kflip = jax.random.split(key)
+        if self.pad:
+            p = self.pad
+            padded = jnp.pad(x, [(0, 0)] * (x.ndim - 2) + [(p, p), (p, p)])
+            offsets = jax.random.randint(kcrop, (n, 2), 0, 2 * p + 1)
+
+            def crop(img, off):
+                start = (0,) * (img.ndim - 2) + (off[0], off[1])
+                return jax.lax.dynamic_slice(img, start, img.shape[:-2] + (h, w))
+            x = jax.vmap(crop)(padded, offsets)
+        if self.flip:
+            flip = jax.random.bernoulli(kflip, 0.5, (n,) + (1,) * (x.ndim - 1))
+            x = jnp.where(flip, x[..., ::-1], x)
+        return x
+
 # -------------------- physlearn/errors.py ---------------------------------------------------
 
 class PhyslearnError(Exception):
@@ -612,9 +650,23 @@ def _scale_each(lrs: dict[str, float]) -> optax.GradientTransformation:
     return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
 
 
+SCHEDULES = ("constant", "cosine")
+
+
+def schedule(name: str, total_steps: int) -> optax.Schedule | None:
+    """A factor on every rate by step: None (constant), or a cosine from 1 to 0 over the run."""
+    if name not in SCHEDULES:
+        raise OptionError(f"unknown schedule {name!r}; use one of {', '.join(SCHEDULES)}")
+    if name == "cosine":
+        return optax.cosine_decay_schedule(1.0, max(1, int(total_steps)))
+    return None
+
+
 def build(name: str, lrs: dict[str, float], momentum: float = 0.9,
-          weight_decay: float = 0.0) -> optax.GradientTransformation:
-    """`name` with per-parameter rates; weight decay is added to the gradient (L2)."""
+          weight_decay: float = 0.0, factor: optax.Schedule | None = None
+          ) -> optax.GradientTransformation:
+    """`name` with per-parameter rates; weight decay is added to the gradient (L2);
+    `factor(step)` scales every rate (a schedule)."""
     if name not in OPTIMIZERS:
         raise OptionError(f"unknown optimizer {name!r}; use one of {', '.join(OPTIMIZERS)}")
     parts = []
@@ -624,6 +676,8 @@ def build(name: str, lrs: dict[str, float], momentum: float = 0.9,
         parts.append(optax.trace(decay=momentum))
     elif name == "adam":
         parts.append(optax.scale_by_adam())
+    if factor is not None:
+        parts.append(optax.scale_by_schedule(factor))
     parts.append(_scale_each(lrs))
     return optax.chain(*parts)
 
