@@ -150,6 +150,8 @@ def cmd_train(args) -> int:
         registry.make(args.algorithm, kind=model.derivation.kind)
     relax = {"method": args.relax, "dt": args.dt, "free_steps": args.free_steps,
              "nudged_steps": args.nudged_steps, "tol": args.tol, "max_steps": args.max_steps}
+    if args.relax_precision is not None:  # absent from runs saved before the option existed
+        relax["precision"] = args.relax_precision
     cfg = TrainConfig(algorithm=args.algorithm, epochs=args.epochs, batch_size=args.batch_size,
                       seed=args.seed, out=args.out, optimizer=args.optimizer, lr=args.lr,
                       lr_params=_lr_params(args.lr_param), momentum=args.momentum,
@@ -465,6 +467,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--tol", type=T(options.positive, "--tol"),
                    help="gradient flow: adaptive steps until |ds/dt| < tol")
     t.add_argument("--max-steps", type=T(options.steps, "--max-steps"))
+    t.add_argument("--relax-precision", choices=["float32", "bfloat16"],
+                   help="bfloat16: relax on 16-bit states, weights and inputs (the update "
+                   "and the parameters stay float32)")
     t.add_argument("--dim", action="append", metavar="NAME=N")
     t.add_argument("--x64", action="store_true", help="train in float64")
     t.add_argument("--train-limit", type=T(options.positive_int, "--train-limit"),

@@ -155,3 +155,23 @@ def test_augmentation_needs_an_image_input(tmp_path):
     cfg = TrainConfig(epochs=1, out=str(tmp_path / "r"), random_flip=True, progress=False)
     with pytest.raises(OptionError, match="need an image input"):
         Trainer(model, load(None), cfg)
+
+
+def test_bfloat16_relaxation_stays_near_float32(tmp_path):
+    from physlearn.api import problem as make_problem
+    model = physlearn.load(Path(__file__).parents[1] / "models" / "hopfield_any.phl")
+    ds = load(None)
+    p32 = make_problem(model, dims={"n_in": 64})
+    p16 = make_problem(model, dims={"n_in": 64}, relax={"precision": "bfloat16"})
+    _, params = p32.initial_parameters(jax.random.PRNGKey(0), jnp.float32)
+    data = {"x": jnp.asarray(ds.x_train[:32]),
+            "y": jax.nn.one_hot(jnp.asarray(ds.y_train[:32]), 10)}
+    s32, _ = p32.free(params, data)
+    s16, info = p16.free(params, data)
+    for k in s32:
+        assert s16[k].dtype == jnp.float32
+        err = float(jnp.max(jnp.abs(s16[k] - s32[k])))
+        assert 0 < err < 0.05, (k, err)  # rounded, but the same equilibrium
+    assert info.residual.dtype == jnp.float32
+    with pytest.raises(Exception, match="precision must be one of"):
+        make_problem(model, dims={"n_in": 64}, relax={"precision": "float16"})

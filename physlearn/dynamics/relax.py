@@ -16,6 +16,15 @@ from .methods import METHODS, RELAXATIONS
 from .relaxation import RelaxInfo, merge
 
 
+PRECISIONS = ("float32", "bfloat16")
+
+
+def _low(tree, dtype):
+    """Floating leaves of `tree` in `dtype` (index arrays and the like stay as they are)."""
+    return jax.tree_util.tree_map(
+        lambda v: v.astype(dtype) if jnp.issubdtype(v.dtype, jnp.floating) else v, tree)
+
+
 @dataclass(frozen=True)
 class RelaxConfig:
     method: str = "gradient_flow"
@@ -24,6 +33,7 @@ class RelaxConfig:
     nudged_steps: int = 4
     tol: float | None = None  # adaptive gradient flow: stop when |ds/dt| < tol
     max_steps: int = 10_000
+    precision: str = "float32"  # or "bfloat16": states, weights and inputs while relaxing
 
     @classmethod
     def for_module(cls, gen, **overrides) -> RelaxConfig:
@@ -48,6 +58,9 @@ class RelaxConfig:
                                   f"got {getattr(self, name)}")
         if self.tol is not None and not self.tol > 0:
             raise OptionError(f"tol must be a positive number, got {self.tol:g}")
+        if self.precision not in PRECISIONS:
+            raise OptionError(f"relaxation precision must be one of {', '.join(PRECISIONS)}, "
+                              f"got {self.precision!r}")
 
 
 def check_overrides(gen, overrides: dict) -> None:
@@ -105,7 +118,21 @@ class Relaxer:
         states = merge(states, clamp)
         if steps == 0:
             return states, RelaxInfo(jnp.asarray(0), jnp.asarray(0.0))
+        if self.cfg.precision == "bfloat16":
+            return self._run_bfloat16(params, states, data, beta, steps, clamp)
         return self.method.run(self, params, states, data, beta, steps, clamp)
+
+    def _run_bfloat16(self, params, states, data, beta, steps, clamp):
+        """The relaxation on bfloat16 states, weights and inputs (half the memory traffic;
+        XLA accumulates bfloat16 dots and convolutions in float32 on GPUs). The equilibrium
+        comes back in the caller's precision, so the learning rule's contrast, the
+        optimizer and the parameters stay in float32."""
+        dtypes = {k: v.dtype for k, v in states.items()}
+        low = jnp.bfloat16
+        out, info = self.method.run(self, _low(params, low), _low(states, low), _low(data, low),
+                                    beta, steps, _low(clamp, low) if clamp else clamp)
+        out = {k: v.astype(dtypes[k]) for k, v in out.items()}
+        return out, RelaxInfo(info.steps, jnp.asarray(info.residual, next(iter(dtypes.values()))))
 
     def trajectory(self, params, states, data, beta=0.0, steps=None, clamp=None):
         """Every intermediate state (leading axis = step), for diagnosis and GDU checks."""

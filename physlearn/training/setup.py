@@ -83,7 +83,8 @@ class EquilibriumSetup:
         return (f"{algorithm.name}, {settings}, {cfg.optimizer} lr {lrs_text}, batch "
                 f"{cfg.batch_size}, {n_batches} batches/epoch, relax {r.method} "
                 f"({r.free_steps} free / {r.nudged_steps} nudged steps"
-                + (f", tol {r.tol:g}" if r.tol else "") + ")")
+                + (f", tol {r.tol:g}" if r.tol else "")
+                + (f", {r.precision}" if r.precision != "float32" else "") + ")")
 
     def dynamics_summary(self, row: dict) -> str:
         return f"relax {row['relax_steps']:.0f} steps, residual {row['relax_residual']:.2e}"

@@ -115,9 +115,17 @@ class TrainConfig:
 MAX_NUDGES = 256  # holomorphic EP unrolls one relaxation per nudge into the compiled step
 
 
+def _precision(name: str, value: Any) -> str:
+    from ..dynamics.relax import PRECISIONS
+    if value not in PRECISIONS:
+        raise options.OptionError(f"relaxation precision must be one of {', '.join(PRECISIONS)}"
+                                  f", got {value!r}")
+    return str(value)
+
+
 def validate_relax(relax: dict) -> dict:
     """Relaxation overrides: steps are positive whole numbers, dt and tol positive."""
-    checks = {"dt": options.positive, "tol": options.positive,
+    checks = {"dt": options.positive, "tol": options.positive, "precision": _precision,
               "free_steps": options.steps, "nudged_steps": options.steps,
               "max_steps": options.steps}
     out = {}
