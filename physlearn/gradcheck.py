@@ -110,7 +110,8 @@ def run(model, algorithm: str, beta: float, *, dims=None, x64=True, batch=8, see
         info = {"free_steps": free, "nudged_steps": nudged, "residual": residual,
                 "dtype": "float64" if x64 else "float32", "batch": batch,
                 "implicit_residual": float(solve_residual), "piecewise": kinked,
-                "beta_halved_change": halved}
+                "beta_halved_change": halved,
+                "gdu_twin": problem.relaxer.method.synchronous_twin if gdu else None}
         return rows, gdu, info
 
 
@@ -119,8 +120,13 @@ def gdu_table(problem, params, data, s_star, beta, steps):
 
     EP_t = [dE/dtheta(s_t^{+beta}) - dE/dtheta(s_t^{-beta})] / (2 beta); BPTT_t = the sum of
     dL/dtheta_k over the last t of `steps` unrolled steps started at s* (which stays put).
+    The property holds for synchronous updates: an asynchronous relaxation is compared
+    through its synchronous twin (same fixed point, every layer updated at once).
     """
     gen, relaxer = problem.gen, problem.relaxer
+    twin = relaxer.method.synchronous_twin
+    if twin is not None:
+        relaxer = Relaxer(gen, replace(relaxer.cfg, method=twin))
     # centered in beta (the nudged trajectories at +beta and -beta), so the bias is O(beta^2)
     up = relaxer.trajectory(params, s_star, data, beta, steps)
     down = relaxer.trajectory(params, s_star, data, -beta, steps)

@@ -7,14 +7,14 @@ import sys
 import pytest
 
 import physlearn
-from conftest import MODELS, open_dims
+from conftest import MODELS, test_dims
 
 
 @pytest.mark.parametrize("path", MODELS, ids=lambda p: p.stem)
 def test_model_derivatives_match_autodiff(path):
     model = physlearn.load(path)
     assert model.report()
-    results = physlearn.check(model, trials=2)
+    results = physlearn.check(model, dims=test_dims(path) or None, trials=2)
     bad = [(c.quantity, c.rel_err) for c in results if not c.ok()]
     assert not bad, bad
     quantities = {c.quantity for c in results}
@@ -69,7 +69,7 @@ def standalone_runs(tmp_path_factory):
     modules = {}
     for path in MODELS:
         name = f"gen_{path.stem}"
-        dims = [a for k, v in open_dims(path).items() for a in ("--dim", f"{k}={v}")]
+        dims = [a for k, v in test_dims(path).items() for a in ("--dim", f"{k}={v}")]
         assert cli.main(["compile", str(path), "-o", str(folder / f"{name}.py"), *dims]) == 0
         modules[name] = str(path.with_suffix(".npz"))
     run = subprocess.run([sys.executable, "-c", PROBE, str(folder), json.dumps(modules)],

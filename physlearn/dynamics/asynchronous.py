@@ -12,6 +12,7 @@ from .relaxation import Relaxation, max_abs, merge
 @final
 class Asynchronous(Relaxation):
     name: ClassVar[str] = "asynchronous"
+    synchronous_twin: ClassVar[str | None] = "fixed_point"
 
     def check(self, gen) -> None:
         if gen.INFO.layers is None:

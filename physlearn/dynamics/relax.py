@@ -15,7 +15,6 @@ from ..errors import OptionError
 from .methods import METHODS, RELAXATIONS
 from .relaxation import RelaxInfo, merge
 
-
 PRECISIONS = ("float32", "bfloat16")
 
 

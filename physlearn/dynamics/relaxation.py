@@ -35,6 +35,9 @@ class Relaxation(abc.ABC):
     name: ClassVar[str]
     per_unit_time: ClassVar[bool] = False  # residuals are rates (divided by dt)
     adaptive: ClassVar[bool] = False  # takes steps until |ds/dt| < tol (--tol, --max-steps)
+    # the synchronous counterpart whose steps the GDU property (Ernoult et al. 2019) is about;
+    # None: this method is synchronous itself
+    synchronous_twin: ClassVar[str | None] = None
 
     def check(self, gen: Any) -> None:
         """Raise ValueError when the compiled model cannot relax this way."""

@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .step import epoch_plan, evaluate, train_chunk
+from .step import chunk_size, epoch_plan, evaluate, train_chunk
 
 
 def fail(message: str) -> SystemExit:
@@ -155,7 +155,7 @@ def main(run: dict[str, Any], gen: Any, argv: list[str] | None = None) -> int:
     opt_state = opt.init(params)
     x_train, y_train = jnp.asarray(x_tr, dtype), jnp.asarray(y_tr)
     x_test, y_test = jnp.asarray(x_te, dtype), jnp.asarray(y_te)
-    chunk = max(1, math.ceil(n_batches / d["chunks"]))
+    chunk = chunk_size(n_batches, d["chunks"])
     train = jax.jit(lambda *a: train_chunk(problem, algorithm, feed, opt, *a))
     test = jax.jit(lambda *a: evaluate(problem, feed, *a))
     plan = jax.jit(lambda k, e: epoch_plan(k, e, len(x_tr), args.batch_size, n_batches))

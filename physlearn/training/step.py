@@ -27,6 +27,14 @@ def epoch_plan(key: jax.Array, epoch: int, n_total: int, batch: int, n_batches: 
     return idx, jax.random.split(jax.random.fold_in(ekey, 1), n_batches)
 
 
+def chunk_size(n_batches: int, chunks: int) -> int:
+    """Batches per jit call: the divisor of `n_batches` nearest n_batches / chunks (the larger
+    on a tie), so every call has one shape and the step compiles once, not twice."""
+    target = n_batches / max(1, chunks)
+    divisors = [d for d in range(1, n_batches + 1) if n_batches % d == 0]
+    return min(divisors, key=lambda d: (abs(d - target), -d))
+
+
 def apply_gradient(opt: optax.GradientTransformation, problem: Any, g: dict, trainable: dict,
                    consts: dict, opt_state: Any) -> tuple[dict, Any]:
     """One optimizer step, then the problem's projection; constants stay as they are."""

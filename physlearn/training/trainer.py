@@ -321,7 +321,7 @@ class Trainer:
         if n_batches == 0:
             raise RunDirError(f"--batch-size {cfg.batch_size} exceeds the {len(x_train)} "
                               "training examples; use a smaller batch")
-        chunk = max(1, math.ceil(n_batches / max(1, cfg.chunks)))
+        chunk = step.chunk_size(n_batches, cfg.chunks)
         train_chunk = self._jit("train", self._train_chunk)
         evaluate = self._jit("eval", self._evaluate)
         self.log(self.describe(n_batches, len(x_train)))

@@ -327,6 +327,14 @@ def epoch_plan(key: jax.Array, epoch: int, n_total: int, batch: int, n_batches: 
     return idx, jax.random.split(jax.random.fold_in(ekey, 1), n_batches)
 
 
+def chunk_size(n_batches: int, chunks: int) -> int:
+    """Batches per jit call: the divisor of `n_batches` nearest n_batches / chunks (the larger
+    on a tie), so every call has one shape and the step compiles once, not twice."""
+    target = n_batches / max(1, chunks)
+    divisors = [d for d in range(1, n_batches + 1) if n_batches % d == 0]
+    return min(divisors, key=lambda d: (abs(d - target), -d))
+
+
 def apply_gradient(opt: optax.GradientTransformation, problem: Any, g: dict, trainable: dict,
                    consts: dict, opt_state: Any) -> tuple[dict, Any]:
     """One optimizer step, then the problem's projection; constants stay as they are."""
@@ -508,7 +516,7 @@ def main(run: dict[str, Any], gen: Any, argv: list[str] | None = None) -> int:
     opt_state = opt.init(params)
     x_train, y_train = jnp.asarray(x_tr, dtype), jnp.asarray(y_tr)
     x_test, y_test = jnp.asarray(x_te, dtype), jnp.asarray(y_te)
-    chunk = max(1, math.ceil(n_batches / d["chunks"]))
+    chunk = chunk_size(n_batches, d["chunks"])
     train = jax.jit(lambda *a: train_chunk(problem, algorithm, feed, opt, *a))
     test = jax.jit(lambda *a: evaluate(problem, feed, *a))
     plan = jax.jit(lambda k, e: epoch_plan(k, e, len(x_tr), args.batch_size, n_batches))
@@ -705,6 +713,9 @@ class Relaxation(abc.ABC):
     name: ClassVar[str]
     per_unit_time: ClassVar[bool] = False  # residuals are rates (divided by dt)
     adaptive: ClassVar[bool] = False  # takes steps until |ds/dt| < tol (--tol, --max-steps)
+    # the synchronous counterpart whose steps the GDU property (Ernoult et al. 2019) is about;
+    # None: this method is synchronous itself
+    synchronous_twin: ClassVar[str | None] = None
 
     def check(self, gen: Any) -> None:
         """Raise ValueError when the compiled model cannot relax this way."""
@@ -735,6 +746,7 @@ class Relaxation(abc.ABC):
 @final
 class Asynchronous(Relaxation):
     name: ClassVar[str] = "asynchronous"
+    synchronous_twin: ClassVar[str | None] = "fixed_point"
 
     def check(self, gen) -> None:
         if gen.INFO.layers is None:
@@ -828,6 +840,15 @@ METHODS = tuple(RELAXATIONS)
 
 # -------------------- physlearn/dynamics/relax.py -------------------------------------------
 
+PRECISIONS = ("float32", "bfloat16")
+
+
+def _low(tree, dtype):
+    """Floating leaves of `tree` in `dtype` (index arrays and the like stay as they are)."""
+    return jax.tree_util.tree_map(
+        lambda v: v.astype(dtype) if jnp.issubdtype(v.dtype, jnp.floating) else v, tree)
+
+
 @dataclass(frozen=True)
 class RelaxConfig:
     method: str = "gradient_flow"
@@ -836,6 +857,7 @@ class RelaxConfig:
     nudged_steps: int = 4
     tol: float | None = None  # adaptive gradient flow: stop when |ds/dt| < tol
     max_steps: int = 10_000
+    precision: str = "float32"  # or "bfloat16": states, weights and inputs while relaxing
 
     @classmethod
     def for_module(cls, gen, **overrides) -> RelaxConfig:
@@ -860,6 +882,9 @@ class RelaxConfig:
                                   f"got {getattr(self, name)}")
         if self.tol is not None and not self.tol > 0:
             raise OptionError(f"tol must be a positive number, got {self.tol:g}")
+        if self.precision not in PRECISIONS:
+            raise OptionError(f"relaxation precision must be one of {', '.join(PRECISIONS)}, "
+                              f"got {self.precision!r}")
 
 
 def check_overrides(gen, overrides: dict) -> None:
@@ -917,7 +942,21 @@ class Relaxer:
         states = merge(states, clamp)
         if steps == 0:
             return states, RelaxInfo(jnp.asarray(0), jnp.asarray(0.0))
+        if self.cfg.precision == "bfloat16":
+            return self._run_bfloat16(params, states, data, beta, steps, clamp)
         return self.method.run(self, params, states, data, beta, steps, clamp)
+
+    def _run_bfloat16(self, params, states, data, beta, steps, clamp):
+        """The relaxation on bfloat16 states, weights and inputs (half the memory traffic;
+        XLA accumulates bfloat16 dots and convolutions in float32 on GPUs). The equilibrium
+        comes back in the caller's precision, so the learning rule's contrast, the
+        optimizer and the parameters stay in float32."""
+        dtypes = {k: v.dtype for k, v in states.items()}
+        low = jnp.bfloat16
+        out, info = self.method.run(self, _low(params, low), _low(states, low), _low(data, low),
+                                    beta, steps, _low(clamp, low) if clamp else clamp)
+        out = {k: v.astype(dtypes[k]) for k, v in out.items()}
+        return out, RelaxInfo(info.steps, jnp.asarray(info.residual, next(iter(dtypes.values()))))
 
     def trajectory(self, params, states, data, beta=0.0, steps=None, clamp=None):
         """Every intermediate state (leading axis = step), for diagnosis and GDU checks."""
