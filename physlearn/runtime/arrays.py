@@ -136,11 +136,15 @@ def conv(x, k, strides, dilations, pads, fill):
         x = (jnp.pad(x, spec, mode="wrap") if isinstance(fill, str)
              else jnp.pad(x, spec, constant_values=fill))
         pads = [(0, 0)] * len(pads)
-    dims = ("NC" + "DHW"[-len(strides):], "OI" + "DHW"[-len(strides):],
-            "NC" + "DHW"[-len(strides):])
-    return jax.lax.conv_general_dilated(x, k, tuple(strides), [tuple(p) for p in pads],
-                                        rhs_dilation=tuple(dilations),
-                                        dimension_numbers=dims)
+    # computed channels-last: XLA's CPU backend runs channels-first convolutions inside a
+    # loop (every relaxation) up to 10x slower (jax-ml/jax#12868); GPUs take either
+    space = "DHW"[-len(strides):]
+    n = len(strides)
+    y = jax.lax.conv_general_dilated(
+        jnp.moveaxis(x, 1, -1), jnp.transpose(k, tuple(range(2, n + 2)) + (1, 0)),
+        tuple(strides), [tuple(p) for p in pads], rhs_dilation=tuple(dilations),
+        dimension_numbers=("N" + space + "C", space + "IO", "N" + space + "C"))
+    return jnp.moveaxis(y, -1, 1)
 
 
 def conv_transpose(g, k, shape, strides, dilations, pads, wrap):
