@@ -69,7 +69,7 @@ def main():
             rows = run(model, ds, alg, precision, args)
             accs, secs = [r[0] for r in rows], [r[1] for r in rows]
             table.append((alg, precision, accs, float(np.median(secs[1:] or secs))))
-    print(f"\n| algorithm | relaxation | test acc by epoch | final | s/epoch (median, 2..) |")
+    print("\n| algorithm | relaxation | test acc by epoch | final | s/epoch (median, 2..) |")
     print("|---|---|---|---|---|")
     for alg, precision, accs, sec in table:
         print(f"| {alg} | {precision} | {' '.join(f'{a:.4f}' for a in accs)} | {accs[-1]:.4f} "

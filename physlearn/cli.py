@@ -261,7 +261,7 @@ def cmd_gradcheck(args) -> int:
         print(f"GDU: EP update after t nudged steps vs BPTT over the last t steps, t = 1.."
               f"{len(gdu)} (cosine / rel err)"
               + (f"; the property is about synchronous updates, so this table steps by "
-                 f"`{info['gdu_twin']}` (same fixed point)" if info.get("gdu_twin") else ""))
+                 f"`{info['gdu_twin']}` from the same fixed point" if info.get("gdu_twin") else ""))
         print("  t  " + "  ".join(f"{n:>20}" for n in names))
         for row in gdu:
             print(f"  {row['t']:<2} " + "  ".join(f"{row[n][0]:>10.6f} / {row[n][1]:.1e}"

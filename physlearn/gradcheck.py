@@ -87,7 +87,7 @@ def run(model, algorithm: str, beta: float, *, dims=None, x64=True, batch=8, see
         est, aux = jax.jit(lambda p, d: alg.gradient(problem, p, d, key))(params, data)
         s0 = aux["free_states"]
         residual = float(aux["info"].residual)
-        kinked = sorted(problem.functions & PIECEWISE)
+        kinked = sorted((problem.functions | _update_functions(model)) & PIECEWISE)
         halved = None
         if kinked and getattr(alg, "beta", None):  # does the estimate hold still in beta?
             alg_half = registry.make(algorithm, Settings(beta / 2, holomorphic_n, lrs), kind)
@@ -113,6 +113,13 @@ def run(model, algorithm: str, beta: float, *, dims=None, x64=True, batch=8, see
                 "beta_halved_change": halved,
                 "gdu_twin": problem.relaxer.method.synchronous_twin if gdu else None}
         return rows, gdu, info
+
+
+def _update_functions(model) -> frozenset:
+    """Functions the update rules of a primitive model apply (hardsigmoid lowers to clip)."""
+    import sympy as sp
+    return frozenset(type(f).__name__ for r in model.derivation.dynamics.values()
+                     for f in r.expr.atoms(sp.Function))
 
 
 def gdu_table(problem, params, data, s_star, beta, steps):

@@ -263,5 +263,8 @@ def check_windows(b: Builder, dims: dict[str, int | None]) -> None:
             plural = "s" if n - read.size > 1 else ""
             fail("E227", f"{shown} ({ranges}) never reads position{plural}"
                  f" {where} of {name}'s dim {dim} = {n}",
-                 "the output size, window and stride must cover the input: n = "
-                 "stride*(out - 1) + dilation*(window - 1) + 1 (with any padding added to n)")
+                 "every position of the dim must be read by some window: n = "
+                 "stride*(out - 1) + dilation*(window - 1) + 1 (with any padding added to n), "
+                 "and the windows together must leave no gaps (a dilation 2 kernel at one "
+                 "output position reads every other input only): size the dim to what the "
+                 "windows read")

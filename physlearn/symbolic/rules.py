@@ -152,15 +152,25 @@ class Derivation:
         """(even, odd) blocks of states if the coupling graph is layered, else None.
 
         Layered: no state reads itself and every coupling joins an even-numbered state
-        (in declaration order) to an odd-numbered one, so each block can be updated
-        exactly given its freshly updated neighbours.
+        (in declaration order) to an odd-numbered one, so each block can be updated given
+        its freshly updated neighbours. Couplings read through an intermediate (a pooled
+        convolution of a layer) are not visible here; declaration order gives the layers.
         """
+        return None if self.layering_conflict() else (
+            self.spec.names("state")[0::2], self.spec.names("state")[1::2])
+
+    def layering_conflict(self) -> str:
+        """Why the states are not layered (for the refusal message), or ''."""
         order = self.spec.names("state")
-        parity = {s: n % 2 for n, s in enumerate(order)}
         for s, deps in self.state_couplings().items():
-            if any(parity[d] == parity[s] for d in deps):
-                return None
-        return ([s for s in order if parity[s] == 0], [s for s in order if parity[s] == 1])
+            if s in deps:
+                return f"the update of `{s}` reads `{s}` itself"
+            same = [d for d in deps if order.index(d) % 2 == order.index(s) % 2]
+            if same:
+                return (f"`{s}` and `{same[0]}` are coupled but fall in the same block (blocks "
+                        f"alternate in declaration order: {', '.join(order[0::2])} | "
+                        f"{', '.join(order[1::2])}); declare the states layer by layer")
+        return ""
 
     @property
     def physics_name(self) -> str:
@@ -272,8 +282,9 @@ def derive(spec: ModelSpec) -> Derivation:
             d.ep_updates[p] = _ep_update(d, p)
     if spec.relax is not None and spec.relax.method == "asynchronous" and d.layers() is None:
         from ..language.errors import ModelError
-        raise ModelError("E219", "`relax asynchronous` needs layered states: here a state's "
-                         "update reads itself or a state of the same parity", spec.relax.span,
+        raise ModelError("E219", "`relax asynchronous` needs states that split into two "
+                         f"blocks with no coupling inside a block: {d.layering_conflict()}",
+                         spec.relax.span,
                          spec.source, spec.filename, "use relax fixed_point")
     kind.finish(d, grad)
     return d
