@@ -175,3 +175,33 @@ def test_bfloat16_relaxation_stays_near_float32(tmp_path):
     assert info.residual.dtype == jnp.float32
     with pytest.raises(Exception, match="precision must be one of"):
         make_problem(model, dims={"n_in": 64}, relax={"precision": "float16"})
+
+
+LAYERED = """model lay
+dim n = 3
+input x[n]
+target y[n]
+state {order}
+param W[n, n], V[n, n], U[n, n]
+primitive Phi = sum(i, j: h[i] * W[i, j] * x[j]) + sum(i, j: g[i] * V[i, j] * h[j])
+              + sum(i, j: o[i] * U[i, j] * g[j])
+update h = hardsigmoid(dPhi/dh), g = hardsigmoid(dPhi/dg), o = hardsigmoid(dPhi/do)
+cost C = squared_error(o, y)
+relax asynchronous(free_steps = 10, nudged_steps = 4)
+"""
+
+
+def test_asynchronous_blocks_follow_declaration_order_and_refusals_name_the_pair():
+    from physlearn.language.errors import ModelError
+    model = physlearn.loads(LAYERED.format(order="h[n], g[n], o[n]"))
+    assert model.derivation.layers() == (["h", "o"], ["g"])
+    with pytest.raises(ModelError, match="`h` and `g` are coupled but fall in the same block"):
+        physlearn.loads(LAYERED.format(order="h[n], o[n], g[n]")).derivation
+
+
+def test_gradcheck_halves_beta_for_hardsigmoid_updates():
+    from physlearn import gradcheck
+    model = physlearn.loads(LAYERED.format(order="h[n], g[n], o[n]"))
+    _, _, info = gradcheck.run(model, "ep-centered", 1e-3, batch=2)
+    assert "clip" in info["piecewise"] and info["beta_halved_change"] is not None
+    assert info["gdu_twin"] == "fixed_point"  # the GDU table steps synchronously
