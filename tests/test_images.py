@@ -145,7 +145,7 @@ def test_trains_on_cifar_batches_with_augmentation(tmp_path):
     # a resume with another schedule length or augmentation is another run
     again = TrainConfig(epochs=3, batch_size=4, out=str(tmp_path / "run"), random_crop=4,
                         random_flip=True, schedule="cosine", progress=False, resume=True)
-    with pytest.raises(Exception, match="schedule_epochs"):
+    with pytest.raises(Exception, match="--epochs for the cosine schedule"):
         Trainer(physlearn.load(model_file), ds, again, log=lambda s: None).run()
 
 
@@ -205,3 +205,46 @@ def test_gradcheck_halves_beta_for_hardsigmoid_updates():
     _, _, info = gradcheck.run(model, "ep-centered", 1e-3, batch=2)
     assert "clip" in info["piecewise"] and info["beta_halved_change"] is not None
     assert info["gdu_twin"] == "fixed_point"  # the GDU table steps synchronously
+
+
+def test_a_tiny_pickle_cannot_allocate_a_huge_array(tmp_path):
+    class Bomb:
+        def __reduce__(self):
+            return (np.ndarray, ((10**6, 3072), np.uint8))
+    folder = _cifar_folder(tmp_path)
+    (folder / "data_batch_2").write_bytes(pickle.dumps({b"data": Bomb(), b"labels": [1]}))
+    with pytest.raises(DataError, match="data_batch_2: not a CIFAR-10 python batch"):
+        load(folder)
+    # numpy's own protocol-5 form still loads
+    (folder / "data_batch_2").write_bytes(pickle.dumps(
+        {b"data": np.zeros((3, 3072), np.uint8), b"labels": [1, 2, 3]}, protocol=5))
+    assert len(load(folder).x_train) == 15
+
+
+def test_damaged_or_ambiguous_cifar_archives_and_folders_are_refused(tmp_path):
+    folder = _cifar_folder(tmp_path)
+    archive = tmp_path / "c.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(folder, arcname="cifar-10-batches-py")
+    raw = bytearray(archive.read_bytes())
+    raw[len(raw) // 2] ^= 1
+    (tmp_path / "flipped.tar.gz").write_bytes(bytes(raw))
+    with pytest.raises(DataError, match="corrupt or truncated compressed archive"):
+        load(tmp_path / "flipped.tar.gz")
+    plain = tmp_path / "c.tar"
+    with tarfile.open(plain, "w") as tar:
+        tar.add(folder, arcname="cifar-10-batches-py")
+    data = plain.read_bytes()
+    first = data.index(b"data_batch_2") // 512 * 512  # cut at a member boundary
+    (tmp_path / "cut.tar").write_bytes(data[:first])
+    with pytest.raises(DataError, match="unreadable archive|truncated"):
+        load(tmp_path / "cut.tar")
+    (folder / "data_batch_3").symlink_to(tmp_path / "missing")
+    with pytest.raises(DataError, match="not a regular file"):
+        load(folder)
+    (folder / "data_batch_3").unlink()
+    (folder / "train-images-idx3-ubyte").write_bytes(b"")
+    with pytest.raises(DataError, match="both CIFAR-10 batches and MNIST IDX files"):
+        load(folder)
+    with pytest.raises(DataError, match="images must be whole numbers 0-255"):
+        cifar.write_batch(tmp_path / "x", np.full((2, 3072), 0.7), [1, 2])

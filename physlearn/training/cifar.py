@@ -2,14 +2,22 @@
 the extracted folder `cifar-10-batches-py` or the archive `cifar-10-python.tar.gz`.
 
 The batches are pickles. Unpickling runs whatever a file names, so `_SafeUnpickler` admits
-only what a numpy array needs (`_reconstruct`, `ndarray`, `dtype`): a file naming anything
-else is refused, never executed. Each batch is a dict with `data` (N x 3072 uint8, each row
+only what a numpy array needs, in forms that allocate no more than the file holds: an
+array is rebuilt empty and then filled from bytes in the file (numpy checks that their
+length matches the shape); calling `ndarray(shape)` directly, which would allocate
+uninitialised memory of any size, is refused. Anything else a file names is refused,
+never executed. An archive is decompressed whole first, so its checksum is checked.
+Each batch is a dict with `data` (N x 3072 uint8, each row
 one 3x32x32 image, channels first) and `labels` (N class numbers).
 """
 
 from __future__ import annotations
 
+import bz2
+import gzip
 import io
+import lzma
+import os
 import pickle
 import re
 import tarfile
@@ -23,17 +31,53 @@ TRAIN = tuple(f"data_batch_{i}" for i in range(1, 6))
 TEST = "test_batch"
 SHAPE = (3, 32, 32)
 
-_ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-            ("numpy", "ndarray"), ("numpy", "dtype"),
-            ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
-            ("_codecs", "encode")}  # how protocol 2 stores bytes under Python 3
+class _ArrayType:
+    """Stands for numpy.ndarray inside a pickle: passed to `_reconstruct` as the subtype,
+    never called (calling ndarray(shape) would allocate uninitialised memory)."""
+
+    def __init__(self, *args, **kwargs):
+        raise pickle.UnpicklingError("refused to call numpy.ndarray directly (an array "
+                                     "not backed by bytes in the file)")
+
+
+def _reconstruct(subtype, shape, dtype):
+    """numpy's pickled-array constructor, for the empty array numpy always starts from."""
+    if subtype is not _ArrayType or tuple(shape) != (0,):
+        raise pickle.UnpicklingError("refused an array constructor call numpy does not write")
+    return np.ndarray.__new__(np.ndarray, (0,), dtype)
+
+
+def _frombuffer(buf, dtype, shape, order):  # protocol 5: bounded by the bytes given
+    return np.frombuffer(buf, dtype=dtype).reshape(shape, order=order)
+
+
+def _scalar(dtype, data=b""):
+    if not isinstance(data, bytes) or len(data) != np.dtype(dtype).itemsize:
+        raise pickle.UnpicklingError("refused a numpy scalar of the wrong size")
+    return np.frombuffer(data, dtype=dtype)[0]
+
+
+def _encode(text, encoding="latin1"):  # how protocol 2 stores bytes under Python 3
+    if not isinstance(text, str):
+        raise pickle.UnpicklingError("refused _codecs.encode of a non-string")
+    return text.encode(encoding)
+
+
+_ALLOWED = {("numpy", "ndarray"): _ArrayType, ("numpy", "dtype"): np.dtype,
+            **{(m, "_reconstruct"): _reconstruct
+               for m in ("numpy.core.multiarray", "numpy._core.multiarray")},
+            **{(m, "scalar"): _scalar
+               for m in ("numpy.core.multiarray", "numpy._core.multiarray")},
+            **{(m, "_frombuffer"): _frombuffer
+               for m in ("numpy.core.numeric", "numpy._core.numeric")},
+            ("_codecs", "encode"): _encode}
 _BATCH = re.compile(r"(?:^|/)(data_batch_[1-5]|test_batch)$")
 
 
 class _SafeUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str):
         if (module, name) in _ALLOWED:
-            return super().find_class(module, name)
+            return _ALLOWED[(module, name)]
         raise pickle.UnpicklingError(f"refused to load {module}.{name}")
 
 
@@ -71,6 +115,11 @@ def _batch(where: str, raw: bytes) -> tuple[np.ndarray, np.ndarray]:
     if labels.ndim != 1 or labels.dtype.kind not in "iu":
         raise DataError(f"{where}: labels are not a list of whole numbers; expected one class "
                         "number (0-9) per image")
+    if len(x) == 0:
+        raise DataError(f"{where}: 0 images; expected at least one")
+    if labels.size and (labels.min() < 0 or labels.max() > 9):
+        i = int(np.flatnonzero((labels < 0) | (labels > 9))[0])
+        raise DataError(f"{where}: label {i} is {labels[i]}; expected CIFAR-10 classes 0-9")
     if len(labels) != len(x):
         raise DataError(f"{where}: {len(labels)} labels for {len(x)} images; expected one per "
                         "image")
@@ -81,6 +130,9 @@ def _members_from_folder(folder: Path) -> dict[str, tuple[str, bytes]]:
     out = {}
     for name in TRAIN + (TEST,):
         p = folder / name
+        if os.path.lexists(p) and not p.is_file():
+            raise DataError(f"{p}: not a regular file (a folder, a broken link or a device); "
+                            "expected a CIFAR-10 python batch")
         if p.is_file():
             try:
                 out[name] = (str(p), p.read_bytes())
@@ -89,19 +141,50 @@ def _members_from_folder(folder: Path) -> dict[str, tuple[str, bytes]]:
     return out
 
 
+_DECOMPRESS = ((b"\x1f\x8b", gzip.decompress), (b"BZh", bz2.decompress),
+               (b"\xfd7zXZ\x00", lzma.decompress))
+
+
 def _members_from_archive(path: Path) -> dict[str, tuple[str, bytes]]:
-    out = {}
+    """The batches of a .tar[.gz|.bz2|.xz], decompressed whole first (so the compressed
+    stream's checksum is checked) and refused if the tar ends early."""
+    def bad(what: str) -> DataError:
+        return DataError(f"{path}: {what}; expected cifar-10-python.tar.gz")
     try:
-        with tarfile.open(path, "r:*") as tar:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read the file ({exc.strerror or exc})") from None
+    for magic, decompress in _DECOMPRESS:
+        if raw.startswith(magic):
+            try:
+                raw = decompress(raw)
+            except Exception as exc:
+                raise bad(f"corrupt or truncated compressed archive ({type(exc).__name__}: "
+                          f"{str(exc)[:200]})") from None
+            break
+    out: dict[str, tuple[str, bytes]] = {}
+    try:
+        with tarfile.open(fileobj=io.BytesIO(raw), mode="r:") as tar:
             for info in tar:
                 m = _BATCH.search(info.name)
-                if m and info.isfile():
-                    f = tar.extractfile(info)
-                    if f is not None:
-                        out[m.group(1)] = (f"{path}:{info.name}", f.read())
+                if not m:
+                    continue
+                if not info.isfile():
+                    raise bad(f"member {info.name} is a link or folder, not a file")
+                if m.group(1) in out:
+                    raise bad(f"two members named {m.group(1)} ({out[m.group(1)][0]} and "
+                              f"{info.name})")
+                f = tar.extractfile(info)
+                assert f is not None
+                out[m.group(1)] = (f"{path}:{info.name}", f.read())
+            end = tar.offset
+    except DataError:
+        raise
     except (tarfile.TarError, OSError, EOFError) as exc:
-        raise DataError(f"{path}: corrupt or unreadable archive ({type(exc).__name__}: "
-                        f"{str(exc)[:100]}); expected cifar-10-python.tar.gz") from None
+        raise bad(f"corrupt or unreadable archive ({type(exc).__name__}: "
+                  f"{str(exc)[:200]})") from None
+    if raw[end:end + 1024] != bytes(1024):
+        raise bad("the archive ends without tar's end marker (truncated)")
     return out
 
 
@@ -129,9 +212,20 @@ def read(path: Path) -> dict[str, np.ndarray]:
 
 def write_batch(path: Path, images: np.ndarray, labels, label: str = "batch") -> None:
     """Write one batch in the python-version format (Python 2 style bytes keys), for tests and
-    for users making a small CIFAR-like dataset."""
-    x = np.ascontiguousarray(np.asarray(images, dtype=np.uint8).reshape(len(images), 3072))
-    d = {b"batch_label": label.encode(), b"labels": [int(v) for v in labels], b"data": x,
+    for users making a small CIFAR-like dataset: images (N, 3072) or (N, 3, 32,32) whole
+    numbers 0-255 (channels first), labels N whole numbers 0-9."""
+    a = np.asarray(images)
+    y = np.asarray(labels)
+    if a.ndim not in (2, 4) or a.shape[1:] not in ((3072,), (3, 32, 32)) or not len(a):
+        raise DataError(f"write_batch: images of shape {a.shape}; expected (N, 3072) or "
+                        "(N, 3, 32, 32) channels first, N >= 1")
+    if a.dtype.kind not in "iu" or a.min() < 0 or a.max() > 255:
+        raise DataError("write_batch: images must be whole numbers 0-255 (uint8 pixels), "
+                        f"got dtype {a.dtype}")
+    if y.shape != (len(a),) or y.dtype.kind not in "iu" or y.min() < 0 or y.max() > 9:
+        raise DataError(f"write_batch: labels must be {len(a)} whole numbers 0-9")
+    x = np.ascontiguousarray(a.astype(np.uint8).reshape(len(a), 3072))
+    d = {b"batch_label": label.encode(), b"labels": [int(v) for v in y], b"data": x,
          b"filenames": [f"{i}.png".encode() for i in range(len(x))]}
     with open(path, "wb") as f:
         pickle.dump(d, f, protocol=2)

@@ -388,7 +388,7 @@ def _idx_folder(folder: Path) -> Dataset:
         entries = sorted(p for p in folder.iterdir() if p.is_file())
     except OSError as exc:
         raise DataError(f"{folder}: cannot list the folder ({exc.strerror or exc}); expected a "
-                        "readable folder of MNIST IDX files") from None
+                        "readable folder of MNIST IDX files or CIFAR-10 batches") from None
     files = {}
     for key, stem in _IDX_FILES.items():
         hits = [p for p in entries if p.name.startswith(stem)]
@@ -425,8 +425,8 @@ def load(path: str | os.PathLike | None) -> Dataset:
     if path is None:
         return digits()
     if not str(path).strip():
-        raise DataError("the data path is empty; give an .npz file or an MNIST folder (or "
-                        "leave --data out for the built-in digits)")
+        raise DataError("the data path is empty; give an .npz file, an MNIST or CIFAR-10 "
+                        "folder (or leave --data out for the built-in digits)")
     p = Path(path)
     try:
         exists, is_dir, is_file = p.exists(), p.is_dir(), p.is_file()
@@ -435,10 +435,20 @@ def load(path: str | os.PathLike | None) -> Dataset:
     if not exists:
         raise DataError(f"no such data file: {p}")
     if is_dir:
-        return _cifar(p) if cifar.is_cifar_folder(p) else _idx_folder(p)
+        if cifar.is_cifar_folder(p):
+            try:
+                idx = sorted(q.name for q in p.iterdir() if _IDX_NAME.search(q.name))
+            except OSError:
+                idx = []
+            if idx:
+                raise DataError(f"{p}: holds both CIFAR-10 batches and MNIST IDX files "
+                                f"({', '.join(idx[:2])}); which one is meant is ambiguous: "
+                                "keep one dataset per folder")
+            return _cifar(p)
+        return _idx_folder(p)
     if not is_file:
-        raise DataError(f"{p}: not a regular file or folder; expected an .npz or a folder of MNIST "
-                        "IDX files")
+        raise DataError(f"{p}: not a regular file or folder; expected an .npz, a folder of MNIST "
+                        "IDX files or CIFAR-10 batches, or cifar-10-python.tar.gz")
     if p.suffix.lower() == ".npz":
         return _read_npz(p)
     if _IDX_NAME.search(p.name.removesuffix(".gz")):

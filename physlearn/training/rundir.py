@@ -239,7 +239,18 @@ def differences(saved: dict, now: dict) -> list[str]:
     if saved.get("given_sha256") != now.get("given_sha256"):
         out.append("given arrays (the model's data file holds other values now)")
     a, b = saved.get("config", {}), now.get("config", {})
+    # settings left at their defaults are not stored (runs saved before they existed resume)
+    shown = {"schedule": "'constant'", "random_crop": "0", "random_flip": "False"}
     for k in sorted(set(a) | set(b)):
         if a.get(k) != b.get(k):
-            out.append(f"{k} (was {a.get(k)!r}, now {b.get(k)!r})")
+            was, now_ = (repr(v[k]) if k in v else shown.get(k, "None") for v in (a, b))
+            if k == "schedule_epochs":
+                out.append(f"--epochs for the cosine schedule (was {was}, now {now_}: the "
+                           "schedule's length is part of the run)")
+            elif isinstance(a.get(k), dict) and isinstance(b.get(k), dict):
+                for j in sorted(set(a[k]) | set(b[k])):
+                    if a[k].get(j) != b[k].get(j):
+                        out.append(f"{k} {j} (was {a[k].get(j)!r}, now {b[k].get(j)!r})")
+            else:
+                out.append(f"{k} (was {was}, now {now_})")
     return out

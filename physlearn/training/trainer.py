@@ -179,6 +179,17 @@ class Trainer:
             raise options.OptionError(f"{cfg.algorithm} moves the weights during the nudged phase "
                                       "with plain SGD steps; use --optimizer sgd without "
                                       "--weight-decay")
+        if self.algorithm.updates_params_itself and cfg.schedule != "constant":
+            raise options.OptionError(f"{cfg.algorithm} moves the weights during the nudged phase "
+                                      "at the plain rates; --schedule cosine would scale only "
+                                      "the final step: use --schedule constant")
+        precision = setup.relax_cfg.precision if hasattr(setup, "relax_cfg") else "float32"
+        if precision != "float32" and (self.algorithm.updates_params_itself
+                                       or registry.entries()[cfg.algorithm].cls.complex_states):
+            raise options.OptionError(f"--relax-precision {precision} applies to real-valued "
+                                      f"relaxations run by the relaxer; {cfg.algorithm} steps its "
+                                      "nudged phase itself (or relaxes complex states): use "
+                                      "--relax-precision float32")
         momentum = 0.9 if cfg.momentum is None else cfg.momentum
         steps = cfg.epochs * max(1, len(self.data.x_train) // cfg.batch_size)
         self.opt = optim.build(cfg.optimizer, self.lrs, momentum, cfg.weight_decay,
@@ -188,7 +199,7 @@ class Trainer:
             raise options.OptionError(
                 "--random-crop/--random-flip need an image input (its last two axes are "
                 f"height and width); {self.model.name}'s input is "
-                f"{self.feed.x_name}{list(self.feed_shape())}")
+                f"{self.feed.x_name}[{', '.join(self.gen.INFO.inputs[self.feed.x_name])}]")
         self.parallel = DataParallel(cfg.devices, cfg.batch_size) if cfg.devices > 1 else None
         self.dtype = jnp.float64 if cfg.x64 else jnp.float32
         self.out = Path(cfg.out)

@@ -22,6 +22,7 @@ class HolomorphicEP(EquilibriumAlgorithm):
     beta: float = 0.5
     n: int = 4
     description = "Holomorphic EP: complex nudges on a circle"
+    complex_states = True
     rank = 11
     reads = frozenset({"beta", "holomorphic_n"})
 
