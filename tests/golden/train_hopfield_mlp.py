@@ -1003,6 +1003,7 @@ class Algorithm(abc.ABC):
     name: str = ""  # set by the registry: one class may serve several names
     description: ClassVar[str] = ""
     updates_params_itself: ClassVar[bool] = False  # continual EP applies its own steps
+    complex_states: ClassVar[bool] = False  # relaxes complex states (holomorphic EP)
     rank: ClassVar[int] = 50  # where it is listed: the paper's rule first, references last
     # the user-facing Settings fields the algorithm reads; giving any other is refused
     # rather than silently ignored (most algorithms take a finite nudge, beta)
