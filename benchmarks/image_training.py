@@ -8,6 +8,8 @@ ep-centered vs bptt. Examples:
   python benchmarks/image_training.py --epochs 3
   python benchmarks/image_training.py --model models/hopfield_mlp.phl \\
       --algorithms ep-centered --precisions float32,bfloat16 --epochs 6
+  python benchmarks/image_training.py --epochs 10 \\
+      --model models/dhn_1block.phl,models/ffebm2.phl,models/ffebm4.phl   # ff-EBM splits
 """
 
 import argparse
@@ -46,7 +48,8 @@ def run(model, ds, algorithm, precision, args):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--model", default=str(ROOT / "models" / "pcnn.phl"))
+    ap.add_argument("--model", default=str(ROOT / "models" / "pcnn.phl"),
+                    help="a model file, or several separated by commas")
     ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "mnist5k.npz"))
     ap.add_argument("--algorithms", default="ep-centered,bptt")
     ap.add_argument("--precisions", default="float32")
@@ -56,24 +59,29 @@ def main():
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--train-limit", type=int)
     args = ap.parse_args()
-    model = physlearn.load(args.model)
+    models = [physlearn.load(m) for m in args.model.split(",")]
     ds = load(args.data).limit(args.train_limit)
-    print(f"{model.name} on {ds.name} ({len(ds.x_train)} train / {len(ds.x_test)} test), "
-          f"{args.epochs} epochs, batch {args.batch_size}, seed {args.seed}, the model's learn "
-          f"and relax lines; jax {jax.__version__} on {jax.devices()[0].device_kind} "
-          f"({platform.processor() or platform.machine()})", flush=True)
+    print(f"{', '.join(m.name for m in models)} on {ds.name} ({len(ds.x_train)} train / "
+          f"{len(ds.x_test)} test), {args.epochs} epochs, batch {args.batch_size}, seed "
+          f"{args.seed}, the model's learn and relax lines; jax {jax.__version__} on "
+          f"{jax.devices()[0].device_kind} ({platform.processor() or platform.machine()})",
+          flush=True)
     table = []
     t0 = time.perf_counter()
-    for alg in args.algorithms.split(","):
-        for precision in args.precisions.split(","):
-            rows = run(model, ds, alg, precision, args)
-            accs, secs = [r[0] for r in rows], [r[1] for r in rows]
-            table.append((alg, precision, accs, float(np.median(secs[1:] or secs))))
-    print("\n| algorithm | relaxation | test acc by epoch | final | s/epoch (median, 2..) |")
-    print("|---|---|---|---|---|")
-    for alg, precision, accs, sec in table:
-        print(f"| {alg} | {precision} | {' '.join(f'{a:.4f}' for a in accs)} | {accs[-1]:.4f} "
-              f"| {sec:.1f} |")
+    for model in models:
+        print(model.name, flush=True)
+        for alg in args.algorithms.split(","):
+            for precision in args.precisions.split(","):
+                rows = run(model, ds, alg, precision, args)
+                accs, secs = [r[0] for r in rows], [r[1] for r in rows]
+                table.append((model.name, alg, precision, accs,
+                              float(np.median(secs[1:] or secs))))
+    print("\n| model | algorithm | relaxation | test acc by epoch | final | s/epoch (median, "
+          "2..) |")
+    print("|---|---|---|---|---|---|")
+    for name, alg, precision, accs, sec in table:
+        print(f"| {name} | {alg} | {precision} | {' '.join(f'{a:.4f}' for a in accs)} | "
+              f"{accs[-1]:.4f} | {sec:.1f} |")
     print(f"total {time.perf_counter() - t0:.0f} s")
 
 

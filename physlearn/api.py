@@ -132,7 +132,7 @@ def gradient(problem: Problem, algorithm: str | Algorithm, params: dict, data: d
                           f"{', '.join(registry.names(problem.kind))}")
     alg.check(problem)
     problem.check_batch(params, data)
-    return alg.gradient(problem, params, data, key)
+    return problem.gradient(alg, params, data, key)
 
 
 def train(model: Model | str | Path, data: dict | str | Path | None = None, *,

@@ -92,12 +92,15 @@ def _tied(gen, params):
     return build
 
 
-def compare(gen, params, states, data) -> list[Comparison]:
+def compare(gen, params, states, data, ref=None) -> list[Comparison]:
+    """Generated derivatives of `gen` vs jax.grad of `ref`'s physics and cost (`ref`: a
+    reference build where detach(x) is stop_gradient(x); `gen` itself by default)."""
     P, C = gen.INFO.physics_name, gen.INFO.cost_name
     tie = _tied(gen, params)
+    base = ref or gen
     out = []
-    for fn, name, gs, gp in ((gen.physics, P, gen.grad_states, gen.grad_params),
-                             (gen.cost, C, gen.grad_cost_states, gen.grad_cost_params)):
+    for fn, name, gs, gp in ((base.physics, P, gen.grad_states, gen.grad_params),
+                             (base.cost, C, gen.grad_cost_states, gen.grad_cost_params)):
         ref_s = jax.grad(lambda s: fn(params, s, data).sum())(states)
         got_s = gs(params, states, data)
         for s in gen.INFO.states:
@@ -117,20 +120,21 @@ def compare(gen, params, states, data) -> list[Comparison]:
     if kind.velocities:
         out += _lagrangian_checks(gen, params, states, data)
     if kind.trajectory:
-        ref = jax.grad(lambda s: gen.physics(params, s, data).sum())(states)
+        ref = jax.grad(lambda s: base.physics(params, s, data).sum())(states)
         got = gen.hamilton(params, states, data)
         for p, q in gen.INFO.conjugate.items():
             out.append(Comparison(f"d{q}/dt", rel_err(got[q], ref[p])))
             out.append(Comparison(f"d{p}/dt", rel_err(got[p], -ref[q])))
+    if hasattr(gen, "grad_inputs"):  # RHEL's input gradients, a block's in a chain
         inputs = {k: v for k, v in data.items() if k in gen.INFO.inputs}
-        ref_u = jax.grad(lambda u: gen.physics(params, states, {**data, **u}).sum())(inputs)
+        ref_u = jax.grad(lambda u: base.physics(params, states, {**data, **u}).sum())(inputs)
         got_u = gen.grad_inputs(params, states, data)
         for u in gen.INFO.inputs:
             out.append(Comparison(f"d{P}/d{u}", rel_err(got_u[u], ref_u[u])))
     if kind.flows:
         beta = 0.37
-        ref = jax.grad(lambda s: (gen.physics(params, s, data)
-                                  + beta * gen.cost(params, s, data)).sum())(states)
+        ref = jax.grad(lambda s: (base.physics(params, s, data)
+                                  + beta * base.cost(params, s, data)).sum())(states)
         got = gen.dynamics(params, states, data, beta)
         for s in gen.INFO.states:
             out.append(Comparison(f"d{s}/dt", rel_err(got[s], -ref[s])))
@@ -182,6 +186,12 @@ def bind_open_dims(model, dims: dict[str, int] | None = None) -> dict[str, int]:
     return bound
 
 
+def uses_detach(d) -> bool:
+    from .symbolic.functions import detach
+    return any(e.has(detach) for e in [d.physics, d.cost] + [
+        x for _, x in d.raw_intermediates.values()])
+
+
 def check(model, dims: dict[str, int] | None = None, seed: int = 0, trials: int = 3,
           batch: int = 3) -> list[Comparison]:
     """Worst relative error per quantity over `trials` random points, in float64.
@@ -205,6 +215,14 @@ def check(model, dims: dict[str, int] | None = None, seed: int = 0, trials: int 
         dims = G.bind(model.spec, arrays, dims, str(G.data_path(model.spec)))
         meshes = {k: v for k, v in arrays.items() if model.spec.role(k) == "index"}
     bound = bind_open_dims(model, dims)
+    if model.spec.blocks:  # a chain: each block's derivatives at the chain's sizes
+        gen = model.compile(bound)
+        out = []
+        for name, ref in model.spec.blocks.items():
+            sizes = {d: gen.INFO.dims[c] for d, c in ref.dims.items()}
+            out += [Comparison(f"{name}: {c.quantity}", c.rel_err)
+                    for c in check(ref.model, sizes, seed, trials, batch)]
+        return out
     try:
         gen = model.compile(bound, given=False)
     except ModelError as err:
@@ -214,10 +232,19 @@ def check(model, dims: dict[str, int] | None = None, seed: int = 0, trials: int 
                 f"{k} = {v}" for k, v in chosen.items()) + ", which do not fit this window: "
                 "pass sizes that do, e.g. --dim " + next(iter(chosen)) + "=N")
         raise
+    ref = None
+    if uses_detach(model.derivation):  # autodiff must see detach(x) as a constant too
+        from pathlib import Path
+
+        from .codegen.loader import load_source
+        from .codegen.module import generate
+        ref = load_source(generate(model.derivation, bound, Path(model.spec.filename).name,
+                                   reference=True), model.spec.name + "_reference")
     worst: dict[str, float] = {}
     with jax.enable_x64(True):
         rng = np.random.default_rng(seed)
         for _ in range(trials):
-            for c in compare(gen, *random_point(gen, rng, batch, meshes)):
+            params, states, data = random_point(gen, rng, batch, meshes)
+            for c in compare(gen, params, states, data, ref=ref):
                 worst[c.quantity] = max(worst.get(c.quantity, 0.0), c.rel_err)
     return [Comparison(q, e) for q, e in worst.items()]

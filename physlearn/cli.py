@@ -220,17 +220,33 @@ def cmd_gradcheck(args) -> int:
     registry.refuse_unread(args.algorithm, given)
     entry = registry.entries().get(args.algorithm)
     nudged = entry is not None and "beta" in entry.cls.reads
-    rows, gdu, info = gradcheck.run(
-        model, args.algorithm, beta, dims=_dims(args.dim), x64=args.x64, batch=args.batch,
-        seed=args.seed, free_steps=args.free_steps, nudged_steps=args.nudged_steps,
-        relax_overrides={"dt": args.dt}, holomorphic_n=args.holomorphic_n)
     settings = f" (beta {beta:g})" if nudged else ""
-    print(f"{model.name}: {args.algorithm}{settings} vs implicit differentiation at the "
-          f"free fixed point and BPTT; {info['dtype']}, batch {info['batch']}, "
-          f"{info['free_steps']} free / {info['nudged_steps']} nudged steps, free residual "
-          f"{info['residual']:.1e}")
+    if kind.chain:
+        if args.holomorphic_n is not None:
+            raise UsageError("--holomorphic-n does not apply to a chain of blocks")
+        rows, info = gradcheck.run_chain(
+            model, args.algorithm, beta, dims=_dims(args.dim), x64=args.x64,
+            batch=args.batch, seed=args.seed, free_steps=args.free_steps,
+            nudged_steps=args.nudged_steps, relax_overrides={"dt": args.dt})
+        gdu: list = []
+        print(f"{model.name}: a chain of {len(info['blocks'])} blocks, {args.algorithm}"
+              f"{settings} in every block vs implicit differentiation in every block (end "
+              f"to end, backprop between blocks) and BPTT; {info['dtype']}, batch "
+              f"{info['batch']}, {info['free_steps']} free / {info['nudged_steps']} nudged "
+              f"steps per block, largest free residual {info['residual']:.1e}")
+    else:
+        rows, gdu, info = gradcheck.run(
+            model, args.algorithm, beta, dims=_dims(args.dim), x64=args.x64,
+            batch=args.batch, seed=args.seed, free_steps=args.free_steps,
+            nudged_steps=args.nudged_steps, relax_overrides={"dt": args.dt},
+            holomorphic_n=args.holomorphic_n)
+        print(f"{model.name}: {args.algorithm}{settings} vs implicit differentiation at the "
+              f"free fixed point and BPTT; {info['dtype']}, batch {info['batch']}, "
+              f"{info['free_steps']} free / {info['nudged_steps']} nudged steps, free "
+              f"residual {info['residual']:.1e}")
     converged = bool(abs(info["residual"]) < (1e-6 if args.x64 else 1e-4))
-    solve_ok = info["implicit_residual"] < gradcheck.SOLVE_FLOOR[info["dtype"]]
+    solve_ok = info["implicit_residual"] is None or \
+        info["implicit_residual"] < gradcheck.SOLVE_FLOOR[info["dtype"]]
     if not solve_ok:
         left = info["implicit_residual"]
         left = (f"leaves a relative residual of {left:.1e}" if math.isfinite(left) else
@@ -283,7 +299,8 @@ def cmd_gradcheck(args) -> int:
                "min_cosine_bptt": _finite_or_none(min(r["cosine_bptt"] for r in rows)),
                "max_rel_err_bptt": _finite_or_none(max(r["rel_err_bptt"] for r in rows)),
                "dtype": info["dtype"], "free_residual": _finite_or_none(info["residual"]),
-               "implicit_residual": _finite_or_none(info["implicit_residual"]),
+               "implicit_residual": (None if info["implicit_residual"] is None else
+                                     _finite_or_none(info["implicit_residual"])),
                "beta_halved_change": (None if halved is None else _finite_or_none(halved)),
                "converged": converged}
     if gdu:

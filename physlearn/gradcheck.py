@@ -115,6 +115,70 @@ def run(model, algorithm: str, beta: float, *, dims=None, x64=True, batch=8, see
         return rows, gdu, info
 
 
+def chain_problem(model, gen, relax_overrides: dict, free: int | None, nudged: int | None,
+                  batch: int, x64: bool):
+    """A chain's problem with every block relaxed long (converged phases), its steps."""
+    from .learning.chain import BlockProblem, ChainProblem
+    from .training.setup import functions_used
+    blocks, steps = {}, {}
+    for name, ref in model.spec.blocks.items():
+        block_gen = ref.model.compile({d: gen.INFO.dims[c] for d, c in ref.dims.items()})
+        base = RelaxConfig.for_module(block_gen, **relax_overrides)
+        f = free or max(5 * base.free_steps, 100)
+        n = nudged or f
+        require_fits(block_gen, batch, 8 if x64 else 4, tape=f + n)
+        cfg = replace(base, free_steps=f, nudged_steps=n)
+        blocks[name] = BlockProblem(block_gen, Relaxer(block_gen, cfg), functions_used(ref.model))
+        steps[name] = (f, n)
+    return ChainProblem(gen, blocks, model), steps
+
+
+def run_chain(model, algorithm: str, beta: float, *, dims=None, x64=True, batch=8, seed=0,
+              free_steps=None, nudged_steps=None, relax_overrides=None, param_scale=1.0):
+    """A chain's gradient, the algorithm inside every block, against the same chain with
+    implicit differentiation in every block (end-to-end implicit differentiation) and
+    against BPTT through every relaxation. Returns (rows, info) like `run`."""
+    kind = model.derivation.kind
+    with jax.enable_x64(x64):
+        dtype = jnp.float64 if x64 else jnp.float32
+        gen = model.compile(dims)
+        overrides = {k: v for k, v in (relax_overrides or {}).items() if v is not None}
+        problem, steps = chain_problem(model, gen, overrides, free_steps, nudged_steps,
+                                       batch, x64)
+        key = jax.random.PRNGKey(seed)
+        consts, params = problem.initial_parameters(jax.random.fold_in(key, 0), dtype)
+        params = {**consts, **{k: v * param_scale for k, v in params.items()}}
+        data = random_batch(gen, jax.random.fold_in(key, 1), batch, dtype)
+        names = problem.param_names
+
+        def grad_of(name, b):
+            alg = registry.make(name, Settings(b), kind)
+            return jax.jit(lambda p, d: problem.gradient(alg, p, d, key))(params, data)
+
+        est, aux = grad_of(algorithm, beta)
+        residual = max(float(i.residual) for i in aux["infos"].values())
+        kinked = sorted(set().union(*(b.functions | _update_functions(ref.model)
+                                      for b, ref in zip(problem.blocks.values(),
+                                                        model.spec.blocks.values())))
+                        & PIECEWISE)
+        halved = None
+        if kinked and "beta" in registry.entries()[algorithm].cls.reads:
+            est_half, _ = grad_of(algorithm, beta / 2)
+            halved = max(rel_err(est[k], est_half[k]) for k in names)
+        exact, _ = grad_of("implicit", beta)
+        bptt, _ = grad_of("bptt", beta)
+        rows = [{"param": k, "cosine": cosine(est[k], exact[k]),
+                 "norm_ratio": norm_ratio(est[k], exact[k]), "rel_err": rel_err(est[k], exact[k]),
+                 "cosine_bptt": cosine(est[k], bptt[k]), "rel_err_bptt": rel_err(est[k], bptt[k])}
+                for k in names]
+        f, n = next(iter(steps.values()))
+        info = {"free_steps": f, "nudged_steps": n, "residual": residual,
+                "dtype": "float64" if x64 else "float32", "batch": batch,
+                "implicit_residual": None, "piecewise": kinked, "beta_halved_change": halved,
+                "gdu_twin": None, "blocks": steps}
+        return rows, info
+
+
 def _update_functions(model) -> frozenset:
     """Functions the update rules of a primitive model apply (hardsigmoid lowers to clip)."""
     import sympy as sp

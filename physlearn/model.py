@@ -30,6 +30,15 @@ class Model:
         return self.spec.name
 
     @property
+    def full_source(self) -> str:
+        """The model's text, followed by its blocks' texts for a chain: what a run's
+        fingerprint covers, so that an edited block file is noticed on resume."""
+        parts = [self.spec.source]
+        for name, ref in self.spec.blocks.items():
+            parts.append(f"\n# block {name} = {ref.path}\n{ref.model.full_source}")
+        return "".join(parts)
+
+    @property
     def derivation(self) -> Derivation:
         return _derive_cached(self.spec.source, self.spec.filename)
 
@@ -40,6 +49,9 @@ class Model:
 
     def report(self, latex: bool = False) -> str:
         """What `physlearn derive` prints."""
+        if self.spec.blocks:
+            from .symbolic.printing import chain_report
+            return chain_report(self.derivation, as_latex=latex)
         return report(self.derivation, as_latex=latex)
 
     def source(self, dims: dict[str, int] | None = None) -> str:
@@ -52,6 +64,10 @@ class Model:
             from . import given as G
             dims = G.bind(spec, G.load(spec), dims, str(G.data_path(spec)))
         try:
+            if self.spec.blocks:
+                from .codegen.chain_module import generate_chain
+                return generate_chain(self.derivation,  # type: ignore[arg-type]
+                                      dims, Path(self.spec.filename).name)
             return generate(self.derivation, dims, Path(self.spec.filename).name)
         except ModelError as err:
             raise err.located(self.spec.source, self.spec.filename) from None
@@ -188,7 +204,11 @@ def _check_cached(text: str, filename: str) -> ModelSpec:
 
 @functools.lru_cache(maxsize=64)
 def _derive_cached(text: str, filename: str) -> Derivation:
-    return derive(_check_cached(text, filename))
+    spec = _check_cached(text, filename)
+    if spec.blocks:
+        from .symbolic.blocks import derive_chain
+        return derive_chain(spec)  # type: ignore[return-value]
+    return derive(spec)
 
 
 def content_hash(text: str) -> str:

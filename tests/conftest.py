@@ -47,7 +47,8 @@ def write_model(tmp_path):
 
 # Zoo models sized for real datasets, run here at a few channels per layer: the checks are
 # about the maths, which does not depend on the width (test_codegen still emits them whole).
-SHRUNK = {"cifar_convnet": {"c1": 6, "c2": 5, "c3": 4, "c4": 3}}
+SHRUNK = {"cifar_convnet": {"c1": 6, "c2": 5, "c3": 4, "c4": 3},
+          "cifar_convnet_asym": {"c1": 6, "c2": 5, "c3": 4, "c4": 3}}
 
 
 def test_dims(path) -> dict:

@@ -184,11 +184,13 @@ def _expression_nodes(module: ast.Module):
             yield from _nodes(body)
 
 
-def corruptions(text: str, seed: int) -> list[tuple[str, str, bool]]:
-    """(kind, corrupted text, must_fail) for one valid model."""
+def corruptions(text: str, seed: int, filename: str = "<string>"
+                ) -> list[tuple[str, str, bool]]:
+    """(kind, corrupted text, must_fail) for one valid model (a chain's blocks are found
+    relative to `filename`)."""
     rng = random.Random(seed)
     module = parse(text)
-    spec = physlearn.loads(text).spec
+    spec = physlearn.loads(text, filename).spec
     exprs = list(_expression_nodes(module))
     refs = []  # spans of names used in expressions
     for n in exprs:
@@ -246,11 +248,12 @@ def test_corruptions_give_positioned_errors(model: Path):
         physlearn.loads(text, str(model))
     except ModelError as err:  # pragma: no cover - the model zoo is tested elsewhere
         pytest.skip(f"{model.name} itself does not load: {err.code}")
-    cases = corruptions(text, seed=20240601 + len(text))
+    cases = corruptions(text, seed=20240601 + len(text), filename=str(model))
     assert len(cases) >= 40
     failures = []
     for n, (kind, bad, must_fail) in enumerate(cases):
-        name = f"{model.stem}-{kind}-{n}.phl"
+        # beside the model, so that a chain's block files resolve as they do for it
+        name = str(model.parent / f"{model.stem}-{kind}-{n}.phl")
         try:
             loaded = physlearn.loads(bad, name)
             loaded.derivation  # noqa: B018 - derivation may crash on what the checker let by

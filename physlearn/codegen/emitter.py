@@ -87,6 +87,7 @@ class Emitter:
         self.periodic: set[str] = set()  # dims whose shifted reads wrap around
         self.fills: dict[str, str] = {}  # variable -> code of its boundary value
         self.shapes: dict[str, tuple] = {}  # variable -> the dims of its axes
+        self.stop_gradient = False  # detach(x) as jax.lax.stop_gradient(x) (check's reference)
 
     # --------------------------------------------------------------- utilities
     def assign(self, name_hint: str, a: Arr) -> Arr:
@@ -1010,9 +1011,13 @@ class Emitter:
             return self._cached(e, lambda: Arr(
                 f"jax.nn.logsumexp({inner.code}, axis={axis})", out), "lse")
         args = [self.emit(a) for a in e.args]
+        if isinstance(e, F.detach) and not self.stop_gradient:
+            return args[0]  # its value is its argument's
         axes = self.order([a.axes for a in args])
         codes = [self.align(a, axes) if a.axes else a.code for a in args]
-        if isinstance(e, F.PhysFunction):
+        if isinstance(e, F.detach):
+            code = f"jax.lax.stop_gradient({codes[0]})"
+        elif isinstance(e, F.PhysFunction):
             template = e.jax
             name = F.code_name(type(e).__name__)
             if name in F.HELPERS:

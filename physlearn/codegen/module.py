@@ -33,13 +33,16 @@ class ModuleWriter:
             self.local[g] = pyname(g)
         self.helpers: set[str] = set()
         self.user_functions: dict[str, type] = {}
+        self.reference = False  # detach(x) as stop_gradient in physics and cost (check)
+        self._raw = False  # the function being written reads the unstripped intermediates
 
     # ----------------------------------------------------------------- helpers
     def emitter(self) -> Emitter:
         em = Emitter(self.batched, dict(self.d.builder.index_dim), self.local)
         em.periodic = set(self.spec.periodic)
         em.shapes = {n: self.spec.shape(n) for n in self.spec.variables}
-        em.intermediates = self.d.intermediates
+        em.intermediates = self.d.raw_intermediates if self._raw else self.d.intermediates
+        em.stop_gradient = self._raw
         em.dim_values = dict(self.dims)
         em.intermediate_dims = {n: self.spec.lets[n.split("/d")[-1]][1]
                                 for n in self.d.intermediates}
@@ -51,15 +54,19 @@ class ModuleWriter:
                                else repr(float(b)))
         return em
 
-    def _unpack(self, em: Emitter, kinds=("params", "states", "data")) -> list[str]:
+    def _groups(self) -> dict[str, list[str]]:
+        """The dicts a generated function reads its arrays from, and what each holds."""
         spec = self.spec
-        groups = {
+        return {
             "params": [n for n in spec.variables if spec.role(n) in ("param", "const", "index")],
             "states": spec.names("state"),
             "data": spec.names("input") + spec.names("target"),
         }
+
+    def _unpack(self, em: Emitter) -> list[str]:
+        groups = self._groups()
         out = []
-        for group in kinds:
+        for group in groups:
             names = [n for n in groups[group] if n in em.used]
             if names:
                 lhs = ", ".join(self.local[n] for n in names)
@@ -243,10 +250,11 @@ class ModuleWriter:
         self._collect_functions(em)
         em.used -= {gradient_base(spec.physics.name, s).name for s in spec.names("state")}
         pre = ["g = grad_states(params, states, data)",
-               "gc = grad_cost_states(params, states, data)"]
+               "gc = grad_cost_states(params, states, data) if nudge is None else nudge"]
         doc = (f"One synchronous step s <- f(d{d.physics_name}/ds - beta d{d.cost_name}/ds) "
-               "for every state.")
-        return self.function("update", "params, states, data, beta=0.0", doc,
+               f"for every state.\n\n    `nudge`, if given, stands for d{d.cost_name}/ds (a "
+               "block in a chain is nudged by the gradient arriving from downstream).")
+        return self.function("update", "params, states, data, beta=0.0, nudge=None", doc,
                               pre + self._unpack(em) + em.lines, "{" + ", ".join(outs) + "}")
 
     # ------------------------------------------------------------------- module
@@ -352,10 +360,14 @@ class ModuleWriter:
         P, C = d.physics_name, d.cost_name
         fns = []
         what = d.kind.describe(d)
+        from ..symbolic.functions import strip_detach
+        self._raw = self.reference
+        value = (lambda e: e) if self.reference else strip_detach
         fns.append(self.scalar_function(
-            "physics", d.physics, f"The {what} of each example, shape (batch,)."))
-        fns.append(self.scalar_function("cost", d.cost, f"The cost {C} of each example, "
-                                                        "shape (batch,)."))
+            "physics", value(d.physics), f"The {what} of each example, shape (batch,)."))
+        fns.append(self.scalar_function("cost", value(d.cost), f"The cost {C} of each "
+                                                               "example, shape (batch,)."))
+        self._raw = False
         fns.append(self.grad_states_function(
             "grad_states", d.state_gradients, f"d{P}/ds for every state s, per example."))
         fns.append(self.grad_params_function(
@@ -509,8 +521,10 @@ def wrap_line(line: str, width: int = 99) -> list[str]:
 
 
 def generate(d: Derivation, dims: dict[str, int] | None = None,
-             source_name: str = "<model>") -> str:
-    """The module source for `d`, with every dim bound (from the file or `dims`)."""
+             source_name: str = "<model>", reference: bool = False) -> str:
+    """The module source for `d`, with every dim bound (from the file or `dims`).
+    `reference`: physics and cost read detach(x) as jax.lax.stop_gradient(x), so that
+    autodiff of them is what the derived rules claim (for `physlearn check`)."""
     bound = dict(d.spec.dims)
     for k, v in (dims or {}).items():
         if k not in bound:
@@ -523,4 +537,6 @@ def generate(d: Derivation, dims: dict[str, int] | None = None,
         raise ModelError("E221", f"dim {missing[0]} has no value", hint=f"bind it, e.g. "
                          f"--dim {missing[0]}=100 (or dims={{'{missing[0]}': 100}} in Python)")
     check_windows(d.builder, bound)
-    return ModuleWriter(d, bound, source_name).write()
+    writer = ModuleWriter(d, bound, source_name)
+    writer.reference = reference
+    return writer.write()

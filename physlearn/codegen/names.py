@@ -21,7 +21,7 @@ def _runtime_names() -> set[str]:
 
 def pyname(name: str) -> str:
     name = (name.replace("'", "_prime").replace("/", "_").replace("+", "_plus")
-            .replace("-", "_minus"))
+            .replace("-", "_minus").replace(".", "_"))
     if keyword.iskeyword(name) or name in _MODULE_NAMES or name in _runtime_names():
         return name + "_"
     return name

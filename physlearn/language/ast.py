@@ -200,6 +200,23 @@ class DataFile(Node):
 
 
 @dataclass(frozen=True)
+class BlockArg(Node):
+    """`u = u1` (a block input bound to an array) or `n = 256` (a block dim's size)."""
+
+    key: str
+    value: str | int
+
+
+@dataclass(frozen=True)
+class BlockDef(Node):
+    """`block B1 = "layer.phl"(u = u1, n = 256)`: another file's energy block in a chain."""
+
+    name: str
+    path: str
+    args: tuple[BlockArg, ...]
+
+
+@dataclass(frozen=True)
 class Module(Node):
     name: str | None
     doc: str | None

@@ -4,7 +4,7 @@
 ELEMENTWISE = {
     "clip": 3, "hardsigmoid": 1, "sigmoid": 1, "tanh": 1, "relu": 1, "softplus": 1,
     "exp": 1, "log": 1, "logcosh": 1, "abs": 1, "sqrt": 1, "sin": 1, "cos": 1, "step": 1,
-    "square": 1,
+    "square": 1, "detach": 1,
 }
 
 # Whole-tensor functions: arguments are bare names of equal shape; result is a scalar.

@@ -25,7 +25,7 @@ NAME_OPTIONS = {"nudging", "optimizer", "boundary", "scan", "pool"}  # a word, e
 
 KEYWORD_NAMES = {"model", "dim", "input", "target", "state", "param", "const", "def", "let",
                  "energy", "primitive", "hamiltonian", "lagrangian", "update", "cost", "learn",
-                 "relax", "sum", "periodic", "boundary", "stack",
+                 "relax", "sum", "periodic", "boundary", "stack", "block",
                  "logsumexp", "symmetric", "nonnegative", "init", "conjugate", "final", "to",
                  "beta",  # the EP nudging strength
                  "index", "in", "max", "min", "mean", "data"}
@@ -52,11 +52,12 @@ class ModelSpec:
     index_dims: dict[int, str] = field(default_factory=dict)  # id(Reduction index Name) -> dim
     periodic: set[str] = field(default_factory=set)  # dims whose index arithmetic wraps
     data_file: ast.DataFile | None = None  # `data "mesh.npz"`: the given arrays' file
+    blocks: dict = field(default_factory=dict)  # a chain's blocks: name -> blocks.BlockRef
 
     @property
     def kind(self) -> PhysicsKind:
         """The physics block's kind (its class decides checks, derivations and code)."""
-        return KINDS[self.physics.kind]
+        return KINDS["chain" if self.blocks else self.physics.kind]
 
     def given(self) -> list[str]:
         """Names whose values come with the data: index arrays and `init = data`."""
@@ -98,6 +99,18 @@ class Checker:
         self._check_directives()
         top = self.m.span
         end = Span(top.line, top.column, top.line, top.column + 1)  # the model's first line
+        if sp.blocks:
+            from .blocks import check_chain
+            check_chain(self)
+            if sp.cost is None:
+                raise self.error("E209", "the chain has no `cost`", end,
+                                 "add e.g. `cost C = squared_error(B2.o, y)`")
+            self._in_cost = True
+            try:
+                self._check_expr_scalar(sp.cost.body, "cost")
+            finally:
+                self._in_cost = False
+            return sp
         if sp.physics is None:
             raise self.error("E208", "the model has no `energy`, `primitive`, `hamiltonian` or "
                              "`lagrangian` block", end, "add `energy E = ...` (gradient-flow "
@@ -277,7 +290,15 @@ class Checker:
                                  f"`let {d.name}[{', '.join(names + [idx])}]`")
         self.spec.lets[d.name] = (d, tuple(free[i][0] for i in names))
 
+    def _BlockDef(self, b: ast.BlockDef):
+        from .blocks import check_block
+        self.spec.blocks[b.name] = check_block(self, b)
+
     def _Physics(self, p: ast.Physics):
+        if self.spec.blocks:
+            raise self.error("E230", "a chain file has no physics block of its own: its "
+                             "energy is in its blocks", p.span,
+                             f"move `{p.kind} {p.name}` into a block file")
         if self.spec.physics is not None:
             raise self.error("E216", f"a second physics block `{p.kind} {p.name}`", p.span,
                              "a model has exactly one `energy`, `primitive`, `hamiltonian` or "

@@ -142,4 +142,7 @@ CODES = {
     "E228": "index whose range is unknown (read only inside windows: give it `i in <dim>`)",
     "E229": "bad index array (not declared `index ... in <dim>`, pointing into another dim, "
             "or used as a value)",
+    "E230": "bad block or chain (a block that is not an energy or primitive model, an input "
+            "left unbound or bound to an array of another shape, a physics block, state or "
+            "relax line in a chain)",
 }

@@ -184,6 +184,12 @@ class _ToAst(Transformer):
     def indexed(self, meta, c):
         return ast.Indexed(_span(meta), str(c[0]), tuple(c[1:]), _tok_span(c[0]))
 
+    def block_name(self, meta, c):  # `B1.h`: a block's state, one dotted name
+        return ast.Name(_span(meta), f"{c[0]}.{c[1]}")
+
+    def block_indexed(self, meta, c):
+        return ast.Indexed(_span(meta), f"{c[0]}.{c[1]}", tuple(c[2:]), _span(meta))
+
     def call(self, meta, c):
         return ast.Call(_span(meta), str(c[0]), tuple(c[1:]), _tok_span(c[0]))
 
@@ -331,6 +337,18 @@ class _ToAst(Transformer):
         text = str(c[0])
         return ast.DataFile(_span(meta), text[3:-3] if text.startswith('"""') else text[1:-1])
 
+    def block_def(self, meta, c):
+        text = str(c[1])
+        path = text[3:-3] if text.startswith('"""') else text[1:-1]
+        return ast.BlockDef(_span(meta), str(c[0]), path,
+                            tuple(a for a in c[2:] if a is not None))
+
+    def block_bind(self, meta, c):
+        return ast.BlockArg(_span(meta), str(c[0]), str(c[1]))
+
+    def block_size(self, meta, c):
+        return ast.BlockArg(_span(meta), str(c[0]), int(c[1]))
+
     def energy_def(self, meta, c):
         return ast.Physics(_span(meta), "energy", str(c[0]), c[1])
 
@@ -376,7 +394,7 @@ class _ToAst(Transformer):
 # ------------------------------------------------------------------ syntax errors
 _STATEMENTS = ("dim", "input", "target", "state", "param", "const", "def", "let", "energy",
                "primitive", "hamiltonian", "lagrangian", "update", "cost", "learn", "relax",
-               "stack")
+               "stack", "block")
 _STATEMENT_TERMS = {k.upper() for k in _STATEMENTS}
 _OPERATORS = {"PLUS", "MINUS", "STAR", "SLASH", "CIRCUMFLEX", "__ANON_0"}
 _MODIFIERS = {"SYMMETRIC", "NONNEGATIVE", "INIT", "CONJUGATE", "BOUNDARY"}

@@ -45,6 +45,7 @@ class Algorithm(abc.ABC):
     description: ClassVar[str] = ""
     updates_params_itself: ClassVar[bool] = False  # continual EP applies its own steps
     complex_states: ClassVar[bool] = False  # relaxes complex states (holomorphic EP)
+    chains: ClassVar[bool] = False  # has a `block_gradient`: learns chains of energy blocks
     rank: ClassVar[int] = 50  # where it is listed: the paper's rule first, references last
     # the user-facing Settings fields the algorithm reads; giving any other is refused
     # rather than silently ignored (most algorithms take a finite nudge, beta)
@@ -85,11 +86,29 @@ class Algorithm(abc.ABC):
 
 
 class EquilibriumAlgorithm(Algorithm):
-    """Learns at the fixed points of `energy` and `primitive` models."""
+    """Learns at the fixed points of `energy` and `primitive` models (and, with a
+    `block_gradient`, inside every block of a chain)."""
 
     @classmethod
     def accepts(cls, kind: PhysicsKind) -> bool:
+        if kind.chain:
+            return cls.chains
         return not kind.trajectory
+
+    @classmethod
+    def refusal(cls, kind: PhysicsKind) -> str:
+        if kind.chain:
+            return ("a chain of energy blocks learns with an algorithm that has a backward "
+                    "pass per block (ep-centered, ep-positive, ep-negative, implicit) or "
+                    "with bptt")
+        return ""
+
+    def block_gradient(self, block: Any, params: Params, inputs: Batch, states: dict,
+                       nudge: dict) -> tuple[Params, dict]:
+        """One block's backward pass in a chain: (dL/dtheta as a batch mean, dL/du per
+        example times the batch size), given `nudge` = dL/ds* per example on the cost's
+        scale. Algorithms that set `chains = True` implement it."""
+        raise Unsupported(f"{self.name} has no backward pass for a block of a chain")
 
 
 class TrajectoryAlgorithm(Algorithm):

@@ -16,7 +16,7 @@ import numpy as np
 
 from ..dynamics.relax import Relaxer, RelaxInfo
 from .base import Batch, Params, Unsupported
-from .problem import Problem, first_bad, first_nonfinite
+from .problem import Problem, first_bad, first_nonfinite, hits
 
 HINT = ("try a smaller learning rate (--lr), a smaller step (--dt) or beta (--beta), or more "
         "relaxation steps")
@@ -89,14 +89,9 @@ class EquilibriumProblem(Problem):
 
     def summary(self, params, data, aux):
         s, info = aux["free_states"], aux["info"]
-        pred = self.predict(params, s, data)
-        target = next(iter(data[t] for t in self.gen.INFO.targets))
-        if pred is not None and pred.ndim == 2 and target.ndim == 2:
-            hits = jnp.sum(jnp.argmax(pred, -1) == jnp.argmax(target, -1))
-        else:
-            hits = jnp.asarray(0)
+        correct = hits(self.predict(params, s, data), data, self.gen.INFO.targets)
         finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(v)) for v in s.values()]))
-        return {"loss": self.loss(params, s, data), "hits": hits, "steps": info.steps,
+        return {"loss": self.loss(params, s, data), "hits": correct, "steps": info.steps,
                 "residual": info.residual, "finite": finite}
 
     def evaluate(self, params, data, labels):

@@ -52,6 +52,12 @@ class Problem(abc.ABC):
     def diagnose(self, params: Params, data: Batch, algorithm: Any, where: str) -> str:
         """Name the phase, step and variable where NaN/inf first appears on this batch."""
 
+    def gradient(self, algorithm: Any, params: Params, data: Batch, key: Any
+                 ) -> tuple[Params, dict]:
+        """The algorithm's estimate of dL/dtheta on this problem (a chain of blocks
+        runs it inside each block; everything else asks the algorithm directly)."""
+        return algorithm.gradient(self, params, data, key)
+
     def tie(self, g: Params) -> Params:
         """Autodiff's gradient in the derived rules' convention (symmetric pairs tied)."""
         return tied(self.gen, g)
@@ -132,6 +138,15 @@ def untied(gen: Any, g: Params) -> Params:
     """The inverse of `tied` for a symmetric G: the derivative by each entry on its own."""
     return {k: ((v + jnp.diag(jnp.diag(v))) / 2 if k in gen.INFO.symmetric else v)
             for k, v in g.items()}
+
+
+def hits(pred: Any, data: Batch, targets: Any) -> jax.Array:
+    """Correct predictions in a batch: argmax of the prediction vs argmax of the target
+    (0 when the cost names no vector output)."""
+    target = next(iter(data[t] for t in targets))
+    if pred is not None and pred.ndim == 2 and target.ndim == 2:
+        return jnp.sum(jnp.argmax(pred, -1) == jnp.argmax(target, -1))
+    return jnp.asarray(0)
 
 
 def first_bad(traj: dict) -> tuple[int, str] | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .base import PhysicsKind
+from .chain import Chain
 from .energy import Energy
 from .hamiltonian import Hamiltonian
 from .lagrangian import Lagrangian
@@ -10,7 +11,7 @@ from .primitive import Primitive
 from .trajectory import TrajectoryKind
 
 KINDS: dict[str, PhysicsKind] = {k.name: k for k in (Energy(), Primitive(), Hamiltonian(),
-                                                     Lagrangian())}
+                                                     Lagrangian(), Chain())}
 
 
 def kind_of(model) -> PhysicsKind:
@@ -19,5 +20,5 @@ def kind_of(model) -> PhysicsKind:
     return KINDS[name]
 
 
-__all__ = ["KINDS", "Energy", "Hamiltonian", "Lagrangian", "PhysicsKind", "Primitive",
+__all__ = ["KINDS", "Chain", "Energy", "Hamiltonian", "Lagrangian", "PhysicsKind", "Primitive",
            "TrajectoryKind", "kind_of"]

@@ -20,6 +20,7 @@ class PhysicsKind(abc.ABC):
 
     name: ClassVar[str]  # the keyword that opens the block
     trajectory: ClassVar[bool] = False  # integrates trajectories (leapfrog, RHEL, GLEP)
+    chain: ClassVar[bool] = False  # energy blocks of other files joined feed-forward
     # +1 when relaxation lowers the physics (E, H); -1 when it raises it (Phi = -E)
     sign: ClassVar[float] = 1.0
     learn: ClassVar[tuple[str, ...]]  # learning rules that fit, the default first
@@ -120,6 +121,24 @@ def no_trajectory_constructs(checker: Checker) -> None:
         raise checker.error("E224", "`cost final` belongs to `hamiltonian` and `lagrangian` "
                             "models (it scores the last state of a trajectory)", sp.cost.span,
                             "write `cost C = ...`")
+
+
+def derive_input_gradients(d: Derivation, grad) -> None:
+    """dP/du for every input u, per example: a block's backward pass in a chain of energy
+    blocks (ff-EBM) turns the contrast of these into dL/du."""
+    from ..symbolic.rules import Rule
+    P = d.physics_name
+    for u in d.spec.names("input"):
+        idx, g = grad(d.physics, u)
+        d.input_gradients[u] = Rule("input_gradient", f"d{P}/d{u}", u, idx, g)
+
+
+def equilibrium_functions(writer: ModuleWriter, nudge_doc: str) -> list[str]:
+    """`grad_inputs`, shared by the equilibrium kinds."""
+    d = writer.d
+    return [writer.grad_states_function(
+        "grad_inputs", d.input_gradients,
+        f"d{d.physics_name}/du for every input u, per example ({nudge_doc}).")]
 
 
 def no_update_rules(checker: Checker) -> None:

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from typing import ClassVar, final
 
-from .base import PhysicsKind, no_trajectory_constructs, no_update_rules, relax_options
+from .base import (
+    PhysicsKind,
+    derive_input_gradients,
+    equilibrium_functions,
+    no_trajectory_constructs,
+    no_update_rules,
+    relax_options,
+)
 
 
 @final
@@ -29,18 +36,23 @@ class Energy(PhysicsKind):
         d.dynamics[s] = Rule("dynamics", f"d{s}/dt", s, idx, -gradient,
                              note=f"gradient flow: -d{P}/d{s}")
 
+    def derive(self, d, grad, canon) -> None:
+        derive_input_gradients(d, grad)
+
     def emit(self, writer) -> list[str]:
         d = writer.d
         opts = relax_options(writer.spec)
         dt = float(opts.get("dt", 0.5))
         steps = int(opts.get("free_steps", 20))
         P, C = d.physics_name, d.cost_name
-        return [
+        return equilibrium_functions(writer, "a block's input gradient in a chain") + [
             writer.function(
-                "dynamics", "params, states, data, beta=0.0",
-                f"Gradient flow on {P} + beta {C}: ds/dt = -d{P}/ds - beta d{C}/ds.",
+                "dynamics", "params, states, data, beta=0.0, nudge=None",
+                f"Gradient flow on {P} + beta {C}: ds/dt = -d{P}/ds - beta d{C}/ds.\n\n    "
+                f"`nudge`, if given, stands for d{C}/ds (a block in a chain is nudged by the "
+                "gradient arriving from downstream).",
                 ["g = grad_states(params, states, data)",
-                 "gc = grad_cost_states(params, states, data)"],
+                 "gc = grad_cost_states(params, states, data) if nudge is None else nudge"],
                 "{s: -(g[s] + beta * gc[s]) for s in INFO.states}"),
             writer.function(
                 "vector_field", "t, y, args",

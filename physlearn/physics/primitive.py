@@ -5,7 +5,13 @@ from __future__ import annotations
 
 from typing import ClassVar, final
 
-from .base import PhysicsKind, no_trajectory_constructs, relax_options
+from .base import (
+    PhysicsKind,
+    derive_input_gradients,
+    equilibrium_functions,
+    no_trajectory_constructs,
+    relax_options,
+)
 
 
 @final
@@ -41,6 +47,7 @@ class Primitive(PhysicsKind):
         from ..symbolic.rules import Rule, free_indices
         spec, b = d.spec, d.builder
         P, C = d.physics_name, d.cost_name
+        derive_input_gradients(d, grad)
         for s, rule in spec.updates.items():
             idx0, rhs = b.update(rule)
             idx = free_indices(spec, len(idx0))
@@ -51,7 +58,7 @@ class Primitive(PhysicsKind):
 
     def emit(self, writer) -> list[str]:
         steps = int(relax_options(writer.spec).get("free_steps", 20))
-        return [
+        return equilibrium_functions(writer, "a block's input gradient in a chain") + [
             writer.update_function(),
             writer.runtime_call(
                 "relax", f"params, states, data, beta=0.0, steps={steps}",

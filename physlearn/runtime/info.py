@@ -14,7 +14,7 @@ class ModelInfo:
     """
 
     model: str  # the model's name
-    kind: str  # the physics: energy, primitive, hamiltonian or lagrangian
+    kind: str  # the physics: energy, primitive, hamiltonian, lagrangian or chain
     sign: float  # +1 when relaxation lowers the physics (E, H), -1 when it raises it (Phi)
     flows: bool  # states follow ds/dt = -dE/ds (the module has `dynamics`)
     relaxations: tuple  # the relaxation methods that fit, the default first
@@ -43,3 +43,4 @@ class ModelInfo:
     cost_final: bool = False  # the cost scores the final state only
     structure: dict | None = None  # separable, time_reversible, ...: True or False
     lagrangian_name: str | None = None
+    blocks: dict | None = None  # a chain's blocks: name -> file, dims, inputs, states

@@ -49,6 +49,19 @@ clip = _builtin("clip", 3, "jnp.clip({0}, {1}, {2})",
                 lambda a, i: (clip_prime(*a) if i == 1
                               else step(a[1] - a[0]) if i == 2 else step(a[0] - a[2])))
 
+# detach(x) is x with no derivative: derived rules see a constant there (an asymmetric
+# coupling, a target held still). Generated code reads it as x; a reference build for
+# `physlearn check` reads jax.lax.stop_gradient(x), so that autodiff agrees.
+detach = _builtin("detach", 1, "{0}", lambda a, i: sp.S.Zero)
+
+
+def strip_detach(expr):
+    """`expr` with every detach(x) read as x (the rules' values, differentiable again)."""
+    if not expr.has(detach):
+        return expr
+    return expr.replace(lambda e: isinstance(e, detach), lambda e: e.args[0])
+
+
 # Language name -> a function building the sympy expression.
 ELEMENTWISE = {
     "clip": clip,
@@ -66,6 +79,7 @@ ELEMENTWISE = {
     "cos": sp.cos,
     "step": step,
     "square": lambda u: u**2,
+    "detach": detach,
 }
 
 # sympy functions with a direct jnp counterpart.

@@ -266,7 +266,9 @@ def report(d: Derivation, as_latex: bool = False) -> str:
             out.append("  where " + show(r))
     if d.input_gradients:
         out.append("")
-        out.append(f"input gradients (RHEL's echo gives d{d.cost_name}/du from their contrast):")
+        out.append(f"input gradients (RHEL's echo gives d{d.cost_name}/du from their contrast):"
+                   if d.kind.trajectory else "input gradients (in a chain of blocks, the "
+                   "contrast of these at the nudged equilibria gives dL/du):")
         for r in d.input_gradients.values():
             out.append("  " + show(r))
     out.append("")
@@ -316,3 +318,50 @@ def report(d: Derivation, as_latex: bool = False) -> str:
     for r in d.ep_updates.values():
         out.append("  " + show(r))
     return "\n".join(out)
+
+
+def chain_report(d, as_latex: bool = False) -> str:
+    """`physlearn derive` on a chain: its blocks, the feed-forward transforms, the cost, and
+    the rules of each block's backward pass (from the block's own derivation)."""
+    show = latex_rule if as_latex else text_rule
+    expr = latex if as_latex else text
+    spec = d.spec
+    out = [f"model {spec.name}" + (f": {spec.doc.splitlines()[0]}" if spec.doc else "")]
+    out.append("dims: " + ", ".join(_dim_text(k, v, k in spec.periodic)
+                                    for k, v in spec.dims.items()))
+    for w in d.warnings():
+        out.append(f"warning: {w}")
+    out.append("")
+    out.append("a chain of energy blocks (ff-EBM): each block relaxes to its equilibrium in "
+               "turn; gradients are backpropagated through the feed-forward transforms and "
+               "estimated inside each block by the learning algorithm")
+    for name, ref in spec.blocks.items():
+        bd = ref.model.derivation
+        binds = ", ".join(f"{u} = {s}" for u, s in ref.binds.items())
+        sizes = ", ".join(f"{a} = {b}" for a, b in ref.dims.items() if a != b)
+        states = ", ".join(f"{ref.chain_name(s)}[{', '.join(spec.shape(ref.chain_name(s)))}]"
+                           for s in ref.states)
+        out.append(f"  block {name} = {ref.path} ({bd.kind} {bd.physics_name}), {binds}"
+                   + (f"; dims {sizes}" if sizes else "") + f"; states {states}")
+    out.append("")
+    out.append("feed-forward transforms (backpropagated by autodiff):")
+    for name, feeds in d.feeds.items():
+        for u, (idx, e) in feeds.items():
+            head = f"{name}.{u}[{', '.join(map(str, idx))}]" if idx else f"{name}.{u}"
+            out.append(f"  {head} = {expr(e)}")
+    for name, (idx, e) in d.intermediates.items():
+        head = f"{name}[{', '.join(map(str, idx))}]" if idx else name
+        out.append(f"  {head} = {expr(e)}   (intermediate)")
+    out.append(f"cost {d.cost_name} = {expr(d.cost)}")
+    out.append("")
+    out.append("each block's backward pass: nudged by delta = dL/ds at its states (the nudge "
+               "-beta * delta replaces its own cost's), EP contrasts these at the nudged "
+               "equilibria; dL/du is sent on to the transform that feeds it:")
+    for name, ref in spec.blocks.items():
+        bd = ref.model.derivation
+        out.append(f"  block {name}:")
+        for r in list(bd.param_gradients.values()) + list(bd.input_gradients.values()):
+            out.append("    " + show(r))
+            if r.locality is not None:
+                out.append(f"        {r.locality}")
+    return "\n".join(out) + "\n"

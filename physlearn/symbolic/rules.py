@@ -80,6 +80,8 @@ class Derivation:
     # arrays computed before the rules that read them: lets read at windows (p1[...]) and
     # the gradients backpropagated into them (dE/dp1[...]): name -> (indices, expr)
     intermediates: dict[str, tuple] = field(default_factory=dict)
+    # the intermediates with their detach(...) kept (check's reference build reads them)
+    raw_intermediates: dict[str, tuple] = field(default_factory=dict)
 
     def in_phase_space(self, expr: sp.Expr) -> sp.Expr:
         """`expr` with every velocity q'[k] replaced by dH/dp = p[k] / m[k]."""
@@ -287,7 +289,25 @@ def derive(spec: ModelSpec) -> Derivation:
                          spec.relax.span,
                          spec.source, spec.filename, "use relax fixed_point")
     kind.finish(d, grad)
+    _strip_detach(d)
     return d
+
+
+def _strip_detach(d: Derivation) -> None:
+    """Once differentiated, detach(x) is x again: the rules are evaluated, and
+    differentiated by BPTT and implicit differentiation, as the dynamics they are."""
+    from dataclasses import fields, replace
+
+    from .functions import strip_detach
+    d.raw_intermediates = dict(d.intermediates)
+    d.intermediates = {k: (idx, strip_detach(e)) for k, (idx, e) in d.intermediates.items()}
+    for f in fields(d):
+        group = getattr(d, f.name)
+        if isinstance(group, dict) and group and all(isinstance(r, Rule)
+                                                     for r in group.values()):
+            for k, r in group.items():
+                group[k] = replace(r, expr=strip_detach(r.expr), raw=None if r.raw is None
+                                   else strip_detach(r.raw))
 
 
 def parallel_scan_fits(d: Derivation) -> None:
@@ -641,7 +661,7 @@ def prediction_name(spec: ModelSpec) -> str | None:
                 walk(getattr(e, child))
         for a in getattr(e, "args", ()):
             walk(a)
-        if kind == "Indexed" and spec.role(e.name) == "state":
+        if kind == "Indexed" and spec.role(e.name) in ("state", "block"):
             found.append(("state", e.name))
 
     walk(spec.cost.body)

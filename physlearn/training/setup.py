@@ -55,16 +55,22 @@ def functions_used(model) -> frozenset:
     return frozenset(names)
 
 
+def fit_images(model, data: Dataset, cfg):
+    """(input name, target name, stored shape, axis order, dims): the data fitted to the
+    model's one input and one target, and the batch size checked."""
+    spec = model.spec
+    dims = {**spec.dims, **cfg.dims}
+    shapes = {r: {n: spec.shape(n) for n in spec.names(r)} for r in ("input", "target")}
+    x_name, y_name, (stored, order) = fit_model(data, shapes["input"], shapes["target"], dims)
+    require_batches(data, cfg.batch_size)
+    return x_name, y_name, stored, order, dims
+
+
 class EquilibriumSetup:
     """`energy` and `primitive` models on vectors or images."""
 
     def __init__(self, model, data: Dataset, cfg):
-        spec = model.spec
-        dims = {**spec.dims, **cfg.dims}
-        shapes = {r: {n: spec.shape(n) for n in spec.names(r)} for r in ("input", "target")}
-        x_name, y_name, (stored, order) = fit_model(data, shapes["input"], shapes["target"],
-                                                     dims)
-        require_batches(data, cfg.batch_size)
+        x_name, y_name, stored, order, dims = fit_images(model, data, cfg)
         self.gen = gen = model.compile(dims)
         require_fits(gen, cfg.batch_size, 8 if cfg.x64 else 4)
         resolve_defaults(cfg, model.derivation.kind, dict(gen.INFO.learn))
@@ -88,6 +94,48 @@ class EquilibriumSetup:
 
     def dynamics_summary(self, row: dict) -> str:
         return f"relax {row['relax_steps']:.0f} steps, residual {row['relax_residual']:.2e}"
+
+
+class ChainSetup(EquilibriumSetup):
+    """A chain of energy blocks (ff-EBM) on vectors or images: every block is compiled at
+    the chain's sizes and relaxes as its own file says (command-line relaxation settings
+    apply to every block)."""
+
+    def __init__(self, model, data: Dataset, cfg):
+        from ..learning.chain import BlockProblem, ChainProblem
+        spec = model.spec
+        x_name, y_name, stored, order, dims = fit_images(model, data, cfg)
+        self.gen = gen = model.compile(dims)
+        explicit_lr = cfg.lr is not None
+        resolve_defaults(cfg, model.derivation.kind, dict(gen.INFO.learn))
+        blocks = {}
+        for name, ref in spec.blocks.items():
+            block_gen = ref.model.compile({d: gen.INFO.dims[c] for d, c in ref.dims.items()})
+            require_fits(block_gen, cfg.batch_size, 8 if cfg.x64 else 4)
+            check_overrides(block_gen, cfg.relax)
+            relax_cfg = RelaxConfig.for_module(block_gen, **cfg.relax)
+            blocks[name] = BlockProblem(block_gen, Relaxer(block_gen, relax_cfg),
+                                        functions_used(ref.model))
+            # a block's own learn line gives its parameters' rates unless set here
+            for k, v in block_gen.INFO.learn.items():
+                if k.startswith("lr_") and f"{name}.{k[3:]}" not in cfg.lr_params \
+                        and not explicit_lr:
+                    cfg.lr_params[f"{name}.{k[3:]}"] = float(v)
+        self.relax_cfg = next(iter(blocks.values())).relaxer.cfg
+        self.problem = ChainProblem(gen, blocks, model)  # type: ignore[assignment]
+        shape = tuple(gen.INFO.dims[d] for d in gen.INFO.inputs[x_name])
+        self.feed = ImageFeed(x_name, y_name, gen.INFO.dims[gen.INFO.targets[y_name][0]],
+                              tuple(stored), tuple(order), shape)
+        self.boundary = "echo"
+
+    def describe(self, cfg, algorithm, lrs_text: str, n_batches: int) -> str:
+        blocks = self.problem.blocks  # type: ignore[attr-defined]
+        relax = ", ".join(f"{n} {b.relaxer.cfg.method} {b.relaxer.cfg.free_steps}/"
+                          f"{b.relaxer.cfg.nudged_steps}" for n, b in blocks.items())
+        settings = algorithm.settings_text() or "no settings"
+        return (f"chain of {len(blocks)} blocks, {algorithm.name} in each block, {settings}, "
+                f"{cfg.optimizer} lr {lrs_text}, batch {cfg.batch_size}, {n_batches} "
+                f"batches/epoch, relax ({relax} free/nudged steps)")
 
 
 class SequenceSetup:

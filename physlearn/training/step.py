@@ -64,7 +64,7 @@ def train_chunk(problem: Any, algorithm: Any, feed: Any, opt: optax.GradientTran
         if place is not None:
             data = place(data)
         full = {**consts, **trainable}
-        g, aux = algorithm.gradient(problem, full, data, key)
+        g, aux = problem.gradient(algorithm, full, data, key)
         new, opt_state = apply_gradient(opt, problem, g, trainable, consts, opt_state)
         stats = problem.summary(full, data, aux)
         stats["finite"] = all_finite(new) & stats["finite"]

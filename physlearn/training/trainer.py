@@ -26,7 +26,7 @@ from .data import KEYS, Dataset, given_fingerprint, validate
 from .devices import DataParallel
 from .feeds import Augment, ImageFeed
 from .rundir import RunDir, RunDirError, RunState, differences
-from .setup import EquilibriumSetup, SequenceSetup
+from .setup import ChainSetup, EquilibriumSetup, SequenceSetup
 
 
 def checked(dataset: Dataset) -> Dataset:
@@ -159,8 +159,9 @@ class Trainer:
         given = {k: f"{k} (--{k.replace('_', '-')})" for k in ("beta", "holomorphic_n")
                  if getattr(cfg, k) is not None}
         kind = model.derivation.kind
-        self.setup = setup = (SequenceSetup if kind.trajectory else EquilibriumSetup)(
-            model, self.data, cfg)
+        family = (SequenceSetup if kind.trajectory else ChainSetup if kind.chain
+                  else EquilibriumSetup)
+        self.setup = setup = family(model, self.data, cfg)
         self.gen, self.problem, self.feed = setup.gen, setup.problem, setup.feed
         self.n_classes = self.feed.n_classes
         # the setup has filled every default
@@ -255,7 +256,7 @@ class Trainer:
                 c.pop(k)
         if self.cfg.schedule != "constant":  # the schedule's length is part of the run
             c["schedule_epochs"] = self.cfg.epochs
-        meta = {"model": self.model.name, "model_sha256": content_hash(self.model.spec.source),
+        meta = {"model": self.model.name, "model_sha256": content_hash(self.model.full_source),
                 "data": self.data.name, "data_sha256": self.data.fingerprint(),
                 "n_train": len(self.data.x_train), "n_test": len(self.data.x_test),
                 "example_shape": list(self.data.example_shape or ()),

@@ -28,7 +28,7 @@ class ModelInfo:
     """
 
     model: str  # the model's name
-    kind: str  # the physics: energy, primitive, hamiltonian or lagrangian
+    kind: str  # the physics: energy, primitive, hamiltonian, lagrangian or chain
     sign: float  # +1 when relaxation lowers the physics (E, H), -1 when it raises it (Phi)
     flows: bool  # states follow ds/dt = -dE/ds (the module has `dynamics`)
     relaxations: tuple  # the relaxation methods that fit, the default first
@@ -57,6 +57,7 @@ class ModelInfo:
     cost_final: bool = False  # the cost scores the final state only
     structure: dict | None = None  # separable, time_reversible, ...: True or False
     lagrangian_name: str | None = None
+    blocks: dict | None = None  # a chain's blocks: name -> file, dims, inputs, states
 
 
 n_in = 784
@@ -265,10 +266,21 @@ def prediction(params, states, data):
     return states["o"]
 
 
-def dynamics(params, states, data, beta=0.0):
-    """Gradient flow on E + beta C: ds/dt = -dE/ds - beta dC/ds."""
+def grad_inputs(params, states, data):
+    """dE/du for every input u, per example (a block's input gradient in a chain)."""
+    W1 = params["W1"]
+    h = states["h"]
+    rho_h = rho(h)
+    dE_dx = -jnp.einsum('ji,bj->bi', W1, rho_h)
+    return {"x": dE_dx}
+
+
+def dynamics(params, states, data, beta=0.0, nudge=None):
+    """Gradient flow on E + beta C: ds/dt = -dE/ds - beta dC/ds.
+
+    `nudge`, if given, stands for dC/ds (a block in a chain is nudged by the gradient arriving from downstream)."""
     g = grad_states(params, states, data)
-    gc = grad_cost_states(params, states, data)
+    gc = grad_cost_states(params, states, data) if nudge is None else nudge
     return {s: -(g[s] + beta * gc[s]) for s in INFO.states}
 
 

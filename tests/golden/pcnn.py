@@ -33,7 +33,7 @@ class ModelInfo:
     """
 
     model: str  # the model's name
-    kind: str  # the physics: energy, primitive, hamiltonian or lagrangian
+    kind: str  # the physics: energy, primitive, hamiltonian, lagrangian or chain
     sign: float  # +1 when relaxation lowers the physics (E, H), -1 when it raises it (Phi)
     flows: bool  # states follow ds/dt = -dE/ds (the module has `dynamics`)
     relaxations: tuple  # the relaxation methods that fit, the default first
@@ -62,6 +62,7 @@ class ModelInfo:
     cost_final: bool = False  # the cost scores the final state only
     structure: dict | None = None  # separable, time_reversible, ...: True or False
     lagrangian_name: str | None = None
+    blocks: dict | None = None  # a chain's blocks: name -> file, dims, inputs, states
 
 
 c0 = 1
@@ -418,10 +419,24 @@ def prediction(params, states, data):
     return states["o"]
 
 
-def update(params, states, data, beta=0.0):
-    """One synchronous step s <- f(dPhi/ds - beta dC/ds) for every state."""
+def grad_inputs(params, states, data):
+    """dPhi/du for every input u, per example (a block's input gradient in a chain)."""
+    W1, b1 = params["W1"], params["b1"]
+    s1 = states["s1"]
+    x = data["x"]
+    a1 = b1[:, None, None] + conv(x, W1, (1, 1), (1, 1), ((0, 0), (0, 0)), 0.0)
+    dPhi_da1 = pool_route(a1, s1, (2, 3), (2, 2), True)
+    g = dPhi_da1
+    dPhi_dx = conv_transpose(g, W1, (g.shape[0], 1, 28, 28), (1, 1), (1, 1), ((0, 0), (0, 0)), False)
+    return {"x": dPhi_dx}
+
+
+def update(params, states, data, beta=0.0, nudge=None):
+    """One synchronous step s <- f(dPhi/ds - beta dC/ds) for every state.
+
+    `nudge`, if given, stands for dC/ds (a block in a chain is nudged by the gradient arriving from downstream)."""
     g = grad_states(params, states, data)
-    gc = grad_cost_states(params, states, data)
+    gc = grad_cost_states(params, states, data) if nudge is None else nudge
     dPhi_ds1 = g["s1"] - beta * gc["s1"]
     dPhi_ds2 = g["s2"] - beta * gc["s2"]
     dPhi_do = g["o"] - beta * gc["o"]

@@ -32,7 +32,7 @@ class ModelInfo:
     """
 
     model: str  # the model's name
-    kind: str  # the physics: energy, primitive, hamiltonian or lagrangian
+    kind: str  # the physics: energy, primitive, hamiltonian, lagrangian or chain
     sign: float  # +1 when relaxation lowers the physics (E, H), -1 when it raises it (Phi)
     flows: bool  # states follow ds/dt = -dE/ds (the module has `dynamics`)
     relaxations: tuple  # the relaxation methods that fit, the default first
@@ -61,6 +61,7 @@ class ModelInfo:
     cost_final: bool = False  # the cost scores the final state only
     structure: dict | None = None  # separable, time_reversible, ...: True or False
     lagrangian_name: str | None = None
+    blocks: dict | None = None  # a chain's blocks: name -> file, dims, inputs, states
 
 
 n_v = 16
@@ -274,10 +275,21 @@ def prediction(params, states, data):
     return None  # the cost names no single output
 
 
-def dynamics(params, states, data, beta=0.0):
-    """Gradient flow on P + beta C: ds/dt = -dP/ds - beta dC/ds."""
+def grad_inputs(params, states, data):
+    """dP/du for every input u, per example (a block's input gradient in a chain)."""
+    inp, g_in = params["inp"], params["g_in"]
+    v = states["v"]
+    x = data["x"]
+    dP_dx = 0.5 * g_in * (2 * x - 2 * jnp.take(v, inp, axis=1))
+    return {"x": dP_dx}
+
+
+def dynamics(params, states, data, beta=0.0, nudge=None):
+    """Gradient flow on P + beta C: ds/dt = -dP/ds - beta dC/ds.
+
+    `nudge`, if given, stands for dC/ds (a block in a chain is nudged by the gradient arriving from downstream)."""
     g = grad_states(params, states, data)
-    gc = grad_cost_states(params, states, data)
+    gc = grad_cost_states(params, states, data) if nudge is None else nudge
     return {s: -(g[s] + beta * gc[s]) for s in INFO.states}
 
 

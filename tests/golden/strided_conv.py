@@ -31,7 +31,7 @@ class ModelInfo:
     """
 
     model: str  # the model's name
-    kind: str  # the physics: energy, primitive, hamiltonian or lagrangian
+    kind: str  # the physics: energy, primitive, hamiltonian, lagrangian or chain
     sign: float  # +1 when relaxation lowers the physics (E, H), -1 when it raises it (Phi)
     flows: bool  # states follow ds/dt = -dE/ds (the module has `dynamics`)
     relaxations: tuple  # the relaxation methods that fit, the default first
@@ -60,6 +60,7 @@ class ModelInfo:
     cost_final: bool = False  # the cost scores the final state only
     structure: dict | None = None  # separable, time_reversible, ...: True or False
     lagrangian_name: str | None = None
+    blocks: dict | None = None  # a chain's blocks: name -> file, dims, inputs, states
 
 
 c0 = 1
@@ -130,6 +131,14 @@ def conv_kernel_grad(x, g, kshape, strides, dilations, pads, fill):
     def forward(k):
         return conv(x, k, strides, dilations, pads, fill)
     return jax.linear_transpose(forward, jax.ShapeDtypeStruct(kshape, g.dtype))(g)[0]
+
+
+def conv_transpose(g, k, shape, strides, dilations, pads, wrap):
+    """The transpose of `conv` in x (zero padding): how a convolution's input receives the
+    gradient g of its output, a correlation with the kernel flipped."""
+    def forward(x):
+        return conv(x, k, strides, dilations, pads, "wrap" if wrap else 0)
+    return jax.linear_transpose(forward, jax.ShapeDtypeStruct(shape, g.dtype))(g)[0]
 
 
 def euler_flow(vector_field, params, states, data, beta, steps, dt):
@@ -306,10 +315,22 @@ def prediction(params, states, data):
     return states["o"]
 
 
-def dynamics(params, states, data, beta=0.0):
-    """Gradient flow on E + beta C: ds/dt = -dE/ds - beta dC/ds."""
+def grad_inputs(params, states, data):
+    """dE/du for every input u, per example (a block's input gradient in a chain)."""
+    W = params["W"]
+    h = states["h"]
+    rho_h = rho(h)
+    g = rho_h
+    dE_dx = -conv_transpose(g, W, (g.shape[0], 1, 28, 28), (2, 2), (1, 1), ((1, 1), (1, 1)), False)
+    return {"x": dE_dx}
+
+
+def dynamics(params, states, data, beta=0.0, nudge=None):
+    """Gradient flow on E + beta C: ds/dt = -dE/ds - beta dC/ds.
+
+    `nudge`, if given, stands for dC/ds (a block in a chain is nudged by the gradient arriving from downstream)."""
     g = grad_states(params, states, data)
-    gc = grad_cost_states(params, states, data)
+    gc = grad_cost_states(params, states, data) if nudge is None else nudge
     return {s: -(g[s] + beta * gc[s]) for s in INFO.states}
 
 

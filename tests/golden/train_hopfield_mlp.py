@@ -52,7 +52,7 @@ class ModelInfo:
     """
 
     model: str  # the model's name
-    kind: str  # the physics: energy, primitive, hamiltonian or lagrangian
+    kind: str  # the physics: energy, primitive, hamiltonian, lagrangian or chain
     sign: float  # +1 when relaxation lowers the physics (E, H), -1 when it raises it (Phi)
     flows: bool  # states follow ds/dt = -dE/ds (the module has `dynamics`)
     relaxations: tuple  # the relaxation methods that fit, the default first
@@ -81,6 +81,7 @@ class ModelInfo:
     cost_final: bool = False  # the cost scores the final state only
     structure: dict | None = None  # separable, time_reversible, ...: True or False
     lagrangian_name: str | None = None
+    blocks: dict | None = None  # a chain's blocks: name -> file, dims, inputs, states
 
 
 n_in = 784
@@ -274,10 +275,20 @@ def prediction(params, states, data):
     return states["o"]
 
 
-def update(params, states, data, beta=0.0):
-    """One synchronous step s <- f(dPhi/ds - beta dC/ds) for every state."""
+def grad_inputs(params, states, data):
+    """dPhi/du for every input u, per example (a block's input gradient in a chain)."""
+    W1 = params["W1"]
+    h = states["h"]
+    dPhi_dx = jnp.einsum('bj,ji->bi', h, W1)
+    return {"x": dPhi_dx}
+
+
+def update(params, states, data, beta=0.0, nudge=None):
+    """One synchronous step s <- f(dPhi/ds - beta dC/ds) for every state.
+
+    `nudge`, if given, stands for dC/ds (a block in a chain is nudged by the gradient arriving from downstream)."""
     g = grad_states(params, states, data)
-    gc = grad_cost_states(params, states, data)
+    gc = grad_cost_states(params, states, data) if nudge is None else nudge
     dPhi_dh = g["h"] - beta * gc["h"]
     dPhi_do = g["o"] - beta * gc["o"]
     clip_dPhi_dh = jnp.clip(dPhi_dh, 0, 1)
@@ -364,7 +375,7 @@ def train_chunk(problem: Any, algorithm: Any, feed: Any, opt: optax.GradientTran
         if place is not None:
             data = place(data)
         full = {**consts, **trainable}
-        g, aux = algorithm.gradient(problem, full, data, key)
+        g, aux = problem.gradient(algorithm, full, data, key)
         new, opt_state = apply_gradient(opt, problem, g, trainable, consts, opt_state)
         stats = problem.summary(full, data, aux)
         stats["finite"] = all_finite(new) & stats["finite"]
@@ -1004,6 +1015,7 @@ class Algorithm(abc.ABC):
     description: ClassVar[str] = ""
     updates_params_itself: ClassVar[bool] = False  # continual EP applies its own steps
     complex_states: ClassVar[bool] = False  # relaxes complex states (holomorphic EP)
+    chains: ClassVar[bool] = False  # has a `block_gradient`: learns chains of energy blocks
     rank: ClassVar[int] = 50  # where it is listed: the paper's rule first, references last
     # the user-facing Settings fields the algorithm reads; giving any other is refused
     # rather than silently ignored (most algorithms take a finite nudge, beta)
@@ -1044,11 +1056,29 @@ class Algorithm(abc.ABC):
 
 
 class EquilibriumAlgorithm(Algorithm):
-    """Learns at the fixed points of `energy` and `primitive` models."""
+    """Learns at the fixed points of `energy` and `primitive` models (and, with a
+    `block_gradient`, inside every block of a chain)."""
 
     @classmethod
     def accepts(cls, kind: PhysicsKind) -> bool:
+        if kind.chain:
+            return cls.chains
         return not kind.trajectory
+
+    @classmethod
+    def refusal(cls, kind: PhysicsKind) -> str:
+        if kind.chain:
+            return ("a chain of energy blocks learns with an algorithm that has a backward "
+                    "pass per block (ep-centered, ep-positive, ep-negative, implicit) or "
+                    "with bptt")
+        return ""
+
+    def block_gradient(self, block: Any, params: Params, inputs: Batch, states: dict,
+                       nudge: dict) -> tuple[Params, dict]:
+        """One block's backward pass in a chain: (dL/dtheta as a batch mean, dL/du per
+        example times the batch size), given `nudge` = dL/ds* per example on the cost's
+        scale. Algorithms that set `chains = True` implement it."""
+        raise Unsupported(f"{self.name} has no backward pass for a block of a chain")
 
 
 class TrajectoryAlgorithm(Algorithm):
@@ -1117,6 +1147,12 @@ class Problem(abc.ABC):
     @abc.abstractmethod
     def diagnose(self, params: Params, data: Batch, algorithm: Any, where: str) -> str:
         """Name the phase, step and variable where NaN/inf first appears on this batch."""
+
+    def gradient(self, algorithm: Any, params: Params, data: Batch, key: Any
+                 ) -> tuple[Params, dict]:
+        """The algorithm's estimate of dL/dtheta on this problem (a chain of blocks
+        runs it inside each block; everything else asks the algorithm directly)."""
+        return algorithm.gradient(self, params, data, key)
 
     def tie(self, g: Params) -> Params:
         """Autodiff's gradient in the derived rules' convention (symmetric pairs tied)."""
@@ -1198,6 +1234,15 @@ def untied(gen: Any, g: Params) -> Params:
     """The inverse of `tied` for a symmetric G: the derivative by each entry on its own."""
     return {k: ((v + jnp.diag(jnp.diag(v))) / 2 if k in gen.INFO.symmetric else v)
             for k, v in g.items()}
+
+
+def hits(pred: Any, data: Batch, targets: Any) -> jax.Array:
+    """Correct predictions in a batch: argmax of the prediction vs argmax of the target
+    (0 when the cost names no vector output)."""
+    target = next(iter(data[t] for t in targets))
+    if pred is not None and pred.ndim == 2 and target.ndim == 2:
+        return jnp.sum(jnp.argmax(pred, -1) == jnp.argmax(target, -1))
+    return jnp.asarray(0)
 
 
 def first_bad(traj: dict) -> tuple[int, str] | None:
@@ -1288,14 +1333,9 @@ class EquilibriumProblem(Problem):
 
     def summary(self, params, data, aux):
         s, info = aux["free_states"], aux["info"]
-        pred = self.predict(params, s, data)
-        target = next(iter(data[t] for t in self.gen.INFO.targets))
-        if pred is not None and pred.ndim == 2 and target.ndim == 2:
-            hits = jnp.sum(jnp.argmax(pred, -1) == jnp.argmax(target, -1))
-        else:
-            hits = jnp.asarray(0)
+        correct = hits(self.predict(params, s, data), data, self.gen.INFO.targets)
         finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(v)) for v in s.values()]))
-        return {"loss": self.loss(params, s, data), "hits": hits, "steps": info.steps,
+        return {"loss": self.loss(params, s, data), "hits": correct, "steps": info.steps,
                 "residual": info.residual, "finite": finite}
 
     def evaluate(self, params, data, labels):
@@ -1462,6 +1502,7 @@ class EP(EquilibriumAlgorithm):
     nudging: str = "centered"  # positive | negative | centered
     description = "Equilibrium Propagation: contrast of nudged equilibria"
     rank = 10
+    chains = True
 
     @classmethod
     def build(cls, settings: Settings, **fixed):
@@ -1475,6 +1516,18 @@ class EP(EquilibriumAlgorithm):
         g = contrast(problem, params, data, s_lo, s_hi, lo, hi)
         g = add(g, problem.cost_param_grads(params, s0, data))
         return g, {"free_states": s0, "info": info, "nudged": (s_lo, s_hi)}
+
+    def block_gradient(self, block, params, inputs, states, nudge):
+        """EP inside one block of a chain: nudged by the gradient from downstream, the
+        contrast of dE/dtheta and of dE/du (Nest & Ernoult 2024)."""
+        lo, hi = nudges(self.nudging, self.beta)
+        nudged = block.nudged_by(nudge)
+        s_lo = states if lo == 0 else nudged.nudged(params, inputs, states, lo)[0]
+        s_hi = states if hi == 0 else nudged.nudged(params, inputs, states, hi)[0]
+        g = contrast(block, params, inputs, s_lo, s_hi, lo, hi)
+        u_lo = block.input_grads(params, s_lo, inputs)
+        u_hi = block.input_grads(params, s_hi, inputs)
+        return g, {k: (u_hi[k] - u_lo[k]) / (hi - lo) for k in u_lo}
 
 
 # ============================== this run ==============================

@@ -40,10 +40,12 @@ def structure_dtype(states):
     return jax.tree_util.tree_leaves(states)[0].dtype
 
 
-def solve_adjoint(problem, params, states, data):
-    """(lam, relative residual of the solve) for (dr/ds)^T lam = dC/ds at `states`."""
+def solve_adjoint(problem, params, states, data, rhs=None):
+    """(lam, relative residual of the solve) for (dr/ds)^T lam = dC/ds at `states` (or
+    = `rhs`, the gradient arriving at a block of a chain)."""
     residual = _residual(problem, data)
-    dc_ds = jax.grad(lambda s: problem.loss(params, s, data))(states)
+    dc_ds = rhs if rhs is not None else jax.grad(
+        lambda s: problem.loss(params, s, data))(states)
     structure = jax.eval_shape(lambda: states)
     size = sum(v.size for v in jax.tree_util.tree_leaves(states)) // max(
         jax.tree_util.tree_leaves(states)[0].shape[0], 1)
@@ -138,6 +140,22 @@ class Implicit(EquilibriumAlgorithm):
     description = "implicit differentiation at the free fixed point (matrix-free)"
     rank = 91
     reads = frozenset()
+    chains = True
+
+    def block_gradient(self, block, params, inputs, states, nudge):
+        """The implicit function theorem inside one block of a chain: the adjoint solve
+        takes the gradient arriving at the block's states as its right-hand side."""
+        batch = jax.tree_util.tree_leaves(states)[0].shape[0]
+        free = block.nudged_by(block.zero_nudge(states))
+        rhs = {k: v / batch for k, v in nudge.items()}
+        lam, _ = solve_adjoint(free, params, states, inputs, rhs)
+        names = tuple(block.gen.INFO.params)
+        fixed = {k: v for k, v in params.items() if k not in names}
+        _, vjp = jax.vjp(lambda theta, u: _residual(free, u)({**fixed, **theta}, states),
+                         {k: params[k] for k in names}, inputs)
+        dr, du = vjp(lam)
+        g = block.tie({k: -dr[k] for k in names})
+        return g, {k: -du[k] * batch for k in du}
 
     def gradient(self, problem, params, data, key):
         s0, info = problem.free(params, data)
