@@ -89,8 +89,9 @@ def problem(model: Model | str | Path, dims: dict[str, int] | None = None, *,
             relax: dict[str, Any] | None = None, dt: float | None = None,
             given: dict | str | Path | None = None) -> Problem:
     """The model compiled and made ready to learn: an `EquilibriumProblem` (relaxation
-    settings from the model's `relax` line, overridden by `relax`, e.g. {"free_steps": 50})
-    or a `TrajectoryProblem` (leapfrog step `dt`, default the model's). `given`: the
+    settings from the model's `relax` line, overridden by `relax`, e.g. {"free_steps": 50}),
+    a `ChainProblem` for a chain of blocks (each block's `relax` line, then `relax`) or a
+    `TrajectoryProblem` (leapfrog step `dt`, default the model's). `given`: the
     model's given arrays (index arrays, `init = data`) as a dict or an npz path, for a
     model without a `data` line."""
     from . import options
@@ -100,6 +101,11 @@ def problem(model: Model | str | Path, dims: dict[str, int] | None = None, *,
         raise options.OptionError(f"relax must be a dict of settings, got {relax!r}")
     m = _model(model)
     gen = m.compile(dims, given)
+    if m.derivation.kind.chain:  # every block at the chain's sizes, `relax` for all of them
+        from .learning.chain import build_chain
+        from .training.trainer import validate_relax
+        overrides = validate_relax({**(relax or {}), **({"dt": dt} if dt is not None else {})})
+        return build_chain(m, gen, overrides)
     if m.derivation.kind.trajectory:
         if relax:
             raise Unsupported("a trajectory model has no relaxation settings; pass dt=")

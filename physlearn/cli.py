@@ -152,6 +152,12 @@ def cmd_train(args) -> int:
              "nudged_steps": args.nudged_steps, "tol": args.tol, "max_steps": args.max_steps}
     if args.relax_precision is not None:  # absent from runs saved before the option existed
         relax["precision"] = args.relax_precision
+    from .training.distributed import from_args
+    cluster = from_args(args.coordinator, args.num_processes, args.process_id)
+    if cluster is not None:
+        cluster.start()  # before anything touches a device
+        args.out = cluster.out(args.out)
+    quiet = cluster is not None and cluster.process_id > 0
     cfg = TrainConfig(algorithm=args.algorithm, epochs=args.epochs, batch_size=args.batch_size,
                       seed=args.seed, out=args.out, optimizer=args.optimizer, lr=args.lr,
                       lr_params=_lr_params(args.lr_param), momentum=args.momentum,
@@ -168,7 +174,7 @@ def cmd_train(args) -> int:
         if args.x64:
             import jax
             jax.config.update("jax_enable_x64", True)
-        trainer = Trainer(model, dataset, cfg)
+        trainer = Trainer(model, dataset, cfg, log=(lambda *a, **k: None) if quiet else print)
         last = trainer.run()
     except TrainingError as exc:
         _trace(args)
@@ -176,7 +182,7 @@ def cmd_train(args) -> int:
         print(f"note: {args.out} keeps every epoch committed before the failure",
               file=sys.stderr)
         return 1
-    if last:
+    if last and not quiet:
         what = (f"test accuracy {last['test_acc']:.4f}"
                 if trainer.gen.INFO.output is not None and "test_acc" in last
                 else f"test loss {last['test_loss']:.4f}")
@@ -229,7 +235,8 @@ def cmd_gradcheck(args) -> int:
             batch=args.batch, seed=args.seed, free_steps=args.free_steps,
             nudged_steps=args.nudged_steps, relax_overrides={"dt": args.dt})
         gdu: list = []
-        print(f"{model.name}: a chain of {len(info['blocks'])} blocks, {args.algorithm}"
+        n = len(info["blocks"])
+        print(f"{model.name}: a chain of {n} block{'s' if n != 1 else ''}, {args.algorithm}"
               f"{settings} in every block vs implicit differentiation in every block (end "
               f"to end, backprop between blocks) and BPTT; {info['dtype']}, batch "
               f"{info['batch']}, {info['free_steps']} free / {info['nudged_steps']} nudged "
@@ -265,8 +272,9 @@ def cmd_gradcheck(args) -> int:
               "--beta", file=sys.stderr)
     if not converged:
         print(f"error: the free phase has not converged (residual {info['residual']:.1e}); "
-              "the comparison is not meaningful until it does: raise --free-steps, or use a "
-              "smaller (positive) --dt", file=sys.stderr)
+              "the comparison is not meaningful until it does: raise --free-steps; for "
+              "gradient flow a larger --dt converges in fewer steps while the flow stays "
+              "stable (a smaller one if it oscillates)", file=sys.stderr)
     w = max(len(r["param"]) for r in rows)
     print(f"  {'param':<{w}}  cosine    norm ratio  rel err   | cosine(BPTT)  rel err(BPTT)")
     for r in rows:
@@ -283,7 +291,12 @@ def cmd_gradcheck(args) -> int:
             print(f"  {row['t']:<2} " + "  ".join(f"{row[n][0]:>10.6f} / {row[n][1]:.1e}"
                                                for n in names))
     # judged against implicit differentiation, or BPTT where the implicit solve is singular
-    suffix = "" if solve_ok else "_bptt"
+    # or where the algorithm checked is implicit differentiation itself
+    itself = entry is not None and entry.cls.reference
+    suffix = "" if solve_ok and not itself else "_bptt"
+    if itself:
+        print(f"note: {args.algorithm} is the implicit reference itself: it is judged against "
+              "BPTT (the columns after |)", file=sys.stderr)
     min_cos = min(r["cosine" + suffix] for r in rows)
     worst = max(r["rel_err" + suffix] for r in rows)
     finite = all(math.isfinite(r[k]) for r in rows for k in
@@ -293,7 +306,8 @@ def cmd_gradcheck(args) -> int:
     if not finite:
         print("error: a gradient is not finite (NaN or inf); the relaxation or the nudged "
               "phase diverged: try a smaller --dt or --beta", file=sys.stderr)
-    summary = {"algorithm": args.algorithm, "reference": "implicit" if solve_ok else "bptt",
+    summary = {"algorithm": args.algorithm,
+               "reference": "implicit" if solve_ok and not itself else "bptt",
                "beta": beta if nudged else None,
                "min_cosine": _finite_or_none(min_cos), "max_rel_err": _finite_or_none(worst),
                "min_cosine_bptt": _finite_or_none(min(r["cosine_bptt"] for r in rows)),
@@ -473,6 +487,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="flip training images left-right at random")
     t.add_argument("--devices", type=T(options.positive_int, "--devices"), default=1,
                    help="data-parallel over N local devices (the batch is split)")
+    t.add_argument("--coordinator", metavar="HOST:PORT", default=None,
+                   help="several processes (hosts): process 0's address and a free port; "
+                        "with --num-processes and --process-id (docs/training.md)")
+    t.add_argument("--num-processes", type=T(options.positive_int, "--num-processes"),
+                   default=None, help="how many processes take part")
+    t.add_argument("--process-id", type=T(options.nonnegative_int, "--process-id"),
+                   default=None, help="this process's number, 0 to N-1 (0 writes --out)")
     t.add_argument("--beta", "--epsilon", type=T(options.positive, "--beta"), dest="beta",
                    help="nudging strength (default: the model's learn line, else 0.5 for EP, "
                    "1e-4 for RHEL/GLEP); centered EP nudges at +beta and -beta, RHEL/GLEP's "

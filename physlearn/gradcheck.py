@@ -118,19 +118,18 @@ def run(model, algorithm: str, beta: float, *, dims=None, x64=True, batch=8, see
 def chain_problem(model, gen, relax_overrides: dict, free: int | None, nudged: int | None,
                   batch: int, x64: bool):
     """A chain's problem with every block relaxed long (converged phases), its steps."""
-    from .learning.chain import BlockProblem, ChainProblem
-    from .training.setup import functions_used
-    blocks, steps = {}, {}
-    for name, ref in model.spec.blocks.items():
-        block_gen = ref.model.compile({d: gen.INFO.dims[c] for d, c in ref.dims.items()})
-        base = RelaxConfig.for_module(block_gen, **relax_overrides)
-        f = free or max(5 * base.free_steps, 100)
-        n = nudged or f
-        require_fits(block_gen, batch, 8 if x64 else 4, tape=f + n)
-        cfg = replace(base, free_steps=f, nudged_steps=n)
-        blocks[name] = BlockProblem(block_gen, Relaxer(block_gen, cfg), functions_used(ref.model))
-        steps[name] = (f, n)
-    return ChainProblem(gen, blocks, model), steps
+    from .learning.chain import build_chain
+
+    def longer(cfg):
+        f = free or max(5 * cfg.free_steps, 100)
+        return replace(cfg, free_steps=f, nudged_steps=nudged or f)
+    problem = build_chain(model, gen, relax_overrides, longer)
+    steps = {}
+    for name, block in problem.blocks.items():
+        c = block.relaxer.cfg
+        require_fits(block.gen, batch, 8 if x64 else 4, tape=c.free_steps + c.nudged_steps)
+        steps[name] = (c.free_steps, c.nudged_steps)
+    return problem, steps
 
 
 def run_chain(model, algorithm: str, beta: float, *, dims=None, x64=True, batch=8, seed=0,

@@ -203,3 +203,58 @@ def test_asymmetric_convnet_with_equal_weights_is_the_symmetric_one():
     pa["B2"] = p["W2"] * 0.5  # the feedback to s1 runs through B2 alone
     c = ga.update(pa, states, data)
     assert not np.allclose(a["s1"], c["s1"], atol=1e-4) and np.allclose(a["s2"], c["s2"])
+
+
+ASYM = """\
+dim n_in = 6, n = 5, m = 3
+input x[n_in]
+target y[m]
+state h[n], o[m]
+param V[n, n_in], W[m, n], B[m, n], b[m]
+def rho(s) = tanh(s)
+energy E = sum(i: h[i]^2)/2 + sum(k: o[k]^2)/2 - sum(i, j: V[i,j]*rho(h[i])*x[j])
+         - sum(k, i: W[k,i]*rho(o[k])*detach(rho(h[i])))
+         - sum(k, i: B[k,i]*detach(rho(o[k]))*rho(h[i])) - sum(k: b[k]*rho(o[k]))
+cost C = squared_error(o, y)
+relax gradient_flow(dt = 0.2, free_steps = 300, nudged_steps = 30)
+"""
+
+
+def test_implicit_differentiation_of_a_non_gradient_flow_is_the_gradient():
+    """detach makes the flow's Jacobian non-symmetric: the adjoint solve must transpose it
+    (found by a newcomer: CG on J gave cosines of -0.14 against BPTT)."""
+    m = physlearn.loads(ASYM, "asym.phl")
+    assert m.compile().INFO.detached
+    with jax.enable_x64(True):
+        problem = physlearn.problem(m)
+        consts, learned = problem.initial_parameters(jax.random.PRNGKey(0), jnp.float64)
+        params = {**consts, **{k: 2 * v for k, v in learned.items()}}
+        rng = np.random.default_rng(0)
+        batch = {"x": jnp.asarray(rng.uniform(size=(4, 6))), "y": jnp.eye(3)[jnp.array([0, 1, 2, 0])]}
+        g_imp, _ = physlearn.gradient(problem, "implicit", params, batch)
+        g_bptt, _ = physlearn.gradient(problem, "bptt", params, batch)
+    for k in g_bptt:
+        assert gradcheck.rel_err(g_imp[k], g_bptt[k]) < 1e-6, k
+
+
+def test_chain_problem_from_the_api_and_state_bound_inputs(tmp_path):
+    (tmp_path / "blk.phl").write_text((MODELS / "blocks" / "layer1.phl").read_text())
+    chain = tmp_path / "c.phl"
+    chain.write_text('dim n = 4, k = 3\ninput x[k]\ntarget y[n]\nparam V[n, k]\n'
+                     'let u[i] = sum(j: V[i, j] * x[j])\nblock B = "blk.phl"(u = u, n = n)\n'
+                     'block D = "blk.phl"(u = B.a, n = n)\ncost C = squared_error(D.a, y)\n')
+    with jax.enable_x64(True):
+        problem = physlearn.problem(chain)
+        consts, learned = problem.initial_parameters(jax.random.PRNGKey(0), jnp.float64)
+        assert set(learned) == {"V"}
+        batch = {"x": jnp.ones((2, 3)), "y": jnp.zeros((2, 4))}
+        g, _ = physlearn.gradient(problem, "ep-centered", {**consts, **learned}, batch,
+                                  beta=1e-6)
+        ref, _ = physlearn.gradient(problem, "bptt", {**consts, **learned}, batch)
+    assert gradcheck.rel_err(g["V"], ref["V"]) < 1e-6
+
+
+def test_compile_trainer_refuses_a_chain():
+    run = subprocess.run([sys.executable, "-m", "physlearn", "compile", "--trainer",
+                          str(MODELS / "ffebm2.phl")], capture_output=True, text=True)
+    assert run.returncode == 2 and "chain" in run.stderr and "Traceback" not in run.stderr

@@ -61,7 +61,7 @@ def test_four_devices_match_one(tmp_path):
 
 
 @pytest.mark.parametrize("devices, batch, needle", [
-    (3, 20, "does not split over --devices 3"),
+    (3, 20, "does not split over 3 devices"),
     (64, 64, "this process sees"),
 ])
 def test_bad_device_counts_are_refused(tmp_path, devices, batch, needle):
@@ -74,3 +74,49 @@ def test_bad_device_counts_are_refused(tmp_path, devices, batch, needle):
                       progress=False)
     with pytest.raises(OptionError, match=needle):
         Trainer(model, load(None), cfg)
+
+
+def _free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
+
+
+def test_two_processes_match_one(tmp_path):
+    """`--coordinator/--num-processes/--process-id`: two processes of two CPU devices each
+    (jax.distributed over gloo) train one epoch like a single process on one device."""
+    import numpy as np
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2",
+               JAX_PLATFORMS="cpu")
+    common = [sys.executable, "-m", "physlearn", "train", str(ROOT / "models" / "hopfield_any.phl"),
+              "--epochs", "1", "--batch-size", "20", "--train-limit", "200", "--test-limit",
+              "60", "--x64", "--optimizer", "momentum", "--no-progress"]
+    port = _free_port()
+    procs = [subprocess.Popen(common + ["--out", str(tmp_path / "multi"), "--devices", "2",
+                                        "--coordinator", f"localhost:{port}",
+                                        "--num-processes", "2", "--process-id", str(i)],
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for i in (0, 1)]
+    outs = [p.communicate(timeout=600) for p in procs]
+    for p, (_, err) in zip(procs, outs):
+        assert p.returncode == 0, err[-3000:]
+    assert "data-parallel over 4 devices" in outs[0][0] and "in 2 processes" in outs[0][0]
+    assert "epoch 1" in outs[0][0] and "epoch 1" not in outs[1][0]  # process 0 speaks
+    single = subprocess.run(common + ["--out", str(tmp_path / "single")], env=env,
+                            capture_output=True, text=True, timeout=600)
+    assert single.returncode == 0, single.stderr[-3000:]
+    ref = dict(np.load(tmp_path / "single" / "params.npz"))
+    for where in ("multi", "multi.process1"):
+        got = dict(np.load(tmp_path / where / "params.npz"))
+        assert max(float(np.abs(got[k] - ref[k]).max()) for k in ref) < 1e-10, where
+    with open(tmp_path / "multi" / "metrics.jsonl") as a, \
+            open(tmp_path / "single" / "metrics.jsonl") as b:
+        assert json.loads(a.readline())["test_acc"] == json.loads(b.readline())["test_acc"]
+
+
+def test_incomplete_cluster_flags_are_refused():
+    proc = subprocess.run([sys.executable, "-m", "physlearn", "train",
+                           str(ROOT / "models" / "hopfield_any.phl"), "--coordinator",
+                           "localhost:1234"], capture_output=True, text=True)
+    assert proc.returncode != 0 and "needs all of --coordinator" in proc.stderr, proc.stderr

@@ -317,6 +317,9 @@ class ModuleWriter:
             "learn": options(spec.learn, kind.default_learn),
             "relax": options(spec.relax, kind.default_relax),
         }
+        from ..symbolic.functions import detach
+        if d.physics.has(detach) or any(e.has(detach) for _, e in d.raw_intermediates.values()):
+            fields["detached"] = True  # only where it applies: other modules read as before
         if kind.trajectory:
             timed = tuple(n for n in spec.names("input") if spec.variables[n].time_varying)
             reads = {x.base.name if isinstance(x, sp.Indexed) else x.name

@@ -50,7 +50,7 @@ def trainer_script(model: Any, dims: dict[str, int] | None = None,
     """The standalone trainer of `model` (equilibrium models) for `algorithm`."""
     from ..training.trainer import TrainConfig
     kind = model.derivation.kind
-    if kind.trajectory:
+    if kind.trajectory or kind.chain:
         raise Unsupported(f"--trainer writes trainers for `energy` and `primitive` models; "
                           f"{model.name} is {kind.article} `{kind}` model: train it with "
                           "`physlearn train`")

@@ -714,6 +714,11 @@ class Checker:
                                  f"got {len(e.args)}", e.func_span)
             shapes = []
             for a in e.args:
+                if type(a).__name__ == "Name" and a.name not in sp.variables and \
+                        a.name not in sp.lets and a.name not in self.declared and \
+                        a.name not in sp.dims:
+                    raise self.error("E201", f"unknown name {a.name!r}", a.span,
+                                     self._suggest(a.name))
                 if type(a).__name__ != "Name" or (a.name not in sp.variables
                                                   and a.name not in sp.lets):
                     raise self.error("E206", f"{e.func} takes whole tensors by name, "
@@ -723,9 +728,16 @@ class Checker:
                 raise self.error("E206", f"{e.func} needs vectors; {e.args[0].name} has "
                                  f"shape [{', '.join(shapes[0])}]", e.args[0].span)
             if shapes[0] != shapes[1]:
+                blockdim = next((d for d in shapes[0] + shapes[1] if "." in d), None)
+                other = next((b for a, b in zip(shapes[0], shapes[1]) if a == blockdim),
+                             next((a for a, b in zip(shapes[0], shapes[1]) if b == blockdim),
+                                  None))
                 raise self.error("E206", f"{e.func}: {e.args[0].name} has shape "
                                  f"[{', '.join(shapes[0])}] but {e.args[1].name} has "
-                                 f"[{', '.join(shapes[1])}]", e.span)
+                                 f"[{', '.join(shapes[1])}]", e.span,
+                                 f"size the block's dim from this file in the block's call: "
+                                 f"`{blockdim.split('.')[1]} = {other}`"
+                                 if blockdim and other else None)
             return {}
         if e.func in sp.functions:
             arity = len(sp.functions[e.func].params)

@@ -343,8 +343,8 @@ class _ToAst(Transformer):
         return ast.BlockDef(_span(meta), str(c[0]), path,
                             tuple(a for a in c[2:] if a is not None))
 
-    def block_bind(self, meta, c):
-        return ast.BlockArg(_span(meta), str(c[0]), str(c[1]))
+    def block_bind(self, meta, c):  # `u = u1`, or `u = B1.b` (an earlier block's state)
+        return ast.BlockArg(_span(meta), str(c[0]), ".".join(str(x) for x in c[1:]))
 
     def block_size(self, meta, c):
         return ast.BlockArg(_span(meta), str(c[0]), int(c[1]))

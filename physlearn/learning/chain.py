@@ -109,6 +109,25 @@ def block_layer(block: BlockProblem, algorithm: Any | None):
     return layer
 
 
+def build_chain(model: Any, gen: Any, overrides: dict | None = None,
+                adjust: Any = None) -> ChainProblem:
+    """A chain file's problem: every block compiled at the chain's sizes with its own
+    `relax` line, then `overrides` (command-line settings, for every block), then
+    `adjust(cfg)` (gradcheck's longer phases)."""
+    from ..dynamics.relax import RelaxConfig, check_overrides
+    from ..training.setup import functions_used
+    overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+    blocks = {}
+    for name, ref in model.spec.blocks.items():
+        block_gen = ref.model.compile({d: gen.INFO.dims[c] for d, c in ref.dims.items()})
+        check_overrides(block_gen, overrides)
+        cfg = RelaxConfig.for_module(block_gen, **overrides)
+        if adjust is not None:
+            cfg = adjust(cfg)
+        blocks[name] = BlockProblem(block_gen, Relaxer(block_gen, cfg), functions_used(ref.model))
+    return ChainProblem(gen, blocks, model)
+
+
 class ChainProblem(Problem):
     """A chain file with its blocks compiled at the chain's sizes."""
 

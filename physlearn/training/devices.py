@@ -13,20 +13,27 @@ from ..errors import OptionError
 
 
 class DataParallel:
-    """A one-axis mesh over the first `n` local devices."""
+    """A one-axis mesh over the first `n` local devices of every process (one process:
+    its first n devices; several: n from each, `distributed.Cluster`)."""
 
     def __init__(self, n: int, batch_size: int):
-        if batch_size % n:
-            raise OptionError(f"--batch-size {batch_size} does not split over --devices {n}; "
-                              f"use a multiple of {n}")
         local = jax.local_devices()
         if n > len(local):
             raise OptionError(
                 f"--devices {n} but this process sees {len(local)} "
                 f"{local[0].platform.upper()} device(s); on the CPU, "
                 f"XLA_FLAGS=--xla_force_host_platform_device_count={n} makes {n}")
-        self.n = n
-        self.mesh = Mesh(local[:n], ("batch",))
+        chosen = [d for p in range(jax.process_count())
+                  for d in sorted((d for d in jax.devices() if d.process_index == p),
+                                  key=lambda d: d.id)[:n]]
+        total = len(chosen)
+        if batch_size % total:
+            raise OptionError(f"--batch-size {batch_size} does not split over {total} devices "
+                              f"(--devices {n}" + (f" on each of {jax.process_count()} "
+                                                   "processes" if jax.process_count() > 1
+                                                   else "") + f"); use a multiple of {total}")
+        self.n = total
+        self.mesh = Mesh(chosen, ("batch",))
         self._split = NamedSharding(self.mesh, PartitionSpec("batch"))
         self._whole = NamedSharding(self.mesh, PartitionSpec())
 
@@ -41,4 +48,6 @@ class DataParallel:
 
     def describe(self) -> str:
         kinds = sorted({d.device_kind for d in self.mesh.devices.flat})
-        return f"data-parallel over {self.n} devices ({', '.join(kinds)})"
+        hosts = jax.process_count()
+        return (f"data-parallel over {self.n} devices ({', '.join(kinds)})"
+                + (f" in {hosts} processes" if hosts > 1 else ""))

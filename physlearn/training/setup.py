@@ -102,27 +102,22 @@ class ChainSetup(EquilibriumSetup):
     apply to every block)."""
 
     def __init__(self, model, data: Dataset, cfg):
-        from ..learning.chain import BlockProblem, ChainProblem
-        spec = model.spec
+        from ..learning.chain import build_chain
         x_name, y_name, stored, order, dims = fit_images(model, data, cfg)
         self.gen = gen = model.compile(dims)
         explicit_lr = cfg.lr is not None
         resolve_defaults(cfg, model.derivation.kind, dict(gen.INFO.learn))
-        blocks = {}
-        for name, ref in spec.blocks.items():
-            block_gen = ref.model.compile({d: gen.INFO.dims[c] for d, c in ref.dims.items()})
-            require_fits(block_gen, cfg.batch_size, 8 if cfg.x64 else 4)
-            check_overrides(block_gen, cfg.relax)
-            relax_cfg = RelaxConfig.for_module(block_gen, **cfg.relax)
-            blocks[name] = BlockProblem(block_gen, Relaxer(block_gen, relax_cfg),
-                                        functions_used(ref.model))
+        problem = build_chain(model, gen, cfg.relax)
+        blocks = problem.blocks
+        for name, block in blocks.items():
+            require_fits(block.gen, cfg.batch_size, 8 if cfg.x64 else 4)
             # a block's own learn line gives its parameters' rates unless set here
-            for k, v in block_gen.INFO.learn.items():
+            for k, v in block.gen.INFO.learn.items():
                 if k.startswith("lr_") and f"{name}.{k[3:]}" not in cfg.lr_params \
                         and not explicit_lr:
                     cfg.lr_params[f"{name}.{k[3:]}"] = float(v)
         self.relax_cfg = next(iter(blocks.values())).relaxer.cfg
-        self.problem = ChainProblem(gen, blocks, model)  # type: ignore[assignment]
+        self.problem = problem  # type: ignore[assignment]
         shape = tuple(gen.INFO.dims[d] for d in gen.INFO.inputs[x_name])
         self.feed = ImageFeed(x_name, y_name, gen.INFO.dims[gen.INFO.targets[y_name][0]],
                               tuple(stored), tuple(order), shape)
@@ -133,7 +128,8 @@ class ChainSetup(EquilibriumSetup):
         relax = ", ".join(f"{n} {b.relaxer.cfg.method} {b.relaxer.cfg.free_steps}/"
                           f"{b.relaxer.cfg.nudged_steps}" for n, b in blocks.items())
         settings = algorithm.settings_text() or "no settings"
-        return (f"chain of {len(blocks)} blocks, {algorithm.name} in each block, {settings}, "
+        return (f"chain of {len(blocks)} block{'s' if len(blocks) != 1 else ''}, "
+                f"{algorithm.name} in each block, {settings}, "
                 f"{cfg.optimizer} lr {lrs_text}, batch {cfg.batch_size}, {n_batches} "
                 f"batches/epoch, relax ({relax} free/nudged steps)")
 

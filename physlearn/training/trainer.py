@@ -201,7 +201,8 @@ class Trainer:
                 "--random-crop/--random-flip need an image input (its last two axes are "
                 f"height and width); {self.model.name}'s input is "
                 f"{self.feed.x_name}[{', '.join(self.gen.INFO.inputs[self.feed.x_name])}]")
-        self.parallel = DataParallel(cfg.devices, cfg.batch_size) if cfg.devices > 1 else None
+        self.parallel = (DataParallel(cfg.devices, cfg.batch_size)
+                         if cfg.devices > 1 or jax.process_count() > 1 else None)
         self.dtype = jnp.float64 if cfg.x64 else jnp.float32
         self.out = Path(cfg.out)
         self._step_cache: dict = {}
@@ -355,6 +356,8 @@ class Trainer:
             bar = _progress(n_batches, f"epoch {epoch}/{cfg.epochs}", cfg.progress)
             t0 = time.perf_counter()
             idx, keys = plan(key, epoch)
+            if self.parallel is not None:  # every process's copy, as the mesh expects
+                idx, keys = self.parallel.replicate((idx, keys))
             # dispatch every chunk at once (JAX runs them back to back), then collect each
             # chunk's numbers as it finishes: the progress bar never stalls the pipeline
             pending = []

@@ -72,6 +72,7 @@ class ModelInfo:
     structure: dict | None = None  # separable, time_reversible, ...: True or False
     lagrangian_name: str | None = None
     blocks: dict | None = None  # a chain's blocks: name -> file, dims, inputs, states
+    detached: bool = False  # the physics reads detach(...): its flow is no gradient
 
 
 c0 = 3
@@ -152,6 +153,7 @@ INFO = ModelInfo(
         'lr': 0.02,
     },
     relax={'method': 'fixed_point', 'free_steps': 250, 'nudged_steps': 30},
+    detached=True,
 )
 
 

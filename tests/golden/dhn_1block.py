@@ -57,6 +57,7 @@ class ModelInfo:
     structure: dict | None = None  # separable, time_reversible, ...: True or False
     lagrangian_name: str | None = None
     blocks: dict | None = None  # a chain's blocks: name -> file, dims, inputs, states
+    detached: bool = False  # the physics reads detach(...): its flow is no gradient
 
 
 n_in = 784

@@ -82,6 +82,7 @@ class ModelInfo:
     structure: dict | None = None  # separable, time_reversible, ...: True or False
     lagrangian_name: str | None = None
     blocks: dict | None = None  # a chain's blocks: name -> file, dims, inputs, states
+    detached: bool = False  # the physics reads detach(...): its flow is no gradient
 
 
 n_in = 784
@@ -1016,6 +1017,7 @@ class Algorithm(abc.ABC):
     updates_params_itself: ClassVar[bool] = False  # continual EP applies its own steps
     complex_states: ClassVar[bool] = False  # relaxes complex states (holomorphic EP)
     chains: ClassVar[bool] = False  # has a `block_gradient`: learns chains of energy blocks
+    reference: ClassVar[bool] = False  # gradcheck's reference itself (judged against BPTT)
     rank: ClassVar[int] = 50  # where it is listed: the paper's rule first, references last
     # the user-facing Settings fields the algorithm reads; giving any other is refused
     # rather than silently ignored (most algorithms take a finite nudge, beta)
