@@ -189,7 +189,8 @@ def bind_open_dims(model, dims: dict[str, int] | None = None) -> dict[str, int]:
 def uses_detach(d) -> bool:
     from .symbolic.functions import detach
     return any(e.has(detach) for e in [d.physics, d.cost] + [
-        x for _, x in d.raw_intermediates.values()])
+        x for _, x in d.raw_intermediates.values()] + [
+        f.body for f in d.builder.functions.values()])
 
 
 def check(model, dims: dict[str, int] | None = None, seed: int = 0, trials: int = 3,

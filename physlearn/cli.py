@@ -126,6 +126,8 @@ def _lr_params(pairs) -> dict[str, float]:
         name, _, value = p.partition("=")
         if not name.strip():
             raise UsageError(f"--lr-param expects NAME=RATE with a parameter name, got {p!r}")
+        if name.strip() in out:
+            raise UsageError(f"--lr-param {name.strip()} is given twice; give it once")
         try:
             out[name.strip()] = float(value)
         except ValueError:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
+import re
 import types
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,10 +37,21 @@ class Model:
         parts = [self.spec.source]
         for name, ref in self.spec.blocks.items():
             parts.append(f"\n# block {name} = {ref.path}\n{ref.model.full_source}")
+            if ref.model.spec.data_file is not None:  # its given arrays belong to the run too
+                from . import given as G
+                where = G.data_path(ref.model.spec)
+                try:
+                    data = where.read_bytes() if where is not None else b""
+                except OSError:
+                    data = b""
+                parts.append(f"\n# given arrays sha256 {content_hash(data.hex())}")
         return "".join(parts)
 
     @property
     def derivation(self) -> Derivation:
+        if self.spec.blocks:  # not cached by text: its block files may change under it
+            from .symbolic.blocks import derive_chain
+            return derive_chain(self.spec)  # type: ignore[return-value]
         return _derive_cached(self.spec.source, self.spec.filename)
 
     @property
@@ -135,6 +147,11 @@ def loads(text: str, filename: str = "<string>") -> Model:
         raise OptionError(f"loads expects the model's text as a str, got {type(text).__name__}"
                           " (read a file with physlearn.load(path))")
     check_size(text, filename)  # E002, before the text is hashed for the cache
+    if _BLOCK_LINE.search(text):  # a chain reads its block files afresh every time
+        try:
+            return Model(check(parse(text, filename), text, filename))
+        except ModelError as err:
+            raise err.located(text, filename) from None
     return Model(_check_cached(text, filename))
 
 
@@ -192,6 +209,9 @@ def compile(model: Model | str | Path, dims: dict[str, int] | None = None,
     if not isinstance(model, Model):
         model = load(model)
     return model.compile(dims, given)
+
+
+_BLOCK_LINE = re.compile(r"^\s*block\s", re.MULTILINE)
 
 
 @functools.lru_cache(maxsize=64)

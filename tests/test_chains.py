@@ -258,3 +258,102 @@ def test_compile_trainer_refuses_a_chain():
     run = subprocess.run([sys.executable, "-m", "physlearn", "compile", "--trainer",
                           str(MODELS / "ffebm2.phl")], capture_output=True, text=True)
     assert run.returncode == 2 and "chain" in run.stderr and "Traceback" not in run.stderr
+
+
+# ------------------------------------------------------------------ attack findings
+def _chain(tmp_path, extra: str, cost: str = "cost C = squared_error(B1.b, y)") -> Path:
+    (tmp_path / "layers2.phl").write_text((MODELS / "blocks" / "layers2.phl").read_text())
+    p = tmp_path / "c.phl"
+    p.write_text("dim n_in = 6, n_h = 4, n_out = 3\ninput x[n_in]\ntarget y[n_out]\n"
+                 "param V1[n_h, n_in], d1[n_h]\n"
+                 "let u1[i] = sum(j: V1[i, j] * x[j]) + d1[i]\n"
+                 'block B1 = "layers2.phl"(u = u1, n = n_h, m = n_out)\n' + extra + "\n"
+                 + cost + "\n")
+    return p
+
+
+@pytest.mark.parametrize("extra, cost, code, words", [
+    ("param B1_b[n_out]\nlet z[k] = B1.b[k] + B1_b[k]", "cost C = squared_error(z, y)",
+     "E207", "would both be 'B1_b'"),
+    ('dim B2_m = 3\nblock B2 = "layers2.phl"(u = u1, n = n_h)', "cost C = squared_error(B1.b, y)",
+     "E207", "would both be"),
+    ("update d1 = tanh(d1)", "cost C = squared_error(B1.b, y)", "E230", "no `update`"),
+    ('data "c.npz"\nconst k0[n_h] init = data', "cost C = squared_error(B1.b, y)", "E230",
+     "no given arrays"),
+])
+def test_chain_names_and_lines_that_would_mislead_are_refused(tmp_path, extra, cost, code,
+                                                              words):
+    with pytest.raises(ModelError) as info:
+        physlearn.load(_chain(tmp_path, extra, cost))
+    assert info.value.code == code and words in info.value.message, info.value.render()
+
+
+def test_blocks_that_load_each_other_are_refused(tmp_path):
+    (tmp_path / "a.phl").write_text('dim n = 3\ninput x[n]\ntarget y[n]\n'
+                                    'block A = "b.phl"(u = x)\ncost C = squared_error(A.a, y)\n')
+    (tmp_path / "b.phl").write_text('dim n = 3\ninput x[n]\ntarget y[n]\n'
+                                    'block B = "a.phl"(u = x)\ncost C = squared_error(B.a, y)\n')
+    with pytest.raises(ModelError, match="loads this file again"):
+        physlearn.load(tmp_path / "a.phl")
+
+
+def test_a_dim_override_that_breaks_a_binding_is_refused(tmp_path):
+    (tmp_path / "layers2.phl").write_text((MODELS / "blocks" / "layers2.phl").read_text())
+    p = tmp_path / "c.phl"
+    p.write_text("dim n_h = 4, n_k = 4, n_out = 3, n_in = 6\ninput x[n_in]\ntarget y[n_out]\n"
+                 "param V[n_k, n_in]\nlet u1[i] = sum(j: V[i, j] * x[j])\n"
+                 'block B1 = "layers2.phl"(u = u1, n = n_h, m = n_out)\n'
+                 "cost C = squared_error(B1.b, y)\n")
+    with pytest.raises(ModelError, match="at these sizes"):
+        physlearn.load(p).source({"n_h": 5})
+
+
+def test_detach_in_a_chain_transform_stops_the_gradient(tmp_path):
+    p = _chain(tmp_path, "param V2[n_out, n_h]\nlet z[k] = sum(j: V2[k, j] * detach(B1.a[j]))",
+               "cost C = squared_error(z, y)")
+    src = physlearn.load(p).source()
+    assert "jax.lax.stop_gradient" in src
+    with jax.enable_x64(True):
+        problem = physlearn.problem(p)
+        consts, learned = problem.initial_parameters(jax.random.PRNGKey(0), jnp.float64)
+        batch = {"x": jnp.ones((2, 6)), "y": jnp.zeros((2, 3))}
+        g, _ = physlearn.gradient(problem, "bptt", {**consts, **learned}, batch)
+    assert float(jnp.abs(g["V1"]).max()) == 0.0 and float(jnp.abs(g["V2"]).max()) > 0
+
+
+@pytest.mark.parametrize("edit, code", [
+    (("update a = hardsigmoid(dPhi/da)", "update a = detach(hardsigmoid(dPhi/da))"), "E217"),
+])
+def test_detach_where_it_has_no_meaning_is_refused(edit, code):
+    text = (MODELS / "blocks" / "layers2.phl").read_text().replace(*edit)
+    with pytest.raises(ModelError) as info:
+        physlearn.loads(text, "x.phl")
+    assert info.value.code == code
+
+
+def test_detach_in_a_hamiltonian_is_refused():
+    text = (MODELS / "hru_linear.phl").read_text()
+    text = text.replace("sum(i: a[i] * q[i]^2)", "sum(i: a[i] * q[i] * detach(q[i]))")
+    assert "detach" in text
+    with pytest.raises(ModelError) as info:
+        physlearn.loads(text, "x.phl")
+    assert info.value.code == "E224"
+
+
+def test_detach_inside_a_def_is_checked_against_a_stop_gradient_build():
+    text = (MODELS / "hopfield_sigmoid.phl").read_text().replace(
+        "def rho(u) = sigmoid(4 * u - 2)", "def rho(u) = detach(sigmoid(4 * u - 2))")
+    assert "detach" in text
+    results = physlearn.check(physlearn.loads(text, "x.phl"), {"n_in": 5, "n_h": 4})
+    assert all(c.ok() for c in results), results
+
+
+def test_a_chain_relaxes_in_bfloat16(tmp_path):
+    from physlearn.training.trainer import TrainConfig, Trainer
+    from physlearn.training.data import load
+    m = physlearn.load(_chain(tmp_path, "", "cost C = squared_error(B1.b, y)"))
+    data = load(None).limit(100, 40)
+    cfg = TrainConfig(epochs=1, out=str(tmp_path / "r"), dims={"n_in": 64, "n_out": 10},
+                      relax={"precision": "bfloat16"}, progress=False)
+    row = Trainer(m, data, cfg, log=lambda *a: None).run()
+    assert np.isfinite(row["train_loss"])

@@ -20,7 +20,8 @@ class ChainWriter(ModuleWriter):
         self.local = {n: pyname(n) for n in spec.variables}
         self.helpers: set[str] = set()
         self.user_functions: dict[str, type] = {}
-        self.reference, self._raw = False, False
+        # the chain's own functions are differentiated by autodiff: detach is stop_gradient
+        self.reference, self._raw = True, True
 
     def _groups(self) -> dict[str, list[str]]:
         groups = super()._groups()
@@ -48,7 +49,7 @@ class ChainWriter(ModuleWriter):
             if u in self.d.feeds[block]:
                 idx, expr = self.d.feeds[block][u]
                 code = self._array_code(em, idx, expr, self.spec.lets[src][1])
-                var = f"{pyname(block)}_{pyname(u)}"
+                var = feed_local(block, u)
                 em.lines.append(f"{var} = {code}")
                 outs.append(f'"{u}": {var}')
             else:
@@ -149,6 +150,12 @@ class ChainWriter(ModuleWriter):
         return text.replace("\n\n\n\n", "\n\n\n")
 
 
+def feed_local(block: str, u: str) -> str:
+    """The local that holds block input `u` in feed_<block> (the checker keeps model names
+    off it)."""
+    return f"input_{pyname(block)}_{pyname(u)}"
+
+
 def _canon(spec, e, idx, rename):
     from ..symbolic.calculus import canonical_indices, normalize
     reserved = set(spec.variables) | set(spec.dims) | set(spec.lets) | set(spec.functions)
@@ -170,6 +177,18 @@ def generate_chain(d: ChainDerivation, dims: dict[str, int] | None, source_name:
         raise ModelError("E221", f"dim {missing[0]} has no value",
                          hint=f"bind it, e.g. --dim {missing[0]}=100")
     check_windows(d.builder, bound)
+    spec = d.spec
+    for name, ref in spec.blocks.items():  # a --dim may have broken a same-size binding
+        for u, src in ref.binds.items():
+            have = (spec.lets[src][1] if src in spec.lets else spec.shape(src))
+            want = tuple(ref.dims[x.name] for x in ref.model.spec.variables[u].shape)
+            if [bound[a] for a in have] != [bound[b] for b in want]:
+                raise ModelError(
+                    "E230", f"block {name}: its input {u} has "
+                    f"[{', '.join(f'{b} = {bound[b]}' for b in want)}] but {src} has "
+                    f"[{', '.join(f'{a} = {bound[a]}' for a in have)}] at these sizes",
+                    ref.span, spec.source, spec.filename,
+                    "size both dims alike (or bind the block's dim to the chain's)")
     return ChainWriter(d, bound, source_name).write()
 
 

@@ -101,6 +101,7 @@ class ModuleWriter:
         args = [pyname(p.name) for p in cls.params]
         local = {p.name: pyname(p.name) for p in cls.params}
         em = Emitter(set(), {}, local, reuse=False)
+        em.stop_gradient = self.reference  # check's reference build: detach in a def too
         body = em.emit(cls.body)
         self._collect_functions(em)
         lines = [f"def {pyname(cls.__name__)}({', '.join(args)}):"]
@@ -318,7 +319,8 @@ class ModuleWriter:
             "relax": options(spec.relax, kind.default_relax),
         }
         from ..symbolic.functions import detach
-        if d.physics.has(detach) or any(e.has(detach) for _, e in d.raw_intermediates.values()):
+        if d.physics.has(detach) or any(e.has(detach) for _, e in d.raw_intermediates.values()) \
+                or any(f.body.has(detach) for f in d.builder.functions.values()):
             fields["detached"] = True  # only where it applies: other modules read as before
         if kind.trajectory:
             timed = tuple(n for n in spec.names("input") if spec.variables[n].time_varying)

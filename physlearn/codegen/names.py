@@ -10,7 +10,7 @@ _MODULE_NAMES = {
     "data", "beta", "batch_size", "g", "gc", "key", "dtype", "steps", "dt", "sol", "keys",
     "INFO", "ModelInfo", "logcosh", "sigmoid_prime", "tanh_prime", "symmetrize", "prediction",
     "shifted", "inside", "lagrangian", "velocities", "hamilton", "leapfrog", "grad_inputs",
-    "grad_lagrangian_params", "adaptive_step", "tol", "given",
+    "grad_lagrangian_params", "adaptive_step", "tol", "given", "blocks",
 }
 
 

@@ -71,6 +71,10 @@ def check_overrides(gen, overrides: dict) -> None:
                           f"relaxes by {' or '.join(fitting)}")
     effective = method or gen.INFO.relax.get("method", fitting[0])
     adaptive = effective in RELAXATIONS and RELAXATIONS[effective].adaptive
+    if overrides.get("dt") is not None and effective in RELAXATIONS and \
+            not RELAXATIONS[effective].per_unit_time:
+        raise OptionError(f"--dt is the step of gradient flow; `{effective}` relaxation "
+                          "sets each state outright and has no step size")
     if overrides.get("tol") is not None and not adaptive:
         raise OptionError(f"--tol stops adaptive gradient flow; `{effective}` relaxation runs "
                          "a set number of steps (--free-steps, --nudged-steps)")

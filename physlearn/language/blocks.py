@@ -18,7 +18,7 @@ from . import ast
 if TYPE_CHECKING:
     from .checker import Checker
 
-MAX_DEPTH = 8  # chains of chains are refused anyway; this stops a file that names itself
+_LOADING: list[str] = []  # the block files being loaded, outermost first (cycles)
 
 
 @dataclass(frozen=True)
@@ -51,24 +51,32 @@ def check_block(checker: Checker, b: ast.BlockDef) -> BlockRef:
                             "energy is in its blocks", b.span,
                             f"move `{sp.physics.kind} {sp.physics.name}` into a block file")
     where = Path(sp.filename).parent if sp.filename not in ("", "<string>") else Path.cwd()
+    if not b.path.strip():
+        raise checker.error("E001", f"block {b.name} needs a model file name", b.span)
     path = (where / b.path).resolve()
-    depth = getattr(checker, "depth", 0)
-    if depth >= MAX_DEPTH or str(path) == str(Path(sp.filename).resolve()):
+    here = str(Path(sp.filename).resolve())
+    if str(path) == here or str(path) in _LOADING:
         raise checker.error("E230", f"block {b.name} loads {b.path!r}, which loads this file "
                             "again (a block file cannot be a chain)", b.span)
+    _LOADING.append(here)
     try:
         model = load(path)
     except ModelError as err:
-        if err.code == "E001" and not path.exists():
-            raise checker.error("E001", f"block {b.name}: no such model file {b.path!r} "
-                                f"(looked in {where})", b.span,
-                                "the path is relative to this file") from None
+        if err.code in ("E001", "E002") and err.span is None:  # the file itself: point here
+            raise checker.error(err.code, f"block {b.name}: {err.message}", b.span,
+                                err.hint or "the path is relative to this file") from None
         raise
+    finally:
+        _LOADING.pop()
     kind = model.spec.kind
     if kind.trajectory or kind.chain:
         raise checker.error("E230", f"block {b.name}: {b.path} is {kind.article} `{kind}` "
                             "model; a block is an `energy` or `primitive` model", b.span)
     bspec = model.spec
+    if not bspec.names("input"):
+        raise checker.error("E230", f"block {b.name}: {b.path} has no `input`; a block is "
+                            "driven by an input the chain binds", b.span,
+                            "declare its drive, e.g. `input u[n]`, and read it in the energy")
     args = {a.key: a for a in b.args}
     for a in b.args:
         if list(args).count(a.key) > 1 or [x.key for x in b.args].count(a.key) > 1:
@@ -82,9 +90,10 @@ def check_block(checker: Checker, b: ast.BlockDef) -> BlockRef:
     for d, value in bspec.dims.items():
         a = args.get(d)
         if a is not None and isinstance(a.value, int):
+            from ..options import MAX_DIM
             dims[d] = f"{b.name}.{d}"
-            if a.value < 1:
-                raise checker.error("E221", f"dim {d} must be at least 1", a.span)
+            if not 1 <= a.value <= MAX_DIM:
+                raise checker.error("E221", f"dim {d} must be from 1 to {MAX_DIM:,}", a.span)
             sp.dims[dims[d]] = a.value
         elif a is not None:
             if a.value not in sp.dims:
@@ -100,8 +109,6 @@ def check_block(checker: Checker, b: ast.BlockDef) -> BlockRef:
                                     b.span, f"give it in the call: `{d} = 100`")
             dims[d] = f"{b.name}.{d}"
             sp.dims[dims[d]] = value
-        if d in bspec.periodic:
-            sp.periodic.add(dims[d])
     binds: dict[str, str] = {}
     for u in bspec.names("input"):
         a = args.get(u)
@@ -158,6 +165,38 @@ def check_chain(checker: Checker) -> None:
         raise checker.error("E230", f"a chain has no states of its own ({n}): states live in "
                             "its blocks", sp.variables[n].span,
                             "compute it with a `let`, or move it into a block file")
+    for rule in sp.updates.values():
+        raise checker.error("E230", "a chain has no `update` rules: its blocks relax as their "
+                            "files say", rule.span)
+    if sp.data_file is not None or sp.given():
+        span = sp.data_file.span if sp.data_file else sp.variables[sp.given()[0]].span
+        raise checker.error("E230", "a chain takes no given arrays (`data`, `index`, `init = "
+                            "data`): put them in a block file", span)
+    if not sp.names("input"):
+        raise checker.error("E230", "a chain needs an `input`: the data it feeds its first "
+                            "block from", next(iter(sp.blocks.values())).span)
+    _no_clashes(checker)
+
+
+def _no_clashes(checker: Checker) -> None:
+    """Two names of the chain that would be one Python name in the generated module
+    (`B1.b` and a parameter `B1_b`) would silently read one array for both: refuse."""
+    from ..codegen.chain_module import feed_local
+    from ..codegen.names import pyname
+    sp = checker.spec
+    seen: dict[str, str] = {}
+    names = [(n, v.span) for n, v in sp.variables.items()]
+    names += [(n, checker.declared.get(n, checker.m.span)) for n in sp.dims]
+    names += [(n, d[0].span) for n, d in sp.lets.items()]
+    for b, ref in sp.blocks.items():
+        names += [(f"input of {b}: {u}", ref.span) for u in ref.binds]
+    for name, span in names:
+        py = (feed_local(*name[len("input of "):].split(": ")) if name.startswith("input of ")
+              else pyname(name))
+        if py in seen and seen[py] != name:
+            raise checker.error("E207", f"{name!r} and {seen[py]!r} would both be {py!r} in the "
+                                "generated module", span, "rename one of them")
+        seen[py] = name
     if sp.learn is not None and sp.learn.method != "EP":
         raise checker.error("E219", f"`learn {sp.learn.method}` does not fit a chain of energy "
                             "blocks", sp.learn.span, "use learn EP(...)")

@@ -126,6 +126,14 @@ class Checker:
         finally:
             self._in_cost = False
         sp.kind.check(self)
+        used = find_call(sp.physics.body, "detach")
+        if used is None:
+            used = next((c for d, _ in sp.lets.values()
+                         if (c := find_call(d.body, "detach")) is not None), None)
+        if used is not None and sp.kind.trajectory:
+            raise self.error("E224", f"`detach` belongs to `energy` and `primitive` models; "
+                             f"a `{sp.kind}` model's echo (RHEL, GLEP) needs the dynamics of "
+                             "its physics as written", used.span, "remove the detach")
         if not sp.names("state"):
             raise self.error("E220", "the model declares no `state`", end,
                              "declare the units that relax, e.g. `state h[n_h]`")
@@ -412,6 +420,12 @@ class Checker:
         names = [i.name for i in u.indices] or implicit_indices(u.target, len(shape))
         bound = {n: (d, u.span) for n, d in zip(names, shape)}
         self._update_target = (u.target, shape, tuple(names))
+        used = find_call(u.body, "detach")
+        if used is not None:
+            raise self.error("E217", "`detach` has no meaning in an `update` rule: the rule is "
+                             "evaluated, never differentiated", used.span,
+                             f"hold a coupling still inside the primitive {self.spec.physics.name}"
+                             " instead")
         try:
             free = self._expr(u.body, {n: True for n in names})
         finally:
@@ -840,6 +854,21 @@ class Checker:
                              f"({_why_undefined(value)})", e.span,
                              "division by zero, log of a number <= 0 or sqrt of a negative "
                              "number")
+
+
+def find_call(node, func: str):
+    """The first call of `func` in an expression tree, or None."""
+    if isinstance(node, ast.Call) and node.func == func:
+        return node
+    for child in ("left", "right", "operand", "body"):
+        found = find_call(getattr(node, child, None), func) if hasattr(node, child) else None
+        if found is not None:
+            return found
+    for a in getattr(node, "args", ()) or ():
+        found = find_call(a, func)
+        if found is not None:
+            return found
+    return None
 
 
 def _count(n: int, word: str) -> str:

@@ -37,11 +37,14 @@ class Nudged:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._gen, name)
 
+    def _cast(self, states):  # a bfloat16 relaxation gets the nudge in its own precision
+        return {k: v.astype(states[k].dtype) for k, v in self._nudge.items()}
+
     def dynamics(self, params, states, data, beta=0.0):
-        return self._gen.dynamics(params, states, data, beta, self._nudge)
+        return self._gen.dynamics(params, states, data, beta, self._cast(states))
 
     def update(self, params, states, data, beta=0.0):
-        return self._gen.update(params, states, data, beta, self._nudge)
+        return self._gen.update(params, states, data, beta, self._cast(states))
 
 
 @dataclass(frozen=True)

@@ -91,6 +91,7 @@ def derive_chain(spec: ModelSpec) -> ChainDerivation:
     for name, (idx, body) in b.materialized.items():
         nice = free_indices(spec, len(idx))
         d.intermediates[name] = (nice, canon(body, nice, dict(zip(idx, nice))))
+    d.raw_intermediates = d.intermediates  # detach stays: autodiff reads it as stop_gradient
     return d
 
 

@@ -179,8 +179,8 @@ def feed_B1(params, blocks, data):
     """The inputs of block B1 (blocks/layers4.phl): u = u1, per example."""
     V1, d1 = params["V1"], params["d1"]
     x = data["x"]
-    B1_u = d1 + jnp.einsum('bj,ij->bi', x, V1)
-    return {"u": B1_u}
+    input_B1_u = d1 + jnp.einsum('bj,ij->bi', x, V1)
+    return {"u": input_B1_u}
 
 
 def cost(params, blocks, data):

@@ -204,32 +204,32 @@ def feed_B1(params, blocks, data):
     """The inputs of block B1 (blocks/layer1.phl): u = u1, per example."""
     V1, d1 = params["V1"], params["d1"]
     x = data["x"]
-    B1_u = d1 + jnp.einsum('bj,ij->bi', x, V1)
-    return {"u": B1_u}
+    input_B1_u = d1 + jnp.einsum('bj,ij->bi', x, V1)
+    return {"u": input_B1_u}
 
 
 def feed_B2(params, blocks, data):
     """The inputs of block B2 (blocks/layer1.phl): u = u2, per example."""
     V2, d2 = params["V2"], params["d2"]
     B1_a = blocks["B1.a"]
-    B2_u = d2 + jnp.einsum('bj,ij->bi', B1_a, V2)
-    return {"u": B2_u}
+    input_B2_u = d2 + jnp.einsum('bj,ij->bi', B1_a, V2)
+    return {"u": input_B2_u}
 
 
 def feed_B3(params, blocks, data):
     """The inputs of block B3 (blocks/layer1.phl): u = u3, per example."""
     V3, d3 = params["V3"], params["d3"]
     B2_a = blocks["B2.a"]
-    B3_u = d3 + jnp.einsum('bj,ij->bi', B2_a, V3)
-    return {"u": B3_u}
+    input_B3_u = d3 + jnp.einsum('bj,ij->bi', B2_a, V3)
+    return {"u": input_B3_u}
 
 
 def feed_B4(params, blocks, data):
     """The inputs of block B4 (blocks/layer1.phl): u = u4, per example."""
     V4, d4 = params["V4"], params["d4"]
     B3_a = blocks["B3.a"]
-    B4_u = d4 + jnp.einsum('bj,ij->bi', B3_a, V4)
-    return {"u": B4_u}
+    input_B4_u = d4 + jnp.einsum('bj,ij->bi', B3_a, V4)
+    return {"u": input_B4_u}
 
 
 def cost(params, blocks, data):

@@ -183,16 +183,16 @@ def feed_B1(params, blocks, data):
     """The inputs of block B1 (blocks/hopfield2.phl): u = u1, per example."""
     V1, d1 = params["V1"], params["d1"]
     x = data["x"]
-    B1_u = d1 + jnp.einsum('bj,ij->bi', x, V1)
-    return {"u": B1_u}
+    input_B1_u = d1 + jnp.einsum('bj,ij->bi', x, V1)
+    return {"u": input_B1_u}
 
 
 def feed_B2(params, blocks, data):
     """The inputs of block B2 (blocks/hopfield2.phl): u = u2, per example."""
     V2, d2 = params["V2"], params["d2"]
     B1_b = blocks["B1.b"]
-    B2_u = d2 + jnp.einsum('bj,ij->bi', B1_b, V2)
-    return {"u": B2_u}
+    input_B2_u = d2 + jnp.einsum('bj,ij->bi', B1_b, V2)
+    return {"u": input_B2_u}
 
 
 def cost(params, blocks, data):
