@@ -24,6 +24,7 @@ HRU = ROOT / "models" / "hru_linear.phl"
      "drop it (it is read by ep-holomorphic)"),
     (["--momentum", "0.5"], "momentum applies to the momentum optimizer only; sgd"),
     (["--optimizer", "adam", "--momentum", "0.5"], "adam would ignore it"),
+    (["--lr-param", "W1=0.1", "--lr-param", "W1=0.2"], "--lr-param W1 is given twice"),
 ])
 def test_train_refuses_settings_it_would_ignore(tmp_path, capsys, extra, needle):
     code = cli.main(["train", str(ANY), "--epochs", "1", "--train-limit", "40",
@@ -145,3 +146,10 @@ def test_standalone_script_has_no_beta_for_an_algorithm_without_a_nudge(capsys):
     assert exc.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "unrecognized arguments: --beta 0.1" in err[0]
+
+
+def test_dt_is_refused_for_a_discrete_relaxation(tmp_path, capsys):
+    code = cli.main(["train", str(ANY), "--epochs", "1",
+                     "--train-limit", "40", "--out", str(tmp_path / "r"), "--dt", "5",
+                     "--no-progress"])
+    assert code == 2 and "has no step size" in capsys.readouterr().err

@@ -17,21 +17,22 @@ class DataParallel:
     its first n devices; several: n from each, `distributed.Cluster`)."""
 
     def __init__(self, n: int, batch_size: int):
+        hosts = jax.process_count()
+        total = n * hosts
+        if batch_size % total:
+            raise OptionError(f"--batch-size {batch_size} does not split over {total} devices "
+                              f"(--devices {n}" + (f" on each of {hosts} processes"
+                                                   if hosts > 1 else "") +
+                              f"); use a multiple of {total}")
         local = jax.local_devices()
         if n > len(local):
             raise OptionError(
                 f"--devices {n} but this process sees {len(local)} "
                 f"{local[0].platform.upper()} device(s); on the CPU, "
                 f"XLA_FLAGS=--xla_force_host_platform_device_count={n} makes {n}")
-        chosen = [d for p in range(jax.process_count())
+        chosen = [d for p in range(hosts)
                   for d in sorted((d for d in jax.devices() if d.process_index == p),
                                   key=lambda d: d.id)[:n]]
-        total = len(chosen)
-        if batch_size % total:
-            raise OptionError(f"--batch-size {batch_size} does not split over {total} devices "
-                              f"(--devices {n}" + (f" on each of {jax.process_count()} "
-                                                   "processes" if jax.process_count() > 1
-                                                   else "") + f"); use a multiple of {total}")
         self.n = total
         self.mesh = Mesh(chosen, ("batch",))
         self._split = NamedSharding(self.mesh, PartitionSpec("batch"))
