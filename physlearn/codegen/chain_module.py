@@ -164,19 +164,8 @@ def _canon(spec, e, idx, rename):
 
 def generate_chain(d: ChainDerivation, dims: dict[str, int] | None, source_name: str) -> str:
     from ..language.errors import ModelError
-    from ..symbolic.build import check_windows
-    bound = dict(d.spec.dims)
-    for k, v in (dims or {}).items():
-        if k not in bound:
-            raise ModelError("E221", f"--dim {k}: the chain has no dim {k!r}",
-                             hint="dims: " + ", ".join(bound))
-        if v is not None:
-            bound[k] = int(v)
-    missing = [k for k, v in bound.items() if v is None]
-    if missing:
-        raise ModelError("E221", f"dim {missing[0]} has no value",
-                         hint=f"bind it, e.g. --dim {missing[0]}=100")
-    check_windows(d.builder, bound)
+    from .module import bind_dims
+    bound = bind_dims(d, dims)
     spec = d.spec
     for name, ref in spec.blocks.items():  # a --dim may have broken a same-size binding
         for u, src in ref.binds.items():

@@ -525,11 +525,8 @@ def wrap_line(line: str, width: int = 99) -> list[str]:
     return out
 
 
-def generate(d: Derivation, dims: dict[str, int] | None = None,
-             source_name: str = "<model>", reference: bool = False) -> str:
-    """The module source for `d`, with every dim bound (from the file or `dims`).
-    `reference`: physics and cost read detach(x) as jax.lax.stop_gradient(x), so that
-    autodiff of them is what the derived rules claim (for `physlearn check`)."""
+def bind_dims(d, dims: dict[str, int] | None) -> dict[str, int]:
+    """Every dim of the model sized (from the file, then `dims`), windows checked."""
     bound = dict(d.spec.dims)
     for k, v in (dims or {}).items():
         if k not in bound:
@@ -542,6 +539,15 @@ def generate(d: Derivation, dims: dict[str, int] | None = None,
         raise ModelError("E221", f"dim {missing[0]} has no value", hint=f"bind it, e.g. "
                          f"--dim {missing[0]}=100 (or dims={{'{missing[0]}': 100}} in Python)")
     check_windows(d.builder, bound)
+    return bound
+
+
+def generate(d: Derivation, dims: dict[str, int] | None = None,
+             source_name: str = "<model>", reference: bool = False) -> str:
+    """The module source for `d`, with every dim bound (from the file or `dims`).
+    `reference`: physics and cost read detach(x) as jax.lax.stop_gradient(x), so that
+    autodiff of them is what the derived rules claim (for `physlearn check`)."""
+    bound = bind_dims(d, dims)
     writer = ModuleWriter(d, bound, source_name)
     writer.reference = reference
     return writer.write()
