@@ -220,12 +220,7 @@ def report(d: Derivation, as_latex: bool = False) -> str:
     show = latex_rule if as_latex else text_rule
     expr = latex if as_latex else text
     spec = d.spec
-    out = [f"model {spec.name}" + (f": {spec.doc.splitlines()[0]}" if spec.doc else "")]
-    dims = ", ".join(_dim_text(k, v, k in spec.periodic) for k, v in spec.dims.items())
-    out.append(f"dims: {dims}")
-    for w in d.warnings():
-        out.append(f"warning: {w}")
-    out.append("")
+    out = _header(d)
     if d.kind.velocities:
         L = spec.physics.name
         out.append(f"lagrangian {L} = {expr(d.lagrangian)}")
@@ -320,18 +315,23 @@ def report(d: Derivation, as_latex: bool = False) -> str:
     return "\n".join(out)
 
 
+def _header(d) -> list[str]:
+    """The report's first lines: the model, its dims, the derivation's warnings."""
+    spec = d.spec
+    out = [f"model {spec.name}" + (f": {spec.doc.splitlines()[0]}" if spec.doc else "")]
+    dims = ", ".join(_dim_text(k, v, k in spec.periodic) for k, v in spec.dims.items())
+    out.append(f"dims: {dims}")
+    out += [f"warning: {w}" for w in d.warnings()]
+    return out + [""]
+
+
 def chain_report(d, as_latex: bool = False) -> str:
     """`physlearn derive` on a chain: its blocks, the feed-forward transforms, the cost, and
     the rules of each block's backward pass (from the block's own derivation)."""
     show = latex_rule if as_latex else text_rule
     expr = latex if as_latex else text
     spec = d.spec
-    out = [f"model {spec.name}" + (f": {spec.doc.splitlines()[0]}" if spec.doc else "")]
-    out.append("dims: " + ", ".join(_dim_text(k, v, k in spec.periodic)
-                                    for k, v in spec.dims.items()))
-    for w in d.warnings():
-        out.append(f"warning: {w}")
-    out.append("")
+    out = _header(d)
     out.append("a chain of energy blocks (ff-EBM): each block relaxes to its equilibrium in "
                "turn; gradients are backpropagated through the feed-forward transforms and "
                "estimated inside each block by the learning algorithm")
