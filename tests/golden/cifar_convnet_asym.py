@@ -169,16 +169,45 @@ def chosen(x, axes, largest):
 def conv(x, k, strides, dilations, pads, fill):
     """sum_{c,u} k[o, c, u] x[b, c, s*i + d*u - pad_lo]: x (batch, channels, *space),
     k (out, channels, *kernel) -> (batch, out, *out_space), reading `fill` outside. Real
-    and complex operands (holomorphic EP) meet in the wider dtype."""
+    and complex operands (holomorphic EP) meet in the wider dtype.
+
+    Its derivatives are given by hand (`conv_transpose`, `conv_kernel_grad`): jax's own
+    kernel gradient runs up to 17x slower inside a loop (BPTT) on XLA's CPU backend."""
+    settings = (tuple(strides), tuple(dilations), tuple(tuple(p) for p in pads), fill)
+
+    @jax.custom_jvp
+    def apply(x, k):
+        return conv_direct(x, k, *settings)
+
+    def tangent(primals, tangents):
+        (x, k), (dx, dk) = primals, tangents
+        out = apply(x, k)
+        change = jnp.zeros(out.shape, out.dtype)
+        if not isinstance(dx, jax.custom_derivatives.SymbolicZero):  # the fill is constant
+            def input_grad(c):  # linear in c; its transpose is dx -> conv(dx, k)
+                return conv_transpose_direct(c, k, x.shape, strides, dilations, pads,
+                                             isinstance(fill, str))
+            spread = jax.linear_transpose(input_grad, jax.ShapeDtypeStruct(out.shape, out.dtype))
+            change = change + spread(dx.astype(out.dtype))[0]
+        if not isinstance(dk, jax.custom_derivatives.SymbolicZero):
+            def kernel_grad(c):  # linear in c; its transpose is dk -> conv(x, dk)
+                return conv_kernel_grad(x, c, k.shape, strides, dilations, pads, fill)
+            spread = jax.linear_transpose(kernel_grad, jax.ShapeDtypeStruct(out.shape, out.dtype))
+            change = change + spread(dk.astype(out.dtype))[0]
+        return out, change
+
+    apply.defjvp(tangent, symbolic_zeros=True)
+    return apply(x, k)
+
+
+def conv_direct(x, k, strides, dilations, pads, fill):
+    """`conv` as one channels-last convolution, with jax's derivatives.
+
+    Channels-last: XLA's CPU backend runs channels-first convolutions inside a loop (every
+    relaxation) up to 10x slower (jax-ml/jax#12868); GPUs take either."""
     dtype = jnp.result_type(x, k)
     x, k = x.astype(dtype), k.astype(dtype)
-    if any(lo or hi for lo, hi in pads) and not (isinstance(fill, (int, float)) and fill == 0):
-        spec = [(0, 0), (0, 0)] + [tuple(p) for p in pads]
-        x = (jnp.pad(x, spec, mode="wrap") if isinstance(fill, str)
-             else jnp.pad(x, spec, constant_values=fill))
-        pads = [(0, 0)] * len(pads)
-    # computed channels-last: XLA's CPU backend runs channels-first convolutions inside a
-    # loop (every relaxation) up to 10x slower (jax-ml/jax#12868); GPUs take either
+    x, pads = fill_pads(x, pads, fill)
     space = "DHW"[-len(strides):]
     n = len(strides)
     y = jax.lax.conv_general_dilated(
@@ -190,18 +219,93 @@ def conv(x, k, strides, dilations, pads, fill):
 
 def conv_kernel_grad(x, g, kshape, strides, dilations, pads, fill):
     """The transpose of `conv` in its kernel: sum over batch and positions of
-    g[b, o, i] * x[b, c, s*i + d*u - pad_lo], shaped (out, channels, *window)."""
-    def forward(k):
-        return conv(x, k, strides, dilations, pads, fill)
-    return jax.linear_transpose(forward, jax.ShapeDtypeStruct(kshape, g.dtype))(g)[0]
+    g[b, o, i] * x[b, c, s*i + d*u - pad_lo], shaped (out, channels, *window).
+
+    One convolution over the positions i with the batch as its features, laid out
+    channels-last: jax's transpose of `conv` is 17x slower inside a loop on the CPU."""
+    dtype = jnp.result_type(x, g)
+    x, g = x.astype(dtype), g.astype(dtype)
+    x, pads = fill_pads(x, pads, fill)
+    n = len(strides)
+    space = "DHW"[-n:]
+    y = jax.lax.conv_general_dilated(
+        jnp.moveaxis(x, 0, -1), jnp.moveaxis(g, (0, 1), (-2, -1)), tuple(dilations),
+        [tuple(p) for p in pads], rhs_dilation=tuple(strides),
+        dimension_numbers=("N" + space + "C", space + "IO", "N" + space + "C"))
+    y = y[(slice(None),) + tuple(slice(0, w) for w in kshape[2:])]  # (channels, *window, out)
+    return jnp.moveaxis(y, (0, -1), (1, 0))
 
 
 def conv_transpose(g, k, shape, strides, dilations, pads, wrap):
     """The transpose of `conv` in x (zero padding): how a convolution's input receives the
-    gradient g of its output, a correlation with the kernel flipped."""
-    def forward(x):
-        return conv(x, k, strides, dilations, pads, "wrap" if wrap else 0)
-    return jax.linear_transpose(forward, jax.ShapeDtypeStruct(shape, g.dtype))(g)[0]
+    gradient g of its output, a correlation of the dilated g with the kernel flipped.
+
+    Its derivative in the kernel (BPTT through a relaxation) is given by hand as the
+    kernel gradient of `conv`: jax's own transpose of it falls on XLA CPU's slow
+    convolution layouts, about 4x slower."""
+    settings = (tuple(shape), tuple(strides), tuple(dilations),
+                tuple(tuple(p) for p in pads), wrap)
+
+    @jax.custom_jvp
+    def apply(g, k):
+        return conv_transpose_direct(g, k, *settings)
+
+    def tangent(primals, tangents):
+        (g, k), (dg, dk) = primals, tangents
+        out = apply(g, k)
+        change = jnp.zeros(out.shape, out.dtype)
+        if not isinstance(dg, jax.custom_derivatives.SymbolicZero):
+            def output_grad(c):  # linear in c; its transpose is dg -> conv_transpose(dg, k)
+                return conv_direct(c, k, strides, dilations, pads, "wrap" if wrap else 0)
+            spread = jax.linear_transpose(output_grad, jax.ShapeDtypeStruct(out.shape, out.dtype))
+            change = change + spread(dg.astype(out.dtype))[0]
+        if not isinstance(dk, jax.custom_derivatives.SymbolicZero):
+            def kernel_grad(c):  # linear in c; its transpose is dk -> conv_transpose(g, dk)
+                return conv_kernel_grad(c, g.astype(out.dtype), k.shape, strides, dilations,
+                                        pads, "wrap" if wrap else 0)
+            spread = jax.linear_transpose(kernel_grad, jax.ShapeDtypeStruct(out.shape, out.dtype))
+            change = change + spread(dk.astype(out.dtype))[0]
+        return out, change
+
+    apply.defjvp(tangent, symbolic_zeros=True)
+    return apply(g, k)
+
+
+def conv_transpose_direct(g, k, shape, strides, dilations, pads, wrap):
+    """`conv_transpose` as one plain channels-last convolution of the dilated g (autodiff
+    through it in k is slow on the CPU; `conv_transpose` adds the fast rule)."""
+    if wrap:  # the transpose of (wrap-pad, then convolve): convolve back, fold the pads in
+        spec = [(0, 0), (0, 0)] + [tuple(p) for p in pads]
+        padded = tuple(shape[:2]) + tuple(n + lo + hi for n, (lo, hi) in zip(shape[2:], pads))
+        grown = conv_transpose_direct(g, k, padded, strides, dilations, [(0, 0)] * len(pads), False)
+        def wrap_pad(x):
+            return jnp.pad(x, spec, mode="wrap")
+        return jax.linear_transpose(wrap_pad, jax.ShapeDtypeStruct(shape, grown.dtype))(grown)[0]
+    dtype = jnp.result_type(g, k)
+    g, k = g.astype(dtype), k.astype(dtype)
+    n = len(strides)
+    space = "DHW"[-n:]
+    padding = []
+    for size, width, s, d, (lo, _), m in zip(shape[2:], k.shape[2:], strides, dilations, pads,
+                                           g.shape[2:]):
+        padding.append((d * (width - 1) - lo, size - 1 - (m - 1) * s + lo))
+    flipped = jnp.flip(k, axis=tuple(range(2, n + 2)))  # (out, channels, *window)
+    y = jax.lax.conv_general_dilated(
+        jnp.moveaxis(g, 1, -1), jnp.transpose(flipped, tuple(range(2, n + 2)) + (0, 1)),
+        (1,) * n, padding, lhs_dilation=tuple(strides), rhs_dilation=tuple(dilations),
+        dimension_numbers=("N" + space + "C", space + "IO", "N" + space + "C"))
+    return jnp.moveaxis(y, -1, 1)
+
+
+def fill_pads(x, pads, fill):
+    """x padded with `fill` (a number, or 'wrap') and the zero pads left to the
+    convolution: a zero fill is the convolution's own padding, anything else is explicit."""
+    if any(lo or hi for lo, hi in pads) and not (isinstance(fill, (int, float)) and fill == 0):
+        spec = [(0, 0), (0, 0)] + [tuple(p) for p in pads]
+        x = (jnp.pad(x, spec, mode="wrap") if isinstance(fill, str)
+             else jnp.pad(x, spec, constant_values=fill))
+        pads = [(0, 0)] * len(pads)
+    return x, pads
 
 
 def given_array(info, name, shape, given, dtype):

@@ -62,9 +62,10 @@ def solve_adjoint(problem, params, states, data, rhs=None):
         lam = lx.linear_solve(op, rhs, lx.GMRES(rtol=tol, atol=tol * 1e-3, max_steps=steps,
                                                 restart=50), throw=False).value
     elif problem.gen.INFO.flows:  # dr/ds = -H, symmetric: solve H lam = -dC/ds by CG
-        _, jvp_s = jax.linearize(lambda s: residual(params, s), states)
+        # H v as the VJP (H = H^T): generated convolutions are fast in reverse mode
+        _, vjp_s = jax.vjp(lambda s: residual(params, s), states)
         op = lx.FunctionLinearOperator(
-            lambda v: jax.tree_util.tree_map(jnp.negative, jvp_s(v)), structure,
+            lambda v: jax.tree_util.tree_map(jnp.negative, vjp_s(v)[0]), structure,
             lx.positive_semidefinite_tag)
         rhs = jax.tree_util.tree_map(jnp.negative, dc_ds)
         apply = op.mv
