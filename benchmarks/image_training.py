@@ -31,9 +31,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def run(model, ds, algorithm, precision, args):
     nudges = "beta" in registry.entries()[algorithm].cls.reads
+    learn = model.compile().INFO.learn
+    rates = {k[3:]: args.lr_scale * v for k, v in learn.items() if k.startswith("lr_")}
     cfg = TrainConfig(algorithm=algorithm, epochs=args.epochs, batch_size=args.batch_size,
                       seed=args.seed, out=tempfile.mkdtemp(), progress=False,
-                      beta=args.beta if nudges else None, relax={"precision": precision})
+                      beta=args.beta if nudges else None, relax={"precision": precision},
+                      lr=args.lr_scale * learn.get("lr", 0.05), lr_params=rates)
     trainer = Trainer(model, ds, cfg, log=lambda *a: None)
     rows = []
     for epoch in range(1, args.epochs + 1):
@@ -58,12 +61,15 @@ def main():
     ap.add_argument("--beta", type=float, default=None, help="default: the model's learn line")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--train-limit", type=int)
+    ap.add_argument("--lr-scale", type=float, default=1.0,
+                    help="multiply the learn line's rates (lr and every lr_<param>)")
     args = ap.parse_args()
     models = [physlearn.load(m) for m in args.model.split(",")]
     ds = load(args.data).limit(args.train_limit)
     print(f"{', '.join(m.name for m in models)} on {ds.name} ({len(ds.x_train)} train / "
           f"{len(ds.x_test)} test), {args.epochs} epochs, batch {args.batch_size}, seed "
-          f"{args.seed}, the model's learn and relax lines; jax {jax.__version__} on "
+          f"{args.seed}, the model's learn and relax lines, rates x {args.lr_scale:g}; jax "
+          f"{jax.__version__} on "
           f"{jax.devices()[0].device_kind} ({platform.processor() or platform.machine()})",
           flush=True)
     table = []

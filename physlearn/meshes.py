@@ -46,6 +46,61 @@ def hexagonal_patch(rows: int, cols: int, jitter: float = 0.0, seed: int = 0) ->
             "dst": np.asarray([b for _, b in edges], np.int32)}
 
 
+# The six corners of a pointy-top hexagon, counter-clockwise from the lower right, in
+# units of (sqrt(3)/2, 1/2) for a unit side: exact integers, so wrapping is exact
+_CORNERS = ((1, -1), (1, 1), (0, 2), (-1, 1), (-1, -1), (0, -2))
+
+
+def periodic_tissue(rows: int, cols: int, jitter: float = 0.0, seed: int = 0) -> dict:
+    """A hexagonal tissue on a torus: rows x cols cells of unit side, every vertex shared by
+    three cells (2 vertices and 3 edges per cell), in a box of sqrt(3) cols x 1.5 rows.
+
+    Positions r0[v, 2] lie in the box. A cell's vertices cell[c, 6] are read unwrapped as
+    r[cell[c, j]] + cell_wrap[c, j] * box, and an edge's end as r[dst[e]] + edge_wrap[e] *
+    box, so areas, perimeters and lengths never see the seam. `rows` must be even (the
+    offset rows repeat every two)."""
+    if rows < 2 or rows % 2 or cols < 2:
+        raise OptionError("a periodic tissue needs an even number of rows (>= 2) and at "
+                          f"least 2 columns, got {rows} x {cols}")
+    period = (2 * cols, 3 * rows)
+    index: dict[tuple[int, int], int] = {}
+    points: list[tuple[int, int]] = []
+    cells, wraps = [], []
+    for r in range(rows):
+        for c in range(cols):
+            centre = (2 * c + r % 2, 3 * r)
+            ring, wrap = [], []
+            for dx, dy in _CORNERS:
+                raw = (centre[0] + dx, centre[1] + dy)
+                key = (raw[0] % period[0], raw[1] % period[1])
+                if key not in index:
+                    index[key] = len(points)
+                    points.append(key)
+                ring.append(index[key])
+                wrap.append(((raw[0] - key[0]) // period[0], (raw[1] - key[1]) // period[1]))
+            cells.append(ring)
+            wraps.append(wrap)
+    edges: dict[tuple[int, int, int, int], None] = {}
+    for ring, wrap in zip(cells, wraps):
+        for k in range(6):
+            a, b = ring[k], ring[(k + 1) % 6]
+            wa, wb = wrap[k], wrap[(k + 1) % 6]
+            if a > b:
+                a, b, wa, wb = b, a, wb, wa
+            edges[(a, b, wb[0] - wa[0], wb[1] - wa[1])] = None
+    order = sorted(edges)
+    unit = np.array([np.sqrt(3.0) / 2, 0.5])
+    r0 = np.asarray(points, float) * unit
+    box = np.asarray(period, float) * unit
+    if jitter:
+        r0 = r0 + np.random.default_rng(seed).normal(0.0, jitter, r0.shape)
+    return {"r0": r0, "box": box, "cell": np.asarray(cells, np.int32),
+            "cell_wrap": np.asarray(wraps, float),
+            "src": np.asarray([e[0] for e in order], np.int32),
+            "dst": np.asarray([e[1] for e in order], np.int32),
+            "edge_wrap": np.asarray([e[2:] for e in order], float)}
+
+
 def ladder_netlist(rungs: int) -> dict:
     """A resistor ladder: two rails of `rungs` nodes joined by rungs; inputs at the first
     rung's nodes, outputs at the last's. Keys src, dst (edges), inp, outp (nodes)."""
@@ -65,14 +120,23 @@ def ladder_netlist(rungs: int) -> dict:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m physlearn.meshes",
-                                 description="write a hexagonal vertex-model patch (npz)")
+                                 description="write a hexagonal vertex-model patch, or with "
+                                 "--periodic a tissue on a torus (npz)")
     ap.add_argument("out")
     ap.add_argument("--rows", type=int, default=3)
     ap.add_argument("--cols", type=int, default=3)
     ap.add_argument("--jitter", type=float, default=0.0)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--periodic", action="store_true",
+                    help="a tissue on a torus (keys r, r0, box, cell, cell_wrap, src, dst, "
+                         "edge_wrap); --rows must be even")
     args = ap.parse_args(argv)
-    mesh = hexagonal_patch(args.rows, args.cols, args.jitter, args.seed)
+    make = periodic_tissue if args.periodic else hexagonal_patch
+    try:
+        mesh = make(args.rows, args.cols, args.jitter, args.seed)
+    except OptionError as e:
+        ap.error(str(e))
+    mesh = {"r": mesh["r0"], **mesh}  # the relaxation starts where the mesh was drawn
     np.savez(args.out, **mesh)
     print(f"wrote {args.out}: {len(mesh['r0'])} vertices, {len(mesh['cell'])} cells, "
           f"{len(mesh['src'])} edges")

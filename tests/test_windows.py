@@ -153,6 +153,48 @@ def test_vertex_patch_areas_perimeters_and_tensions():
         close(area, np.full(len(area), 3 * np.sqrt(3) / 2))
 
 
+@pytest.mark.parametrize("rows,cols", [(2, 2), (4, 5), (6, 7)])
+def test_a_periodic_tissue_tiles_its_box(rows, cols):
+    from physlearn.meshes import periodic_tissue
+    mesh = periodic_tissue(rows, cols)
+    n = rows * cols
+    assert (len(mesh["r0"]), len(mesh["cell"]), len(mesh["src"])) == (2 * n, n, 3 * n)
+    assert np.all(np.bincount(mesh["cell"].ravel(), minlength=2 * n) == 3)  # 3 cells a vertex
+    x = mesh["r0"][mesh["cell"]] + mesh["cell_wrap"] * mesh["box"]  # corners, unwrapped
+    nxt = np.roll(x, -1, axis=1)
+    area = np.sum(x[..., 0] * nxt[..., 1] - nxt[..., 0] * x[..., 1], 1) / 2
+    close(area, np.full(n, 3 * np.sqrt(3) / 2))
+    close(np.sum(np.linalg.norm(nxt - x, axis=-1), 1), np.full(n, 6.0))
+    ends = mesh["r0"][mesh["dst"]] + mesh["edge_wrap"] * mesh["box"] - mesh["r0"][mesh["src"]]
+    close(np.linalg.norm(ends, axis=-1), np.ones(3 * n))
+    close(area.sum(), np.prod(mesh["box"]))
+    with pytest.raises(physlearn.PhyslearnError, match="even number of rows"):
+        periodic_tissue(3, 4)
+
+
+def test_vertex_tissue_reads_corners_across_the_seam():
+    with jax.enable_x64(True):
+        gen = physlearn.compile(MODELS / "vertex_tissue.phl")
+        mesh = dict(np.load(MODELS / "vertex_tissue.npz"))
+        full = gen.init_params(jax.random.PRNGKey(0), jnp.float64)
+        rng = np.random.default_rng(4)
+        r = jnp.asarray(mesh["r"][None] + rng.normal(0, 0.1, (2,) + mesh["r"].shape))
+        p = {**full, "T": jnp.asarray(rng.uniform(0.1, 0.5, len(mesh["src"])))}
+        box, cell, src, dst = (jnp.asarray(mesh[k]) for k in ("box", "cell", "src", "dst"))
+
+        def energy(p, s, d):
+            x = s["r"][:, cell] + mesh["cell_wrap"] * box  # (batch, cells, 6, 2)
+            nxt = jnp.roll(x, -1, axis=2)
+            area = jnp.sum(x[..., 0] * nxt[..., 1] - nxt[..., 0] * x[..., 1], 2) / 2
+            perimeter = jnp.sum(jnp.linalg.norm(nxt - x, axis=-1), 2)
+            ends = s["r"][:, dst] + mesh["edge_wrap"] * box - s["r"][:, src]
+            length = jnp.linalg.norm(ends, axis=-1)
+            pin = jnp.sum(jnp.sum(s["r"] - p["r0"], 1) ** 2, 1)
+            return (jnp.sum((area - 2.6) ** 2, 1) / 2 + 0.05 * jnp.sum((perimeter - 7) ** 2, 1) / 2
+                    + length @ p["T"] + 0.01 * pin / 2)
+        compare_with(gen, energy, p, {"r": r}, {"y": jnp.zeros_like(r)})
+
+
 @pytest.mark.parametrize("text", [
     # mean pooling and min windows, a dilated window, a periodic window
     """dim n = 8, m = 4, w = 2
