@@ -137,7 +137,56 @@ def bind(spec: ModelSpec, given: dict, dims: dict | None = None,
         elif v.symmetric and not np.allclose(value, value.T):
             raise DataError(f"{where}[{name!r}] is declared symmetric but the given matrix "
                             "is not (W != W.T)")
+        elif v.nonnegative and value.size and value.min() < 0:
+            at = np.unravel_index(int(np.argmin(value)), value.shape)
+            raise DataError(f"{where}[{name!r}] entry {list(map(int, at))} is "
+                            f"{float(value[at]):g}, but {name} is declared nonnegative (a "
+                            "conductance or stiffness below zero has no physical meaning)")
+        if v.role == "index" and spec.shape(name) and spec.shape(name)[-1] in spec.periodic:
+            _check_rings(where, name, value)
+    _check_edges(spec, given, bound, where)
     return bound
+
+
+def _check_edges(spec: ModelSpec, given: dict, bound: dict, where: str) -> None:
+    """Index arrays over the same dims into the same dim (`src[n_e]`, `dst[n_e]`) list the
+    ends of edges; a node that ends no edge is disconnected (its state is coupled to
+    nothing, and the Hessian is singular there)."""
+    edges: dict[tuple, list[str]] = {}
+    for name in spec.given():
+        v = spec.variables[name]
+        if v.role == "index":
+            edges.setdefault((spec.shape(name), v.index_range), []).append(name)
+    for (_, into), names in edges.items():
+        if len(names) < 2 or bound.get(into) is None:
+            continue
+        touched = np.zeros(bound[into], bool)
+        for name in names:
+            touched[np.asarray(given[name]).ravel()] = True
+        if not touched.all():
+            lonely = np.flatnonzero(~touched)
+            more = f" (and {lonely.size - 1} more)" if lonely.size > 1 else ""
+            raise DataError(f"{where}: {into} entry {int(lonely[0])}{more} is the end of no "
+                            f"edge ({', '.join(names)}): a disconnected node; connect it or "
+                            f"remove it")
+
+
+def _check_rings(where: str, name: str, value: np.ndarray) -> None:
+    """An index array over a periodic dim lists a ring (a cell's vertices in order): each
+    needs three distinct entries, and no two neighbours alike (a side of zero length has
+    no direction, so no derivative)."""
+    rows = value.reshape(-1, value.shape[-1])
+    for r, ring in enumerate(rows):
+        at = list(map(int, np.unravel_index(r, value.shape[:-1])))
+        if len(set(ring.tolist())) < min(3, len(ring)):
+            raise DataError(f"{where}[{name!r}] row {at} lists {ring.tolist()}: a cell needs "
+                            "at least 3 distinct vertices")
+        same = np.flatnonzero(ring == np.roll(ring, -1))
+        if same.size and len(ring) > 1:
+            j = int(same[0])
+            raise DataError(f"{where}[{name!r}] row {at} lists {ring.tolist()}: entries {j} "
+                            f"and {(j + 1) % len(ring)} are the same vertex (a side of zero "
+                            "length); list each corner once")
 
 
 def _check_index(where: str, name: str, value: np.ndarray, into: str, n: int | None) -> None:

@@ -172,6 +172,43 @@ def test_a_periodic_tissue_tiles_its_box(rows, cols):
         periodic_tissue(3, 4)
 
 
+def _broken(key, change):
+    def make(mesh):
+        value = np.array(mesh[key])
+        change(value)
+        return {**mesh, key: value}
+    return make
+
+
+@pytest.mark.parametrize("model,make,message", [
+    ("vertex_tissue", _broken("cell", lambda c: c.__setitem__(3, [1, 2, 2, 2, 2, 2])),
+     r"\['cell'\] row \[3\] lists \[1, 2, 2, 2, 2, 2\]: a cell needs at least 3 distinct"),
+    ("vertex_tissue", _broken("cell", lambda c: c.__setitem__((3, 2), c[3, 1])),
+     r"\['cell'\] row \[3\] .*entries 1 and 2 are the same vertex"),
+    ("vertex_tissue", _broken("src", lambda s: s.__setitem__(7, 40)),
+     r"\['src'\] entry \[7\] is 40, outside 0..39 \(n_v = 40\)"),
+    ("resistor_netlist", lambda m: {**m, "n_v": np.int64(int(m["n_v"]) + 1)},
+     r"n_v entry 16 is the end of no edge \(src, dst\): a disconnected node"),
+])
+def test_bad_meshes_and_netlists_name_the_element(model, make, message):
+    mesh = make(dict(np.load(MODELS / f"{model}.npz")))
+    with pytest.raises(DataError, match=message):
+        physlearn.compile(MODELS / f"{model}.phl", given=mesh)
+
+
+def test_a_negative_conductance_is_refused_by_edge():
+    text = (MODELS / "resistor_netlist.phl").read_text().replace(
+        "nonnegative init = uniform(0.5, 1.5)", "nonnegative init = data").replace(
+        'data "resistor_netlist.npz"\n', "")
+    model = physlearn.loads(text, "netlist.phl")
+    mesh = dict(np.load(MODELS / "resistor_netlist.npz"))
+    conductance = np.ones(len(mesh["src"]))
+    conductance[4] = -0.2
+    with pytest.raises(DataError, match=r"\['G'\] entry \[4\] is -0.2, but G is declared "
+                                        "nonnegative"):
+        model.compile(given={**mesh, "G": conductance})
+
+
 def test_vertex_tissue_reads_corners_across_the_seam():
     with jax.enable_x64(True):
         gen = physlearn.compile(MODELS / "vertex_tissue.phl")
