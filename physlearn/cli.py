@@ -249,10 +249,11 @@ def cmd_gradcheck(args) -> int:
             batch=args.batch, seed=args.seed, free_steps=args.free_steps,
             nudged_steps=args.nudged_steps, relax_overrides={"dt": args.dt},
             holomorphic_n=args.holomorphic_n)
+        phases = info.get("stopping") or \
+            f"{info['free_steps']} free / {info['nudged_steps']} nudged steps"
         print(f"{model.name}: {args.algorithm}{settings} vs implicit differentiation at the "
               f"free fixed point and BPTT; {info['dtype']}, batch {info['batch']}, "
-              f"{info['free_steps']} free / {info['nudged_steps']} nudged steps, free "
-              f"residual {info['residual']:.1e}")
+              f"{phases}, free residual {info['residual']:.1e}")
     converged = bool(abs(info["residual"]) < (1e-6 if args.x64 else 1e-4))
     solve_ok = info["implicit_residual"] is None or \
         info["implicit_residual"] < gradcheck.SOLVE_FLOOR[info["dtype"]]
@@ -272,7 +273,11 @@ def cmd_gradcheck(args) -> int:
               f"beta = {beta:g} crosses one of their kinks, where a finite difference is not "
               "the derivative; the errors below are the kink's, not the rule's: try a smaller "
               "--beta", file=sys.stderr)
-    if not converged:
+    if not converged and info.get("stopping"):
+        print(f"error: the free phase has not converged (residual {info['residual']:.1e}); "
+              "the comparison is not meaningful until it does: lower `tol` in the relax line "
+              f"(or --tol), or raise --max-steps ({info['stopping']})", file=sys.stderr)
+    elif not converged:
         print(f"error: the free phase has not converged (residual {info['residual']:.1e}); "
               "the comparison is not meaningful until it does: raise --free-steps; for "
               "gradient flow a larger --dt converges in fewer steps while the flow stays "
@@ -502,12 +507,14 @@ def build_parser() -> argparse.ArgumentParser:
                    "echoes at +-epsilon")
     t.add_argument("--holomorphic-n", type=T(options.at_least_two, "--holomorphic-n"),
                    help="nudges for ep-holomorphic (default 4)")
-    t.add_argument("--relax", choices=["gradient_flow", "fixed_point", "asynchronous"])
+    t.add_argument("--relax", choices=["gradient_flow", "minimize", "fixed_point",
+                                       "asynchronous"])
     t.add_argument("--dt", type=T(options.positive, "--dt"))
     t.add_argument("--free-steps", type=T(options.steps, "--free-steps"))
     t.add_argument("--nudged-steps", type=T(options.steps, "--nudged-steps"))
     t.add_argument("--tol", type=T(options.positive, "--tol"),
-                   help="gradient flow: adaptive steps until |ds/dt| < tol")
+                   help="gradient flow: adaptive steps until |ds/dt| < tol; minimize: "
+                   "L-BFGS until max |dE/ds| < tol")
     t.add_argument("--max-steps", type=T(options.steps, "--max-steps"))
     t.add_argument("--relax-precision", choices=["float32", "bfloat16"],
                    help="bfloat16: relax on 16-bit states, weights and inputs (the update "

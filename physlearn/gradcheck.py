@@ -111,7 +111,8 @@ def run(model, algorithm: str, beta: float, *, dims=None, x64=True, batch=8, see
                 "dtype": "float64" if x64 else "float32", "batch": batch,
                 "implicit_residual": float(solve_residual), "piecewise": kinked,
                 "beta_halved_change": halved,
-                "gdu_twin": problem.relaxer.method.synchronous_twin if gdu else None}
+                "gdu_twin": problem.relaxer.method.synchronous_twin if gdu else None,
+                "stopping": problem.relaxer.method.stopping(cfg)}
         return rows, gdu, info
 
 

@@ -18,6 +18,9 @@ class GradientFlow(Relaxation):
     per_unit_time: ClassVar[bool] = True
     adaptive: ClassVar[bool] = True
 
+    def stopping(self, cfg):
+        return None if cfg.tol is None else f"adaptive steps until |ds/dt| < {cfg.tol:g}"
+
     def step(self, r, params, states, data, beta, clamp=None):
         v = r.velocity(params, states, data, beta, clamp)
         return {k: states[k] + r.cfg.dt * v[k] for k in states}

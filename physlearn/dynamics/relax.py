@@ -98,6 +98,9 @@ class Relaxer:
             cfg = replace(cfg, method=fitting[0])
         self.method = RELAXATIONS[cfg.method]
         self.method.check(gen)
+        if cfg.precision != "float32" and not self.method.low_precision:
+            raise OptionError(f"`{cfg.method}` relaxation runs in float32 or float64 (its line "
+                              f"search needs the precision), not {cfg.precision}")
         self.gen, self.cfg = gen, cfg
 
     def velocity(self, params, states, data, beta, clamp=None):

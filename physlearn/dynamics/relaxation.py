@@ -38,6 +38,11 @@ class Relaxation(abc.ABC):
     # the synchronous counterpart whose steps the GDU property (Ernoult et al. 2019) is about;
     # None: this method is synchronous itself
     synchronous_twin: ClassVar[str | None] = None
+    low_precision: ClassVar[bool] = True  # may run on bfloat16 states
+
+    def stopping(self, cfg: Any) -> str | None:
+        """How a phase ends when it does not end after a set number of steps (None)."""
+        return None
 
     def check(self, gen: Any) -> None:
         """Raise ValueError when the compiled model cannot relax this way."""

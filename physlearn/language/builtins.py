@@ -33,6 +33,8 @@ STACK_METHODS = {"HSSM": {"blocks", "inputs", "pool"}}
 # Which methods fit which physics: see each kind in physlearn/physics/.
 RELAX_METHODS = {
     "gradient_flow": {"dt", "free_steps", "nudged_steps", "tol", "max_steps"},
+    # energies: L-BFGS (optimistix) until max |dE/ds| < tol
+    "minimize": {"tol", "max_steps"},
     "fixed_point": {"free_steps", "nudged_steps", "tol", "max_steps"},
     "asynchronous": {"free_steps", "nudged_steps", "tol", "max_steps"},
     # Hamiltonian models: one drift-kick-drift step per input sample; `scan = parallel`

@@ -46,6 +46,13 @@ class Nudged:
     def update(self, params, states, data, beta=0.0):
         return self._gen.update(params, states, data, beta, self._cast(states))
 
+    def cost(self, params, states, data):
+        """The cost whose dC/ds is the nudge: sum(nudge * s) per example (what a
+        relaxation that minimises E + beta C, `minimize`, reads)."""
+        nudge = self._cast(states)
+        return sum(jnp.sum((nudge[k] * states[k]).reshape(states[k].shape[0], -1), axis=1)
+                   for k in nudge)
+
 
 @dataclass(frozen=True)
 class BlockProblem(EquilibriumProblem):

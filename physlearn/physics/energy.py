@@ -18,7 +18,7 @@ from .base import (
 class Energy(PhysicsKind):
     name: ClassVar[str] = "energy"
     learn: ClassVar[tuple[str, ...]] = ("EP",)
-    relax: ClassVar[tuple[str, ...]] = ("gradient_flow",)
+    relax: ClassVar[tuple[str, ...]] = ("gradient_flow", "minimize")
     physics_alias: ClassVar[bool] = True
     flows: ClassVar[bool] = True
     motion: ClassVar[str] = "gradient flow"

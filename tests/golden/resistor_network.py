@@ -73,7 +73,7 @@ INFO = ModelInfo(
     kind='energy',
     sign=1.0,
     flows=True,
-    relaxations=('gradient_flow',),
+    relaxations=('gradient_flow', 'minimize'),
     physics_name='P',
     cost_name='C',
     output='o',
@@ -123,7 +123,10 @@ def given_array(info, name, shape, given, dtype):
     if not jnp.issubdtype(value.dtype, jnp.integer):
         raise ValueError(f"index array {name!r} must hold integers, got {value.dtype}")
     n = info.dims[info.indexes[name]]
-    if value.size and (int(value.min()) < 0 or int(value.max()) >= n):
+    with jax.ensure_compile_time_eval():  # the given values are known even under jit
+        known = jnp.asarray(given[key])
+        lo, hi = (int(jnp.min(known)), int(jnp.max(known))) if known.size else (0, 0)
+    if lo < 0 or hi >= n:
         raise ValueError(f"index array {name!r} points outside 0..{n - 1} "
                          f"({info.indexes[name]})")
     return value.astype(jnp.int32)

@@ -32,9 +32,11 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import json
+import lineax as lx
 import math
 import numpy as np
 import optax
+import optimistix as optx
 import sys
 import time
 from collections.abc import Callable
@@ -139,7 +141,10 @@ def given_array(info, name, shape, given, dtype):
     if not jnp.issubdtype(value.dtype, jnp.integer):
         raise ValueError(f"index array {name!r} must hold integers, got {value.dtype}")
     n = info.dims[info.indexes[name]]
-    if value.size and (int(value.min()) < 0 or int(value.max()) >= n):
+    with jax.ensure_compile_time_eval():  # the given values are known even under jit
+        known = jnp.asarray(given[key])
+        lo, hi = (int(jnp.min(known)), int(jnp.max(known))) if known.size else (0, 0)
+    if lo < 0 or hi >= n:
         raise ValueError(f"index array {name!r} points outside 0..{n - 1} "
                          f"({info.indexes[name]})")
     return value.astype(jnp.int32)
@@ -728,6 +733,11 @@ class Relaxation(abc.ABC):
     # the synchronous counterpart whose steps the GDU property (Ernoult et al. 2019) is about;
     # None: this method is synchronous itself
     synchronous_twin: ClassVar[str | None] = None
+    low_precision: ClassVar[bool] = True  # may run on bfloat16 states
+
+    def stopping(self, cfg: Any) -> str | None:
+        """How a phase ends when it does not end after a set number of steps (None)."""
+        return None
 
     def check(self, gen: Any) -> None:
         """Raise ValueError when the compiled model cannot relax this way."""
@@ -797,6 +807,9 @@ class GradientFlow(Relaxation):
     per_unit_time: ClassVar[bool] = True
     adaptive: ClassVar[bool] = True
 
+    def stopping(self, cfg):
+        return None if cfg.tol is None else f"adaptive steps until |ds/dt| < {cfg.tol:g}"
+
     def step(self, r, params, states, data, beta, clamp=None):
         v = r.velocity(params, states, data, beta, clamp)
         return {k: states[k] + r.cfg.dt * v[k] for k in states}
@@ -842,10 +855,127 @@ class GradientFlow(Relaxation):
             adjoint=diffrax.RecursiveCheckpointAdjoint())
         return jax.tree_util.tree_map(lambda v: v[-1], sol.ys), sol.stats["num_steps"]
 
+# -------------------- physlearn/dynamics/minimize.py ----------------------------------------
+
+class _ResidualStop(optx.AbstractMinimiser):
+    """An optimistix minimiser that also stops once the largest gradient entry is below
+    `tol`: the residual the other relaxations stop on, not a change in y or f."""
+
+    rtol: float
+    atol: float
+    norm: Callable
+    inner: optx.AbstractMinimiser
+    tol: float
+
+    def init(self, fn, y, args, options, f_struct, aux_struct, tags):
+        return self.inner.init(fn, y, args, options, f_struct, aux_struct, tags)
+
+    def step(self, fn, y, args, options, state, tags):
+        return self.inner.step(fn, y, args, options, state, tags)
+
+    def terminate(self, fn, y, args, options, state, tags):
+        stop, result = self.inner.terminate(fn, y, args, options, state, tags)
+        grad = state.f_info.grad  # at y, the last accepted point
+        small = jnp.logical_not(state.first_step) & (optx.max_norm(grad) < self.tol)
+        return stop | small, result
+
+    def postprocess(self, fn, y, aux, args, options, state, tags, result):
+        return self.inner.postprocess(fn, y, aux, args, options, state, tags, result)
+
+
+NEWTON_STEPS = 4
+
+
+def newton_polish(objective, y, tol: float, steps: int = NEWTON_STEPS):
+    """Up to `steps` Newton steps from y (a scan, so autodiff can run through it), each
+    kept only where it lowers max |grad|; none once that is below `tol`."""
+    grad = jax.grad(objective)
+    size = sum(v.size for v in jax.tree_util.tree_leaves(y))
+    solver = lx.CG(rtol=1e-4, atol=0.0, max_steps=min(4 * size + 50, 5000))
+
+    def newton(y, g, done):
+        _, hvp = jax.linearize(grad, y)
+        op = lx.FunctionLinearOperator(hvp, jax.eval_shape(lambda: y),
+                                       lx.positive_semidefinite_tag)
+        rhs = jax.tree_util.tree_map(lambda v: jnp.where(done, 0.0, -v).astype(v.dtype), g)
+        return lx.linear_solve(op, rhs, solver, throw=False).value
+
+    def step(y, _):
+        g = grad(y)
+        worst = optx.max_norm(g)
+        done = worst < tol
+        d = newton(y, g, done)
+        new = jax.tree_util.tree_map(jnp.add, y, d)
+        better = jnp.isfinite(optx.max_norm(d)) & (optx.max_norm(grad(new)) < worst) & ~done
+        return jax.tree_util.tree_map(lambda a, b: jnp.where(better, a, b), new, y), None
+
+    y = jax.lax.scan(step, y, None, length=steps)[0]
+    # one last Newton step, taken even at convergence (where it moves y by about nothing):
+    # its derivative is the implicit function's, -H^-1 d(dE/ds)/dtheta, however the
+    # iterations before it depended on theta, so autodiff through the relaxation is exact
+    d = newton(y, grad(y), jnp.asarray(False))
+    finite = jnp.isfinite(optx.max_norm(d))
+    return jax.tree_util.tree_map(lambda a, b: jnp.where(finite, a + b, a), y, d)
+
+
+def default_tol(dtype: Any) -> float:
+    """The residual to stop at when the relax line gives none."""
+    return 1e-8 if dtype == jnp.float64 else 1e-4
+
+
+@final
+class Minimize(Relaxation):
+    name: ClassVar[str] = "minimize"
+    adaptive: ClassVar[bool] = True
+    low_precision: ClassVar[bool] = False
+
+    def check(self, gen: Any) -> None:
+        if not gen.INFO.flows:
+            raise ValueError("`minimize` relaxation minimises an energy; this model's states "
+                             "are set by update rules")
+
+    def stopping(self, cfg):
+        tol = (f"{cfg.tol:g}" if cfg.tol is not None else
+               f"{default_tol(jnp.float64):g} in float64, {default_tol(jnp.float32):g} in float32")
+        return (f"L-BFGS then Newton steps until max |dE/ds| < {tol} (at most "
+                f"{cfg.max_steps} L-BFGS steps)")
+
+    def step(self, r, params, states, data, beta, clamp=None):
+        """One gradient step of size dt (what a trace of single steps shows)."""
+        v = r.velocity(params, states, data, beta, clamp)
+        return {k: states[k] + r.cfg.dt * v[k] for k in states}
+
+    def residual(self, r, params, states, data, beta, clamp=None):
+        return max_abs(r.velocity(params, states, data, beta, clamp))
+
+    def run(self, r, params, states, data, beta, steps, clamp=None):
+        gen, cfg = r.gen, r.cfg
+        free = {k: v for k, v in states.items() if not clamp or k not in clamp}
+        dtype = jax.tree_util.tree_leaves(free)[0].dtype
+        if jnp.issubdtype(dtype, jnp.complexfloating):
+            raise ValueError("`minimize` relaxation needs real states (holomorphic EP relaxes "
+                             "by gradient flow)")
+
+        def objective(y, _):
+            s = {**states, **y}
+            return jnp.sum(gen.physics(params, s, data)) + beta * jnp.sum(
+                gen.cost(params, s, data))
+
+        tol = cfg.tol if cfg.tol is not None else default_tol(dtype)
+        tiny = float(jnp.finfo(dtype).eps) * 1e-3  # the change test fires only on a stall
+        solver = _ResidualStop(rtol=tiny, atol=tiny, norm=optx.max_norm,
+                               inner=optx.LBFGS(rtol=tiny, atol=tiny), tol=tol)
+        sol: optx.Solution = optx.minimise(objective, solver, free, max_steps=cfg.max_steps, throw=False,
+                            adjoint=optx.RecursiveCheckpointAdjoint())
+        out = {**states, **newton_polish(lambda y: objective(y, None),
+                                         eqx.filter(sol.value, eqx.is_array), tol)}
+        return out, RelaxInfo(jnp.asarray(sol.stats["num_steps"]),
+                              self.residual(r, params, out, data, beta, clamp))
+
 # -------------------- physlearn/dynamics/methods.py -----------------------------------------
 
-RELAXATIONS: dict[str, Relaxation] = {m.name: m for m in (GradientFlow(), FixedPoint(),
-                                                          Asynchronous())}
+RELAXATIONS: dict[str, Relaxation] = {m.name: m for m in (GradientFlow(), Minimize(),
+                                                          FixedPoint(), Asynchronous())}
 
 
 METHODS = tuple(RELAXATIONS)
@@ -935,6 +1065,9 @@ class Relaxer:
             cfg = replace(cfg, method=fitting[0])
         self.method = RELAXATIONS[cfg.method]
         self.method.check(gen)
+        if cfg.precision != "float32" and not self.method.low_precision:
+            raise OptionError(f"`{cfg.method}` relaxation runs in float32 or float64 (its line "
+                              f"search needs the precision), not {cfg.precision}")
         self.gen, self.cfg = gen, cfg
 
     def velocity(self, params, states, data, beta, clamp=None):
