@@ -965,8 +965,8 @@ class Minimize(Relaxation):
         tiny = float(jnp.finfo(dtype).eps) * 1e-3  # the change test fires only on a stall
         solver = _ResidualStop(rtol=tiny, atol=tiny, norm=optx.max_norm,
                                inner=optx.LBFGS(rtol=tiny, atol=tiny), tol=tol)
-        sol: optx.Solution = optx.minimise(objective, solver, free, max_steps=cfg.max_steps, throw=False,
-                            adjoint=optx.RecursiveCheckpointAdjoint())
+        sol: optx.Solution = optx.minimise(objective, solver, free, max_steps=cfg.max_steps,
+                                           throw=False, adjoint=optx.RecursiveCheckpointAdjoint())
         out = {**states, **newton_polish(lambda y: objective(y, None),
                                          eqx.filter(sol.value, eqx.is_array), tol)}
         return out, RelaxInfo(jnp.asarray(sol.stats["num_steps"]),
