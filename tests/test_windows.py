@@ -125,14 +125,20 @@ def test_netlist_is_segment_sums():
         close(gen.grad_states(p, s, d)["v"], by_hand)
 
 
+def _vertex_setup(model, seed):
+    """A zoo vertex model, its mesh, and 2 perturbed states at random edge tensions."""
+    gen = physlearn.compile(MODELS / f"{model}.phl")
+    mesh = dict(np.load(MODELS / f"{model}.npz"))
+    full = gen.init_params(jax.random.PRNGKey(0), jnp.float64)
+    rng = np.random.default_rng(seed)
+    r = jnp.asarray(mesh["r"][None] + rng.normal(0, 0.1, (2,) + mesh["r"].shape))
+    p = {**full, "T": jnp.asarray(rng.uniform(0.1, 0.5, len(mesh["src"])))}
+    return gen, mesh, p, r
+
+
 def test_vertex_patch_areas_perimeters_and_tensions():
     with jax.enable_x64(True):
-        gen = physlearn.compile(MODELS / "vertex_patch.phl")
-        mesh = dict(np.load(MODELS / "vertex_patch.npz"))
-        full = gen.init_params(jax.random.PRNGKey(0), jnp.float64)
-        rng = np.random.default_rng(3)
-        r = jnp.asarray(mesh["r"][None] + rng.normal(0, 0.1, (2,) + mesh["r"].shape))
-        p = {**full, "T": jnp.asarray(rng.uniform(0.1, 0.5, len(mesh["src"])))}
+        gen, mesh, p, r = _vertex_setup("vertex_patch", 3)
         s = {"r": r}
         d = {"y": jnp.zeros_like(r)}
         cell, src, dst = (jnp.asarray(mesh[k]) for k in ("cell", "src", "dst"))
@@ -211,12 +217,7 @@ def test_a_negative_conductance_is_refused_by_edge():
 
 def test_vertex_tissue_reads_corners_across_the_seam():
     with jax.enable_x64(True):
-        gen = physlearn.compile(MODELS / "vertex_tissue.phl")
-        mesh = dict(np.load(MODELS / "vertex_tissue.npz"))
-        full = gen.init_params(jax.random.PRNGKey(0), jnp.float64)
-        rng = np.random.default_rng(4)
-        r = jnp.asarray(mesh["r"][None] + rng.normal(0, 0.1, (2,) + mesh["r"].shape))
-        p = {**full, "T": jnp.asarray(rng.uniform(0.1, 0.5, len(mesh["src"])))}
+        gen, mesh, p, r = _vertex_setup("vertex_tissue", 4)
         box, cell, src, dst = (jnp.asarray(mesh[k]) for k in ("box", "cell", "src", "dst"))
 
         def energy(p, s, d):

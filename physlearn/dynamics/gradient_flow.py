@@ -9,7 +9,7 @@ import diffrax
 import jax
 import jax.numpy as jnp
 
-from .relaxation import Relaxation, RelaxInfo, max_abs
+from .relaxation import Relaxation, RelaxInfo, euler_step, flow_residual
 
 
 @final
@@ -22,11 +22,10 @@ class GradientFlow(Relaxation):
         return None if cfg.tol is None else f"adaptive steps until |ds/dt| < {cfg.tol:g}"
 
     def step(self, r, params, states, data, beta, clamp=None):
-        v = r.velocity(params, states, data, beta, clamp)
-        return {k: states[k] + r.cfg.dt * v[k] for k in states}
+        return euler_step(r, params, states, data, beta, clamp)
 
     def residual(self, r, params, states, data, beta, clamp=None):
-        return max_abs(r.velocity(params, states, data, beta, clamp))
+        return flow_residual(r, params, states, data, beta, clamp)
 
     def run(self, r, params, states, data, beta, steps, clamp=None):
         if r.cfg.tol is None:

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import lineax as lx
 import optimistix as optx
 
-from .relaxation import Relaxation, RelaxInfo, max_abs
+from .relaxation import Relaxation, RelaxInfo, euler_step, flow_residual
 
 
 class _ResidualStop(optx.AbstractMinimiser):
@@ -107,11 +107,10 @@ class Minimize(Relaxation):
 
     def step(self, r, params, states, data, beta, clamp=None):
         """One gradient step of size dt (what a trace of single steps shows)."""
-        v = r.velocity(params, states, data, beta, clamp)
-        return {k: states[k] + r.cfg.dt * v[k] for k in states}
+        return euler_step(r, params, states, data, beta, clamp)
 
     def residual(self, r, params, states, data, beta, clamp=None):
-        return max_abs(r.velocity(params, states, data, beta, clamp))
+        return flow_residual(r, params, states, data, beta, clamp)
 
     def run(self, r, params, states, data, beta, steps, clamp=None):
         gen, cfg = r.gen, r.cfg

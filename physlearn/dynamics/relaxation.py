@@ -29,6 +29,17 @@ def max_abs(tree: dict) -> jax.Array:
     return jnp.max(jnp.stack([jnp.max(jnp.abs(v)) for v in tree.values()]))
 
 
+def euler_step(r: Relaxer, params, states, data, beta, clamp=None) -> dict:
+    """One explicit Euler step of the gradient flow, s + dt ds/dt."""
+    v = r.velocity(params, states, data, beta, clamp)
+    return {k: states[k] + r.cfg.dt * v[k] for k in states}
+
+
+def flow_residual(r: Relaxer, params, states, data, beta, clamp=None) -> jax.Array:
+    """max |ds/dt| = max |dE/ds + beta dC/ds|: how far an energy is from its minimum."""
+    return max_abs(r.velocity(params, states, data, beta, clamp))
+
+
 class Relaxation(abc.ABC):
     """One way of relaxing states; the `Relaxer` holds the model and its settings."""
 

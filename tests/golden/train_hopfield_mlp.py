@@ -724,6 +724,17 @@ def max_abs(tree: dict) -> jax.Array:
     return jnp.max(jnp.stack([jnp.max(jnp.abs(v)) for v in tree.values()]))
 
 
+def euler_step(r: Relaxer, params, states, data, beta, clamp=None) -> dict:
+    """One explicit Euler step of the gradient flow, s + dt ds/dt."""
+    v = r.velocity(params, states, data, beta, clamp)
+    return {k: states[k] + r.cfg.dt * v[k] for k in states}
+
+
+def flow_residual(r: Relaxer, params, states, data, beta, clamp=None) -> jax.Array:
+    """max |ds/dt| = max |dE/ds + beta dC/ds|: how far an energy is from its minimum."""
+    return max_abs(r.velocity(params, states, data, beta, clamp))
+
+
 class Relaxation(abc.ABC):
     """One way of relaxing states; the `Relaxer` holds the model and its settings."""
 
@@ -811,11 +822,10 @@ class GradientFlow(Relaxation):
         return None if cfg.tol is None else f"adaptive steps until |ds/dt| < {cfg.tol:g}"
 
     def step(self, r, params, states, data, beta, clamp=None):
-        v = r.velocity(params, states, data, beta, clamp)
-        return {k: states[k] + r.cfg.dt * v[k] for k in states}
+        return euler_step(r, params, states, data, beta, clamp)
 
     def residual(self, r, params, states, data, beta, clamp=None):
-        return max_abs(r.velocity(params, states, data, beta, clamp))
+        return flow_residual(r, params, states, data, beta, clamp)
 
     def run(self, r, params, states, data, beta, steps, clamp=None):
         if r.cfg.tol is None:
@@ -942,11 +952,10 @@ class Minimize(Relaxation):
 
     def step(self, r, params, states, data, beta, clamp=None):
         """One gradient step of size dt (what a trace of single steps shows)."""
-        v = r.velocity(params, states, data, beta, clamp)
-        return {k: states[k] + r.cfg.dt * v[k] for k in states}
+        return euler_step(r, params, states, data, beta, clamp)
 
     def residual(self, r, params, states, data, beta, clamp=None):
-        return max_abs(r.velocity(params, states, data, beta, clamp))
+        return flow_residual(r, params, states, data, beta, clamp)
 
     def run(self, r, params, states, data, beta, steps, clamp=None):
         gen, cfg = r.gen, r.cfg
