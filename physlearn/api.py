@@ -160,7 +160,9 @@ def train(model: Model | str | Path, data: dict | str | Path | None = None, *,
     elif isinstance(data, Dataset):
         dataset = data
     else:
-        dataset = load_data(None if data is None else str(data))
+        from .training.setup import default_data
+        dataset = load_data(default_data(_model(model), None if data is None else str(data),
+                                          config.get("given")))
     if train_limit is not None or test_limit is not None:
         from . import options
         dataset = dataset.limit(

@@ -143,6 +143,7 @@ def cmd_train(args) -> int:
     from .learning import registry
     from .model import load
     from .training.data import load as load_data
+    from .training.setup import default_data
     from .training.trainer import TrainConfig, Trainer, TrainingError
     if args.algorithm is not None and args.algorithm not in registry.names():
         raise UsageError(f"unknown algorithm {args.algorithm!r}; choose from "
@@ -165,12 +166,13 @@ def cmd_train(args) -> int:
                       lr_params=_lr_params(args.lr_param), momentum=args.momentum,
                       weight_decay=args.weight_decay, beta=args.beta,
                       holomorphic_n=args.holomorphic_n, relax=relax, dims=_dims(args.dim),
+                      given=args.given, warm_start=args.warm_start,
                       x64=args.x64, resume=args.resume, schedule=args.schedule,
                       random_crop=args.random_crop, random_flip=args.random_flip,
                       devices=args.devices, progress=False if args.no_progress else None)
     try:
         cfg.validate()
-        dataset = load_data(args.data)
+        dataset = load_data(default_data(model, args.data, args.given))
         if args.train_limit is not None or args.test_limit is not None:
             dataset = dataset.limit(args.train_limit, args.test_limit)
         if args.x64:
@@ -466,7 +468,14 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("file")
     t.add_argument("--data", help=".npz with x_train y_train x_test y_test, a folder of MNIST "
                    "IDX files, or CIFAR-10 python batches (folder or .tar.gz) (default: "
-                   "sklearn digits)")
+                   "sklearn digits, or the observations y_train / y_test stored in the "
+                   "model's data file)")
+    t.add_argument("--warm-start", action=argparse.BooleanOptionalAction, default=None,
+                   help="start each example's free phase from its last equilibrium (kept with "
+                   "the checkpoint); default: on where the relaxation stops on a residual "
+                   "(`minimize`)")
+    t.add_argument("--given", help="npz of the model's given arrays (index arrays, `init = "
+                   "data`), e.g. a larger mesh (default: the model's `data` file)")
     t.add_argument("--algorithm", help=_algorithms_text() + " (default: the model's learn "
                    "line, else ep-centered, rhel or glep)")
     t.add_argument("--epochs", type=T(options.positive_int, "--epochs"), default=5)

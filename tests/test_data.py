@@ -99,10 +99,15 @@ def assert_valid(ds: Dataset) -> None:
         assert x.shape[1] == ds.features >= 1
         assert np.isfinite(x).all()
     for y in (ds.y_train, ds.y_test):
-        assert y.dtype == np.int32 and y.ndim == 1 and len(y) >= 1
-        assert (y >= 0).all()
+        if ds.regression:  # real arrays to fit, one shape per example
+            assert y.dtype == np.float32 and y.ndim >= 2 and len(y) >= 1
+            assert y.shape[1:] == ds.target_shape and np.isfinite(y).all()
+            assert not ((y == 0) | (y == 1)).all() or y.ndim > 2
+        else:
+            assert y.dtype == np.int32 and y.ndim == 1 and len(y) >= 1
+            assert (y >= 0).all()
     assert len(ds.x_train) == len(ds.y_train) and len(ds.x_test) == len(ds.y_test)
-    assert ds.classes >= 1
+    assert ds.regression or ds.classes >= 1
     fp = ds.fingerprint()
     assert len(fp) == 64 and int(fp, 16) >= 0
 
@@ -163,9 +168,12 @@ def test_1_label_column_is_squeezed_and_2d_must_be_one_hot(tmp_path):
     save_npz(tmp_path / "onehot.npz", y_train=onehot)
     np.testing.assert_array_equal(load(str(tmp_path / "onehot.npz")).y_train, y)
 
-    soft = onehot * 0.9 + 0.01  # probabilities, not one-hot
-    save_npz(tmp_path / "soft.npz", y_train=soft)
-    expect_error(tmp_path / "soft.npz", "y_train", "row 0", "one-hot")
+    soft = onehot * 0.9 + 0.01  # probabilities: arrays to fit, not labels
+    save_npz(tmp_path / "soft.npz", y_train=soft)  # ... while y_test holds labels
+    expect_error(tmp_path / "soft.npz", "y_train (30, 10)", "y_test (12,)", "same kind")
+    save_npz(tmp_path / "soft2.npz", y_train=soft, y_test=soft[:12])
+    ds = load(str(tmp_path / "soft2.npz"))
+    assert ds.regression and ds.target_shape == (10,) and ds.y_train.dtype == np.float32
     two = onehot.copy()
     two[3, 0] = 1 if y[3] != 0 else two[3, 1]
     two[3, 1] = 1

@@ -228,7 +228,7 @@ def test_vertex_tissue_reads_corners_across_the_seam():
             ends = s["r"][:, dst] + mesh["edge_wrap"] * box - s["r"][:, src]
             length = jnp.linalg.norm(ends, axis=-1)
             pin = jnp.sum(jnp.sum(s["r"] - p["r0"], 1) ** 2, 1)
-            return (jnp.sum((area - 2.6) ** 2, 1) / 2 + 0.05 * jnp.sum((perimeter - 5.8) ** 2, 1) / 2
+            return (jnp.sum((area - 2.6) ** 2, 1) / 2 + 0.1 * jnp.sum((perimeter - 5.8) ** 2, 1) / 2
                     + length @ p["T"] + 0.01 * pin / 2)
         compare_with(gen, energy, p, {"r": r}, {"y": jnp.zeros_like(r)})
 

@@ -76,8 +76,9 @@ def trainer_script(model: Any, dims: dict[str, int] | None = None,
                           "model's learn line asks for another optimizer")
     inputs, targets = dict(gen.INFO.inputs), dict(gen.INFO.targets)
     if len(inputs) != 1 or len(targets) != 1 or len(next(iter(targets.values()))) != 1:
-        raise Unsupported("--trainer needs one input and one target vector, as `physlearn "
-                          "train` does")
+        raise Unsupported("--trainer writes a classifier's script: it needs one input and "
+                          "one target vector; a model with no input or a target array to fit "
+                          "trains with `physlearn train`")
     (x_name, x_dims), (y_name, (y_dim,)) = next(iter(inputs.items())), next(iter(targets.items()))
     shape = tuple(gen.INFO.dims[d] for d in x_dims)
     module_file = inspect.getmodule(entry.cls)

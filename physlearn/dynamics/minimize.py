@@ -93,6 +93,7 @@ class Minimize(Relaxation):
     name: ClassVar[str] = "minimize"
     adaptive: ClassVar[bool] = True
     low_precision: ClassVar[bool] = False
+    always_tolerant: ClassVar[bool] = True
 
     def check(self, gen: Any) -> None:
         if not gen.INFO.flows:

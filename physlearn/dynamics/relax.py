@@ -78,8 +78,9 @@ def check_overrides(gen, overrides: dict) -> None:
     if overrides.get("tol") is not None and not adaptive:
         raise OptionError(f"--tol stops adaptive gradient flow; `{effective}` relaxation runs "
                          "a set number of steps (--free-steps, --nudged-steps)")
-    if overrides.get("max_steps") is not None and not (
-            adaptive and (overrides.get("tol") or gen.INFO.relax.get("tol"))):
+    tolerant = adaptive and (overrides.get("tol") or gen.INFO.relax.get("tol")
+                             or RELAXATIONS[effective].always_tolerant)
+    if overrides.get("max_steps") is not None and not tolerant:
         raise OptionError("--max-steps caps adaptive gradient flow (with --tol); this "
                          "relaxation runs --free-steps / --nudged-steps")
 

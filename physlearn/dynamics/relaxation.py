@@ -50,6 +50,7 @@ class Relaxation(abc.ABC):
     # None: this method is synchronous itself
     synchronous_twin: ClassVar[str | None] = None
     low_precision: ClassVar[bool] = True  # may run on bfloat16 states
+    always_tolerant: ClassVar[bool] = False  # stops on a residual even with no --tol given
 
     def stopping(self, cfg: Any) -> str | None:
         """How a phase ends when it does not end after a set number of steps (None)."""

@@ -23,7 +23,7 @@ LEARN_METHODS = {"EP": {"beta", "nudging", "lr", "optimizer", "n_nudges"},  # + 
                  "RHEL": {"epsilon", "lr", "optimizer"},
                  "GLEP": {"epsilon", "lr", "optimizer", "boundary"}}
 # Allowed words for word-valued options.
-OPTION_WORDS = {"nudging": ("positive", "negative", "centered", "holomorphic"),
+OPTION_WORDS = {"nudging": ("positive", "negative", "centered", "scaled", "holomorphic"),
                 "optimizer": ("sgd", "momentum", "adam"),
                 "boundary": ("echo", "initial"),
                 "scan": ("sequential", "parallel"),

@@ -24,7 +24,7 @@ from ..codegen.names import pyname
 from ..dynamics.relax import Relaxer
 from .base import Batch, Params
 from .equilibrium import EquilibriumProblem
-from .problem import Problem, first_nonfinite, hits, tied
+from .problem import Problem, first_nonfinite, hits, label_hits, tied
 
 
 class Nudged:
@@ -238,7 +238,7 @@ class ChainProblem(Problem):
     def evaluate(self, params, data, labels):
         loss, aux = self.forward(params, data)
         pred = self.gen.prediction(params, aux["blocks"], data)
-        hits = jnp.sum(jnp.argmax(pred, -1) == labels) if pred is not None else jnp.asarray(0)
+        hits = label_hits(pred, labels)
         return hits, loss * labels.shape[0]
 
     def diagnose(self, params, data, algorithm, where):

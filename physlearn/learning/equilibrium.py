@@ -7,7 +7,7 @@ role of -E: dE/dtheta := -dPhi/dtheta.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import jax
@@ -16,7 +16,7 @@ import numpy as np
 
 from ..dynamics.relax import Relaxer, RelaxInfo
 from .base import Batch, Params, Unsupported
-from .problem import Problem, first_bad, first_nonfinite, hits
+from .problem import Problem, first_bad, first_nonfinite, hits, label_hits
 
 HINT = ("try a smaller learning rate (--lr), a smaller step (--dt) or beta (--beta), or more "
         "relaxation steps")
@@ -29,6 +29,7 @@ class EquilibriumProblem(Problem):
     gen: Any
     relaxer: Relaxer
     functions: frozenset = frozenset()  # names of elementwise functions the model uses
+    start: dict | None = None  # where free phases start (warm starts); None: at rest
 
     @property
     def sign(self) -> float:
@@ -50,10 +51,17 @@ class EquilibriumProblem(Problem):
         dtype = dtype or jax.tree_util.tree_leaves(data)[0].dtype
         return self.gen.init_states(batch, dtype, params)
 
+    def starting_from(self, states: dict) -> EquilibriumProblem:
+        """The same problem with free phases that start from `states` (a batch of them),
+        e.g. the batch's last equilibria: a warm start."""
+        return replace(self, start=states)
+
     def free(self, params: Params, data: Batch, steps: int | None = None
              ) -> tuple[dict, RelaxInfo]:
-        """The free phase from rest: (equilibrium states, relaxation info)."""
-        return self.relaxer.run(params, self.init_states(data, params=params), data, 0.0, steps)
+        """The free phase from rest (or from `start`): (equilibrium states, relaxation
+        info)."""
+        start = self.init_states(data, params=params) if self.start is None else self.start
+        return self.relaxer.run(params, start, data, 0.0, steps)
 
     def nudged(self, params, data, start, beta, steps=None, clamp=None):
         """A nudged (or clamped) phase from `start`."""
@@ -97,7 +105,7 @@ class EquilibriumProblem(Problem):
     def evaluate(self, params, data, labels):
         s, _ = self.free(params, data)
         pred = self.predict(params, s, data)
-        hits = jnp.sum(jnp.argmax(pred, -1) == labels) if pred is not None else jnp.asarray(0)
+        hits = label_hits(pred, labels)
         return hits, self.loss(params, s, data) * labels.shape[0]
 
     def diagnose(self, params, data, algorithm, where):

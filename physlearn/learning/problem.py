@@ -140,6 +140,13 @@ def untied(gen: Any, g: Params) -> Params:
             for k, v in g.items()}
 
 
+def label_hits(pred: Any, labels: jax.Array) -> jax.Array:
+    """Correct predictions against class labels (0 for arrays to fit, or no prediction)."""
+    if pred is None or labels.ndim != 1 or not jnp.issubdtype(labels.dtype, jnp.integer):
+        return jnp.asarray(0)
+    return jnp.sum(jnp.argmax(pred, -1) == labels)
+
+
 def hits(pred: Any, data: Batch, targets: Any) -> jax.Array:
     """Correct predictions in a batch: argmax of the prediction vs argmax of the target
     (0 when the cost names no vector output)."""

@@ -1,6 +1,10 @@
 """Datasets: an .npz (x_train y_train x_test y_test), MNIST IDX files, CIFAR-10's python
 batches, or sklearn's digits.
 
+Targets are class labels, or arrays to fit (regression, inverse problems): an .npz whose
+y arrays are real-valued with a shape per example, e.g. observed vertex positions
+(examples, n_v, 2). A model with no `input` trains on an .npz with y arrays alone.
+
 `validate` is the one gate every dataset passes through (the .npz reader, the IDX reader
 and `digits`): whatever is wrong with a file surfaces here as a `DataError` whose one-line
 message names the file, the array, what was found and what was expected.
@@ -34,8 +38,8 @@ from ..errors import DataError as DataError  # noqa: E402  (re-exported)
 @dataclass(frozen=True)
 class Dataset:
     name: str
-    x_train: np.ndarray  # (N, features) float32
-    y_train: np.ndarray  # (N,) int32 labels
+    x_train: np.ndarray  # (N, features) float32; (N, 0) when there are no inputs
+    y_train: np.ndarray  # (N,) int32 labels, or (N, ...) float32 targets (regression)
     x_test: np.ndarray
     y_test: np.ndarray
     example_shape: tuple | None = None  # each input as stored, e.g. (28, 28, 1); None: flat
@@ -45,7 +49,19 @@ class Dataset:
         return int(self.x_train.shape[1])
 
     @property
+    def regression(self) -> bool:
+        """Whether the targets are arrays to fit rather than class labels."""
+        return self.y_train.dtype.kind == "f"
+
+    @property
+    def target_shape(self) -> tuple:
+        """Each example's target: () for a class label."""
+        return tuple(int(n) for n in self.y_train.shape[1:])
+
+    @property
     def classes(self) -> int:
+        if self.regression:
+            raise DataError(f"{self.name}: the targets are arrays to fit, not class labels")
         return max(int(self.y_train.max()), int(self.y_test.max())) + 1  # Python ints: no wrap
 
     def limit(self, n_train: int | None, n_test: int | None = None) -> Dataset:
@@ -109,7 +125,9 @@ def _first_row(bad: np.ndarray) -> int:
     return int(np.flatnonzero(bad.reshape(len(bad), -1).any(axis=1))[0])
 
 
-def _inputs(where: str, key: str, x: np.ndarray) -> np.ndarray:
+def _inputs(where: str, key: str, x: np.ndarray | None, n: int = 0) -> np.ndarray:
+    if x is None:  # no inputs (a model without `input`): n empty rows
+        return np.zeros((n, 0), np.float32)
     _check_dtype(where, x.dtype)
     if x.ndim < 2:
         raise DataError(f"{where} has shape {x.shape}; expected (examples, features...) with at "
@@ -141,8 +159,40 @@ def _inputs(where: str, key: str, x: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(out)
 
 
+def is_regression(y: np.ndarray) -> bool:
+    """Real-valued targets with a shape per example: arrays to fit. Integers, bools, 1-D
+    arrays, columns and rows of 0s and 1s are class labels (checked as such: a row of 0s
+    and 1s that is not one-hot is an error, not a target)."""
+    if y.dtype.kind != "f" or y.ndim < 2 or y.shape[0] == 0 or math.prod(y.shape[1:]) == 0:
+        return False
+    if y.ndim == 2 and y.shape[1] == 1:
+        return False
+    if y.ndim > 2:
+        return True
+    return not bool(((y == 0) | (y == 1)).all())
+
+
+def _targets(where: str, key: str, y: np.ndarray) -> np.ndarray:
+    """Regression targets: finite, float32, one array per example."""
+    bad = ~np.isfinite(y)
+    if bad.any():
+        i = _first_row(bad)
+        j = np.unravel_index(int(np.flatnonzero(bad[i])[0]), y.shape[1:])
+        raise DataError(f"{where}: target {i} has {y[i][j].item()!r} at {list(j)}; expected "
+                        "finite numbers (no NaN or inf)")
+    with np.errstate(over="ignore"):
+        out = y.astype(np.float32)
+    if not np.isfinite(out).all():
+        i = _first_row(~np.isfinite(out))
+        raise DataError(f"{where}: target {i} holds values beyond the float32 range; expected "
+                        "|values| < 3.4e38")
+    return np.ascontiguousarray(out)
+
+
 def _labels(where: str, key: str, y: np.ndarray) -> np.ndarray:
     _check_dtype(where, y.dtype)
+    if is_regression(y):
+        return _targets(where, key, y)
     expected = ("expected class labels: (examples,) non-negative integers, a column "
                 "(examples, 1), or one-hot rows (examples, classes)")
     if y.ndim not in (1, 2):
@@ -200,20 +250,26 @@ def validate(arrays: dict[str, np.ndarray], source: str, *, name: str | None = N
     is scaled by 1/255, bool becomes 0/1, other ints and floats are taken as they are;
     everything must be finite. Labels: 1-D non-negative whole numbers (ints, bools or
     integral floats), a column (N, 1), or exactly one-hot rows (N, C); they become int32.
-    Every array needs at least one example, each x/y pair the same length, and train and
-    test the same number of features.
+    Real-valued targets with a shape per example that are not one-hot rows, e.g. (N, 40, 2),
+    are arrays to fit (regression); they become float32. Every array needs at least one
+    example, each x/y pair the same length, and train and test the same number of
+    features. Without x_train and x_test (both) the examples have no inputs.
     """
     def where(key: str) -> str:
         if files and key in files:
             return f"{files[key]} ({key})"
         return f"{source}: {key}"
 
-    missing = [k for k in KEYS if k not in arrays]
+    no_inputs = "x_train" not in arrays and "x_test" not in arrays
+    missing = [k for k in KEYS if k not in arrays and not (no_inputs and k.startswith("x"))]
     if missing:
         raise DataError(f"{source}: missing {', '.join(missing)}; expected arrays x_train "
                         f"y_train x_test y_test (found: {', '.join(sorted(arrays)) or 'none'})")
     out = {}
-    for key in KEYS:
+    for key in ("y_train", "y_test", "x_train", "x_test"):
+        if key not in arrays:  # no inputs: empty rows, one per target
+            out[key] = _inputs(where(key), key, None, len(out["y" + key[1:]]))
+            continue
         a = arrays[key]
         if not isinstance(a, np.ndarray):
             try:
@@ -222,6 +278,13 @@ def validate(arrays: dict[str, np.ndarray], source: str, *, name: str | None = N
                 raise DataError(f"{where(key)} is not an array ({type(exc).__name__}); expected "
                                 "a numeric array") from None
         out[key] = (_inputs if key.startswith("x") else _labels)(where(key), key, a)
+    if out["y_train"].dtype != out["y_test"].dtype or (
+            out["y_train"].dtype.kind == "f"
+            and out["y_train"].shape[1:] != out["y_test"].shape[1:]):
+        shapes = {k: np.shape(arrays[k]) for k in ("y_train", "y_test")}
+        raise DataError(f"{source}: y_train {shapes['y_train']} and y_test "
+                        f"{shapes['y_test']} are not the same kind of target; expected class "
+                        "labels in both, or arrays of one shape per example in both")
     for part in ("train", "test"):
         x, y = out[f"x_{part}"], out[f"y_{part}"]
         if len(x) != len(y):
@@ -232,8 +295,8 @@ def validate(arrays: dict[str, np.ndarray], source: str, *, name: str | None = N
         raise DataError(f"{where('x_test')} has {f_test} features per example (shape "
                         f"{np.shape(arrays['x_test'])}) but {where('x_train')} has {f_train} "
                         f"(shape {np.shape(arrays['x_train'])}); expected the same number")
-    shape = tuple(int(n) for n in np.shape(arrays["x_train"])[1:])
-    test_shape = tuple(int(n) for n in np.shape(arrays["x_test"])[1:])
+    shape = tuple(int(n) for n in np.shape(arrays.get("x_train", ()))[1:])
+    test_shape = tuple(int(n) for n in np.shape(arrays.get("x_test", ()))[1:])
     if shape != test_shape and len(test_shape) > 1:  # flat test rows follow the train layout
         raise DataError(f"{where('x_test')} stores each example as {test_shape} but "
                         f"{where('x_train')} as {shape}; store both in one layout (the "
@@ -332,11 +395,12 @@ def _read_npz(path: Path) -> Dataset:
         raise DataError(f"{path}: corrupt or unreadable .npz{inside} ({type(exc).__name__}: "
                         f"{str(exc)[:100]}); expected a zip of .npy arrays as np.savez writes"
                         ) from None
-    missing = [k for k in KEYS if k not in members]
+    no_inputs = "x_train" not in members and "x_test" not in members and "y_train" in members
+    missing = [k for k in KEYS if k not in members and not (no_inputs and k.startswith("x"))]
     if missing:
         raise DataError(f"{path}: missing arrays {', '.join(missing)}; expected x_train y_train "
-                        "x_test y_test")
-    arrays = {k: _parse_npy(f"{path}: {k}", members[k]) for k in KEYS}
+                        "x_test y_test (or y_train y_test alone, for a model with no input)")
+    arrays = {k: _parse_npy(f"{path}: {k}", members[k]) for k in KEYS if k in members}
     return validate(arrays, str(path), name=path.stem)
 
 
@@ -419,6 +483,18 @@ def _cifar(path: Path) -> Dataset:
     return validate(cifar.read(path), str(path), name=name)
 
 
+def holds_targets(path: str | os.PathLike | None) -> bool:
+    """Whether `path` is an npz holding y_train (observations stored beside a model's given
+    arrays: `physlearn train` fits them when no --data is given)."""
+    if path is None or not str(path).lower().endswith(".npz"):
+        return False
+    try:
+        with zipfile.ZipFile(path) as zf:
+            return "y_train.npy" in zf.namelist()
+    except (OSError, zipfile.BadZipFile):
+        return False
+
+
 def load(path: str | os.PathLike | None) -> Dataset:
     """`None` -> sklearn digits; a .npz; a folder (or file inside it) of MNIST IDX files or of
     CIFAR-10 python batches; or the CIFAR-10 python archive (.tar.gz)."""
@@ -464,28 +540,63 @@ def load(path: str | os.PathLike | None) -> Dataset:
 
 
 def fit_model(dataset: Dataset, inputs: dict, targets: dict,
-              dims: dict) -> tuple[str, str, tuple]:
-    """Check the data fit the model's one input (of any shape) and one target vector.
+              dims: dict) -> tuple[str | None, str, tuple]:
+    """Check the data fit the model's input (one of any shape, or none) and its one target:
+    a vector of classes for labels, any shape for arrays to fit.
 
-    Returns (input name, target name, layout); `dims` maps dim names to sizes (None = open,
-    then bound here from the data). `layout` = (stored shape, axis order) turns a batch of
-    flat rows into the declared input: reshape to the stored shape, then transpose.
-    Inputs stored flat (N, 784) are reshaped to the declared [c, h, w]; stored as images
-    they must match it, channels first (N, C, H, W) or last (N, H, W, C).
+    Returns (input name or None, target name, layout); `dims` maps dim names to sizes
+    (None = open, then bound here from the data). `layout` = (stored shape, axis order)
+    turns a batch of flat rows into the declared input: reshape to the stored shape, then
+    transpose. Inputs stored flat (N, 784) are reshaped to the declared [c, h, w]; stored as
+    images they must match it, channels first (N, C, H, W) or last (N, H, W, C).
     """
-    if len(inputs) != 1 or len(targets) != 1:
-        raise DataError(f"training needs exactly one `input` and one `target`; the model has "
-                        f"{len(inputs)} and {len(targets)}")
-    (xn, xdims), (yn, ydims) = next(iter(inputs.items())), next(iter(targets.items()))
-    if len(ydims) != 1:
-        raise DataError(f"training needs a target vector: {yn} must have one dim (the classes)")
-    if dims.get(ydims[0]) is None:
-        dims[ydims[0]] = dataset.classes
-    layout = _bind_input(dataset, xn, xdims, dims)
-    if dims[ydims[0]] < dataset.classes:
+    if len(inputs) > 1 or len(targets) != 1:
+        raise DataError(f"training needs one `target` and at most one `input`; the model has "
+                        f"{len(targets)} and {len(inputs)}")
+    yn, ydims = next(iter(targets.items()))
+    declared_y = f"{yn}[{', '.join(ydims)}]"
+    if not inputs:
+        if dataset.features:
+            raise DataError(f"{dataset.name}: the examples have {dataset.features} input "
+                            "features but the model has no `input`; drop x_train and x_test "
+                            "from the data, or declare an input")
+    elif not dataset.features:
+        xn = next(iter(inputs))
+        raise DataError(f"{dataset.name}: the data hold no inputs (no x_train, x_test) but the "
+                        f"model reads `input {xn}`; add x_train and x_test")
+    if dataset.regression:
+        _bind_targets(dataset, declared_y, ydims, dims)
+    else:
+        if len(ydims) != 1:
+            raise DataError(f"{dataset.name}: the targets are class labels, so {declared_y} must "
+                            "have one dim (the classes); to fit arrays store y_train and y_test "
+                            f"as real numbers of shape (examples, {', '.join(ydims)})")
+        if dims.get(ydims[0]) is None:
+            dims[ydims[0]] = dataset.classes
+    if inputs:
+        xn, xdims = next(iter(inputs.items()))
+        layout = _bind_input(dataset, xn, xdims, dims)
+    else:
+        xn, layout = None, ((0,), (0, 1))
+    if not dataset.regression and dims[ydims[0]] < dataset.classes:
         raise DataError(f"{dataset.name}: labels go up to {dataset.classes - 1} but the model's "
                         f"{yn}[{ydims[0]}] has only {dims[ydims[0]]} classes")
     return xn, yn, layout
+
+
+def _bind_targets(dataset: Dataset, declared: str, ydims: tuple, dims: dict) -> None:
+    """Arrays to fit have the target's shape per example (open dims bound from them)."""
+    shape = dataset.target_shape
+    if len(shape) != len(ydims):
+        raise DataError(f"{dataset.name}: each target has shape {shape} but the model's "
+                        f"{declared} has {len(ydims)} dim{'s' if len(ydims) != 1 else ''}")
+    for d, n in zip(ydims, shape):
+        if dims.get(d) is None:
+            dims[d] = n
+        if dims[d] != n:
+            want = tuple(dims.get(k) for k in ydims)
+            raise DataError(f"{dataset.name}: each target has shape {shape} but the model's "
+                            f"{declared} is {want} ({d} = {dims[d]})")
 
 
 def _bind_input(dataset: Dataset, xn: str, xdims: tuple, dims: dict) -> tuple:

@@ -10,19 +10,24 @@ import jax.numpy as jnp
 
 @dataclass(frozen=True)
 class ImageFeed:
-    """Rows reshaped (and transposed) to the declared input: vectors or images."""
+    """Rows reshaped (and transposed) to the declared input: vectors or images (no input
+    when `x_name` is None). Class labels become one-hot targets; arrays to fit
+    (`n_classes` 0) are passed on in the model's float type."""
 
-    x_name: str
+    x_name: str | None
     y_name: str
-    n_classes: int
+    n_classes: int  # 0: the targets are arrays to fit
     stored: tuple  # the stored example shape
     order: tuple  # axis order that turns it into the declared one
     shape: tuple  # the declared input shape
 
     def batch(self, x, labels) -> dict:
+        target = (jax.nn.one_hot(labels, self.n_classes, dtype=x.dtype) if self.n_classes
+                  else labels.astype(x.dtype))
+        if self.x_name is None:
+            return {self.y_name: target}
         x = jnp.transpose(x.reshape((x.shape[0],) + tuple(self.stored)), self.order)
-        return {self.x_name: x.reshape((x.shape[0],) + tuple(self.shape)),
-                self.y_name: jax.nn.one_hot(labels, self.n_classes, dtype=x.dtype)}
+        return {self.x_name: x.reshape((x.shape[0],) + tuple(self.shape)), self.y_name: target}
 
 
 @dataclass(frozen=True)

@@ -44,6 +44,7 @@ class RunState:
     opt_leaves: list[np.ndarray]
     history: list[dict] = field(default_factory=list)  # metrics rows, one per epoch
     timings: list[dict] = field(default_factory=list)  # seconds per epoch (not results)
+    warm: dict[str, np.ndarray] = field(default_factory=dict)  # warm-start equilibria
 
 
 def npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
@@ -187,9 +188,10 @@ class RunDir:
             consts = {k[6:]: v for k, v in arrays.items() if k.startswith("const/")}
             params = {k[6:]: v for k, v in arrays.items() if k.startswith("param/")}
             leaves = [arrays[f"opt/{i}"] for i in range(int(record["opt_leaves"]))]
+            warm = {k[5:]: v for k, v in arrays.items() if k.startswith("warm/")}
             return RunState(epoch=int(record["epoch"]), meta=record["meta"], consts=consts,
                             params=params, opt_leaves=leaves, history=record["history"],
-                            timings=record["timings"])
+                            timings=record["timings"], warm=warm)
         except Exception as exc:
             raise RunDirError(
                 f"{path} is damaged or was not written by this version of physlearn "
@@ -204,6 +206,7 @@ class RunDir:
         arrays.update({f"const/{k}": v for k, v in state.consts.items()})
         arrays.update({f"param/{k}": v for k, v in state.params.items()})
         arrays.update({f"opt/{i}": v for i, v in enumerate(state.opt_leaves)})
+        arrays.update({f"warm/{k}": v for k, v in state.warm.items()})
         arrays["state"] = np.frombuffer(json.dumps(record).encode(), np.uint8)
         atomic_write(self.path / CHECKPOINT, npz_bytes(arrays))
 

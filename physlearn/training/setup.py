@@ -13,8 +13,20 @@ from ..learning.problem import Problem
 from ..learning.sequences import TrajectoryProblem
 from ..memory import require_fits
 from ..options import OptionError
-from .data import DataError, Dataset, fit_model
+from .data import DataError, Dataset, fit_model, holds_targets
 from .feeds import ImageFeed, SequenceFeed
+
+
+def default_data(model, data, given):
+    """--data, else observations stored beside the given arrays (--given, else the model's
+    data file) when they hold y_train, else None (sklearn's digits)."""
+    if data is not None:
+        return data
+    from ..given import data_path
+    for path in (given, data_path(model.spec)):
+        if path is not None and holds_targets(path):
+            return path
+    return None
 
 
 def require_batches(data: Dataset, batch_size: int) -> None:
@@ -66,30 +78,37 @@ def fit_images(model, data: Dataset, cfg):
     return x_name, y_name, stored, order, dims
 
 
+def image_feed(gen, data: Dataset, x_name, y_name, stored, order) -> ImageFeed:
+    """The feed of an equilibrium model: its input (if any) as declared, labels one-hot."""
+    shape = tuple(gen.INFO.dims[d] for d in gen.INFO.inputs[x_name]) if x_name else ()
+    n_classes = 0 if data.regression else gen.INFO.dims[gen.INFO.targets[y_name][0]]
+    return ImageFeed(x_name, y_name, n_classes, tuple(stored), tuple(order), shape)
+
+
 class EquilibriumSetup:
     """`energy` and `primitive` models on vectors or images."""
 
     def __init__(self, model, data: Dataset, cfg):
         x_name, y_name, stored, order, dims = fit_images(model, data, cfg)
-        self.gen = gen = model.compile(dims)
+        self.gen = gen = model.compile(dims, cfg.given)
         require_fits(gen, cfg.batch_size, 8 if cfg.x64 else 4)
         resolve_defaults(cfg, model.derivation.kind, dict(gen.INFO.learn))
         check_overrides(gen, cfg.relax)
         self.relax_cfg = RelaxConfig.for_module(gen, **cfg.relax)
         self.problem = EquilibriumProblem(gen, Relaxer(gen, self.relax_cfg),
                                           functions_used(model))
-        shape = tuple(gen.INFO.dims[d] for d in gen.INFO.inputs[x_name])
-        self.feed = ImageFeed(x_name, y_name, gen.INFO.dims[gen.INFO.targets[y_name][0]],
-                              tuple(stored), tuple(order), shape)
+        self.feed = image_feed(gen, data, x_name, y_name, stored, order)
         self.boundary = "echo"
 
     def describe(self, cfg, algorithm, lrs_text: str, n_batches: int) -> str:
         r = self.relax_cfg
         settings = algorithm.settings_text() or "no settings"
+        method = self.problem.relaxer.method
+        steps = (method.stopping(r) if method.always_tolerant else
+                 f"{r.free_steps} free / {r.nudged_steps} nudged steps"
+                 + (f", tol {r.tol:g}" if r.tol else ""))
         return (f"{algorithm.name}, {settings}, {cfg.optimizer} lr {lrs_text}, batch "
-                f"{cfg.batch_size}, {n_batches} batches/epoch, relax {r.method} "
-                f"({r.free_steps} free / {r.nudged_steps} nudged steps"
-                + (f", tol {r.tol:g}" if r.tol else "")
+                f"{cfg.batch_size}, {n_batches} batches/epoch, relax {r.method} ({steps}"
                 + (f", {r.precision}" if r.precision != "float32" else "") + ")")
 
     def dynamics_summary(self, row: dict) -> str:
@@ -104,7 +123,7 @@ class ChainSetup(EquilibriumSetup):
     def __init__(self, model, data: Dataset, cfg):
         from ..learning.chain import build_chain
         x_name, y_name, stored, order, dims = fit_images(model, data, cfg)
-        self.gen = gen = model.compile(dims)
+        self.gen = gen = model.compile(dims, cfg.given)
         explicit_lr = cfg.lr is not None
         resolve_defaults(cfg, model.derivation.kind, dict(gen.INFO.learn))
         problem = build_chain(model, gen, cfg.relax)
@@ -118,9 +137,7 @@ class ChainSetup(EquilibriumSetup):
                     cfg.lr_params[f"{name}.{k[3:]}"] = float(v)
         self.relax_cfg = next(iter(blocks.values())).relaxer.cfg
         self.problem = problem  # type: ignore[assignment]
-        shape = tuple(gen.INFO.dims[d] for d in gen.INFO.inputs[x_name])
-        self.feed = ImageFeed(x_name, y_name, gen.INFO.dims[gen.INFO.targets[y_name][0]],
-                              tuple(stored), tuple(order), shape)
+        self.feed = image_feed(gen, data, x_name, y_name, stored, order)
         self.boundary = "echo"
 
     def describe(self, cfg, algorithm, lrs_text: str, n_batches: int) -> str:
@@ -161,7 +178,7 @@ class SequenceSetup:
             dims[y_dim] = data.classes
         if dims.get(d_dim) is None:
             dims[d_dim] = 1
-        self.gen = gen = model.compile(dims)
+        self.gen = gen = model.compile(dims, cfg.given)
         require_fits(gen, cfg.batch_size, 8 if cfg.x64 else 4, data.features)
         stack = Stack.from_model(model, gen) if gen.INFO.stack else None
         step_inputs = stack.inputs if stack else gen.INFO.dims[d_dim]

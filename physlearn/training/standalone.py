@@ -168,8 +168,8 @@ def main(run: dict[str, Any], gen: Any, argv: list[str] | None = None) -> int:
         stats = []
         for c0 in range(0, n_batches, chunk):
             sl = slice(c0, min(c0 + chunk, n_batches))
-            params, opt_state, s = train(params, consts, opt_state, x_train, y_train,
-                                         idx[sl], keys[sl])
+            params, opt_state, s, _ = train(params, consts, opt_state, x_train, y_train,
+                                            idx[sl], keys[sl])
             stats.append(jax.device_get(s))
         s = {k: np.concatenate([b[k] for b in stats]) for k in stats[0]}
         if not np.all(s["finite"]):

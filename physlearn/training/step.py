@@ -46,32 +46,42 @@ def apply_gradient(opt: optax.GradientTransformation, problem: Any, g: dict, tra
 def train_chunk(problem: Any, algorithm: Any, feed: Any, opt: optax.GradientTransformation,
                 params: dict, consts: dict, opt_state: Any, x_all: jax.Array,
                 y_all: jax.Array, idx: jax.Array, keys: jax.Array, augment: Any = None,
-                place: Any = None) -> tuple[dict, Any, dict]:
+                place: Any = None, warm: dict | None = None
+                ) -> tuple[dict, Any, dict, dict | None]:
     """Steps over the batches `idx` (one row of example indices each): the algorithm's
     gradient, the optimizer, the problem's per-batch summary (with `finite`).
 
     `augment(images, key)` (optional) transforms each batch's inputs with a key of its own
     (the algorithm's key is left as it is, so runs without augmentation do not change);
-    `place(data)` (optional) lays the batch out over devices."""
+    `place(data)` (optional) lays the batch out over devices. `warm` (optional): the last
+    free equilibrium of every training example, by state (leading axis: the example); each
+    batch's free phase starts from its examples' entries, which the new equilibria then
+    replace (warm starts across epochs). Returns (params, opt_state, stats, warm)."""
     xs, ys = x_all[idx], y_all[idx]
 
     def step(carry, batch):
-        trainable, opt_state = carry
-        x, labels, key = batch
+        trainable, opt_state, store = carry
+        x, labels, key, rows = batch
         data = feed.batch(x, labels)
         if augment:
             data[feed.x_name] = augment(data[feed.x_name], jax.random.fold_in(key, 0x417))
         if place is not None:
             data = place(data)
         full = {**consts, **trainable}
-        g, aux = problem.gradient(algorithm, full, data, key)
+        here = problem if store is None else problem.starting_from(
+            {k: v[rows] for k, v in store.items()})
+        g, aux = here.gradient(algorithm, full, data, key)
         new, opt_state = apply_gradient(opt, problem, g, trainable, consts, opt_state)
         stats = problem.summary(full, data, aux)
         stats["finite"] = all_finite(new) & stats["finite"]
-        return (new, opt_state), stats
+        if store is not None:
+            store = {k: v.at[rows].set(aux["free_states"][k].astype(v.dtype))
+                     for k, v in store.items()}
+        return (new, opt_state, store), stats
 
-    (params, opt_state), stats = jax.lax.scan(step, (params, opt_state), (xs, ys, keys))
-    return params, opt_state, stats
+    (params, opt_state, warm), stats = jax.lax.scan(step, (params, opt_state, warm),
+                                                    (xs, ys, keys, idx))
+    return params, opt_state, stats, warm
 
 
 def evaluate(problem: Any, feed: Any, params: dict, consts: dict, x: jax.Array,

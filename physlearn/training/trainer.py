@@ -31,7 +31,9 @@ from .setup import ChainSetup, EquilibriumSetup, SequenceSetup
 
 def checked(dataset: Dataset) -> Dataset:
     """Data built in Python pass the same checks as data read from files."""
-    out = validate({k: getattr(dataset, k) for k in KEYS}, dataset.name, name=dataset.name)
+    arrays = {k: getattr(dataset, k) for k in KEYS
+              if not (k.startswith("x") and dataset.features == 0)}  # no inputs
+    out = validate(arrays, dataset.name, name=dataset.name)
     return replace(out, example_shape=dataset.example_shape)  # the rows are flat by now
 
 
@@ -56,6 +58,8 @@ class TrainConfig:
     holomorphic_n: int | None = None  # default: the learn line's n_nudges, else 4
     relax: dict = field(default_factory=dict)  # RelaxConfig overrides
     dims: dict = field(default_factory=dict)
+    given: str | None = None  # npz of the model's given arrays (default: its data file)
+    warm_start: bool | None = None  # None: on for relaxations that stop on a residual
     x64: bool = False
     resume: bool = False
     schedule: str = "constant"  # or "cosine": every rate decays to 0 over the run's epochs
@@ -197,18 +201,39 @@ class Trainer:
                                optim.schedule(cfg.schedule, steps))
         self.augment = Augment(cfg.random_crop, cfg.random_flip)
         if self.augment and not self.feed_is_image():
+            x_name = self.feed.x_name
             raise options.OptionError(
                 "--random-crop/--random-flip need an image input (its last two axes are "
                 f"height and width); {self.model.name}'s input is "
-                f"{self.feed.x_name}[{', '.join(self.gen.INFO.inputs[self.feed.x_name])}]")
+                + (f"{x_name}[{', '.join(self.gen.INFO.inputs[x_name])}]" if x_name else
+                   "absent (it has no `input`)"))
         self.parallel = (DataParallel(cfg.devices, cfg.batch_size)
                          if cfg.devices > 1 or jax.process_count() > 1 else None)
         self.dtype = jnp.float64 if cfg.x64 else jnp.float32
+        self.warm = self._warm_starts()
         self.out = Path(cfg.out)
         self._step_cache: dict = {}
 
+    def _warm_starts(self) -> bool:
+        """Whether free phases start from each example's last equilibrium: asked for, or by
+        default where the relaxation stops on a residual (there it only saves steps)."""
+        relaxer = getattr(self.problem, "relaxer", None)
+        able = hasattr(self.problem, "starting_from") and relaxer is not None
+        if self.cfg.warm_start is None:
+            return bool(able and relaxer is not None and relaxer.method.always_tolerant
+                        and self.parallel is None)
+        if self.cfg.warm_start and not able:
+            raise options.OptionError("--warm-start applies to a single equilibrium model (its "
+                                      "free phase); this one relaxes otherwise")
+        if self.cfg.warm_start and self.parallel is not None:
+            raise options.OptionError("--warm-start keeps every example's equilibrium on one "
+                                      "device; drop it, or --devices")
+        return bool(self.cfg.warm_start)
+
     def describe(self, n_batches: int, n_train: int) -> str:
         what = self.setup.describe(self.cfg, self.algorithm, _lrs_text(self.lrs), n_batches)
+        if self.warm:
+            what += ", warm starts"
         return (f"{self.model.name}: {what}, data {self.data.name} ({n_train} train / "
                 f"{len(self.data.x_test)} test)")
 
@@ -223,10 +248,10 @@ class Trainer:
         """A batch of flat rows and labels as the model's data dict."""
         return self.feed.batch(x, labels)
 
-    def _train_chunk(self, params, consts, opt_state, x_all, y_all, idx, keys):
+    def _train_chunk(self, params, consts, opt_state, x_all, y_all, idx, keys, warm=None):
         return step.train_chunk(self.problem, self.algorithm, self.feed, self.opt, params,
                                 consts, opt_state, x_all, y_all, idx, keys, self.augment,
-                                self.parallel)
+                                self.parallel, warm)
 
     def apply_gradient(self, g, trainable, consts, opt_state):
         """One optimizer step, then the problem's projection; constants stay as they are."""
@@ -251,7 +276,8 @@ class Trainer:
         c = asdict(self.cfg)
         for k in ("epochs", "resume", "out", "progress", "chunks", "devices"):
             c.pop(k)
-        defaults = {"schedule": "constant", "random_crop": 0, "random_flip": False}
+        defaults = {"schedule": "constant", "random_crop": 0, "random_flip": False,
+                    "given": None, "warm_start": None}
         for k, v in defaults.items():  # runs saved before these settings existed still resume
             if c[k] == v:
                 c.pop(k)
@@ -275,7 +301,11 @@ class Trainer:
         if state is None:
             run.require_empty()
             leaves = [np.asarray(v) for v in jax.tree_util.tree_leaves(opt_state)]
-            return (RunState(0, meta, _numpy(consts), _numpy(params), leaves),
+            warm = {}
+            if self.warm:  # every training example starts where the free phase would
+                warm = _numpy(self.gen.init_states(len(self.data.x_train), self.dtype,
+                                                   {**consts, **params}))
+            return (RunState(0, meta, _numpy(consts), _numpy(params), leaves, warm=warm),
                     consts, params, opt_state)
         changed = differences(state.meta, meta)
         if changed:
@@ -302,6 +332,9 @@ class Trainer:
                                  else jnp.int32) for k in consts}  # index arrays stay ints
         opt_state = jax.tree_util.tree_unflatten(treedef, [jnp.asarray(v) for v in
                                                            state.opt_leaves])
+        if self.warm and not state.warm:  # saved without warm starts: start them at rest
+            state.warm = _numpy(self.gen.init_states(len(self.data.x_train), self.dtype,
+                                                     {**consts, **params}))
         return state, consts, params, opt_state
 
     def run(self) -> dict:
@@ -348,6 +381,8 @@ class Trainer:
                 self.parallel.replicate((x_train, y_train, x_test, y_test, params, consts,
                                          opt_state))
 
+        warm = ({k: jnp.asarray(v, self.dtype) for k, v in state.warm.items()}
+                if self.warm else None)
         plan = self._jit(("plan", n_total, batch),
                          lambda k, e: step.epoch_plan(k, e, n_total, batch, n_batches))
 
@@ -363,9 +398,9 @@ class Trainer:
             pending = []
             for c0 in range(0, n_batches, chunk):
                 sl = slice(c0, min(c0 + chunk, n_batches))
-                before = (params, opt_state)
-                params, opt_state, stats = train_chunk(params, consts, opt_state, x_train,
-                                                       y_train, idx[sl], keys[sl])
+                before = (params, opt_state, warm)
+                params, opt_state, stats, warm = train_chunk(params, consts, opt_state, x_train,
+                                                             y_train, idx[sl], keys[sl], warm)
                 pending.append((sl, before, stats))
             for sl, before, stats in pending:
                 stats = jax.device_get(stats)
@@ -394,6 +429,8 @@ class Trainer:
                    "relax_steps": float(np.mean(stats["steps"])),
                    "relax_residual": float(np.mean(stats["residual"])),
                    "algorithm": self.algorithm.name}
+            if self.data.regression:  # arrays to fit: the cost is the measure, no accuracy
+                del row["train_acc"], row["test_acc"]
             if not math.isfinite(row["test_loss"]):
                 raise TrainingError(f"the test loss is NaN/inf after epoch {epoch} although "
                                     "training stayed finite; the model's prediction or cost "
@@ -403,11 +440,13 @@ class Trainer:
                              state.history + [row],
                              state.timings + [{"epoch": epoch,
                                                "epoch_seconds": round(epoch_seconds, 4),
-                                               "eval_seconds": round(eval_seconds, 4)}])
+                                               "eval_seconds": round(eval_seconds, 4)}],
+                             warm=_numpy(warm) if warm is not None else {})
             run.commit(state)
             run.publish(state, plot)
             accs = (f"acc {row['train_acc']:.4f} | test acc {row['test_acc']:.4f}"
-                    if self.gen.INFO.output is not None else
+                    if self.gen.INFO.output is not None and "test_acc" in row else
+                    f"| test loss {row['test_loss']:.4f}" if self.data.regression else
                     "acc n/a (the cost names no single output) | test loss "
                     f"{row.get('test_loss', float('nan')):.4f}")
             self.log(f"epoch {epoch}: train loss {row['train_loss']:.4f} {accs} | "
@@ -422,7 +461,7 @@ class Trainer:
     def _warn_if_chance(self, row: dict) -> None:
         """A run that ends at chance level has usually saturated or collapsed: say so."""
         chance = 1.0 / max(self.n_classes, 1)
-        if self.gen.INFO.output is None:  # the cost names no single output: no accuracy to judge
+        if self.gen.INFO.output is None or "test_acc" not in row:  # no accuracy to judge
             return
         if self.n_classes > 1 and row["test_acc"] <= 1.5 * chance and \
                 row["train_acc"] <= 1.5 * chance:
@@ -433,10 +472,10 @@ class Trainer:
 
     def _diagnose(self, before, consts, x_all, y_all, idx, keys, bad, epoch, batch) -> str:
         """Name the phase, step and variable where NaN/inf first appeared."""
-        params, opt_state = before
+        params, opt_state, warm = before
         if bad:
-            params, opt_state, _ = self._jit("train", self._train_chunk)(
-                params, consts, opt_state, x_all, y_all, idx[:bad], keys[:bad])
+            params, opt_state, _, warm = self._jit("train", self._train_chunk)(
+                params, consts, opt_state, x_all, y_all, idx[:bad], keys[:bad], warm)
         data = self.feed.batch(x_all[idx[bad]], y_all[idx[bad]])
         return self.problem.diagnose({**consts, **params}, data, self.algorithm,
                                      f"epoch {epoch}, batch {batch}")
@@ -476,17 +515,21 @@ def _plot(history: list[dict], model: str, algorithm: str) -> bytes | None:
         return None
     import io
     epochs = [r["epoch"] for r in history]
-    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.5))
+    accuracy = all("test_acc" in r for r in history)  # none when fitting arrays
+    fig, axes = plt.subplots(1, 2 if accuracy else 1, figsize=(9 if accuracy else 5, 3.5),
+                             squeeze=False)
+    a, b = axes[0, 0], axes[0, -1]
     a.plot(epochs, [r["train_loss"] for r in history], "o-", label="train")
     a.plot(epochs, [r["test_loss"] for r in history], "o-", label="test")
     a.set_xlabel("epoch")
     a.set_ylabel("cost")
     a.legend()
-    b.plot(epochs, [r["train_acc"] for r in history], "o-", label="train")
-    b.plot(epochs, [r["test_acc"] for r in history], "o-", label="test")
-    b.set_xlabel("epoch")
-    b.set_ylabel("accuracy")
-    b.legend()
+    if accuracy:
+        b.plot(epochs, [r["train_acc"] for r in history], "o-", label="train")
+        b.plot(epochs, [r["test_acc"] for r in history], "o-", label="test")
+        b.set_xlabel("epoch")
+        b.set_ylabel("accuracy")
+        b.legend()
     fig.suptitle(f"{model}: {algorithm}")
     fig.tight_layout()
     buf = io.BytesIO()

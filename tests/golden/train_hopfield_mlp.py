@@ -363,32 +363,42 @@ def apply_gradient(opt: optax.GradientTransformation, problem: Any, g: dict, tra
 def train_chunk(problem: Any, algorithm: Any, feed: Any, opt: optax.GradientTransformation,
                 params: dict, consts: dict, opt_state: Any, x_all: jax.Array,
                 y_all: jax.Array, idx: jax.Array, keys: jax.Array, augment: Any = None,
-                place: Any = None) -> tuple[dict, Any, dict]:
+                place: Any = None, warm: dict | None = None
+                ) -> tuple[dict, Any, dict, dict | None]:
     """Steps over the batches `idx` (one row of example indices each): the algorithm's
     gradient, the optimizer, the problem's per-batch summary (with `finite`).
 
     `augment(images, key)` (optional) transforms each batch's inputs with a key of its own
     (the algorithm's key is left as it is, so runs without augmentation do not change);
-    `place(data)` (optional) lays the batch out over devices."""
+    `place(data)` (optional) lays the batch out over devices. `warm` (optional): the last
+    free equilibrium of every training example, by state (leading axis: the example); each
+    batch's free phase starts from its examples' entries, which the new equilibria then
+    replace (warm starts across epochs). Returns (params, opt_state, stats, warm)."""
     xs, ys = x_all[idx], y_all[idx]
 
     def step(carry, batch):
-        trainable, opt_state = carry
-        x, labels, key = batch
+        trainable, opt_state, store = carry
+        x, labels, key, rows = batch
         data = feed.batch(x, labels)
         if augment:
             data[feed.x_name] = augment(data[feed.x_name], jax.random.fold_in(key, 0x417))
         if place is not None:
             data = place(data)
         full = {**consts, **trainable}
-        g, aux = problem.gradient(algorithm, full, data, key)
+        here = problem if store is None else problem.starting_from(
+            {k: v[rows] for k, v in store.items()})
+        g, aux = here.gradient(algorithm, full, data, key)
         new, opt_state = apply_gradient(opt, problem, g, trainable, consts, opt_state)
         stats = problem.summary(full, data, aux)
         stats["finite"] = all_finite(new) & stats["finite"]
-        return (new, opt_state), stats
+        if store is not None:
+            store = {k: v.at[rows].set(aux["free_states"][k].astype(v.dtype))
+                     for k, v in store.items()}
+        return (new, opt_state, store), stats
 
-    (params, opt_state), stats = jax.lax.scan(step, (params, opt_state), (xs, ys, keys))
-    return params, opt_state, stats
+    (params, opt_state, warm), stats = jax.lax.scan(step, (params, opt_state, warm),
+                                                    (xs, ys, keys, idx))
+    return params, opt_state, stats, warm
 
 
 def evaluate(problem: Any, feed: Any, params: dict, consts: dict, x: jax.Array,
@@ -546,8 +556,8 @@ def main(run: dict[str, Any], gen: Any, argv: list[str] | None = None) -> int:
         stats = []
         for c0 in range(0, n_batches, chunk):
             sl = slice(c0, min(c0 + chunk, n_batches))
-            params, opt_state, s = train(params, consts, opt_state, x_train, y_train,
-                                         idx[sl], keys[sl])
+            params, opt_state, s, _ = train(params, consts, opt_state, x_train, y_train,
+                                            idx[sl], keys[sl])
             stats.append(jax.device_get(s))
         s = {k: np.concatenate([b[k] for b in stats]) for k in stats[0]}
         if not np.all(s["finite"]):
@@ -568,19 +578,24 @@ def main(run: dict[str, Any], gen: Any, argv: list[str] | None = None) -> int:
 
 @dataclass(frozen=True)
 class ImageFeed:
-    """Rows reshaped (and transposed) to the declared input: vectors or images."""
+    """Rows reshaped (and transposed) to the declared input: vectors or images (no input
+    when `x_name` is None). Class labels become one-hot targets; arrays to fit
+    (`n_classes` 0) are passed on in the model's float type."""
 
-    x_name: str
+    x_name: str | None
     y_name: str
-    n_classes: int
+    n_classes: int  # 0: the targets are arrays to fit
     stored: tuple  # the stored example shape
     order: tuple  # axis order that turns it into the declared one
     shape: tuple  # the declared input shape
 
     def batch(self, x, labels) -> dict:
+        target = (jax.nn.one_hot(labels, self.n_classes, dtype=x.dtype) if self.n_classes
+                  else labels.astype(x.dtype))
+        if self.x_name is None:
+            return {self.y_name: target}
         x = jnp.transpose(x.reshape((x.shape[0],) + tuple(self.stored)), self.order)
-        return {self.x_name: x.reshape((x.shape[0],) + tuple(self.shape)),
-                self.y_name: jax.nn.one_hot(labels, self.n_classes, dtype=x.dtype)}
+        return {self.x_name: x.reshape((x.shape[0],) + tuple(self.shape)), self.y_name: target}
 
 
 @dataclass(frozen=True)
@@ -745,6 +760,7 @@ class Relaxation(abc.ABC):
     # None: this method is synchronous itself
     synchronous_twin: ClassVar[str | None] = None
     low_precision: ClassVar[bool] = True  # may run on bfloat16 states
+    always_tolerant: ClassVar[bool] = False  # stops on a residual even with no --tol given
 
     def stopping(self, cfg: Any) -> str | None:
         """How a phase ends when it does not end after a set number of steps (None)."""
@@ -938,6 +954,7 @@ class Minimize(Relaxation):
     name: ClassVar[str] = "minimize"
     adaptive: ClassVar[bool] = True
     low_precision: ClassVar[bool] = False
+    always_tolerant: ClassVar[bool] = True
 
     def check(self, gen: Any) -> None:
         if not gen.INFO.flows:
@@ -1054,8 +1071,9 @@ def check_overrides(gen, overrides: dict) -> None:
     if overrides.get("tol") is not None and not adaptive:
         raise OptionError(f"--tol stops adaptive gradient flow; `{effective}` relaxation runs "
                          "a set number of steps (--free-steps, --nudged-steps)")
-    if overrides.get("max_steps") is not None and not (
-            adaptive and (overrides.get("tol") or gen.INFO.relax.get("tol"))):
+    tolerant = adaptive and (overrides.get("tol") or gen.INFO.relax.get("tol")
+                             or RELAXATIONS[effective].always_tolerant)
+    if overrides.get("max_steps") is not None and not tolerant:
         raise OptionError("--max-steps caps adaptive gradient flow (with --tol); this "
                          "relaxation runs --free-steps / --nudged-steps")
 
@@ -1384,6 +1402,13 @@ def untied(gen: Any, g: Params) -> Params:
             for k, v in g.items()}
 
 
+def label_hits(pred: Any, labels: jax.Array) -> jax.Array:
+    """Correct predictions against class labels (0 for arrays to fit, or no prediction)."""
+    if pred is None or labels.ndim != 1 or not jnp.issubdtype(labels.dtype, jnp.integer):
+        return jnp.asarray(0)
+    return jnp.sum(jnp.argmax(pred, -1) == labels)
+
+
 def hits(pred: Any, data: Batch, targets: Any) -> jax.Array:
     """Correct predictions in a batch: argmax of the prediction vs argmax of the target
     (0 when the cost names no vector output)."""
@@ -1421,6 +1446,7 @@ class EquilibriumProblem(Problem):
     gen: Any
     relaxer: Relaxer
     functions: frozenset = frozenset()  # names of elementwise functions the model uses
+    start: dict | None = None  # where free phases start (warm starts); None: at rest
 
     @property
     def sign(self) -> float:
@@ -1442,10 +1468,17 @@ class EquilibriumProblem(Problem):
         dtype = dtype or jax.tree_util.tree_leaves(data)[0].dtype
         return self.gen.init_states(batch, dtype, params)
 
+    def starting_from(self, states: dict) -> EquilibriumProblem:
+        """The same problem with free phases that start from `states` (a batch of them),
+        e.g. the batch's last equilibria: a warm start."""
+        return replace(self, start=states)
+
     def free(self, params: Params, data: Batch, steps: int | None = None
              ) -> tuple[dict, RelaxInfo]:
-        """The free phase from rest: (equilibrium states, relaxation info)."""
-        return self.relaxer.run(params, self.init_states(data, params=params), data, 0.0, steps)
+        """The free phase from rest (or from `start`): (equilibrium states, relaxation
+        info)."""
+        start = self.init_states(data, params=params) if self.start is None else self.start
+        return self.relaxer.run(params, start, data, 0.0, steps)
 
     def nudged(self, params, data, start, beta, steps=None, clamp=None):
         """A nudged (or clamped) phase from `start`."""
@@ -1489,7 +1522,7 @@ class EquilibriumProblem(Problem):
     def evaluate(self, params, data, labels):
         s, _ = self.free(params, data)
         pred = self.predict(params, s, data)
-        hits = jnp.sum(jnp.argmax(pred, -1) == labels) if pred is not None else jnp.asarray(0)
+        hits = label_hits(pred, labels)
         return hits, self.loss(params, s, data) * labels.shape[0]
 
     def diagnose(self, params, data, algorithm, where):
