@@ -189,7 +189,7 @@ def cmd_train(args) -> int:
     if last and not quiet:
         what = (f"test accuracy {last['test_acc']:.4f}"
                 if trainer.gen.INFO.output is not None and "test_acc" in last
-                else f"test loss {last['test_loss']:.4f}")
+                else f"test loss {last['test_loss']:.4g}")
         print(f"done: {what} after epoch {last['epoch']}; results in {args.out}")
     return 0
 

@@ -1,9 +1,12 @@
 """Small meshes and netlists for models that read index arrays (`index cell[c, m] in v`).
 
 `hexagonal_patch` builds a patch of hexagonal cells (vertex positions, the six vertices of
-each cell counter-clockwise, and the edges), `ladder_netlist` a resistor ladder; both
-return dicts of numpy arrays keyed as the zoo's models name their given arrays, ready for
-`np.savez`. `python -m physlearn.meshes OUT.npz --rows R --cols C` writes a patch.
+each cell counter-clockwise, and the edges), `periodic_tissue` a tissue on a torus,
+`ladder_netlist` a resistor ladder, `diode_ladder` one with diodes, `spring_network` a
+triangular lattice of springs; all return dicts of numpy arrays keyed as the zoo's
+models name their given arrays, ready for `np.savez`. `python -m physlearn.meshes OUT.npz
+--rows R --cols C` writes a patch (`--periodic`, `--springs`, `--diode-ladder N`: the
+others).
 """
 
 from __future__ import annotations
@@ -118,6 +121,49 @@ def ladder_netlist(rungs: int) -> dict:
             "outp": np.asarray([top[-1], bottom[-1]], np.int32), "n_v": np.int64(2 * rungs)}
 
 
+def diode_ladder(rungs: int) -> dict:
+    """A ladder with diodes: resistors on the two rails and the rungs (src, dst), diodes
+    on the diagonals, from the top rail down one rung on and from the bottom rail up
+    (anode, cathode); inputs at the first rung, outputs at the last."""
+    if rungs < 2:
+        raise OptionError("a ladder needs at least 2 rungs")
+    top, bottom = list(range(rungs)), list(range(rungs, 2 * rungs))
+    edges = [(top[k], top[k + 1]) for k in range(rungs - 1)]
+    edges += [(bottom[k], bottom[k + 1]) for k in range(rungs - 1)]
+    edges += [(top[k], bottom[k]) for k in range(rungs)]
+    diodes = [(top[k], bottom[k + 1]) for k in range(rungs - 1)]
+    diodes += [(bottom[k], top[k + 1]) for k in range(rungs - 1)]
+    ints = {"src": [a for a, _ in edges], "dst": [b for _, b in edges],
+            "anode": [a for a, _ in diodes], "cathode": [b for _, b in diodes],
+            "inp": [top[0], bottom[0]], "outp": [top[-1], bottom[-1]]}
+    return {**{k: np.asarray(v, np.int32) for k, v in ints.items()}, "n_v": np.int64(2 * rungs)}
+
+
+def spring_network(rows: int, cols: int, jitter: float = 0.0, seed: int = 0) -> dict:
+    """A triangular lattice of nodes joined by springs, its bottom row pinned and a
+    downward load on its top row: r0[v, 2], src/dst[e], rest[e] (the lengths as drawn),
+    pinned[p] (node indices), load[v, 2]."""
+    if rows < 2 or cols < 2:
+        raise OptionError("a spring network needs at least 2 rows and 2 columns of nodes")
+    node = {(i, j): i * cols + j for i in range(rows) for j in range(cols)}
+    r0 = np.asarray([(j + 0.5 * (i % 2), i * np.sqrt(3) / 2) for i in range(rows)
+                     for j in range(cols)], np.float64)
+    edges = []
+    for (i, j), a in node.items():
+        right = (i, j + 1)
+        ups = [(i + 1, j), (i + 1, j + 1)] if i % 2 else [(i + 1, j - 1), (i + 1, j)]
+        edges += [(a, node[q]) for q in [right] + ups if q in node]
+    if jitter:
+        r0 = r0 + np.random.default_rng(seed).normal(0.0, jitter, r0.shape)
+    src = np.asarray([a for a, _ in edges], np.int32)
+    dst = np.asarray([b for _, b in edges], np.int32)
+    load = np.zeros_like(r0)
+    load[(rows - 1) * cols:, 1] = -0.05
+    return {"r0": r0, "r": r0.copy(), "src": src, "dst": dst,
+            "rest": np.linalg.norm(r0[dst] - r0[src], axis=1),
+            "pinned": np.arange(cols, dtype=np.int32), "load": load}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m physlearn.meshes",
                                  description="write a hexagonal vertex-model patch, or with "
@@ -130,9 +176,27 @@ def main(argv=None) -> int:
     ap.add_argument("--periodic", action="store_true",
                     help="a tissue on a torus (keys r, r0, box, cell, cell_wrap, src, dst, "
                          "edge_wrap); --rows must be even")
+    ap.add_argument("--diode-ladder", type=int, metavar="RUNGS",
+                    help="a ladder netlist with diodes of RUNGS rungs (keys src, dst, anode, "
+                         "cathode, inp, outp)")
+    ap.add_argument("--springs", action="store_true",
+                    help="a triangular spring network of --rows x --cols nodes (keys r, r0, "
+                         "src, dst, rest, pinned, load)")
     args = ap.parse_args(argv)
-    make = periodic_tissue if args.periodic else hexagonal_patch
     try:
+        if args.diode_ladder is not None:
+            net = diode_ladder(args.diode_ladder)
+            np.savez(args.out, **net)
+            print(f"wrote {args.out}: {int(net['n_v'])} nodes, {len(net['src'])} resistors, "
+                  f"{len(net['anode'])} diodes")
+            return 0
+        if args.springs:
+            net = spring_network(args.rows, args.cols, args.jitter, args.seed)
+            np.savez(args.out, **net)
+            print(f"wrote {args.out}: {len(net['r0'])} nodes, {len(net['src'])} springs, "
+                  f"{len(net['pinned'])} pinned")
+            return 0
+        make = periodic_tissue if args.periodic else hexagonal_patch
         mesh = make(args.rows, args.cols, args.jitter, args.seed)
     except OptionError as e:
         ap.error(str(e))

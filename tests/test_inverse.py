@@ -120,3 +120,69 @@ def test_observations_at_hidden_tensions_are_fitted_by_physlearn_train(tmp_path)
     last = physlearn.train(model, epochs=4, batch_size=1, out=str(out), resume=True,
                            log=lambda *a: None)
     assert last["epoch"] == 4 and last["test_loss"] < rows[-1]["test_loss"]
+
+
+def _grads_agree(gen, energy, p, s, d):
+    """Generated energy, dE/ds and dE/dtheta against `energy` (per example) and jax.grad."""
+    np.testing.assert_allclose(gen.physics(p, s, d), energy(p, s, d), rtol=1e-12)
+    ref = jax.grad(lambda s: energy(p, s, d).sum())(s)
+    for k, v in gen.grad_states(p, s, d).items():
+        np.testing.assert_allclose(v, ref[k], rtol=1e-10, atol=1e-12)
+    learned = {k: p[k] for k in gen.INFO.params}
+    ref = jax.grad(lambda q: energy({**p, **q}, s, d).mean())(learned)
+    for k, v in gen.grad_params(p, s, d).items():
+        np.testing.assert_allclose(v, ref[k], rtol=1e-10, atol=1e-12)
+
+
+def test_diode_netlist_is_its_co_content_and_a_teacher_is_learnable():
+    with jax.enable_x64(True):
+        problem = physlearn.problem(ROOT / "models" / "diode_netlist.phl")
+        gen = problem.gen
+        net = np.load(ROOT / "models" / "diode_netlist.npz")
+        src, dst, an, ca, inp, outp = (jnp.asarray(net[k]) for k in
+                                       ("src", "dst", "anode", "cathode", "inp", "outp"))
+        rng = np.random.default_rng(0)
+        full = gen.init_params(jax.random.PRNGKey(1), jnp.float64)
+        s = {"v": jnp.asarray(rng.normal(size=(3, int(net["n_v"]))))}
+        d = {"x": jnp.asarray(rng.uniform(-1, 1, (3, 2))), "y": jnp.zeros((3, 2))}
+
+        def power(p, s, d):
+            v = s["v"]
+            drop = v[:, an] - v[:, ca]
+            return (jnp.sum(p["G"] * (v[:, src] - v[:, dst]) ** 2, 1) / 2
+                    + jnp.sum(p["D"] * jnp.maximum(drop, 0) ** 2 + 0.05 * drop ** 2, 1) / 2
+                    + 10 * jnp.sum((v[:, inp] - d["x"]) ** 2, 1) / 2
+                    + 0.1 * jnp.sum(v ** 2, 1) / 2)
+        _grads_agree(gen, power, full, s, d)
+        # the shipped data answer the hidden G, D exactly: the teacher's loss is 0
+        data = {"x": jnp.asarray(net["x_test"], jnp.float64),
+                "y": jnp.asarray(net["y_test"], jnp.float64)}
+        teacher = {**full, "G": jnp.asarray(net["true_G"]), "D": jnp.asarray(net["true_D"])}
+        assert float(problem.objective(teacher, data)[0]) < 1e-12
+        assert float(problem.objective(full, data)[0]) > 1e-4
+
+
+def test_spring_network_is_hookes_law_and_ep_scaled_is_its_gradient():
+    with jax.enable_x64(True):
+        problem = physlearn.problem(ROOT / "models" / "spring_network.phl")
+        gen = problem.gen
+        net = np.load(ROOT / "models" / "spring_network.npz")
+        src, dst, pinned = (jnp.asarray(net[k]) for k in ("src", "dst", "pinned"))
+        rng = np.random.default_rng(0)
+        full = gen.init_params(jax.random.PRNGKey(0), jnp.float64)
+        full = {**full, "k": jnp.asarray(rng.uniform(0.5, 1.5, len(net["src"])))}
+        s = {"r": jnp.asarray(net["r0"][None] + rng.normal(0, 0.05, (2,) + net["r0"].shape))}
+        d = {"y": jnp.asarray(net["y_train"], jnp.float64).repeat(2, 0)}
+
+        def energy(p, s, d):
+            r = s["r"]
+            length = jnp.linalg.norm(r[:, dst] - r[:, src], axis=-1)
+            return (jnp.sum(p["k"] * (length - net["rest"]) ** 2, 1) / 2
+                    + 100 / 2 * jnp.sum((r[:, pinned] - net["r0"][pinned]) ** 2, (1, 2))
+                    - jnp.sum(net["load"] * r, (1, 2)))
+        _grads_agree(gen, energy, full, s, d)
+
+        def grad(name):
+            alg = physlearn.algorithm(name, problem, beta=0.01 if name.startswith("ep") else None)
+            return jax.jit(lambda p: physlearn.gradient(problem, alg, p, d)[0]["k"])(full)
+        assert cosine(grad("ep-scaled"), grad("implicit")) > 1 - 1e-7

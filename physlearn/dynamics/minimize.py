@@ -78,9 +78,15 @@ def newton_polish(objective, y, tol: float, steps: int = NEWTON_STEPS):
     # one last Newton step, taken even at convergence (where it moves y by about nothing):
     # its derivative is the implicit function's, -H^-1 d(dE/ds)/dtheta, however the
     # iterations before it depended on theta, so autodiff through the relaxation is exact
-    d = newton(y, grad(y), jnp.asarray(False))
-    finite = jnp.isfinite(optx.max_norm(d))
-    return jax.tree_util.tree_map(lambda a, b: jnp.where(finite, a + b, a), y, d)
+    g = grad(y)
+    d = newton(y, g, jnp.asarray(False))
+    # ... unless it is a wild step (a CG solve that failed on a nearly singular Hessian in
+    # float32): then y stays, and the relaxation's residual tells
+    new = jax.tree_util.tree_map(jnp.add, y, d)
+    worst = optx.max_norm(g)
+    sane = jnp.isfinite(optx.max_norm(d)) & (
+        optx.max_norm(grad(new)) <= jnp.maximum(2 * worst, tol))
+    return jax.tree_util.tree_map(lambda a, b: jnp.where(sane, a, b), new, y)
 
 
 def default_tol(dtype: Any) -> float:

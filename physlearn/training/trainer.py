@@ -446,10 +446,12 @@ class Trainer:
             run.publish(state, plot)
             accs = (f"acc {row['train_acc']:.4f} | test acc {row['test_acc']:.4f}"
                     if self.gen.INFO.output is not None and "test_acc" in row else
-                    f"| test loss {row['test_loss']:.4f}" if self.data.regression else
+                    f"| test loss {row['test_loss']:.4g}" if self.data.regression else
                     "acc n/a (the cost names no single output) | test loss "
                     f"{row.get('test_loss', float('nan')):.4f}")
-            self.log(f"epoch {epoch}: train loss {row['train_loss']:.4f} {accs} | "
+            loss = f"{row['train_loss']:.4g}" if self.data.regression else \
+                f"{row['train_loss']:.4f}"  # arrays to fit: losses of any size
+            self.log(f"epoch {epoch}: train loss {loss} {accs} | "
                      f"{epoch_seconds:.2f} s | " + self.setup.dynamics_summary(row))
             if epoch < cfg.epochs:
                 stop.check(f"interrupted after epoch {epoch}, which is saved in {self.out}: "

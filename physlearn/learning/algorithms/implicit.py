@@ -91,8 +91,16 @@ def _symmetric_solve(op, rhs, tol, steps):
         return _tree_norm(miss) / jnp.maximum(_tree_norm(rhs), jnp.finfo(
             structure_dtype(rhs)).tiny)
 
-    cg = lx.linear_solve(op, rhs, lx.CG(rtol=tol, atol=tol * 1e-3, max_steps=steps),
-                         throw=False).value
+    # CG to a tolerance its recurrences reach, then once more on what is left (iterative
+    # refinement): asked for 1e-11 at once, CG on an ill-conditioned Hessian (a soft mesh)
+    # runs past the point where it had converged and wanders off
+    loose = max(tol, 1e-9)
+    solver = lx.CG(rtol=loose, atol=loose * 1e-3, max_steps=steps)
+    first = lx.linear_solve(op, rhs, solver, throw=False).value
+    left = jax.tree_util.tree_map(jnp.subtract, rhs, op.mv(first))
+    more = lx.linear_solve(op, left, solver, throw=False).value
+    finite = jnp.isfinite(_tree_norm(more))
+    cg = jax.tree_util.tree_map(lambda a, b: jnp.where(finite, a + b, a), first, more)
     r_cg = rel(cg)
     ok = jnp.isfinite(r_cg) & (r_cg <= 10 * tol)
 
