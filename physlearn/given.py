@@ -157,9 +157,11 @@ def _check_edges(spec: ModelSpec, given: dict, bound: dict, where: str) -> None:
         v = spec.variables[name]
         if v.role == "index":
             edges.setdefault((spec.shape(name), v.index_range), []).append(name)
+    lists: dict[str, list[str]] = {}  # every edge list into a dim: resistors, diodes, ...
     for (_, into), names in edges.items():
-        if len(names) < 2 or bound.get(into) is None:
-            continue
+        if len(names) >= 2 and bound.get(into) is not None:
+            lists.setdefault(into, []).extend(names)
+    for into, names in lists.items():
         touched = np.zeros(bound[into], bool)
         for name in names:
             touched[np.asarray(given[name]).ravel()] = True

@@ -12,6 +12,8 @@ others).
 from __future__ import annotations
 
 import argparse
+import os
+from pathlib import Path
 
 import numpy as np
 
@@ -183,6 +185,17 @@ def main(argv=None) -> int:
                     help="a triangular spring network of --rows x --cols nodes (keys r, r0, "
                          "src, dst, rest, pinned, load)")
     args = ap.parse_args(argv)
+    if not (np.isfinite(args.jitter) and args.jitter >= 0):
+        ap.error(f"--jitter must be a finite number >= 0, got {args.jitter}")
+    if not 0 <= args.seed < 2**32:
+        ap.error(f"--seed must be a whole number from 0 to 4,294,967,295, got {args.seed}")
+    cells = max(args.rows, 0) * max(args.cols, 0)
+    if max(cells, args.diode_ladder or 0) > 10_000_000:
+        ap.error("at most 10,000,000 cells, nodes or rungs")
+    out = Path(args.out if args.out.endswith(".npz") else args.out + ".npz")
+    if not out.parent.is_dir() or not os.access(out.parent, os.W_OK) or out.is_dir():
+        ap.error(f"cannot write {out}: its folder does not exist or is not writable")
+    args.out = str(out)  # np.savez adds .npz: say the name it writes
     try:
         if args.diode_ladder is not None:
             net = diode_ladder(args.diode_ladder)

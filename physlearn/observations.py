@@ -45,8 +45,8 @@ def observe(model: str | Path, param: str | list[str], *, spread: float = 0.3,
         raise OptionError("name at least one learned parameter to hide (--param)")
     if not 0 <= spread < 1:
         raise OptionError(f"spread must be in [0, 1) (a relative change), got {spread}")
-    if noise < 0:
-        raise OptionError(f"noise must be >= 0, got {noise}")
+    if not (noise >= 0 and np.isfinite(noise)):
+        raise OptionError(f"noise must be a finite number >= 0, got {noise}")
     if not input_range > 0:
         raise OptionError(f"the input range must be > 0, got {input_range}")
     with jax.enable_x64(True):
@@ -85,7 +85,9 @@ def observe(model: str | Path, param: str | list[str], *, spread: float = 0.3,
         residual = float(jnp.max(info.residual))
         if not np.isfinite(residual) or residual > 1e-6:
             raise PhyslearnError(f"the free phase at the drawn {', '.join(names)} did not "
-                                 f"converge (residual {residual:.2e}); try a smaller --spread")
+                                 f"converge (residual {residual:.2e} > 1e-6): try a smaller "
+                                 "--spread, or a relaxation that runs to a residual (`relax "
+                                 "minimize`, or gradient flow with a `tol`) in the model")
         out = gen.INFO.output
         if out is not None and gen.INFO.output_is_state and s[out].shape[1:] == shape:
             eq = np.asarray(s[out], np.float64)
@@ -132,16 +134,28 @@ def best_targets(gen, params, states, data, y_name: str, label: str):
     return y.reshape((-1,) + shape)
 
 
+def _holds(path: Path, names) -> bool:
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return all(n in z.files for n in names)
+    except Exception:
+        return False
+
+
 def save_beside(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    """Add (or replace) `arrays` in the npz at `path`, keeping its other arrays; atomic."""
+    """Add (or replace) `arrays` in the npz at `path`, keeping its other arrays and its
+    permissions; atomic."""
     old = {}
+    mode = 0o644
     if path.exists():
         with np.load(path, allow_pickle=False) as z:
             old = {k: z[k] for k in z.files}
+        mode = path.stat().st_mode & 0o777
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".npz")
     try:
         with os.fdopen(fd, "wb") as f:
             np.savez(f, **{**old, **arrays})
+        os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -172,16 +186,29 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.train < 1 or args.test < 1:
             raise OptionError("--train and --test must be at least 1")
+        if not 0 <= args.seed < 2**32:
+            raise OptionError(f"--seed must be a whole number from 0 to 4,294,967,295, got "
+                              f"{args.seed}")
+        if not (np.isfinite(args.noise) and np.isfinite(args.input_range)):
+            raise OptionError("--noise and --input-range must be finite numbers")
         spec = load(args.model).spec
         out = Path(args.out) if args.out else data_path(spec)
         if out is None:
             raise OptionError(f"{args.model} names no data file; give --out FILE.npz")
+        if not out.parent.is_dir() or not os.access(out.parent, os.W_OK) or out.is_dir():
+            raise OptionError(f"cannot write {out}: its folder does not exist or is not "
+                              "writable, or it is a folder")
+        # the mesh or netlist: from --out when it holds the model's given arrays, else
+        # from the model's own data file
+        given = out if out.exists() and _holds(out, spec.given()) else None
         arrays = observe(args.model, args.param, spread=args.spread, n_train=args.train,
                          n_test=args.test, noise=args.noise, seed=args.seed,
-                         input_range=args.input_range,
-                         given=out if out.exists() else None)
+                         input_range=args.input_range, given=given)
         save_beside(out, arrays)
-    except PhyslearnError as exc:
+    except OptionError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except (PhyslearnError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     xs = (f"x_train {arrays['x_train'].shape}, x_test {arrays['x_test'].shape}, "

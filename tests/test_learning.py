@@ -299,7 +299,7 @@ def test_implicit_solves_an_indefinite_hessian():
     from CG's answer. With CG alone these residuals were 7.5e-10 (float64) and 4.5
     (float32, a wrong answer)."""
     from physlearn.learning.algorithms.implicit import solve_adjoint
-    for x64, floor in ((True, 1e-12), (False, 0.1)):
+    for x64, floor in ((True, 1e-11), (False, 0.1)):  # float64: GMRES's own tolerance
         with jax.enable_x64(x64):
             dtype = jnp.float64 if x64 else jnp.float32
             problem, params, data = setup(ENERGY, scale=6.0)

@@ -5,8 +5,8 @@ softest one takes to settle; a quasi-Newton method needs far fewer.
 
 L-BFGS's line search compares values of E, so it stalls once a step changes E by less
 than E's rounding error (a residual of about sqrt(eps |E|)). A few Newton steps finish
-the job: each solves H d = -dE/ds by conjugate gradients on Hessian-vector products
-(lineax), reading gradients only, and is kept only if it lowers the residual."""
+the job: each solves H d = -dE/ds by conjugate gradients on Hessian-vector products,
+reading gradients only, and is kept only if it lowers the residual."""
 
 from __future__ import annotations
 
@@ -16,7 +16,6 @@ from typing import Any, ClassVar, final
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-import lineax as lx
 import optimistix as optx
 
 from .relaxation import Relaxation, RelaxInfo, euler_step, flow_residual
@@ -56,14 +55,15 @@ def newton_polish(objective, y, tol: float, steps: int = NEWTON_STEPS):
     kept only where it lowers max |grad|; none once that is below `tol`."""
     grad = jax.grad(objective)
     size = sum(v.size for v in jax.tree_util.tree_leaves(y))
-    solver = lx.CG(rtol=1e-4, atol=0.0, max_steps=min(4 * size + 50, 5000))
+    steps_cg = min(max(4 * size + 50, 500), 5000)
 
     def newton(y, g, done):
+        # jax's CG (a custom linear solve): its derivative is another CG solve that, like
+        # the first, ends at its step limit without raising (lineax raises in derivative
+        # solves that do not converge, which a stiff circuit can cause under autodiff)
         _, hvp = jax.linearize(grad, y)
-        op = lx.FunctionLinearOperator(hvp, jax.eval_shape(lambda: y),
-                                       lx.positive_semidefinite_tag)
         rhs = jax.tree_util.tree_map(lambda v: jnp.where(done, 0.0, -v).astype(v.dtype), g)
-        return lx.linear_solve(op, rhs, solver, throw=False).value
+        return jax.scipy.sparse.linalg.cg(hvp, rhs, tol=1e-4, atol=0.0, maxiter=steps_cg)[0]
 
     def step(y, _):
         g = grad(y)
@@ -100,11 +100,15 @@ class Minimize(Relaxation):
     adaptive: ClassVar[bool] = True
     low_precision: ClassVar[bool] = False
     always_tolerant: ClassVar[bool] = True
+    complex_states: ClassVar[bool] = False
 
     def check(self, gen: Any) -> None:
         if not gen.INFO.flows:
             raise ValueError("`minimize` relaxation minimises an energy; this model's states "
                              "are set by update rules")
+
+    def tolerance(self, cfg, dtype):
+        return cfg.tol if cfg.tol is not None else default_tol(dtype)
 
     def stopping(self, cfg):
         tol = (f"{cfg.tol:g}" if cfg.tol is not None else

@@ -51,6 +51,11 @@ class Relaxation(abc.ABC):
     synchronous_twin: ClassVar[str | None] = None
     low_precision: ClassVar[bool] = True  # may run on bfloat16 states
     always_tolerant: ClassVar[bool] = False  # stops on a residual even with no --tol given
+    complex_states: ClassVar[bool] = True  # can relax complex states (holomorphic EP)
+
+    def tolerance(self, cfg: Any, dtype: Any) -> float | None:
+        """The residual a phase stops below (None: it runs a set number of steps)."""
+        return cfg.tol if self.adaptive else None
 
     def stopping(self, cfg: Any) -> str | None:
         """How a phase ends when it does not end after a set number of steps (None)."""

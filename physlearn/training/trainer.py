@@ -386,6 +386,7 @@ class Trainer:
         plan = self._jit(("plan", n_total, batch),
                          lambda k, e: step.epoch_plan(k, e, n_total, batch, n_batches))
 
+        last_plot = time.perf_counter()
         for epoch in range(state.epoch + 1, cfg.epochs + 1):
             stats_all = []
             bar = _progress(n_batches, f"epoch {epoch}/{cfg.epochs}", cfg.progress)
@@ -431,6 +432,7 @@ class Trainer:
                    "algorithm": self.algorithm.name}
             if self.data.regression:  # arrays to fit: the cost is the measure, no accuracy
                 del row["train_acc"], row["test_acc"]
+            self._warn_if_unrelaxed(row)
             if not math.isfinite(row["test_loss"]):
                 raise TrainingError(f"the test loss is NaN/inf after epoch {epoch} although "
                                     "training stayed finite; the model's prediction or cost "
@@ -443,7 +445,11 @@ class Trainer:
                                                "eval_seconds": round(eval_seconds, 4)}],
                              warm=_numpy(warm) if warm is not None else {})
             run.commit(state)
-            run.publish(state, plot)
+            # the curves take ~0.2 s to draw: at most every PLOT_EVERY s, and at the end
+            due = epoch == cfg.epochs or time.perf_counter() - last_plot >= PLOT_EVERY
+            run.publish(state, plot if due else None)
+            if due:
+                last_plot = time.perf_counter()
             accs = (f"acc {row['train_acc']:.4f} | test acc {row['test_acc']:.4f}"
                     if self.gen.INFO.output is not None and "test_acc" in row else
                     f"| test loss {row['test_loss']:.4g}" if self.data.regression else
@@ -459,6 +465,20 @@ class Trainer:
         self._warn_if_chance(state.history[-1])
         self.timings = state.timings
         return state.history[-1]
+
+    def _warn_if_unrelaxed(self, row: dict) -> None:
+        """Say so (once a run) when free phases that stop on a residual ended above it:
+        they ran out of steps, and the gradients are of states short of equilibrium."""
+        relaxer = getattr(self.problem, "relaxer", None)
+        if relaxer is None or getattr(self, "_warned_unrelaxed", False):
+            return
+        tol = relaxer.method.tolerance(relaxer.cfg, self.dtype)
+        if tol is not None and row["relax_residual"] > 2 * tol:
+            self._warned_unrelaxed = True
+            self.log(f"warning: the free phase ended at a residual of "
+                     f"{row['relax_residual']:.2e} in epoch {row['epoch']}, above its tolerance "
+                     f"{tol:g}: it ran out of steps; raise --max-steps (or the relax line's "
+                     "max_steps), or use --x64 where float32 cannot get below the tolerance")
 
     def _warn_if_chance(self, row: dict) -> None:
         """A run that ends at chance level has usually saturated or collapsed: say so."""
@@ -481,6 +501,9 @@ class Trainer:
         data = self.feed.batch(x_all[idx[bad]], y_all[idx[bad]])
         return self.problem.diagnose({**consts, **params}, data, self.algorithm,
                                      f"epoch {epoch}, batch {batch}")
+
+
+PLOT_EVERY = 10.0  # seconds between redraws of curves.png (short epochs: fewer redraws)
 
 
 def _lrs_text(lrs):

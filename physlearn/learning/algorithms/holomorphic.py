@@ -48,6 +48,11 @@ class HolomorphicEP(EquilibriumAlgorithm):
         if not problem.gen.INFO.flows:
             raise Unsupported("ep-holomorphic relaxes complex states by gradient flow; it needs "
                               "an `energy` model; use ep-centered")
+        method = problem.relaxer.method
+        if not method.complex_states:
+            raise Unsupported(f"ep-holomorphic relaxes complex states, which `{method.name}` "
+                              "relaxation cannot (it minimises a real energy); use --relax "
+                              "gradient_flow, or ep-centered / ep-scaled")
 
     def gradient(self, problem, params, data, key):
         s0, info = problem.free(params, data)

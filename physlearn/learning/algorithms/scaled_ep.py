@@ -6,9 +6,10 @@ cost's: a fixed beta that is accurate on a small, stiff mesh fails on a large, s
 (the smallest Hessian eigenvalue falls as meshes grow), and fails again late in training
 when the states are already near their targets. Here a trial nudge measures both
 stiffnesses along the move it causes (secants: force change over distance, from the
-cost's gradient alone), and the centered phases nudge with strength beta * k_E / k_C:
-the same relative accuracy at every size. It costs one more nudged relaxation per batch;
-a physical system can make the same measurement.
+cost's gradient alone), and the centered phases nudge with strength beta min(1, k_E / k_C):
+the same relative accuracy at every size. beta is also the cap (the strength is never
+above it): the scaling only weakens a nudge that would be too strong. It costs one more
+nudged relaxation per batch; a physical system can make the same measurement.
 """
 
 from __future__ import annotations
@@ -42,7 +43,8 @@ class ScaledEP(EquilibriumAlgorithm):
         return f"beta {self.beta:g} x stiffness"
 
     def strength(self, problem, params, data, s0) -> jax.Array:
-        """beta * k_E / k_C, both measured along the move of a trial nudge of strength beta.
+        """beta * min(1, k_E / k_C), both measured along the move of a trial nudge of
+        strength beta.
 
         At the nudged equilibrium dE/ds + b dC/ds = 0 and dE/ds(s0) = 0, so along the
         move d the energy's secant stiffness is k_E = -b d.dC/ds(s_b) / d.d; the cost's
@@ -55,7 +57,10 @@ class ScaledEP(EquilibriumAlgorithm):
         tiny = jnp.finfo(dd.dtype).tiny
         k_e = -self.beta * _dot(move, at_trial) / jnp.maximum(dd, tiny)
         k_c = _dot(move, {k: at_trial[k] - at_free[k] for k in s0}) / jnp.maximum(dd, tiny)
-        ratio = k_e / jnp.where(k_c > 0, k_c, 1.0)
+        # never above beta: a stronger nudge than the trial's can make E - b C lose its
+        # minimum along a soft direction (the -b phase then jumps to another basin), and
+        # near convergence the move follows stiff directions, overstating the stiffness
+        ratio = jnp.minimum(k_e / jnp.where(k_c > 0, k_c, 1.0), 1.0)
         # no move (a cost already at its minimum), or a measurement that makes no sense:
         # keep the plain strength
         ok = (dd > tiny) & (ratio > 0) & jnp.isfinite(ratio)
