@@ -55,6 +55,11 @@ def test_arrays_to_fit_without_inputs_load_and_bind_the_target_shape(tmp_path):
      ("y_test", "target 0", "nan")),
     ({"y_train": targets(3, (5, 2)), "x_train": np.ones((3, 4)), "y_test": targets(2, (5, 2))},
      ("missing arrays x_test",)),
+    ({"y_train": np.zeros((0, 5, 2)), "y_test": targets(2, (5, 2))}, ("0 examples",)),
+    ({"y_train": np.ones((3, 5, 2), np.int32), "y_test": targets(2, (5, 2))},
+     ("dtype int32", "must be real numbers")),
+    ({"y_train": targets(3, (5, 2)), "y_test": np.ones((2, 5, 2), bool)},
+     ("y_test", "dtype bool")),
 ])
 def test_bad_targets_are_refused_in_one_line(tmp_path, arrays, needles):
     np.savez(tmp_path / "bad.npz", **arrays)

@@ -177,7 +177,7 @@ def _targets(where: str, key: str, y: np.ndarray) -> np.ndarray:
     bad = ~np.isfinite(y)
     if bad.any():
         i = _first_row(bad)
-        j = np.unravel_index(int(np.flatnonzero(bad[i])[0]), y.shape[1:])
+        j = tuple(int(n) for n in np.unravel_index(int(np.flatnonzero(bad[i])[0]), y.shape[1:]))
         raise DataError(f"{where}: target {i} has {y[i][j].item()!r} at {list(j)}; expected "
                         "finite numbers (no NaN or inf)")
     with np.errstate(over="ignore"):
@@ -193,6 +193,13 @@ def _labels(where: str, key: str, y: np.ndarray) -> np.ndarray:
     _check_dtype(where, y.dtype)
     if is_regression(y):
         return _targets(where, key, y)
+    if y.ndim > 2:  # a shape per example: arrays to fit, which must be real numbers
+        if y.shape[0] == 0:
+            raise DataError(f"{where} has shape {y.shape}: 0 examples; expected at least 1")
+        if y.dtype.kind != "f":
+            raise DataError(f"{where} has shape {y.shape} and dtype {y.dtype}: arrays to fit "
+                            "must be real numbers (float32 or float64); convert them with "
+                            ".astype(np.float32)")
     expected = ("expected class labels: (examples,) non-negative integers, a column "
                 "(examples, 1), or one-hot rows (examples, classes)")
     if y.ndim not in (1, 2):
