@@ -206,8 +206,8 @@ def test_a_gyroscopic_term_is_derived_and_refused_by_the_echo_only():
     model = physlearn.loads(text, "gyro.phl")
     d = model.derivation
     assert text_rule(d.momenta["q"]) == "p_q[i] = k[i]*q[i - 1] + m[i]*q'[i]"
-    el = text_rule(d.euler_lagrange["q"])
-    assert "-[i - 1 >= 0]*k[i]*q'[i - 1]" in el and "[i + 1 < n]*k[i + 1]*q'[i + 1]" in el
+    el = text_rule(d.euler_lagrange["q"]).replace(" ", "")
+    assert "-[i-1>=0]*k[i]*q'[i-1]" in el and "+[i+1<n]*k[i+1]*q'[i+1]" in el
     assert not d.structure["time_reversible"][0] and not d.structure["separable"][0]
     assert max(c.rel_err for c in check(model)) < 1e-10
     with pytest.raises(physlearn.ModelError) as err:

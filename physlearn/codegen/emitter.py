@@ -272,6 +272,17 @@ class Emitter:
                 symbols.append(i)
                 continue
             if isinstance(i, sp.Indexed):  # r[cell[c, m]]: gather through index arrays
+                rolled = self._rolled_gather(i)
+                if rolled is not None and not (
+                        len(e.indices) > pos + 1 and isinstance(e.indices[pos + 1], sp.Indexed)):
+                    # r[cell[c, m+1]] is r[cell[c, m]] rolled along m: one gather, shared
+                    plain, k, shift = rolled
+                    index = self.emit(plain)
+                    code = self.op(ir.Gather(code, at, (index.code,)), ()).code
+                    code = self._shift(code, base, shift, at + index.axes.index(k),
+                                       self.dim_of(k))
+                    symbols.extend(index.axes)
+                    continue
                 index = self.emit(i)
                 codes = [index.code]
                 for j in e.indices[pos + 1:]:  # M[src[e], dst[e]]: gathered pointwise
@@ -306,6 +317,21 @@ class Emitter:
             dst = "".join(letters[a] for a in axes + uniq)
             return Arr(f"jnp.einsum('{src}->{dst}', {code})", tuple(axes + uniq))
         return Arr(code, tuple(axes + symbols))
+
+    def _rolled_gather(self, at: sp.Indexed):
+        """cell[c, m + s] over a periodic m (and plain other slots): (cell[c, m], m, s)."""
+        slots = list(at.indices)
+        for n, i in enumerate(slots):
+            if isinstance(i, sp.Symbol):
+                continue
+            syms = [v for v in i.free_symbols if v.is_integer and isinstance(v, sp.Symbol)]
+            if (len(syms) != 1 or not (i - syms[0]).is_Integer or syms[0] not in self.index_dim
+                    or self.dim_of(syms[0]) not in self.periodic
+                    or any(not isinstance(j, sp.Symbol) for j in slots[n + 1:])):
+                return None
+            slots[n] = syms[0]
+            return at.base[tuple(slots)], syms[0], int(i - syms[0])
+        return None
 
     def _fill(self, base: str, dim: str | None) -> str:
         """What a window reads outside its dim: wrap (periodic), the boundary, or 0."""
@@ -354,6 +380,7 @@ class Emitter:
         groups, rest = {}, []
         for t in args:
             coeff, core = t.as_coeff_Mul()
+            core = self._unshift_landing(core)
             if isinstance(core, sp.Sum) and isinstance(core.function, sp.Mul):
                 lands = [f for f in core.function.args if self._landing(f) is not None
                          and isinstance(self._landing(f)[1], sp.Indexed)]
@@ -367,6 +394,28 @@ class Emitter:
             out.append(sp.Sum(land * sp.Add(*bodies), *limits) if len(bodies) > 1
                        else sp.Sum(land * bodies[0], *limits))
         return out
+
+    def _unshift_landing(self, core):
+        """sum(l: [cell[c, l+1] = i] * f[c, l]) over a periodic l is
+        sum(l: [cell[c, l] = i] * f[c, l-1]): written so, it lands through the same gather as
+        the terms at l, and joins their scatter-add (a cell's sides and corners)."""
+        if not isinstance(core, sp.Sum) or not isinstance(core.function, sp.Mul):
+            return core
+        summed = {v: str(hi + 1) for v, _lo, hi in core.limits}
+        lands = [self._landing(f) for f in core.function.args]
+        lands = [at for hit in lands if hit is not None for _k, at in [hit]
+                 if isinstance(at, sp.Indexed)]
+        if len(lands) != 1:
+            return core
+        shift = {}
+        for i in lands[0].indices:
+            v = [s for s in i.free_symbols if s in summed]
+            if len(v) == 1 and (i - v[0]).is_Integer and i != v[0] and \
+                    summed[v[0]] in self.periodic:
+                shift[v[0]] = v[0] - (i - v[0])
+        if not shift:
+            return core
+        return sp.Sum(core.function.xreplace(shift), *core.limits)
 
     def _shared_bodies(self, args):
         """sum(e: [src[e] = n] * f_e) and sum(e: [dst[e] = n] * (-f_e)), an edge's current
@@ -388,15 +437,17 @@ class Emitter:
                     not body.free_symbols & set(summed):
                 continue
             a = self.scoped(limits, lambda b=body: self.emit(sp.factor_terms(b)))
-            if set(a.axes) - {BATCH} != set(summed):
+            if not set(summed) <= set(a.axes):
                 continue
             lead = (BATCH,) if BATCH in a.axes else ()
-            local = self.assign("flow", Arr(self.align(a, lead + summed), lead + summed))
+            extra = tuple(x for x in a.axes if x is not BATCH and x not in summed)  # r's j
+            axes = lead + summed + extra
+            local = self.assign("flow", Arr(self.align(a, axes), axes))
             key = "_" + local.code
             self.local[key] = local.code
             if lead:
                 self.batched.add(key)
-            shared = sp.IndexedBase(key, real=True)[summed]
+            shared = sp.IndexedBase(key, real=True)[summed + extra]
             for t, land, b in uses:
                 sign = 1 if b == body else -1
                 swap[t] = sp.Sum(land * sign * shared, *limits)

@@ -26,6 +26,38 @@ def velocity_base(spec: ModelSpec, state: str):
     return sp.IndexedBase(name, real=True) if spec.shape(state) else sp.Symbol(name, real=True)
 
 
+def _reads(e) -> list[tuple[str, bool]]:
+    """(name, read through an index array?) for every array read in expression `e`."""
+    from ..language import ast
+    if isinstance(e, ast.Indexed):
+        return [(e.name, any(i.gather is not None for i in e.indices))]
+    if isinstance(e, ast.Name):
+        return [(e.name, False)]
+    children = {ast.Call: lambda: e.args, ast.Reduction: lambda: (e.body,),
+                ast.BinOp: lambda: (e.left, e.right), ast.Neg: lambda: (e.operand,),
+                ast.Velocity: lambda: ()}
+    for kind, of in children.items():
+        if isinstance(e, kind):
+            return [r for c in of() for r in _reads(c)]
+    return []
+
+
+def gathered_lets(spec: ModelSpec) -> set[str]:
+    """The indexed lets that read an array through an index array (`r[cell[c, j], b]`), or
+    read such a let: the per-element quantities of a mesh or a netlist."""
+    out: set[str] = set()
+    grew = True
+    while grew:
+        grew = False
+        for name, (d, dims) in spec.lets.items():
+            if name in out or not dims:
+                continue
+            if any(g or n in out for n, g in _reads(d.body)):
+                out.add(name)
+                grew = True
+    return out
+
+
 def gradient_base(of: str, wrt: str) -> sp.IndexedBase:
     """Placeholder for `d<of>/d<wrt>` inside update rules."""
     return sp.IndexedBase(f"d{of}/d{wrt}", real=True)
@@ -50,6 +82,7 @@ class Builder:
         self.index_dim: dict[sp.Symbol, str] = {}  # every index symbol -> its dim
         self.windows: list = []  # (ast index, name read, slot, sympy position) per window
         self.materialized: dict[str, tuple] = {}  # let read at windows -> (indices, body)
+        self.gathered = gathered_lets(spec)  # lets computed once as arrays (see `materialize`)
         self._fresh = itertools.count()
         for name, f in spec.functions.items():
             params = tuple(sp.Symbol(p.name, real=True) for p in f.params)
@@ -94,8 +127,8 @@ class Builder:
     def _Indexed(self, e, env, sc):
         idx = self._indices(e.indices, env, e.name)
         if e.name in self.spec.lets:
-            if any(ix.terms for ix in e.indices):  # read at a window: an array of its own
-                return self.materialize(e.name)[idx]
+            if any(ix.terms for ix in e.indices) or e.name in self.gathered:
+                return self.materialize(e.name)[idx]  # an array of its own
             return self._let(e.name, idx, env)
         return self.symbols[e.name][idx]
 
@@ -122,8 +155,12 @@ class Builder:
         return base[self._indices(e.indices, env)] if e.indices else base
 
     def materialize(self, name: str) -> sp.IndexedBase:
-        """A `let` read at window positions becomes an intermediate array (computed once,
-        then windowed); derivatives reach through it by the chain rule (`rules`)."""
+        """A `let` read at window positions, or one reading an array through an index array
+        (a mesh's cells and edges), becomes an intermediate array: computed once (then
+        windowed), with derivatives reaching through it by the chain rule (`rules`).
+        Substituted instead, a mesh's lets would be recomputed for every term of every
+        derivative, and sympy would multiply out differences of nearby vertex positions
+        into products of their absolute coordinates, which cancel in float32."""
         if name not in self.materialized:
             _d, dims = self.spec.lets[name]
             idx = tuple(self.fresh_index("m", dim) for dim in dims)

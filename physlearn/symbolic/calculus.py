@@ -66,14 +66,23 @@ def normalize(expr: sp.Expr) -> sp.Expr:
 
 
 def _expand_top(expr: sp.Expr) -> list[sp.Expr]:
-    """The additive terms of `expr`; a product is distributed only over a sum holding a delta."""
+    """The additive terms of `expr`; a product is distributed only over its factors that are
+    sums holding a delta. The other factors stay whole: multiplied out, a difference such as
+    `r[dst[e]] - r[src[e]]` would become products of absolute coordinates, which cancel in
+    low precision (and cost a term each)."""
     terms = []
     for t in sp.Add.make_args(expr):
-        if isinstance(t, sp.Mul) and any(isinstance(f, sp.Add) and f.has(sp.KroneckerDelta)
-                                         for f in t.args):
-            t = sp.expand(t, deep=False, mul=True, multinomial=False, power_exp=False,
-                          power_base=False, log=False)
-        terms.extend(sp.Add.make_args(t))
+        if not isinstance(t, sp.Mul):
+            terms.append(t)
+            continue
+        keep, split = [], []
+        for f in t.args:
+            (split if isinstance(f, sp.Add) and f.has(sp.KroneckerDelta) else keep).append(f)
+        combos = [sp.Mul(*keep)]
+        for f in split:
+            combos = [c * a for c in combos for a in f.args]
+        for c in combos:
+            terms.extend(sp.Add.make_args(c))
     return terms
 
 

@@ -39,6 +39,15 @@ def reachable(expr: sp.Expr, lets: dict) -> list[str]:
     return order
 
 
+def reuse(derivative: sp.Expr, body: sp.Expr, element: sp.Expr) -> sp.Expr:
+    """`derivative` (of an intermediate's body) reading the intermediate where it holds the
+    body itself: d sqrt(S) = dS / (2 sqrt(S)) reads `1/length[k]`, not the sum again."""
+    swaps = {body: element}
+    if body.is_Pow:  # 1/sqrt(S) is S^(-1/2), not a multiple of sqrt(S)
+        swaps[sp.Pow(body.base, -body.exp)] = 1 / element
+    return derivative.xreplace(swaps)
+
+
 class Chain:
     """Derivatives of one scalar (E or C) through the model's intermediates."""
 
@@ -56,7 +65,7 @@ class Chain:
         out = differentiate(expr, wrt)
         for let in via:
             idx, body = self.lets[let]
-            inner = differentiate(body, wrt)
+            inner = reuse(differentiate(body, wrt), body, self.element(let, idx))
             if inner == 0:
                 continue
             self._define(let)
@@ -76,7 +85,8 @@ class Chain:
         direct = differentiate(self.scalar, self.element(let, idx))
         for n in outer:
             nidx, nbody = self.lets[n]
-            inner = differentiate(nbody, self.element(let, idx))
+            inner = reuse(differentiate(nbody, self.element(let, idx)), nbody,
+                          self.element(n, nidx))
             if inner == 0:
                 continue
             self._define(n)

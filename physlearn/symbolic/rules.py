@@ -269,7 +269,7 @@ def derive(spec: ModelSpec) -> Derivation:
             g = canon(g + swapped, idx)
             note = (f"symmetric {p}: one learned copy per pair; off-diagonal rule shown "
                     f"(d{P}/d{p}[i,j] + d{P}/d{p}[j,i]); the diagonal keeps d{P}/d{p}[i,i]")
-        loc = locality(g, idx, spec, positions)
+        loc = locality(canon(inline_gathered(g, b, chains), idx), idx, spec, positions)
         d.param_gradients[p] = Rule("param_gradient", f"d{P}/d{p}", p, idx, g, note, loc, raw)
         idx, gc = grad(cost, p)
         if gc != 0:
@@ -583,6 +583,24 @@ def position_dims(spec: ModelSpec, exprs) -> set[str]:
     for e in exprs:
         walk(e, frozenset(), {})
     return out
+
+
+def inline_gathered(expr: sp.Expr, b, chains: dict) -> sp.Expr:
+    """`expr` with the intermediates of a mesh or netlist (lets read through index arrays,
+    and their backpropagated gradients) replaced by their definitions: a rule reading
+    `length[i]` is local because length reads only edge i's two ends, which locality
+    must see."""
+    defs = {n: b.materialized[n] for n in b.gathered if n in b.materialized}
+    for chain in chains.values():
+        defs.update({k: v for k, v in chain.definitions.items()
+                     if v is not None and k.split("/d")[-1] in b.gathered})
+    for _ in range(len(defs) + 1):  # each round replaces one level of nesting
+        atoms = [a for a in expr.atoms(sp.Indexed) if a.base.name in defs]
+        if not atoms:
+            break
+        expr = expr.xreplace({a: defs[a.base.name][1].xreplace(
+            dict(zip(defs[a.base.name][0], a.indices))) for a in atoms})
+    return expr
 
 
 def locality(expr: sp.Expr, idx: tuple, spec: ModelSpec,

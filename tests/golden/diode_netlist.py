@@ -246,13 +246,14 @@ def physics(params, states, data):
     src, dst, anode, cathode, inp, G, D, g_in, g_leak, g_off = params["src"], params["dst"], params["anode"], params["cathode"], params["inp"], params["G"], params["D"], params["g_in"], params["g_leak"], params["g_off"]
     v = states["v"]
     x = data["x"]
-    relu_anode_cathode_v = jax.nn.relu(jnp.take(v, anode, axis=1) - jnp.take(v, cathode, axis=1))
+    drop = jnp.take(v, anode, axis=1) - jnp.take(v, cathode, axis=1)
+    relu_drop = jax.nn.relu(drop)
     return (
         0.5 * jnp.einsum('bi,i->b', ((jnp.take(v, dst, axis=1) - jnp.take(v, src, axis=1)) ** 2), G)
-        + 0.5 * jnp.einsum('bi,i->b', (relu_anode_cathode_v ** 2), D)
+        + 0.5 * jnp.einsum('bi,i->b', (relu_drop ** 2), D)
         + 0.5 * g_in * jnp.sum((jnp.take(v, inp, axis=1) - x) ** 2, axis=1)
         + 0.5 * g_leak * jnp.sum(v ** 2, axis=1)
-        + 0.5 * g_off * jnp.sum((jnp.take(v, anode, axis=1) - jnp.take(v, cathode, axis=1)) ** 2, axis=1)
+        + 0.5 * g_off * jnp.sum(drop ** 2, axis=1)
     )
 
 
@@ -270,18 +271,17 @@ def grad_states(params, states, data):
     v = states["v"]
     x = data["x"]
     flow = (jnp.take(v, dst, axis=1) - jnp.take(v, src, axis=1)) * G
-    relu_anode_cathode_v = jax.nn.relu(jnp.take(v, anode, axis=1) - jnp.take(v, cathode, axis=1))
-    step_anode_cathode_v = jnp.where(jnp.take(v, anode, axis=1) - jnp.take(v, cathode, axis=1) > 0, 1.0, 0.0)
-    flow_2 = D * relu_anode_cathode_v * step_anode_cathode_v
-    flow_3 = 2 * (jnp.take(v, anode, axis=1) - jnp.take(v, cathode, axis=1))
+    drop = jnp.take(v, anode, axis=1) - jnp.take(v, cathode, axis=1)
+    relu_drop = jax.nn.relu(drop)
+    step_drop = jnp.where(drop > 0, 1.0, 0.0)
+    dP_ddrop = g_off * drop + D * relu_drop * step_drop
     dP_dv = (
         g_in * scatter_add((jnp.take(v, inp, axis=1) - x), 1, (inp,), (n_v,))
         + g_leak * v
-        + 0.5 * g_off * (scatter_add(-flow_3, 1, (cathode,), (n_v,)) + scatter_add(flow_3, 1, (anode,), (n_v,)))
+        + scatter_add(-dP_ddrop, 1, (cathode,), (n_v,))
         + scatter_add(-flow, 1, (src,), (n_v,))
+        + scatter_add(dP_ddrop, 1, (anode,), (n_v,))
         + scatter_add(flow, 1, (dst,), (n_v,))
-        + scatter_add(-flow_2, 1, (cathode,), (n_v,))
-        + scatter_add(flow_2, 1, (anode,), (n_v,))
     )
     return {"v": dP_dv}
 
@@ -292,8 +292,9 @@ def grad_params(params, states, data):
     v = states["v"]
     batch_size = states["v"].shape[0]
     dP_dG = 0.5 * jnp.sum(((jnp.take(v, dst, axis=1) - jnp.take(v, src, axis=1)) ** 2), axis=0) / batch_size
-    relu_anode_cathode_v = jax.nn.relu(jnp.take(v, anode, axis=1) - jnp.take(v, cathode, axis=1))
-    dP_dD = 0.5 * jnp.sum((relu_anode_cathode_v ** 2), axis=0) / batch_size
+    drop = jnp.take(v, anode, axis=1) - jnp.take(v, cathode, axis=1)
+    relu_drop = jax.nn.relu(drop)
+    dP_dD = 0.5 * jnp.sum((relu_drop ** 2), axis=0) / batch_size
     return {"G": dP_dG, "D": dP_dD}
 
 

@@ -224,14 +224,12 @@ def grad_states(params, states, data):
     v, o = states["v"], states["o"]
     x = data["x"]
     dP_dv = (
-        g_leak * v
-        + 0.5 * v * jnp.sum(G, axis=1)
-        + 0.5 * v * jnp.sum(G, axis=0)
+        0.5 * (-jnp.einsum('bj,ij->bi', v, G) + jnp.einsum('bi,ij->bi', v, G))
+        + g_leak * v
         - jnp.einsum('bj,ij->bi', x, G_in)
         + jnp.einsum('bi,ij->bi', v, G_in)
         - (-jnp.einsum('bi,ji->bi', v, G_out) + jnp.einsum('bj,ji->bi', o, G_out))
-        - 0.5 * jnp.einsum('bj,ij->bi', v, G)
-        - 0.5 * jnp.einsum('bj,ji->bi', v, G)
+        - 0.5 * (-jnp.einsum('bi,ji->bi', v, G) + jnp.einsum('bj,ji->bi', v, G))
     )
     dP_do = g_leak * o - jnp.einsum('bj,ij->bi', v, G_out) + jnp.einsum('bi,ij->bi', o, G_out)
     return {"v": dP_dv, "o": dP_do}

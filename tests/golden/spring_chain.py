@@ -283,11 +283,9 @@ def grad_states(params, states, data):
     q, p_q = states["q"], states["p_q"]
     u = data["u"]
     dH_dq = (
-        k * q
-        + shifted(k, 1, axis=0, fill='edge') * q * inside(n, 1)
+        (q - shifted(q, 1, axis=1, fill=0.0)) * shifted(k, 1, axis=0, fill='edge') * inside(n, 1)
         - jnp.einsum('bj,ij->bi', u, B)
-        - k * shifted(q, -1, axis=1, fill=0.0)
-        - shifted(k, 1, axis=0, fill='edge') * shifted(q, 1, axis=1, fill=0.0) * inside(n, 1)
+        - (shifted(q, -1, axis=1, fill=0.0) - q) * k
     )
     dH_dp_q = p_q * (1 / m)
     return {"q": dH_dq, "p_q": dH_dp_q}
