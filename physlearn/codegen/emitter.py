@@ -105,9 +105,10 @@ class Emitter:
 
     @staticmethod
     def order(axes_lists) -> tuple:
-        """Union of axes, BATCH first, then in order of first appearance."""
+        """Union of axes, BATCH first, then in order of first appearance, the operands with
+        the most axes read first (so the largest is not the one transposed)."""
         out = []
-        for axes in axes_lists:
+        for axes in sorted(axes_lists, key=len, reverse=True):
             for a in axes:
                 if a not in out:
                     out.append(a)
@@ -1032,7 +1033,8 @@ class Emitter:
     def _sum(self, e):
         summed = tuple(v for v, *_ in e.limits)
         body = e.function
-        if isinstance(body, sp.Add):
+        from ..symbolic.calculus import kept_whole
+        if isinstance(body, sp.Add) and not kept_whole(body, e.limits):
             from ..symbolic.calculus import normalize
             # split over the terms; a term free of a summed index counts that dim's size
             split = normalize(sp.Sum(body, *e.limits))

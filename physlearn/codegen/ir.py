@@ -8,6 +8,7 @@ is done to them, so a printer for another target needs only new `_print_` method
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 
@@ -182,9 +183,10 @@ class JaxPrinter:
                 f"{op.wrap})")
 
     def _print_Gather(self, op: Gather) -> str:
-        if len(op.indices) == 1:
-            return f"jnp.take({op.operand}, {op.indices[0]}, axis={op.axis})"
-        return f"{op.operand}[{':, ' * op.axis}{', '.join(op.indices)}]"
+        # indexing, not jnp.take: out-of-range positions clamp instead of filling with NaN,
+        # which spares a mask per gather (index arrays are checked when they are loaded)
+        x = op.operand if re.fullmatch(r"[A-Za-z_][\w.]*", op.operand) else f"({op.operand})"
+        return f"{x}[{':, ' * op.axis}{', '.join(op.indices)}]"
 
     def _print_ScatterAdd(self, op: ScatterAdd) -> str:
         return (f"scatter_add({op.operand}, {op.axis}, ({', '.join(op.indices)},), "

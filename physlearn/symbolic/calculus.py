@@ -87,7 +87,20 @@ def _expand_top(expr: sp.Expr) -> list[sp.Expr]:
 
 
 def _normalize_sum(body: sp.Expr, limits: list) -> sp.Expr:
+    if kept_whole(body, limits):
+        return sp.Sum(body, *limits)
     return sp.Add(*(_sum_term(t, list(limits)) for t in _expand_top(body)))
+
+
+def kept_whole(body: sp.Expr, limits: list) -> bool:
+    """A sum of a difference over the same indices, `sum(v: r[v] - r0[v])`, stays one sum:
+    split, it would subtract two large totals (catastrophic cancellation in float32 on a
+    mesh of 10,000 vertices). Sums holding deltas, or whose terms read different indices,
+    are split as before (the deltas are removed term by term)."""
+    if not isinstance(body, sp.Add) or body.has(sp.KroneckerDelta):
+        return False
+    summed = {lim[0] for lim in limits}
+    return all(summed <= t.free_symbols for t in body.args)
 
 
 def _sum_term(term: sp.Expr, limits: list) -> sp.Expr:

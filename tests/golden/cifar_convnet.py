@@ -538,7 +538,7 @@ def grad_params(params, states, data):
     dPhi_da3 = pool_route(a3, s3, (2, 3), (2, 2), True)
     dPhi_dW3 = conv_kernel_grad(s2, dPhi_da3, (512, 256, 3, 3), (1, 1), (1, 1), ((1, 1), (1, 1)), 0.0) / batch_size
     dPhi_db3 = jnp.sum(dPhi_da3, axis=(0, 2, 3)) / batch_size
-    dPhi_dW4 = jnp.einsum('bi,bijlm->ijlm', s4, jnp.einsum('binp,bjlnmp->bijlm', chosen(b4[:, None, None] + conv(s3, W4, (1, 1), (1, 1), ((0, 0), (0, 0)), 0.0), (2, 3), True), window(window(s3, 2, (1, 1), (k, A4), 0, 0.0), 4, (1, 1), (k, A4), 0, 0.0))) / batch_size
+    dPhi_dW4 = jnp.einsum('bi,bjlmi->ijlm', s4, jnp.einsum('binp,bjlnmp->bjlmi', chosen(b4[:, None, None] + conv(s3, W4, (1, 1), (1, 1), ((0, 0), (0, 0)), 0.0), (2, 3), True), window(window(s3, 2, (1, 1), (k, A4), 0, 0.0), 4, (1, 1), (k, A4), 0, 0.0))) / batch_size
     dPhi_db4 = jnp.einsum('bi,bi->i', s4, jnp.sum(chosen(b4[:, None, None] + conv(s3, W4, (1, 1), (1, 1), ((0, 0), (0, 0)), 0.0), (2, 3), True), axis=(2, 3))) / batch_size
     dPhi_dV = jnp.zeros_like(V)
     dPhi_dc = jnp.zeros_like(c)

@@ -246,14 +246,13 @@ def physics(params, states, data):
     src, dst, anode, cathode, inp, G, D, g_in, g_leak, g_off = params["src"], params["dst"], params["anode"], params["cathode"], params["inp"], params["G"], params["D"], params["g_in"], params["g_leak"], params["g_off"]
     v = states["v"]
     x = data["x"]
-    drop = jnp.take(v, anode, axis=1) - jnp.take(v, cathode, axis=1)
+    drop = v[:, anode] - v[:, cathode]
     relu_drop = jax.nn.relu(drop)
     return (
-        0.5 * jnp.einsum('bi,i->b', ((jnp.take(v, dst, axis=1) - jnp.take(v, src, axis=1)) ** 2), G)
-        + 0.5 * jnp.einsum('bi,i->b', (relu_drop ** 2), D)
-        + 0.5 * g_in * jnp.sum((jnp.take(v, inp, axis=1) - x) ** 2, axis=1)
+        0.5 * jnp.einsum('bi,i->b', ((v[:, dst] - v[:, src]) ** 2), G)
+        + 0.5 * jnp.sum(g_off * (drop ** 2) + (relu_drop ** 2) * D, axis=1)
+        + 0.5 * g_in * jnp.sum((v[:, inp] - x) ** 2, axis=1)
         + 0.5 * g_leak * jnp.sum(v ** 2, axis=1)
-        + 0.5 * g_off * jnp.sum(drop ** 2, axis=1)
     )
 
 
@@ -262,7 +261,7 @@ def cost(params, states, data):
     outp = params["outp"]
     v = states["v"]
     y = data["y"]
-    return 0.5 * jnp.sum((jnp.take(v, outp, axis=1) - y) ** 2, axis=1)
+    return 0.5 * jnp.sum((v[:, outp] - y) ** 2, axis=1)
 
 
 def grad_states(params, states, data):
@@ -270,13 +269,13 @@ def grad_states(params, states, data):
     src, dst, anode, cathode, inp, G, D, g_in, g_leak, g_off = params["src"], params["dst"], params["anode"], params["cathode"], params["inp"], params["G"], params["D"], params["g_in"], params["g_leak"], params["g_off"]
     v = states["v"]
     x = data["x"]
-    flow = (jnp.take(v, dst, axis=1) - jnp.take(v, src, axis=1)) * G
-    drop = jnp.take(v, anode, axis=1) - jnp.take(v, cathode, axis=1)
+    flow = (v[:, dst] - v[:, src]) * G
+    drop = v[:, anode] - v[:, cathode]
     relu_drop = jax.nn.relu(drop)
     step_drop = jnp.where(drop > 0, 1.0, 0.0)
     dP_ddrop = g_off * drop + D * relu_drop * step_drop
     dP_dv = (
-        g_in * scatter_add((jnp.take(v, inp, axis=1) - x), 1, (inp,), (n_v,))
+        g_in * scatter_add((v[:, inp] - x), 1, (inp,), (n_v,))
         + g_leak * v
         + scatter_add(-dP_ddrop, 1, (cathode,), (n_v,))
         + scatter_add(-flow, 1, (src,), (n_v,))
@@ -291,8 +290,8 @@ def grad_params(params, states, data):
     src, dst, anode, cathode = params["src"], params["dst"], params["anode"], params["cathode"]
     v = states["v"]
     batch_size = states["v"].shape[0]
-    dP_dG = 0.5 * jnp.sum(((jnp.take(v, dst, axis=1) - jnp.take(v, src, axis=1)) ** 2), axis=0) / batch_size
-    drop = jnp.take(v, anode, axis=1) - jnp.take(v, cathode, axis=1)
+    dP_dG = 0.5 * jnp.sum(((v[:, dst] - v[:, src]) ** 2), axis=0) / batch_size
+    drop = v[:, anode] - v[:, cathode]
     relu_drop = jax.nn.relu(drop)
     dP_dD = 0.5 * jnp.sum((relu_drop ** 2), axis=0) / batch_size
     return {"G": dP_dG, "D": dP_dD}
@@ -303,7 +302,7 @@ def grad_cost_states(params, states, data):
     outp = params["outp"]
     v = states["v"]
     y = data["y"]
-    dC_dv = scatter_add((jnp.take(v, outp, axis=1) - y), 1, (outp,), (n_v,))
+    dC_dv = scatter_add((v[:, outp] - y), 1, (outp,), (n_v,))
     return {"v": dC_dv}
 
 
@@ -322,7 +321,7 @@ def grad_inputs(params, states, data):
     inp, g_in = params["inp"], params["g_in"]
     v = states["v"]
     x = data["x"]
-    dP_dx = 0.5 * g_in * (2 * x - 2 * jnp.take(v, inp, axis=1))
+    dP_dx = 0.5 * g_in * (2 * x - 2 * v[:, inp])
     return {"x": dP_dx}
 
 

@@ -222,8 +222,8 @@ def physics(params, states, data):
     v = states["v"]
     x = data["x"]
     return (
-        0.5 * jnp.einsum('bi,i->b', ((jnp.take(v, dst, axis=1) - jnp.take(v, src, axis=1)) ** 2), G)
-        + 0.5 * g_in * jnp.sum((jnp.take(v, inp, axis=1) - x) ** 2, axis=1)
+        0.5 * jnp.einsum('bi,i->b', ((v[:, dst] - v[:, src]) ** 2), G)
+        + 0.5 * g_in * jnp.sum((v[:, inp] - x) ** 2, axis=1)
         + 0.5 * g_leak * jnp.sum(v ** 2, axis=1)
     )
 
@@ -233,7 +233,7 @@ def cost(params, states, data):
     outp = params["outp"]
     v = states["v"]
     y = data["y"]
-    return 0.5 * jnp.sum((jnp.take(v, outp, axis=1) - y) ** 2, axis=1)
+    return 0.5 * jnp.sum((v[:, outp] - y) ** 2, axis=1)
 
 
 def grad_states(params, states, data):
@@ -241,9 +241,9 @@ def grad_states(params, states, data):
     src, dst, inp, G, g_in, g_leak = params["src"], params["dst"], params["inp"], params["G"], params["g_in"], params["g_leak"]
     v = states["v"]
     x = data["x"]
-    flow = (jnp.take(v, dst, axis=1) - jnp.take(v, src, axis=1)) * G
+    flow = (v[:, dst] - v[:, src]) * G
     dP_dv = (
-        g_in * scatter_add((jnp.take(v, inp, axis=1) - x), 1, (inp,), (n_v,))
+        g_in * scatter_add((v[:, inp] - x), 1, (inp,), (n_v,))
         + g_leak * v
         + scatter_add(-flow, 1, (src,), (n_v,))
         + scatter_add(flow, 1, (dst,), (n_v,))
@@ -256,7 +256,7 @@ def grad_params(params, states, data):
     src, dst = params["src"], params["dst"]
     v = states["v"]
     batch_size = states["v"].shape[0]
-    dP_dG = 0.5 * jnp.sum(((jnp.take(v, dst, axis=1) - jnp.take(v, src, axis=1)) ** 2), axis=0) / batch_size
+    dP_dG = 0.5 * jnp.sum(((v[:, dst] - v[:, src]) ** 2), axis=0) / batch_size
     return {"G": dP_dG}
 
 
@@ -265,7 +265,7 @@ def grad_cost_states(params, states, data):
     outp = params["outp"]
     v = states["v"]
     y = data["y"]
-    dC_dv = scatter_add((jnp.take(v, outp, axis=1) - y), 1, (outp,), (n_v,))
+    dC_dv = scatter_add((v[:, outp] - y), 1, (outp,), (n_v,))
     return {"v": dC_dv}
 
 
@@ -284,7 +284,7 @@ def grad_inputs(params, states, data):
     inp, g_in = params["inp"], params["g_in"]
     v = states["v"]
     x = data["x"]
-    dP_dx = 0.5 * g_in * (2 * x - 2 * jnp.take(v, inp, axis=1))
+    dP_dx = 0.5 * g_in * (2 * x - 2 * v[:, inp])
     return {"x": dP_dx}
 
 

@@ -234,10 +234,10 @@ def physics(params, states, data):
     """The energy E of each example, shape (batch,)."""
     src, dst, pinned, r0, load, rest, k_pin, k = params["src"], params["dst"], params["pinned"], params["r0"], params["load"], params["rest"], params["k_pin"], params["k"]
     r = states["r"]
-    length = jnp.sqrt(jnp.sum((jnp.take(r, dst, axis=1) - jnp.take(r, src, axis=1)) ** 2, axis=2))
+    length = jnp.sqrt(jnp.sum((r[:, dst] - r[:, src]) ** 2, axis=2))
     return (
         0.5 * jnp.einsum('bi,i->b', ((length - rest) ** 2), k)
-        + 0.5 * k_pin * jnp.sum((jnp.take(r0, pinned, axis=0) - jnp.take(r, pinned, axis=1)) ** 2, axis=(1, 2))
+        + 0.5 * k_pin * jnp.sum((r0[pinned] - r[:, pinned]) ** 2, axis=(1, 2))
         - jnp.einsum('ij,bij->b', load, r)
     )
 
@@ -253,14 +253,14 @@ def grad_states(params, states, data):
     """dE/ds for every state s, per example."""
     src, dst, pinned, r0, load, rest, k_pin, k = params["src"], params["dst"], params["pinned"], params["r0"], params["load"], params["rest"], params["k_pin"], params["k"]
     r = states["r"]
-    length = jnp.sqrt(jnp.sum((jnp.take(r, dst, axis=1) - jnp.take(r, src, axis=1)) ** 2, axis=2))
+    length = jnp.sqrt(jnp.sum((r[:, dst] - r[:, src]) ** 2, axis=2))
     dE_dlength = (length - rest) * k
-    flow = jnp.einsum('blj,bl,bl->blj', (jnp.take(r, dst, axis=1) - jnp.take(r, src, axis=1)), dE_dlength, (1 / length))
+    flow = jnp.einsum('blj,bl,bl->blj', (r[:, dst] - r[:, src]), dE_dlength, (1 / length))
     dE_dr = (
         scatter_add(-flow, 1, (src,), (n_v,))
         + scatter_add(flow, 1, (dst,), (n_v,))
         - load
-        - k_pin * scatter_add((jnp.take(r0, pinned, axis=0) - jnp.take(r, pinned, axis=1)), 1, (pinned,), (n_v,))
+        - k_pin * scatter_add((r0[pinned] - r[:, pinned]), 1, (pinned,), (n_v,))
     )
     return {"r": dE_dr}
 
@@ -270,7 +270,7 @@ def grad_params(params, states, data):
     src, dst, rest = params["src"], params["dst"], params["rest"]
     r = states["r"]
     batch_size = states["r"].shape[0]
-    length = jnp.sqrt(jnp.sum((jnp.take(r, dst, axis=1) - jnp.take(r, src, axis=1)) ** 2, axis=2))
+    length = jnp.sqrt(jnp.sum((r[:, dst] - r[:, src]) ** 2, axis=2))
     dE_dk = 0.5 * jnp.sum(((length - rest) ** 2), axis=0) / batch_size
     return {"k": dE_dk}
 

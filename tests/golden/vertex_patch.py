@@ -230,12 +230,9 @@ def physics(params, states, data):
     """The energy E of each example, shape (batch,)."""
     cell, src, dst, r0, K_A, A0, K_P, P0, k_t, T = params["cell"], params["src"], params["dst"], params["r0"], params["K_A"], params["A0"], params["K_P"], params["P0"], params["k_t"], params["T"]
     r = states["r"]
-    area = (
-        0.5 * jnp.einsum('bij,bij->bi', jnp.take(r, cell, axis=1)[:, :, :, 0], jnp.roll(jnp.take(r, cell, axis=1), -1, axis=2)[:, :, :, 1])
-        - 0.5 * jnp.einsum('bij,bij->bi', jnp.take(r, cell, axis=1)[:, :, :, 1], jnp.roll(jnp.take(r, cell, axis=1), -1, axis=2)[:, :, :, 0])
-    )
-    perimeter = jnp.sum(jnp.sqrt(jnp.sum((jnp.roll(jnp.take(r, cell, axis=1), -1, axis=2) - jnp.take(r, cell, axis=1)) ** 2, axis=3)), axis=2)
-    length = jnp.sqrt(jnp.sum((jnp.take(r, dst, axis=1) - jnp.take(r, src, axis=1)) ** 2, axis=2))
+    area = 0.5 * jnp.sum(r[:, cell][:, :, :, 0] * jnp.roll(r[:, cell], -1, axis=2)[:, :, :, 1] - r[:, cell][:, :, :, 1] * jnp.roll(r[:, cell], -1, axis=2)[:, :, :, 0], axis=2)
+    perimeter = jnp.sum(jnp.sqrt(jnp.sum((jnp.roll(r[:, cell], -1, axis=2) - r[:, cell]) ** 2, axis=3)), axis=2)
+    length = jnp.sqrt(jnp.sum((r[:, dst] - r[:, src]) ** 2, axis=2))
     return (
         0.5 * K_A * jnp.sum((A0 - area) ** 2, axis=1)
         + 0.5 * K_P * jnp.sum((P0 - perimeter) ** 2, axis=1)
@@ -255,25 +252,22 @@ def grad_states(params, states, data):
     """dE/ds for every state s, per example."""
     cell, src, dst, r0, K_A, A0, K_P, P0, k_t, T = params["cell"], params["src"], params["dst"], params["r0"], params["K_A"], params["A0"], params["K_P"], params["P0"], params["k_t"], params["T"]
     r = states["r"]
-    length = jnp.sqrt(jnp.sum((jnp.take(r, dst, axis=1) - jnp.take(r, src, axis=1)) ** 2, axis=2))
+    length = jnp.sqrt(jnp.sum((r[:, dst] - r[:, src]) ** 2, axis=2))
     dE_dlength = T
-    flow = jnp.einsum('bkj,k,bk->bkj', (jnp.take(r, src, axis=1) - jnp.take(r, dst, axis=1)), dE_dlength, (1 / length))
-    area = (
-        0.5 * jnp.einsum('bij,bij->bi', jnp.take(r, cell, axis=1)[:, :, :, 0], jnp.roll(jnp.take(r, cell, axis=1), -1, axis=2)[:, :, :, 1])
-        - 0.5 * jnp.einsum('bij,bij->bi', jnp.take(r, cell, axis=1)[:, :, :, 1], jnp.roll(jnp.take(r, cell, axis=1), -1, axis=2)[:, :, :, 0])
-    )
+    flow = jnp.einsum('bkj,k,bk->bkj', (r[:, src] - r[:, dst]), dE_dlength, (1 / length))
+    area = 0.5 * jnp.sum(r[:, cell][:, :, :, 0] * jnp.roll(r[:, cell], -1, axis=2)[:, :, :, 1] - r[:, cell][:, :, :, 1] * jnp.roll(r[:, cell], -1, axis=2)[:, :, :, 0], axis=2)
     dE_darea = 0.5 * K_A * (2 * area - 2 * A0)
-    perimeter = jnp.sum(jnp.sqrt(jnp.sum((jnp.roll(jnp.take(r, cell, axis=1), -1, axis=2) - jnp.take(r, cell, axis=1)) ** 2, axis=3)), axis=2)
+    perimeter = jnp.sum(jnp.sqrt(jnp.sum((jnp.roll(r[:, cell], -1, axis=2) - r[:, cell]) ** 2, axis=3)), axis=2)
     dE_dperimeter = 0.5 * K_P * (2 * perimeter - 2 * P0)
     dE_dr = (
         0.5 * k_t * (2 * r - 2 * r0)
-        + jnp.transpose(0.5 * jnp.einsum('j,bi->bji', jnp.eye(a)[0], scatter_add(jnp.einsum('bk,bkl->bkl', dE_darea, jnp.roll(jnp.take(r, cell, axis=1), -1, axis=2)[:, :, :, 1]), 1, (cell,), (n_v,))), (0, 2, 1))
-        + jnp.transpose(0.5 * jnp.einsum('j,bi->bji', jnp.eye(a)[1], scatter_add(jnp.einsum('bk,bkl->bkl', dE_darea, jnp.take(r, cell, axis=1)[:, :, :, 0]), 1, (jnp.roll(cell, -1, axis=1),), (n_v,))), (0, 2, 1))
+        + 0.5 * jnp.einsum('j,bi->bij', jnp.eye(a)[0], scatter_add(jnp.einsum('bk,bkl->bkl', dE_darea, jnp.roll(r[:, cell], -1, axis=2)[:, :, :, 1]), 1, (cell,), (n_v,)))
+        + 0.5 * jnp.einsum('j,bi->bij', jnp.eye(a)[1], scatter_add(jnp.einsum('bk,bkl->bkl', dE_darea, r[:, cell][:, :, :, 0]), 1, (jnp.roll(cell, -1, axis=1),), (n_v,)))
         + scatter_add(-flow, 1, (dst,), (n_v,))
-        + scatter_add((jnp.einsum('bklj,bk,bkl->bklj', (jnp.take(r, cell, axis=1) - jnp.roll(jnp.take(r, cell, axis=1), 1, axis=2)), dE_dperimeter, (1 / jnp.sqrt(jnp.sum((jnp.take(r, cell, axis=1) - jnp.roll(jnp.take(r, cell, axis=1), 1, axis=2)) ** 2, axis=3)))) - jnp.einsum('bklj,bk,bkl->bklj', (jnp.roll(jnp.take(r, cell, axis=1), -1, axis=2) - jnp.take(r, cell, axis=1)), dE_dperimeter, (1 / jnp.sqrt(jnp.sum((jnp.roll(jnp.take(r, cell, axis=1), -1, axis=2) - jnp.take(r, cell, axis=1)) ** 2, axis=3))))), 1, (cell,), (n_v,))
+        + scatter_add((jnp.einsum('bklj,bk,bkl->bklj', (r[:, cell] - jnp.roll(r[:, cell], 1, axis=2)), dE_dperimeter, (1 / jnp.sqrt(jnp.sum((r[:, cell] - jnp.roll(r[:, cell], 1, axis=2)) ** 2, axis=3)))) - jnp.einsum('bklj,bk,bkl->bklj', (jnp.roll(r[:, cell], -1, axis=2) - r[:, cell]), dE_dperimeter, (1 / jnp.sqrt(jnp.sum((jnp.roll(r[:, cell], -1, axis=2) - r[:, cell]) ** 2, axis=3))))), 1, (cell,), (n_v,))
         + scatter_add(flow, 1, (src,), (n_v,))
-        + jnp.transpose(-0.5 * jnp.einsum('j,bi->bji', jnp.eye(a)[0], scatter_add(jnp.einsum('bk,bkl->bkl', dE_darea, jnp.take(r, cell, axis=1)[:, :, :, 1]), 1, (jnp.roll(cell, -1, axis=1),), (n_v,))), (0, 2, 1))
-        + jnp.transpose(-0.5 * jnp.einsum('j,bi->bji', jnp.eye(a)[1], scatter_add(jnp.einsum('bk,bkl->bkl', dE_darea, jnp.roll(jnp.take(r, cell, axis=1), -1, axis=2)[:, :, :, 0]), 1, (cell,), (n_v,))), (0, 2, 1))
+        - 0.5 * jnp.einsum('j,bi->bij', jnp.eye(a)[0], scatter_add(jnp.einsum('bk,bkl->bkl', dE_darea, r[:, cell][:, :, :, 1]), 1, (jnp.roll(cell, -1, axis=1),), (n_v,)))
+        - 0.5 * jnp.einsum('j,bi->bij', jnp.eye(a)[1], scatter_add(jnp.einsum('bk,bkl->bkl', dE_darea, jnp.roll(r[:, cell], -1, axis=2)[:, :, :, 0]), 1, (cell,), (n_v,)))
     )
     return {"r": dE_dr}
 
@@ -283,7 +277,7 @@ def grad_params(params, states, data):
     src, dst = params["src"], params["dst"]
     r = states["r"]
     batch_size = states["r"].shape[0]
-    length = jnp.sqrt(jnp.sum((jnp.take(r, dst, axis=1) - jnp.take(r, src, axis=1)) ** 2, axis=2))
+    length = jnp.sqrt(jnp.sum((r[:, dst] - r[:, src]) ** 2, axis=2))
     dE_dT = jnp.sum(length, axis=0) / batch_size
     return {"T": dE_dT}
 

@@ -248,18 +248,15 @@ def physics(params, states, data):
     """The energy E of each example, shape (batch,)."""
     cell, src, dst, cell_wrap, edge_wrap, box, r0, K_A, A0, K_P, P0, k_c, T = params["cell"], params["src"], params["dst"], params["cell_wrap"], params["edge_wrap"], params["box"], params["r0"], params["K_A"], params["A0"], params["K_P"], params["P0"], params["k_c"], params["T"]
     r = states["r"]
-    X = jnp.transpose(jnp.einsum('k,ijk->kij', box, cell_wrap) + jnp.transpose(jnp.take(r, cell, axis=1), (0, 3, 1, 2)), (0, 2, 3, 1))
-    side = jnp.transpose(jnp.einsum('k,ijk->kij', box, jnp.roll(cell_wrap, -1, axis=1)) + jnp.transpose(jnp.roll(jnp.take(r, cell, axis=1), -1, axis=2), (0, 3, 1, 2)) + jnp.transpose(-X, (0, 3, 1, 2)), (0, 2, 3, 1))
-    area = (
-        0.5 * jnp.einsum('bij,bij->bi', X[:, :, :, 0], side[:, :, :, 1])
-        - 0.5 * jnp.einsum('bij,bij->bi', X[:, :, :, 1], side[:, :, :, 0])
-    )
+    X = box * cell_wrap + r[:, cell]
+    side = box * jnp.roll(cell_wrap, -1, axis=1) + jnp.roll(r[:, cell], -1, axis=2) - X
+    area = 0.5 * jnp.sum(X[:, :, :, 0] * side[:, :, :, 1] - X[:, :, :, 1] * side[:, :, :, 0], axis=2)
     perimeter = jnp.sum(jnp.sqrt(jnp.sum(side ** 2, axis=3)), axis=2)
-    length = jnp.sqrt(jnp.sum((jnp.einsum('j,ij->ji', box, edge_wrap) + jnp.transpose(jnp.take(r, dst, axis=1), (0, 2, 1)) + jnp.transpose(-jnp.take(r, src, axis=1), (0, 2, 1))) ** 2, axis=1))
+    length = jnp.sqrt(jnp.sum((box * edge_wrap + r[:, dst] - r[:, src]) ** 2, axis=2))
     return (
         0.5 * K_A * jnp.sum((A0 - area) ** 2, axis=1)
         + 0.5 * K_P * jnp.sum((P0 - perimeter) ** 2, axis=1)
-        + 0.5 * k_c * jnp.sum((jnp.sum(r0, axis=0) - jnp.sum(r, axis=1)) ** 2, axis=1)
+        + 0.5 * k_c * jnp.sum(jnp.sum(r - r0, axis=1) ** 2, axis=1)
         + jnp.einsum('i,bi->b', T, length)
     )
 
@@ -275,15 +272,12 @@ def grad_states(params, states, data):
     """dE/ds for every state s, per example."""
     cell, src, dst, cell_wrap, edge_wrap, box, r0, K_A, A0, K_P, P0, k_c, T = params["cell"], params["src"], params["dst"], params["cell_wrap"], params["edge_wrap"], params["box"], params["r0"], params["K_A"], params["A0"], params["K_P"], params["P0"], params["k_c"], params["T"]
     r = states["r"]
-    length = jnp.sqrt(jnp.sum((jnp.einsum('j,ij->ji', box, edge_wrap) + jnp.transpose(jnp.take(r, dst, axis=1), (0, 2, 1)) + jnp.transpose(-jnp.take(r, src, axis=1), (0, 2, 1))) ** 2, axis=1))
+    length = jnp.sqrt(jnp.sum((box * edge_wrap + r[:, dst] - r[:, src]) ** 2, axis=2))
     dE_dlength = T
-    flow = jnp.transpose(jnp.einsum('bjk,k,bk->bjk', (jnp.einsum('j,kj->jk', box, edge_wrap) + jnp.transpose(jnp.take(r, dst, axis=1), (0, 2, 1)) + jnp.transpose(-jnp.take(r, src, axis=1), (0, 2, 1))), dE_dlength, (1 / length)), (0, 2, 1))
-    X = jnp.transpose(jnp.einsum('k,ijk->kij', box, cell_wrap) + jnp.transpose(jnp.take(r, cell, axis=1), (0, 3, 1, 2)), (0, 2, 3, 1))
-    side = jnp.transpose(jnp.einsum('k,ijk->kij', box, jnp.roll(cell_wrap, -1, axis=1)) + jnp.transpose(jnp.roll(jnp.take(r, cell, axis=1), -1, axis=2), (0, 3, 1, 2)) + jnp.transpose(-X, (0, 3, 1, 2)), (0, 2, 3, 1))
-    area = (
-        0.5 * jnp.einsum('bij,bij->bi', X[:, :, :, 0], side[:, :, :, 1])
-        - 0.5 * jnp.einsum('bij,bij->bi', X[:, :, :, 1], side[:, :, :, 0])
-    )
+    flow = jnp.einsum('bkj,k,bk->bkj', (box * edge_wrap + r[:, dst] - r[:, src]), dE_dlength, (1 / length))
+    X = box * cell_wrap + r[:, cell]
+    side = box * jnp.roll(cell_wrap, -1, axis=1) + jnp.roll(r[:, cell], -1, axis=2) - X
+    area = 0.5 * jnp.sum(X[:, :, :, 0] * side[:, :, :, 1] - X[:, :, :, 1] * side[:, :, :, 0], axis=2)
     dE_darea = 0.5 * K_A * (2 * area - 2 * A0)
     perimeter = jnp.sum(jnp.sqrt(jnp.sum(side ** 2, axis=3)), axis=2)
     dE_dperimeter = 0.5 * K_P * (2 * perimeter - 2 * P0)
@@ -297,7 +291,12 @@ def grad_states(params, states, data):
         - dE_dside
         - 0.5 * jnp.einsum('bi,bij,k->bijk', dE_darea, side[:, :, :, 0], jnp.eye(a)[1])
     )
-    dE_dr = jnp.transpose((0.5 * k_c * (2 * jnp.sum(r, axis=1) - 2 * jnp.sum(r0, axis=0)))[:, :, None] + jnp.transpose(scatter_add(-flow, 1, (src,), (n_v,)), (0, 2, 1)) + jnp.transpose(scatter_add(flow, 1, (dst,), (n_v,)), (0, 2, 1)) + jnp.transpose(scatter_add((dE_dX + jnp.roll(dE_dside, 1, axis=2)), 1, (cell,), (n_v,)), (0, 2, 1)), (0, 2, 1))
+    dE_dr = (
+        (k_c * jnp.sum(r - r0, axis=1))[:, None]
+        + scatter_add(-flow, 1, (src,), (n_v,))
+        + scatter_add(flow, 1, (dst,), (n_v,))
+        + scatter_add((dE_dX + jnp.roll(dE_dside, 1, axis=2)), 1, (cell,), (n_v,))
+    )
     return {"r": dE_dr}
 
 
@@ -306,7 +305,7 @@ def grad_params(params, states, data):
     src, dst, edge_wrap, box = params["src"], params["dst"], params["edge_wrap"], params["box"]
     r = states["r"]
     batch_size = states["r"].shape[0]
-    length = jnp.sqrt(jnp.sum((jnp.einsum('j,ij->ji', box, edge_wrap) + jnp.transpose(jnp.take(r, dst, axis=1), (0, 2, 1)) + jnp.transpose(-jnp.take(r, src, axis=1), (0, 2, 1))) ** 2, axis=1))
+    length = jnp.sqrt(jnp.sum((box * edge_wrap + r[:, dst] - r[:, src]) ** 2, axis=2))
     dE_dT = jnp.sum(length, axis=0) / batch_size
     return {"T": dE_dT}
 
