@@ -35,6 +35,8 @@ def main():
     p.add_argument("--rows", type=int, default=50)
     p.add_argument("--cols", type=int, default=100)
     p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--lr", type=float, default=None,
+                   help="adam's step (default: the model's learn line)")
     args = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         mesh_file = Path(tmp) / "tissue.npz"
@@ -51,7 +53,8 @@ def main():
         out = Path(tmp) / "run"
         t = time.perf_counter()
         physlearn.train(MODEL, given=str(mesh_file), epochs=args.epochs, batch_size=1,
-                        out=str(out), progress=False)
+                        out=str(out), progress=False,
+                        **({"lr": args.lr} if args.lr is not None else {}))
         total = time.perf_counter() - t
         rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
         times = [json.loads(x) for x in (out / "timings.jsonl").read_text().splitlines()]

@@ -247,8 +247,8 @@ def report(d: Derivation, as_latex: bool = False) -> str:
                    "inputs are constant)")
         out.append("")
     if d.intermediates:
-        out.append("intermediates (lets read at windows, computed once; gradients reach "
-                   "through them by the chain rule):")
+        out.append("intermediates (lets read at windows or through index arrays, computed "
+                   "once; gradients reach through them by the chain rule):")
         for name, (idx, e) in d.intermediates.items():
             head = f"{name}[{', '.join(map(str, idx))}]" if idx else name
             out.append(f"  {head} = {expr(e)}")

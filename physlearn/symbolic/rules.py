@@ -77,8 +77,9 @@ class Derivation:
     lagrangian_param_gradients: dict[str, Rule] = field(default_factory=dict)
     velocities: dict[str, Rule] = field(default_factory=dict)  # q' = dH/dp, in (q, p)
     hamiltonian_name: str = "H"
-    # arrays computed before the rules that read them: lets read at windows (p1[...]) and
-    # the gradients backpropagated into them (dE/dp1[...]): name -> (indices, expr)
+    # arrays computed before the rules that read them: lets read at windows (p1[...]) or
+    # through index arrays (length[e]), and the gradients backpropagated into them
+    # (dE/dp1[...]): name -> (indices, expr)
     intermediates: dict[str, tuple] = field(default_factory=dict)
     # the intermediates with their detach(...) kept (check's reference build reads them)
     raw_intermediates: dict[str, tuple] = field(default_factory=dict)
@@ -229,7 +230,7 @@ def derive(spec: ModelSpec) -> Derivation:
     d.output = prediction_name(spec)
     P, C = spec.physics.name, spec.cost.name
     chains = {}
-    if b.materialized:  # lets read at windows: their values, then the chain rule through them
+    if b.materialized:  # lets read at windows or through index arrays: values, then chains
         for name, (idx, body) in b.materialized.items():
             nice = free_indices(spec, len(idx))
             d.intermediates[name] = (nice, canon(body, nice, dict(zip(idx, nice))))
