@@ -46,6 +46,23 @@ def test_momentum_and_holomorphic_n_are_taken_where_they_apply(tmp_path):
     assert physlearn.algorithm("ep-holomorphic", energy, holomorphic_n=3).n == 3
 
 
+def test_an_epoch_that_changes_no_parameter_is_reported(tmp_path):
+    """A nudge below float32's resolution leaves the nudged states equal to the free ones:
+    every EP gradient is exactly 0, the loss stays put, and the run says why."""
+    from physlearn.training.data import digits
+    ds = digits().limit(40, 20)
+    data = {k: getattr(ds, k) for k in ("x_train", "y_train", "x_test", "y_test")}
+    lines = []
+    for beta, out in ((1e-30, "tiny"), (0.1, "fine")):
+        lines.append([])
+        physlearn.train(ANY, data, beta=beta, epochs=1, progress=False, out=str(tmp_path / out),
+                        log=lines[-1].append)
+    tiny, fine = ("\n".join(x) for x in lines)
+    assert "warning: no learned parameter changed in epoch 1" in tiny
+    assert "beta = 1e-30 may be too small to move float32 states" in tiny
+    assert "no learned parameter changed" not in fine
+
+
 @pytest.mark.parametrize("args, needle", [
     ([str(ANY), "--dim", "n_in=8", "--algorithm", "implicit", "--beta", "0.01"],
      "implicit does not use --beta"),

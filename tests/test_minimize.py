@@ -57,6 +57,27 @@ def test_ep_and_bptt_through_minimize_match_implicit_differentiation():
         assert err("ep-centered") < 3e-5  # centered EP's beta^2 term: 1.3e-3 at beta 1e-3
 
 
+def test_bptt_through_minimize_is_exact_where_the_lbfgs_history_is_wild():
+    """On a 60-cell tissue the L-BFGS iterations' own derivative is huge; the last Newton
+    step starts from the relaxed states held constant, so autodiff returns the implicit
+    derivative regardless (through the history, CG's rounding left cosines of 0.15)."""
+    from physlearn.meshes import periodic_tissue
+    with jax.enable_x64(True):
+        mesh = periodic_tissue(6, 10, jitter=0.05, seed=1)
+        mesh["r"] = mesh["r0"]
+        problem = physlearn.problem(MODELS / "vertex_tissue.phl", given=mesh)
+        rng = np.random.default_rng(2)
+        params = problem.gen.init_params(jax.random.PRNGKey(0), jnp.float64)
+        tension = 0.1 * (1 + 0.3 * rng.uniform(-1, 1, len(mesh["src"])))
+        params = {**params, "T": jnp.asarray(tension)}
+        target = mesh["r0"][None] + rng.normal(0, 0.05, (2,) + mesh["r0"].shape)
+        data = {"y": jnp.asarray(target)}
+        g = {name: jax.jit(lambda p, d, name=name: physlearn.gradient(
+            problem, name, p, d)[0]["T"])(params, data) for name in ("implicit", "bptt")}
+        err = jnp.linalg.norm(g["bptt"] - g["implicit"]) / jnp.linalg.norm(g["implicit"])
+        assert float(err) < 1e-8
+
+
 def test_minimize_refuses_low_precision_and_update_rules():
     gen = physlearn.compile(MODELS / "vertex_tissue.phl")
     with pytest.raises(physlearn.OptionError, match="float32 or float64"):

@@ -246,7 +246,7 @@ def differences(saved: dict, now: dict) -> list[str]:
     shown = {"schedule": "'constant'", "random_crop": "0", "random_flip": "False"}
     for k in sorted(set(a) | set(b)):
         if a.get(k) != b.get(k):
-            was, now_ = (repr(v[k]) if k in v else shown.get(k, "None") for v in (a, b))
+            was, now_ = (repr(v[k]) if k in v else shown.get(k, "not given") for v in (a, b))
             if k == "schedule_epochs":
                 out.append(f"--epochs for the cosine schedule (was {was}, now {now_}: the "
                            "schedule's length is part of the run)")

@@ -388,6 +388,7 @@ class Trainer:
 
         last_plot = time.perf_counter()
         for epoch in range(state.epoch + 1, cfg.epochs + 1):
+            start_params = params
             stats_all = []
             bar = _progress(n_batches, f"epoch {epoch}/{cfg.epochs}", cfg.progress)
             t0 = time.perf_counter()
@@ -433,6 +434,7 @@ class Trainer:
             if self.data.regression:  # arrays to fit: the cost is the measure, no accuracy
                 del row["train_acc"], row["test_acc"]
             self._warn_if_unrelaxed(row)
+            self._warn_if_still(start_params, params, epoch)
             if not math.isfinite(row["test_loss"]):
                 raise TrainingError(f"the test loss is NaN/inf after epoch {epoch} although "
                                     "training stayed finite; the model's prediction or cost "
@@ -479,6 +481,23 @@ class Trainer:
                      f"{row['relax_residual']:.2e} in epoch {row['epoch']}, above its tolerance "
                      f"{tol:g}: it ran out of steps; raise --max-steps (or the relax line's "
                      "max_steps), or use --x64 where float32 cannot get below the tolerance")
+
+    def _warn_if_still(self, before, after, epoch: int) -> None:
+        """Say so (once a run) when an epoch left every learned parameter exactly as it
+        was: every gradient was 0, which a nudge too small for the states' precision
+        causes (the nudged equilibria equal the free one) and which no loss shows."""
+        if getattr(self, "_warned_still", False) or not all(
+                bool(jnp.all(before[k] == after[k])) for k in self.problem.param_names
+                if k in before):
+            return
+        self._warned_still = True
+        beta = getattr(self.algorithm, "beta", None)
+        why = (f"the nudge beta = {beta:g} may be too small to move {jnp.dtype(self.dtype).name} "
+               "states (the nudged equilibria equal the free one): try a larger --beta, or "
+               "--x64" if beta is not None else "check the cost reads the states the "
+               "parameters act on")
+        self.log(f"warning: no learned parameter changed in epoch {epoch}: every gradient was "
+                 f"exactly 0; {why}")
 
     def _warn_if_chance(self, row: dict) -> None:
         """A run that ends at chance level has usually saturated or collapsed: say so."""
