@@ -52,6 +52,11 @@ def observe(model: str | Path, param: str | list[str], *, spread: float = 0.3,
     with jax.enable_x64(True):
         from .learning.equilibrium import EquilibriumProblem
         problem = api.problem(model, given=given)
+        relaxer = getattr(problem, "relaxer", None)
+        if relaxer is not None and (relaxer.method.always_tolerant or relaxer.cfg.tol is not None):
+            # a relaxation that stops on a residual: far below the 1e-6 required here,
+            # whatever tolerance the model's relax line sets for training
+            problem = api.problem(model, given=given, relax={"tol": 1e-9})
         if not isinstance(problem, EquilibriumProblem):
             raise OptionError("observations are equilibria: the model must be an `energy` or "
                               "`primitive` model")

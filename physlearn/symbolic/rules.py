@@ -620,6 +620,10 @@ def locality(expr: sp.Expr, idx: tuple, spec: ModelSpec,
             for v, _, hi in s.limits:
                 dims = {str(d) for d in (hi + 1).free_symbols}
                 (inner if dims and dims <= component else unit_sums).add(v)
+    for v in list(unit_sums):  # sum(j: r[cell[i, j]]): element i's own corners
+        if _element_slots(expr, v, set(idx), spec):
+            unit_sums.discard(v)
+            inner.add(v)
     own = set(idx) | inner
     windowed = set()  # summed indices that move a window (2*i + u): the positions visited
     for atom in expr.atoms(sp.Indexed):
@@ -654,6 +658,28 @@ def locality(expr: sp.Expr, idx: tuple, spec: ModelSpec,
     if far:
         return Locality(False, uses, "reaches " + ", ".join(far))
     return Locality(True, uses)
+
+
+def _element_slots(expr: sp.Expr, v: sp.Symbol, own: set, spec: ModelSpec) -> bool:
+    """True when summed index v only runs over the slots of the parameter's own row of an
+    index array (`cell[i, j]` for a per-cell parameter i): the sum reads the element's own
+    corners, as a per-edge rule reads its two ends."""
+    seen = False
+    for atom in expr.atoms(sp.Indexed):
+        if spec.role(atom.base.name) == "index":
+            if v in atom.free_symbols:
+                rest = [i for i in atom.indices if v not in i.free_symbols]
+                if not rest or not all(isinstance(i, sp.Symbol) and i in own for i in rest):
+                    return False
+                seen = True
+            continue
+        if spec.role(atom.base.name) not in ("state", "input", "target"):
+            continue  # a constant per corner (cell_wrap[i, j]) is no communication
+        for i in atom.indices:
+            if not (isinstance(i, sp.Indexed) and spec.role(i.base.name) == "index") \
+                    and v in i.free_symbols:
+                return False  # read directly at v: v enumerates units
+    return seen
 
 
 def _component_dims(spec: ModelSpec) -> set[str]:

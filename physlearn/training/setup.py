@@ -23,9 +23,17 @@ def default_data(model, data, given):
     if data is not None:
         return data
     from ..given import data_path
-    for path in (given, data_path(model.spec)):
-        if path is not None and holds_targets(path):
+    searched = [p for p in (given, data_path(model.spec)) if p is not None]
+    for path in searched:
+        if holds_targets(path):
             return path
+    spec = getattr(model, "spec", None)
+    if spec is not None and not spec.names("input") and spec.names("target"):
+        where = (" or ".join(str(p) for p in searched)
+                 or "no data file (the model has no `data` line)")
+        raise OptionError(f"{model.name} has no `input`: it trains on observations (y_train, "
+                          f"y_test) and found none in {where}; pass --data FILE.npz, or make "
+                          f"them with python -m physlearn.observations MODEL --param NAME")
     return None
 
 

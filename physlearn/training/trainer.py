@@ -479,8 +479,9 @@ class Trainer:
             self._warned_unrelaxed = True
             self.log(f"warning: the free phase ended at a residual of "
                      f"{row['relax_residual']:.2e} in epoch {row['epoch']}, above its tolerance "
-                     f"{tol:g}: it ran out of steps; raise --max-steps (or the relax line's "
-                     "max_steps), or use --x64 where float32 cannot get below the tolerance")
+                     f"{tol:g} (said once a run): it ran out of steps, or stalled where "
+                     "rounding stops it; raise --max-steps (or the relax line's max_steps), "
+                     "loosen --tol, or use --x64 where float32 cannot get below the tolerance")
 
     def _warn_if_still(self, before, after, epoch: int) -> None:
         """Say so (once a run) when an epoch left every learned parameter exactly as it
