@@ -157,6 +157,16 @@ def _check_edges(spec: ModelSpec, given: dict, bound: dict, where: str) -> None:
         v = spec.variables[name]
         if v.role == "index":
             edges.setdefault((spec.shape(name), v.index_range), []).append(name)
+    for names in edges.values():  # an edge from a node to itself has no length, no direction
+        if len(names) == 2:
+            a, b = (np.asarray(given[n]) for n in names)
+            loops = np.argwhere(a == b)
+            if loops.size:
+                at = [int(i) for i in loops[0]]
+                raise DataError(f"{where}: edge {at[0] if len(at) == 1 else at} joins "
+                                f"{spec.variables[names[0]].index_range} entry "
+                                f"{int(a[tuple(at)])} to itself ({names[0]} = {names[1]}); "
+                                "remove it")
     lists: dict[str, list[str]] = {}  # every edge list into a dim: resistors, diodes, ...
     for (_, into), names in edges.items():
         if len(names) >= 2 and bound.get(into) is not None:

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -192,31 +194,45 @@ def main(argv=None) -> int:
     cells = max(args.rows, 0) * max(args.cols, 0)
     if max(cells, args.diode_ladder or 0) > 10_000_000:
         ap.error("at most 10,000,000 cells, nodes or rungs")
+    kinds = [k for k, on in (("--diode-ladder", args.diode_ladder is not None),
+                             ("--springs", args.springs), ("--periodic", args.periodic)) if on]
+    if len(kinds) > 1:
+        ap.error(f"{' and '.join(kinds)} are different meshes; give one")
+    if Path(args.out).name in ("", ".", "..") or args.out.endswith("/"):
+        ap.error(f"{args.out!r} is a folder; name an .npz file")
     out = Path(args.out if args.out.endswith(".npz") else args.out + ".npz")
     if not out.parent.is_dir() or not os.access(out.parent, os.W_OK) or out.is_dir():
-        ap.error(f"cannot write {out}: its folder does not exist or is not writable")
-    args.out = str(out)  # np.savez adds .npz: say the name it writes
+        ap.error(f"cannot write {out}: " + ("it is a folder" if out.is_dir() else
+                                            "its folder does not exist or is not writable"))
     try:
         if args.diode_ladder is not None:
             net = diode_ladder(args.diode_ladder)
-            np.savez(args.out, **net)
-            print(f"wrote {args.out}: {int(net['n_v'])} nodes, {len(net['src'])} resistors, "
-                  f"{len(net['anode'])} diodes")
-            return 0
-        if args.springs:
+            said = (f"{int(net['n_v'])} nodes, {len(net['src'])} resistors, "
+                    f"{len(net['anode'])} diodes")
+        elif args.springs:
             net = spring_network(args.rows, args.cols, args.jitter, args.seed)
-            np.savez(args.out, **net)
-            print(f"wrote {args.out}: {len(net['r0'])} nodes, {len(net['src'])} springs, "
-                  f"{len(net['pinned'])} pinned")
-            return 0
-        make = periodic_tissue if args.periodic else hexagonal_patch
-        mesh = make(args.rows, args.cols, args.jitter, args.seed)
+            said = f"{len(net['r0'])} nodes, {len(net['src'])} springs, {len(net['pinned'])} pinned"
+        else:
+            make = periodic_tissue if args.periodic else hexagonal_patch
+            net = make(args.rows, args.cols, args.jitter, args.seed)
+            net = {"r": net["r0"], **net}  # the relaxation starts where the mesh was drawn
+            said = (f"{len(net['r0'])} vertices, {len(net['cell'])} cells, "
+                    f"{len(net['src'])} edges")
     except OptionError as e:
         ap.error(str(e))
-    mesh = {"r": mesh["r0"], **mesh}  # the relaxation starts where the mesh was drawn
-    np.savez(args.out, **mesh)
-    print(f"wrote {args.out}: {len(mesh['r0'])} vertices, {len(mesh['cell'])} cells, "
-          f"{len(mesh['src'])} edges")
+    try:  # beside the target, then renamed: a reader never sees half a file
+        fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".npz")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                np.savez(f, **net)
+            os.replace(tmp, out)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+    except OSError as e:
+        print(f"error: cannot write {out}: {e.strerror or e}", file=sys.stderr)
+        return 2
+    print(f"wrote {out}: {said}")
     return 0
 
 

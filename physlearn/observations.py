@@ -203,19 +203,32 @@ def main(argv: list[str] | None = None) -> int:
         if not out.parent.is_dir() or not os.access(out.parent, os.W_OK) or out.is_dir():
             raise OptionError(f"cannot write {out}: its folder does not exist or is not "
                               "writable, or it is a folder")
+        if len(set(args.param)) < len(args.param):
+            raise OptionError("--param names a parameter twice")
+        if out.exists() and not _holds(out, []):
+            raise OptionError(f"cannot add observations to {out}: it is not a readable .npz "
+                              "file; name a new file or an npz to add to")
         # the mesh or netlist: from --out when it holds the model's given arrays, else
-        # from the model's own data file
+        # from the model's own data file (then --out must be new: observations never sit
+        # beside arrays they were not made on)
         given = out if out.exists() and _holds(out, spec.given()) else None
+        if out.exists() and given is None and spec.given():
+            missing = [n for n in spec.given() if not _holds(out, [n])]
+            raise OptionError(f"{out} lacks the model's given arrays {', '.join(missing)}: "
+                              "observations are stored beside the mesh they are made on; "
+                              "write to an npz holding them, or to a new file")
         arrays = observe(args.model, args.param, spread=args.spread, n_train=args.train,
                          n_test=args.test, noise=args.noise, seed=args.seed,
                          input_range=args.input_range, given=given)
         save_beside(out, arrays)
-    except OptionError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except (OptionError, PhyslearnError, OSError) as exc:  # the user's to fix: exit 2
+        text = str(exc)
+        print(text if "error[" in text else f"error: {text}", file=sys.stderr)
         return 2
-    except (PhyslearnError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    except MemoryError:
+        print(f"error: not enough memory for {args.train + args.test:,} observations; ask "
+              "for fewer (--train, --test)", file=sys.stderr)
+        return 2
     xs = (f"x_train {arrays['x_train'].shape}, x_test {arrays['x_test'].shape}, "
           if "x_train" in arrays else "")
     truths = ", ".join(f"true_{k}" for k in args.param)

@@ -5,6 +5,7 @@ observations instead of training on digits."""
 import shutil
 
 import numpy as np
+import pytest
 
 import physlearn
 from conftest import ROOT
@@ -74,3 +75,41 @@ def test_observations_relax_below_a_loose_training_tolerance(tmp_path):
     shutil.copy(ROOT / "models" / "vertex_tissue.npz", tmp_path / "vertex_tissue.npz")
     obs = observe(tmp_path / "loose.phl", "T", spread=0.3, seed=4)
     assert obs["y_train"].shape == (1, 40, 2) and np.all(np.isfinite(obs["y_train"]))
+
+
+def test_mesh_and_observation_commands_refuse_bad_paths_in_one_line(tmp_path, capsys):
+    from physlearn import meshes, observations
+    with_both = ["x.npz", "--springs", "--periodic"]
+    with pytest.raises(SystemExit) as stop:
+        meshes.main([str(tmp_path / with_both[0]), *with_both[1:]])
+    assert stop.value.code == 2 and "different meshes" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as stop:  # a folder that does not exist
+        meshes.main(["/proc/no/such.npz", "--rows", "2", "--cols", "2"])
+    assert stop.value.code == 2 and "cannot write" in capsys.readouterr().err
+    (tmp_path / "zero.npz").write_bytes(b"")
+    spring = str(ROOT / "models" / "spring_network.phl")
+    for args, needle in ((["--out", str(tmp_path / "zero.npz")], "not a readable .npz"),
+                         (["--param", "k"], "names a parameter twice")):
+        code = observations.main([spring, "--param", "k", *args])
+        err = capsys.readouterr().err
+        assert code == 2 and needle in err and "Traceback" not in err
+
+
+def test_a_self_loop_edge_is_refused_and_a_nan_relaxation_is_a_failure(tmp_path, capsys):
+    arrays = dict(np.load(ROOT / "models" / "spring_network.npz"))
+    shutil.copy(ROOT / "models" / "spring_network.phl", tmp_path / "spring_network.phl")
+    loop = {**arrays, "dst": arrays["dst"].copy()}
+    loop["dst"][3] = loop["src"][3]
+    np.savez(tmp_path / "loop.npz", **loop)
+    run = ["train", str(tmp_path / "spring_network.phl"), "--epochs", "1", "--batch-size",
+           "1", "--no-progress"]
+    assert cli.main(run + ["--given", str(tmp_path / "loop.npz"), "--out",
+                           str(tmp_path / "a")]) == 2
+    assert "edge 3 joins n_v entry" in capsys.readouterr().err
+    same = {**arrays, "r": arrays["r"].copy()}  # two ends of spring 0 at one position
+    same["r"][same["dst"][0]] = same["r"][same["src"][0]]
+    np.savez(tmp_path / "same.npz", **same)
+    code = cli.main(run + ["--given", str(tmp_path / "same.npz"), "--out", str(tmp_path / "b")])
+    err = capsys.readouterr().err
+    assert code == 1 and "the free phase ended with a residual of nan" in err
+    assert not (tmp_path / "b" / "params.npz").exists()  # nothing of the failed epoch saved

@@ -80,6 +80,12 @@ def check_overrides(gen, overrides: dict) -> None:
                          "a set number of steps (--free-steps, --nudged-steps)")
     tolerant = adaptive and (overrides.get("tol") or gen.INFO.relax.get("tol")
                              or RELAXATIONS[effective].always_tolerant)
+    if effective in RELAXATIONS and RELAXATIONS[effective].always_tolerant:
+        for key in ("free_steps", "nudged_steps"):
+            if overrides.get(key) is not None:
+                raise OptionError(f"--{key.replace('_', '-')} counts fixed steps; `{effective}` "
+                                  "relaxation stops on its residual (--tol), at most "
+                                  "--max-steps steps")
     if overrides.get("max_steps") is not None and not tolerant:
         raise OptionError("--max-steps caps adaptive gradient flow (with --tol); this "
                          "relaxation runs --free-steps / --nudged-steps")

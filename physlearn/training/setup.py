@@ -19,11 +19,14 @@ from .feeds import ImageFeed, SequenceFeed
 
 def default_data(model, data, given):
     """--data, else observations stored beside the given arrays (--given, else the model's
-    data file) when they hold y_train, else None (sklearn's digits)."""
+    data file) when they hold y_train, else None (sklearn's digits; an error for a model
+    without an input)."""
     if data is not None:
         return data
     from ..given import data_path
-    searched = [p for p in (given, data_path(model.spec)) if p is not None]
+    # --given replaces the model's data file: observations made on another mesh never
+    # pair with its arrays
+    searched = [given] if given is not None else [p for p in (data_path(model.spec),) if p]
     for path in searched:
         if holds_targets(path):
             return path

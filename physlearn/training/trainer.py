@@ -433,6 +433,13 @@ class Trainer:
                    "algorithm": self.algorithm.name}
             if self.data.regression:  # arrays to fit: the cost is the measure, no accuracy
                 del row["train_acc"], row["test_acc"]
+            if not math.isfinite(row["relax_residual"]):
+                raise TrainingError(
+                    f"the free phase ended with a residual of {row['relax_residual']} in epoch "
+                    f"{epoch}: its forces are NaN/inf at the states it reached (e.g. two "
+                    "vertices at one position, an edge of zero length, a state where the "
+                    "energy has no derivative): check the given arrays and the starting "
+                    "states; if it follows earlier epochs, " + _HINT)
             self._warn_if_unrelaxed(row)
             self._warn_if_still(start_params, params, epoch)
             if not math.isfinite(row["test_loss"]):
