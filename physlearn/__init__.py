@@ -13,6 +13,7 @@ __version__ = "0.1.0"
 
 from .api import algorithm as algorithm
 from .api import algorithms as algorithms
+from .api import evaluate as evaluate
 from .api import gradient as gradient
 from .api import problem as problem
 from .api import train as train

@@ -141,17 +141,16 @@ def gradient(problem: Problem, algorithm: str | Algorithm, params: dict, data: d
     return problem.gradient(alg, params, data, key)
 
 
-def train(model: Model | str | Path, data: dict | str | Path | None = None, *,
-          log: Any = print, train_limit: int | None = None, test_limit: int | None = None,
-          **config: Any) -> dict:
-    """Train as `physlearn train` does and return the last epoch's metrics.
+def evaluate(model: Model | str | Path, run: str | Path,
+             data: dict | str | Path | None = None, **config: Any) -> dict:
+    """Test accuracy and loss of the parameters a run learned (its folder or params.npz)
+    on `data`'s test set, as `physlearn train` measures it after each epoch; `config`:
+    `TrainConfig` fields (dims, permute, x64, ...). E.g. the first task's accuracy after
+    training on a second: `evaluate(model, "runs/task2", "mnist5k.npz")`."""
+    return _trainer(model, data, None, None, config).test(run)
 
-    `data`: a dict with x_train, y_train, x_test, y_test (arrays), an npz path, an MNIST
-    folder, or None (scikit-learn's 8x8 digits). `config`: the fields of `TrainConfig`
-    (algorithm, epochs, batch_size, seed, out, optimizer, lr, lr_params, beta, relax,
-    dims, x64, resume, ...). `train_limit`, `test_limit`: only the first N examples, as
-    the command's --train-limit and --test-limit.
-    """
+
+def _trainer(model, data, train_limit, test_limit, config, log=print):
     from .training.data import Dataset, validate
     from .training.data import load as load_data
     from .training.trainer import TrainConfig, Trainer
@@ -181,4 +180,18 @@ def train(model: Model | str | Path, data: dict | str | Path | None = None, *,
     cfg = TrainConfig(**config)
     if cfg.x64:
         jax.config.update("jax_enable_x64", True)
-    return Trainer(_model(model), dataset, cfg, log=log).run()
+    return Trainer(_model(model), dataset, cfg, log=log)
+
+
+def train(model: Model | str | Path, data: dict | str | Path | None = None, *,
+          log: Any = print, train_limit: int | None = None, test_limit: int | None = None,
+          **config: Any) -> dict:
+    """Train as `physlearn train` does and return the last epoch's metrics.
+
+    `data`: a dict with x_train, y_train, x_test, y_test (arrays), an npz path, an MNIST
+    folder, or None (scikit-learn's 8x8 digits). `config`: the fields of `TrainConfig`
+    (algorithm, epochs, batch_size, seed, out, optimizer, lr, lr_params, beta, relax,
+    dims, x64, resume, ...). `train_limit`, `test_limit`: only the first N examples, as
+    the command's --train-limit and --test-limit.
+    """
+    return _trainer(model, data, train_limit, test_limit, config, log).run()

@@ -149,6 +149,8 @@ def cmd_train(args) -> int:
         raise UsageError(f"unknown algorithm {args.algorithm!r}; choose from "
                          f"{_algorithms_text()}")
     model = load(args.file)
+    for w in model.derivation.warnings():  # e.g. a parameter that can never learn
+        print(f"{args.file}: warning: {w}", file=sys.stderr)
     if args.algorithm is not None:  # one that fits the model, before any data is read
         registry.make(args.algorithm, kind=model.derivation.kind)
     relax = {"method": args.relax, "dt": args.dt, "free_steps": args.free_steps,
@@ -164,7 +166,9 @@ def cmd_train(args) -> int:
     cfg = TrainConfig(algorithm=args.algorithm, epochs=args.epochs, batch_size=args.batch_size,
                       seed=args.seed, out=args.out, optimizer=args.optimizer, lr=args.lr,
                       lr_params=_lr_params(args.lr_param), momentum=args.momentum,
-                      weight_decay=args.weight_decay, beta=args.beta,
+                      weight_decay=args.weight_decay, meta=args.meta,
+                      bop_gamma=args.bop_gamma, bop_threshold=args.bop_threshold,
+                      permute=args.permute_pixels, init_from=args.init_from, beta=args.beta,
                       holomorphic_n=args.holomorphic_n, relax=relax, dims=_dims(args.dim),
                       given=args.given, warm_start=args.warm_start,
                       x64=args.x64, resume=args.resume, schedule=args.schedule,
@@ -484,8 +488,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", default="runs/run", help="output folder (metrics.jsonl, params.npz, "
                    "curves.png, checkpoint.npz)")
     t.add_argument("--resume", action="store_true", help="continue the run in --out")
-    t.add_argument("--optimizer", choices=["sgd", "momentum", "adam"],
-                   help="default: the model's learn line, else sgd")
+    t.add_argument("--optimizer", choices=["sgd", "momentum", "adam", "bop"],
+                   help="default: the model's learn line, else sgd (bop: flips `binary` "
+                   "parameters, sgd for the rest)")
     t.add_argument("--lr", type=T(options.positive, "--lr"),
                    help="learning rate for every parameter (default: the "
                    "model's learn line: lr, lr_<param>; else 0.05)")
@@ -494,6 +499,23 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--momentum", type=T(options.unit_interval, "--momentum"),
                    help="decay of --optimizer momentum (default 0.9)")
     t.add_argument("--weight-decay", type=T(options.nonnegative, "--weight-decay"), default=0.0)
+    t.add_argument("--init-from", metavar="RUN",
+                   help="start from the learned parameters of another run (its folder or "
+                   "params.npz), with a fresh optimizer: the next task of continual learning")
+    t.add_argument("--permute-pixels", type=SEED, metavar="SEED",
+                   help="present every input's pixels in one fixed random order drawn from "
+                   "SEED (train and test alike): a permuted-MNIST task")
+    t.add_argument("--meta", type=T(options.nonnegative, "--meta"), metavar="M",
+                   help="metaplasticity of `binary` parameters: an update moving a hidden "
+                   "weight W towards 0 is damped by 1 - tanh(M W)^2 (default: the learn "
+                   "line's meta, else 0)")
+    t.add_argument("--bop-gamma", type=T(options.unit_interval, "--bop-gamma"),
+                   help="--optimizer bop: the gradient average's rate (default: the learn "
+                   "line's gamma, else 1e-4)")
+    t.add_argument("--bop-threshold", type=T(options.nonnegative, "--bop-threshold"),
+                   help="--optimizer bop: a binary weight flips where sign(W) times the "
+                   "averaged gradient exceeds it (default: the learn line's threshold, "
+                   "threshold_<param>, else 1e-8)")
     t.add_argument("--schedule", choices=["constant", "cosine"], default="constant",
                    help="cosine: every rate decays to 0 over the run's epochs")
     t.add_argument("--random-crop", type=T(options.nonnegative_int, "--random-crop"),

@@ -70,9 +70,17 @@ class ModuleWriter:
             names = [n for n in groups[group] if n in em.used]
             if names:
                 lhs = ", ".join(self.local[n] for n in names)
-                rhs = ", ".join(f'{group}["{n}"]' for n in names)
+                rhs = ", ".join(self._read(group, n) for n in names)
                 out.append(f"{lhs} = {rhs}")
         return out
+
+    def _read(self, group: str, name: str) -> str:
+        """How a function reads an array: a `binary` parameter as the sign of its hidden
+        weight (`binarized`, straight through), the rest as stored."""
+        if group == "params" and self.spec.variables[name].binary:
+            self.helpers.add("binarized")
+            return f'binarized(params["{name}"])'
+        return f'{group}["{name}"]'
 
     def _collect_functions(self, em: Emitter):
         for name in em.helpers:
@@ -318,6 +326,9 @@ class ModuleWriter:
             "learn": options(spec.learn, kind.default_learn),
             "relax": options(spec.relax, kind.default_relax),
         }
+        binary = tuple(n for n in spec.names("param") if spec.variables[n].binary)
+        if binary:  # only where it applies: other modules read as before
+            fields["binary"] = binary
         from ..symbolic.functions import detach
         if d.physics.has(detach) or any(e.has(detach) for _, e in d.raw_intermediates.values()) \
                 or any(f.body.has(detach) for f in d.builder.functions.values()):

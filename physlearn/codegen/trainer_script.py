@@ -98,6 +98,10 @@ def trainer_script(model: Any, dims: dict[str, int] | None = None,
                           "too; rename them")
     fixed = ", ".join(f"{k}={v!r}" for k, v in registry.entries()[cfg.algorithm].fixed.items())
     momentum = 0.9 if cfg.momentum is None else cfg.momentum
+    from ..training.optim import binary_settings
+    binary = binary_settings(gen.INFO, cfg.optimizer, cfg.meta, cfg.bop_gamma,
+                             cfg.bop_threshold)
+    binary_text = f", binary={binary!r}" if binary.names else ""
     settings = f"Settings(beta, {cfg.holomorphic_n}, lrs)"
     relax = dict(gen.INFO.relax)
     relax_text = ", ".join(f"{k} {v}" for k, v in relax.items())
@@ -127,7 +131,8 @@ def trainer_script(model: Any, dims: dict[str, int] | None = None,
         "    object.__setattr__(algorithm, \"name\", ALGORITHM)\n"
         "    return algorithm\n\n\n"
         "def make_optimizer(lrs):\n"
-        f"    return build({cfg.optimizer!r}, lrs, {momentum!r}, {cfg.weight_decay!r})\n\n\n"
+        f"    return build({cfg.optimizer!r}, lrs, {momentum!r}, {cfg.weight_decay!r}"
+        f"{binary_text})\n\n\n"
         "RUN = {\n"
         f"    \"description\": {description!r},\n"
         "    \"defaults\": {\"epochs\": 5, \"batch_size\": 20, \"seed\": 0, "

@@ -137,6 +137,7 @@ class VarDecl(Node):
     time_varying: bool = False  # an input given at every time step: `u[d](t)`
     boundary: float | str | None = None  # value read outside the range: `boundary = 0`
     index_range: str | None = None  # `index cell[c, m] in v`: the dim its values point into
+    binary: bool = False  # the physics reads sign(hidden real weight), +-1
 
 
 @dataclass(frozen=True)

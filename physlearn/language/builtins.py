@@ -4,6 +4,7 @@
 ELEMENTWISE = {
     "clip": 3, "hardsigmoid": 1, "sigmoid": 1, "tanh": 1, "relu": 1, "softplus": 1,
     "exp": 1, "log": 1, "logcosh": 1, "abs": 1, "sqrt": 1, "sin": 1, "cos": 1, "step": 1,
+    "step_ste": 1, "sign_ste": 1,
     "square": 1, "detach": 1,
 }
 
@@ -19,12 +20,15 @@ BATCHED_ROLES = ("input", "target", "state")
 INIT_KINDS = {"number": 1, "zeros": 0, "ones": 0, "normal": (1, 2), "uniform": 2,
               "glorot": 0, "fan_in": 0}
 
-LEARN_METHODS = {"EP": {"beta", "nudging", "lr", "optimizer", "n_nudges"},  # + lr_<param>
-                 "RHEL": {"epsilon", "lr", "optimizer"},
-                 "GLEP": {"epsilon", "lr", "optimizer", "boundary"}}
+# Optimizer options every method takes: meta (metaplasticity of `binary` parameters),
+# gamma and threshold (the bop optimizer's; + threshold_<param>).
+OPTIMIZER_OPTIONS = {"meta", "gamma", "threshold"}
+LEARN_METHODS = {"EP": {"beta", "nudging", "lr", "optimizer", "n_nudges"} | OPTIMIZER_OPTIONS,
+                 "RHEL": {"epsilon", "lr", "optimizer"} | OPTIMIZER_OPTIONS,
+                 "GLEP": {"epsilon", "lr", "optimizer", "boundary"} | OPTIMIZER_OPTIONS}
 # Allowed words for word-valued options.
 OPTION_WORDS = {"nudging": ("positive", "negative", "centered", "scaled", "holomorphic"),
-                "optimizer": ("sgd", "momentum", "adam"),
+                "optimizer": ("sgd", "momentum", "adam", "bop"),
                 "boundary": ("echo", "initial"),
                 "scan": ("sequential", "parallel"),
                 "pool": ("mean", "last")}

@@ -18,7 +18,8 @@ from .builtins import (
 from .errors import ModelError, Span
 
 # learn/relax options by the kind of value they take.
-NUMBER_OPTIONS = {"beta", "lr", "dt", "tol", "epsilon"}  # positive numbers
+NUMBER_OPTIONS = {"beta", "lr", "dt", "tol", "epsilon", "gamma"}  # positive numbers
+NONNEGATIVE_OPTIONS = {"meta", "threshold"}  # numbers >= 0 (0: off)
 COUNT_OPTIONS = {"free_steps", "nudged_steps", "max_steps", "n_nudges", "blocks",
                  "inputs"}  # positive integers
 NAME_OPTIONS = {"nudging", "optimizer", "boundary", "scan", "pool"}  # a word, e.g. centered
@@ -26,7 +27,8 @@ NAME_OPTIONS = {"nudging", "optimizer", "boundary", "scan", "pool"}  # a word, e
 KEYWORD_NAMES = {"model", "dim", "input", "target", "state", "param", "const", "def", "let",
                  "energy", "primitive", "hamiltonian", "lagrangian", "update", "cost", "learn",
                  "relax", "sum", "periodic", "boundary", "stack", "block",
-                 "logsumexp", "symmetric", "nonnegative", "init", "conjugate", "final", "to",
+                 "logsumexp", "symmetric", "nonnegative", "binary", "init", "conjugate", "final",
+                 "to",
                  "beta",  # the EP nudging strength
                  "index", "in", "max", "min", "mean", "data"}
 
@@ -190,6 +192,15 @@ class Checker:
         if v.nonnegative and v.role != "param":
             raise self.error("E220", f"only a `param` can be `nonnegative`; {v.name} is "
                              f"{_article(v.role)}", v.span)
+        if v.binary and v.role != "param":
+            raise self.error("E220", f"only a `param` can be `binary`; {v.name} is "
+                             f"{_article(v.role)}", v.span,
+                             "binary activations are functions of the states: step_ste(u), "
+                             "sign_ste(u)")
+        if v.binary and v.nonnegative:
+            raise self.error("E220", f"{v.name} is `binary` (+1 or -1) and `nonnegative`: its "
+                             "hidden weight would be clipped at 0, every weight +1", v.span,
+                             "drop one of the two")
         from_data = v.init is not None and v.init.kind == "data" and not v.init.args
         if v.init is not None and v.role not in ("param", "const") and not (
                 from_data and v.role == "state"):
@@ -244,6 +255,7 @@ class Checker:
             raise self.error("E229", f"index array {v.name} needs a shape", v.span,
                              f"e.g. `index {v.name}[n_e] in {v.index_range}`")
         for word, on in (("symmetric", v.symmetric), ("nonnegative", v.nonnegative),
+                         ("binary", v.binary),
                          ("init", v.init is not None), ("boundary", v.boundary is not None)):
             if on:
                 raise self.error("E229", f"an index array takes no `{word}`: its values come "
@@ -334,7 +346,7 @@ class Checker:
                              "known: " + ", ".join(table))
         seen = set()
         for opt in d.options:
-            if d.kind == "learn" and opt.key.startswith("lr_"):
+            if d.kind == "learn" and opt.key.startswith(("lr_", "threshold_")):
                 self._lr_options.append(opt)  # checked once all params are declared
             elif opt.key not in table[d.method]:
                 raise self.error("E219", f"unknown option {opt.key!r} for {d.method}", opt.span,
@@ -364,15 +376,28 @@ class Checker:
         elif opt.key.startswith("lr_") and (isinstance(v, str) or not v > 0):
             raise self.error("E219", f"{d.method}: {opt.key} must be a positive number, "
                              f"got {_show(v)}", opt.span)
+        elif (opt.key in NONNEGATIVE_OPTIONS or opt.key.startswith("threshold_")) and (
+                isinstance(v, str) or not v >= 0):
+            raise self.error("E219", f"{d.method}: {opt.key} must be a number >= 0, "
+                             f"got {_show(v)}", opt.span)
+        if opt.key == "gamma" and not isinstance(v, str) and v > 1:
+            raise self.error("E219", f"{d.method}: gamma is the bop optimizer's averaging "
+                             f"rate, between 0 and 1; got {_show(v)}", opt.span)
 
     def _check_directives(self):
         """Options that depend on the whole model: lr_<param> names, relax vs physics."""
         sp = self.spec
         for opt in self._lr_options:
-            if sp.role(opt.key[3:]) != "param":
-                raise self.error("E219", f"{opt.key}: the model has no parameter "
-                                 f"{opt.key[3:]!r}", opt.span,
-                                 "per-parameter rates are lr_<param>, e.g. lr_W1 = 0.1")
+            prefix, name = opt.key.split("_", 1)
+            if sp.role(name) != "param":
+                raise self.error("E219", f"{opt.key}: the model has no parameter {name!r}",
+                                 opt.span, "per-parameter rates are lr_<param>, e.g. "
+                                 "lr_W1 = 0.1" if prefix == "lr" else
+                                 "per-parameter thresholds are threshold_<param>")
+            if prefix == "threshold" and not sp.variables[name].binary:
+                raise self.error("E219", f"{opt.key}: {name} is not `binary`; the bop "
+                                 "optimizer flips binary weights only", opt.span)
+        self._check_binary_options()
         if sp.physics is None:
             return
         kind = sp.kind
@@ -386,6 +411,33 @@ class Checker:
                                  f"use {directive.kind} {' or '.join(fits)}" if fits else
                                  f"only `hamiltonian` and `lagrangian` models take a "
                                  f"`{directive.kind}` line")
+
+    def _check_binary_options(self):
+        """meta, and the bop optimizer with its gamma and threshold, act on `binary`
+        parameters: refused, by name, where they would be ignored."""
+        sp = self.spec
+        if sp.learn is None:
+            return
+        opts = {o.key: o for o in sp.learn.options}
+        binary = [n for n in sp.names("param") if sp.variables[n].binary]
+        optimizer = opts["optimizer"].value if "optimizer" in opts else "sgd"
+        for key in ("meta", "gamma", "threshold", "optimizer"):
+            o = opts.get(key)
+            if o is None or binary or (key == "optimizer" and o.value != "bop"):
+                continue
+            shown = o.value if isinstance(o.value, str) else _show(o.value)
+            raise self.error("E219", f"{key} = {shown} acts on `binary` parameters; "
+                             "the model has none", o.span,
+                             "declare the weights binary: `param W[n, m] binary`")
+        for key in ("gamma", "threshold"):
+            if key in opts and optimizer != "bop":
+                raise self.error("E219", f"{key} is the bop optimizer's; this line's optimizer "
+                                 f"is {optimizer}", opts[key].span,
+                                 "add `optimizer = bop`, or drop it")
+        if "meta" in opts and optimizer == "bop":
+            raise self.error("E219", "meta attenuates the updates of hidden weights; bop keeps "
+                             "none (it flips the binary weights)", opts["meta"].span,
+                             "use meta with sgd, momentum or adam")
 
     def check_stack_core(self):
         """A stacked core reads one time-varying input vector (the block's width), moves one

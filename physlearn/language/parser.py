@@ -276,7 +276,7 @@ class _ToAst(Transformer):
                        and m.word == "in"), None)
         item = ast.Name(_tok_span(c[0]), str(c[0]))
         object.__setattr__(item, "fields", (str(c[0]), shape, sym, nonneg, init, conj, timed,
-                                            bound, points))
+                                            bound, points, "binary" in seen))
         return item
 
     def shape(self, meta, c):
@@ -287,6 +287,9 @@ class _ToAst(Transformer):
 
     def nonnegative(self, meta, c):
         return _Modifier("nonnegative", _span(meta))
+
+    def binary(self, meta, c):
+        return _Modifier("binary", _span(meta))
 
     def init(self, meta, c):
         return c[0]
@@ -432,7 +435,7 @@ def _describe(expected) -> str:
             items.append(_LABELS[term])
     items += sorted(repr(t.lower()) for t in acc if t not in _LABELS)
     if len(mods) == len(_MODIFIERS):
-        items.insert(0, "a modifier (symmetric, nonnegative, init = ...)")
+        items.insert(0, "a modifier (symmetric, nonnegative, binary, init = ...)")
     else:
         items += [repr(m.lower()) for m in sorted(mods)]
     if len(ops) >= 3:
@@ -542,8 +545,8 @@ def _parse(source: str, filename: str) -> ast.Module:
         span = Span(tok.line, tok.column, tok.line, tok.column + len(word))
         accepts = _accepts_before(source, tok.start_pos, ())
         hint = f"expected {_describe(accepts)}" if accepts else None
-        close = difflib.get_close_matches(word, _STATEMENTS + ("model", "symmetric",
-                                                               "nonnegative"), n=1, cutoff=0.6)
+        close = difflib.get_close_matches(
+            word, _STATEMENTS + ("model", "symmetric", "nonnegative", "binary"), n=1, cutoff=0.6)
         if close:
             hint = f"did you mean `{close[0]}`?"
         raise ModelError("E100", f"unexpected name {word!r}", span, source, filename,

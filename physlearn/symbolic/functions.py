@@ -49,6 +49,16 @@ clip = _builtin("clip", 3, "jnp.clip({0}, {1}, {2})",
                 lambda a, i: (clip_prime(*a) if i == 1
                               else step(a[1] - a[0]) if i == 2 else step(a[0] - a[2])))
 
+# Binary activations with a straight-through derivative (Laydevant et al. 2021): the value
+# is binary, the derivative the clip's around the threshold. Generated code calls the
+# runtime helpers (physlearn/runtime/binary.py), whose autodiff sees the same derivative.
+step_ste_prime = _builtin("step_ste'", 1, "jnp.where(jnp.abs({0}) <= 0.5, 1.0, 0.0)",
+                          lambda a, i: sp.S.Zero)
+step_ste = _builtin("step_ste", 1, "step_ste({0})", lambda a, i: step_ste_prime(a[0]))
+sign_ste_prime = _builtin("sign_ste'", 1, "jnp.where(jnp.abs({0}) <= 1, 1.0, 0.0)",
+                          lambda a, i: sp.S.Zero, even=True)
+sign_ste = _builtin("sign_ste", 1, "sign_ste({0})", lambda a, i: sign_ste_prime(a[0]))
+
 # detach(x) is x with no derivative: derived rules see a constant there (an asymmetric
 # coupling, a target held still). Generated code reads it as x; a reference build for
 # `physlearn check` reads jax.lax.stop_gradient(x), so that autodiff agrees.
@@ -78,6 +88,8 @@ ELEMENTWISE = {
     "sin": sp.sin,
     "cos": sp.cos,
     "step": step,
+    "step_ste": step_ste,
+    "sign_ste": sign_ste,
     "square": lambda u: u**2,
     "detach": detach,
 }
@@ -120,9 +132,9 @@ def _runtime_helpers() -> tuple[dict, dict]:
     modules inline, with the helpers each one calls (its module's NEEDS)."""
     import inspect
 
-    from ..runtime import arrays, hamilton, info, init, relaxation
+    from ..runtime import arrays, binary, hamilton, info, init, relaxation
     sources, needs = {"ModelInfo": inspect.getsource(info.ModelInfo)}, {}
-    for module in (arrays, init, relaxation, hamilton):
+    for module in (arrays, init, relaxation, hamilton, binary):
         for name, deps in module.NEEDS.items():
             sources[name] = inspect.getsource(getattr(module, name))
             needs[name] = tuple(deps)

@@ -105,16 +105,30 @@ class Derivation:
         """momentum -> position, for Hamiltonian models."""
         return {n: v.conjugate for n, v in self.spec.variables.items() if v.conjugate}
 
+    def _names_read(self) -> set:
+        """The variables the physics reads, through its intermediates too."""
+        exprs = [self.physics] + [e for _, e in getattr(self, "raw_intermediates", {}).values()]
+        return {x.base.name if isinstance(x, sp.Indexed) else x.name
+                for e in exprs for x in e.atoms(sp.Indexed, sp.Symbol)}
+
     def warnings(self) -> list[str]:
         """Legal but probably unintended: unused parameters, states the physics ignores."""
         out = []
         P, C = self.physics_name, self.cost_name
+        read = self._names_read()
+        flat = ("is read only through functions with no derivative (step, sign, detach), "
+                "so d{P}/d{x} is zero everywhere")
+        ste = "; for binary units write step_ste(u) or sign_ste(u) (straight-through)"
         for p, r in self.param_gradients.items():
             if r.expr == 0 and p not in self.cost_param_gradients:
-                out.append(f"parameter {p} appears in neither {P} nor {C}: it never learns")
+                out.append(f"parameter {p} {flat.format(P=P, x=p)}: it never learns{ste}"
+                           if p in read else
+                           f"parameter {p} appears in neither {P} nor {C}: it never learns")
         for s, r in self.state_gradients.items():
             if r.expr == 0:
-                out.append(f"state {s} does not appear in {P}: its dynamics are zero")
+                out.append(f"state {s} {flat.format(P=P, x=s)}: its dynamics are zero{ste}"
+                           if s in read else
+                           f"state {s} does not appear in {P}: its dynamics are zero")
         for p, r in self.ep_updates.items():
             if r.expr == 0 and self.param_gradients[p].expr != 0:
                 out.append(f"the EP update of {p} is identically zero: d{P}/d{p} does not "

@@ -85,6 +85,15 @@ class Dataset:
         return Dataset(self.name, self.x_train[:n_train], self.y_train[:n_train],
                        self.x_test[:n_test], self.y_test[:n_test], self.example_shape)
 
+    def permuted(self, seed: int) -> Dataset:
+        """Every input's features in one fixed random order (train and test alike): the
+        permuted-pixel tasks of continual learning. The order is a function of `seed`."""
+        if self.features == 0:
+            raise DataError(f"{self.name}: there are no inputs to permute")
+        order = np.random.default_rng(seed).permutation(self.features)
+        return Dataset(f"{self.name}, pixels permuted (seed {seed})", self.x_train[:, order],
+                       self.y_train, self.x_test[:, order], self.y_test, self.example_shape)
+
     def fingerprint(self) -> str:
         """sha256 hex digest of the four arrays' dtypes, shapes and bytes (not the name).
 

@@ -54,11 +54,16 @@ class TrainConfig:
     lr_params: dict = field(default_factory=dict)  # on top of the learn line's lr_<param>
     momentum: float | None = None  # --optimizer momentum only; default 0.9
     weight_decay: float = 0.0
+    meta: float | None = None  # metaplasticity of `binary` parameters (None: learn line, else 0)
+    bop_gamma: float | None = None  # --optimizer bop: None: learn line's gamma, else 1e-4
+    bop_threshold: float | None = None  # every binary parameter's (None: the learn line's)
     beta: float | None = None  # None: the model's `learn` line, else 0.5
     holomorphic_n: int | None = None  # default: the learn line's n_nudges, else 4
     relax: dict = field(default_factory=dict)  # RelaxConfig overrides
     dims: dict = field(default_factory=dict)
     given: str | None = None  # npz of the model's given arrays (default: its data file)
+    permute: int | None = None  # inputs' features in a fixed random order from this seed
+    init_from: str | None = None  # start from another run's learned parameters (its folder)
     warm_start: bool | None = None  # None: on for relaxations that stop on a residual
     x64: bool = False
     resume: bool = False
@@ -93,6 +98,11 @@ class TrainConfig:
         self.random_crop = o.nonnegative_int("random_crop", self.random_crop)
         if not isinstance(self.random_flip, bool):
             raise o.OptionError(f"random_flip must be True or False, got {self.random_flip!r}")
+        if self.permute is not None:
+            self.permute = o.seed("permute", self.permute)
+        if self.init_from is not None and (not isinstance(self.init_from, (str, os.PathLike))
+                                           or not str(self.init_from)):
+            raise o.OptionError(f"init_from must be a run folder, got {self.init_from!r}")
         if self.schedule not in optim.SCHEDULES:
             raise o.OptionError(f"schedule must be one of {', '.join(optim.SCHEDULES)}, got "
                                 f"{self.schedule!r}")
@@ -102,6 +112,11 @@ class TrainConfig:
         if self.momentum is not None:
             self.momentum = o.unit_interval("momentum", self.momentum)
         self.weight_decay = o.nonnegative("weight_decay", self.weight_decay)
+        for name in ("meta", "bop_threshold"):
+            if getattr(self, name) is not None:
+                setattr(self, name, o.nonnegative(name, getattr(self, name)))
+        if self.bop_gamma is not None:
+            self.bop_gamma = o.unit_interval("bop_gamma", self.bop_gamma)
         if self.beta is not None:
             self.beta = o.positive("beta", self.beta)
         if self.holomorphic_n is not None:
@@ -158,6 +173,8 @@ class Trainer:
     def __init__(self, model, dataset: Dataset, cfg: TrainConfig, log=print):
         self.model, self.data, self.cfg, self.log = model, checked(dataset), cfg, log
         cfg.validate()
+        if cfg.permute is not None:
+            self.data = self.data.permuted(cfg.permute)
         # what the user set, before the setup fills the defaults: an algorithm that would
         # ignore one of them refuses it (below)
         given = {k: f"{k} (--{k.replace('_', '-')})" for k in ("beta", "holomorphic_n")
@@ -197,8 +214,10 @@ class Trainer:
                                       "--relax-precision float32")
         momentum = 0.9 if cfg.momentum is None else cfg.momentum
         steps = cfg.epochs * max(1, len(self.data.x_train) // cfg.batch_size)
+        self.binary = optim.binary_settings(self.gen.INFO, cfg.optimizer, cfg.meta,
+                                            cfg.bop_gamma, cfg.bop_threshold)
         self.opt = optim.build(cfg.optimizer, self.lrs, momentum, cfg.weight_decay,
-                               optim.schedule(cfg.schedule, steps))
+                               optim.schedule(cfg.schedule, steps), self.binary)
         self.augment = Augment(cfg.random_crop, cfg.random_flip)
         if self.augment and not self.feed_is_image():
             x_name = self.feed.x_name
@@ -277,7 +296,8 @@ class Trainer:
         for k in ("epochs", "resume", "out", "progress", "chunks", "devices"):
             c.pop(k)
         defaults = {"schedule": "constant", "random_crop": 0, "random_flip": False,
-                    "given": None, "warm_start": None}
+                    "given": None, "warm_start": None, "meta": None, "bop_gamma": None,
+                    "bop_threshold": None, "permute": None, "init_from": None}
         for k, v in defaults.items():  # runs saved before these settings existed still resume
             if c[k] == v:
                 c.pop(k)
@@ -295,8 +315,10 @@ class Trainer:
         """The committed state to go on from (a fresh one for a new run) and its arrays."""
         cfg = self.cfg
         consts, params = self.initial_parameters(jax.random.fold_in(key, 0))
-        opt_state = self.opt.init(params)
         meta = self.meta()
+        if cfg.init_from is not None:
+            params, meta["init_from_sha256"] = self._inherited(params)
+        opt_state = self.opt.init(params)
         state = run.load()
         if state is None:
             run.require_empty()
@@ -336,6 +358,52 @@ class Trainer:
             state.warm = _numpy(self.gen.init_states(len(self.data.x_train), self.dtype,
                                                      {**consts, **params}))
         return state, consts, params, opt_state
+
+    def test(self, run: str | os.PathLike) -> dict:
+        """Test accuracy and loss of the learned parameters in `run` (a run's folder or
+        params.npz) on this trainer's test data: e.g. an earlier task, after a later one."""
+        consts, params = self.initial_parameters(jax.random.PRNGKey(self.cfg.seed))
+        saved = replace(self.cfg, init_from=str(run))
+        self.cfg, previous = saved, self.cfg
+        try:
+            params, _ = self._inherited(params)
+        finally:
+            self.cfg = previous
+        hits, loss = self._jit("eval", self._evaluate)(
+            params, consts, jnp.asarray(self.data.x_test), jnp.asarray(self.data.y_test))
+        n = len(self.data.x_test)
+        out = {"test_loss": float(loss) / n}
+        if not self.data.regression:
+            out["test_acc"] = float(hits) / n
+        return out
+
+    def _inherited(self, params: dict) -> tuple[dict, str]:
+        """The learned parameters of the run in --init-from (its params.npz), checked
+        against this model's, and the file's sha256 (a resume must start from the same)."""
+        import hashlib
+        source = Path(str(self.cfg.init_from))
+        path = source / "params.npz" if source.is_dir() else source
+        try:
+            raw = path.read_bytes()
+            import io
+            with np.load(io.BytesIO(raw)) as f:
+                stored = {k: f[k] for k in f.files}
+        except (OSError, ValueError) as exc:
+            raise RunDirError(f"--init-from {source}: cannot read {path} ({exc}); give the "
+                              "folder of a finished run") from None
+        missing = sorted(set(params) - set(stored))
+        wrong = sorted(k for k in params if k in stored and stored[k].shape != params[k].shape)
+        if missing or wrong:
+            raise RunDirError(f"--init-from {source}: its parameters do not fit this model's ("
+                              + ("missing " + ", ".join(missing) if missing else "")
+                              + ("; " if missing and wrong else "")
+                              + ("other shapes: " + ", ".join(
+                                  f"{k} {stored[k].shape} vs {params[k].shape}"
+                                  for k in wrong) if wrong else "") + ")")
+        new = {k: jnp.asarray(stored[k], self.dtype) for k in params}
+        if not all(bool(np.all(np.isfinite(np.asarray(v)))) for v in new.values()):
+            raise RunDirError(f"--init-from {source}: its parameters hold NaN or inf")
+        return new, hashlib.sha256(raw).hexdigest()
 
     def run(self) -> dict:
         if self.cfg.resume and not self.out.exists():  # a typo in --out must not start over
