@@ -25,7 +25,10 @@ INIT_KINDS = {"number": 1, "zeros": 0, "ones": 0, "normal": (1, 2), "uniform": 2
 OPTIMIZER_OPTIONS = {"meta", "gamma", "threshold"}
 LEARN_METHODS = {"EP": {"beta", "nudging", "lr", "optimizer", "n_nudges"} | OPTIMIZER_OPTIONS,
                  "RHEL": {"epsilon", "lr", "optimizer"} | OPTIMIZER_OPTIONS,
-                 "GLEP": {"epsilon", "lr", "optimizer", "boundary"} | OPTIMIZER_OPTIONS}
+                 "GLEP": {"epsilon", "lr", "optimizer", "boundary"} | OPTIMIZER_OPTIONS,
+                 # spiking units on a primitive model's rates (physlearn/learning/algorithms/
+                 # eqspike.py); trace: the spike traces' rate per step
+                 "EqSpike": {"beta", "lr", "optimizer", "trace"} | OPTIMIZER_OPTIONS}
 # Allowed words for word-valued options.
 OPTION_WORDS = {"nudging": ("positive", "negative", "centered", "scaled", "holomorphic"),
                 "optimizer": ("sgd", "momentum", "adam", "bop"),

@@ -18,7 +18,7 @@ from .builtins import (
 from .errors import ModelError, Span
 
 # learn/relax options by the kind of value they take.
-NUMBER_OPTIONS = {"beta", "lr", "dt", "tol", "epsilon", "gamma"}  # positive numbers
+NUMBER_OPTIONS = {"beta", "lr", "dt", "tol", "epsilon", "gamma", "trace"}  # positive numbers
 NONNEGATIVE_OPTIONS = {"meta", "threshold"}  # numbers >= 0 (0: off)
 COUNT_OPTIONS = {"free_steps", "nudged_steps", "max_steps", "n_nudges", "blocks",
                  "inputs"}  # positive integers
@@ -380,6 +380,9 @@ class Checker:
                 isinstance(v, str) or not v >= 0):
             raise self.error("E219", f"{d.method}: {opt.key} must be a number >= 0, "
                              f"got {_show(v)}", opt.span)
+        if opt.key == "trace" and not isinstance(v, str) and v > 1:
+            raise self.error("E219", f"{d.method}: trace is the spike traces' rate per step, "
+                             f"between 0 and 1; got {_show(v)}", opt.span)
         if opt.key == "gamma" and not isinstance(v, str) and v > 1:
             raise self.error("E219", f"{d.method}: gamma is the bop optimizer's averaging "
                              f"rate, between 0 and 1; got {_show(v)}", opt.span)

@@ -23,13 +23,15 @@ class Settings:
 
     beta: the nudge (EP family) or the echo's finite difference epsilon (RHEL, GLEP);
     holomorphic_n: complex nudges of holomorphic EP; lrs: per-parameter learning rates
-    (continual EP moves the weights itself); boundary: GLEP's boundary condition.
+    (continual EP moves the weights itself); boundary: GLEP's boundary condition; trace:
+    the rate of EqSpike's spike traces.
     """
 
     beta: float = 0.5
     holomorphic_n: int = 4
     lrs: dict[str, float] = field(default_factory=dict)
     boundary: str = "echo"
+    trace: float = 0.2  # eqspike: the spike traces' rate per step
 
 
 class Algorithm(abc.ABC):

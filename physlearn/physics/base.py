@@ -58,7 +58,9 @@ class PhysicsKind(abc.ABC):
         """What a run uses where the command line is silent, from the `learn` line:
         algorithm, beta (the nudge, or the echo's epsilon), optimizer and lr."""
         nudging = learn.get("nudging", "centered")
-        return {"algorithm": "ep-holomorphic" if nudging == "holomorphic" else f"ep-{nudging}",
+        algorithm = ("eqspike" if learn.get("method") == "EqSpike" else
+                     "ep-holomorphic" if nudging == "holomorphic" else f"ep-{nudging}")
+        return {"algorithm": algorithm,
                 "beta": float(learn.get("beta", 0.5)),
                 "optimizer": learn.get("optimizer", "sgd"),
                 "lr": float(learn.get("lr", 0.05))}

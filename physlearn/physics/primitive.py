@@ -18,7 +18,7 @@ from .base import (
 class Primitive(PhysicsKind):
     name: ClassVar[str] = "primitive"
     sign: ClassVar[float] = -1.0
-    learn: ClassVar[tuple[str, ...]] = ("EP",)
+    learn: ClassVar[tuple[str, ...]] = ("EP", "EqSpike")
     relax: ClassVar[tuple[str, ...]] = ("fixed_point", "asynchronous")
     update_rules: ClassVar[bool] = True
     motion: ClassVar[str] = "discrete updates"

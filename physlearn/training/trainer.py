@@ -189,7 +189,7 @@ class Trainer:
         assert cfg.algorithm and cfg.optimizer and cfg.lr and cfg.beta and cfg.holomorphic_n
         self.lrs = optim.learning_rates(list(self.problem.param_names), cfg.lr, cfg.lr_params)
         settings = Settings(float(cfg.beta), int(cfg.holomorphic_n), dict(self.lrs),
-                            setup.boundary)
+                            setup.boundary, float(self.gen.INFO.learn.get("trace", 0.2)))
         self.algorithm = registry.make(cfg.algorithm, settings, kind)
         registry.refuse_unread(cfg.algorithm, given)
         if cfg.momentum is not None and cfg.optimizer != "momentum":

@@ -59,6 +59,7 @@ class ModelInfo:
     lagrangian_name: str | None = None
     blocks: dict | None = None  # a chain's blocks: name -> file, dims, inputs, states
     detached: bool = False  # the physics reads detach(...): its flow is no gradient
+    binary: tuple = ()  # parameters read as sign(hidden weight) (straight-through gradient)
 
 
 n = 64
