@@ -106,6 +106,11 @@ def problem(model: Model | str | Path, dims: dict[str, int] | None = None, *,
         from .training.trainer import validate_relax
         overrides = validate_relax({**(relax or {}), **({"dt": dt} if dt is not None else {})})
         return build_chain(m, gen, overrides)
+    if m.derivation.kind.network:
+        if relax or dt is not None:
+            raise Unsupported("a feed-forward network does not relax; pass no relax or dt")
+        from .learning.feedforward import FeedforwardProblem
+        return FeedforwardProblem(gen)
     if m.derivation.kind.trajectory:
         if relax:
             raise Unsupported("a trajectory model has no relaxation settings; pass dt=")

@@ -95,6 +95,11 @@ def cmd_check(args) -> int:
         print(f"{args.file}: warning: {w}", file=sys.stderr)
     from .check import bind_open_dims
     dims = _dims(args.dim)
+    if model.derivation.kind.network:
+        print(f"{model.name}: a feed-forward network derives no derivatives to check: "
+              "backprop and DTP's local losses are differentiated by autodiff (`physlearn "
+              "gradcheck` compares dtp with backprop)")
+        return 0
     results = check(model, dims, seed=args.seed, trials=args.trials)
     width = max(len(c.quantity) for c in results)
     print(f"{model.name}: generated derivatives vs jax.grad, float64, {args.trials} random "
@@ -198,6 +203,30 @@ def cmd_train(args) -> int:
     return 0
 
 
+def _gradcheck_network(args, model) -> int:
+    """dtp (or another algorithm) on a feed-forward network against backprop."""
+    from . import gradcheck
+    for flag, value in (("--length", args.length), ("--free-steps", args.free_steps),
+                        ("--nudged-steps", args.nudged_steps), ("--dt", args.dt),
+                        ("--holomorphic-n", args.holomorphic_n), ("--epsilon", args.epsilon),
+                        ("--boundary", args.boundary)):
+        if value is not None:
+            raise UsageError(f"{flag} does not apply to a feed-forward network "
+                             f"({model.name}); it would be ignored")
+    algorithm = args.algorithm or "dtp"
+    rows, info = gradcheck.run_network(model, algorithm, args.beta, dims=_dims(args.dim),
+                                       x64=args.x64, batch=args.batch, seed=args.seed)
+    print(f"{model.name}: {algorithm} ({info['settings']}) vs backprop, {info['dtype']}, "
+          f"batch {info['batch']}, at initialisation (the feedbacks untrained: see "
+          "benchmarks/dtp.py for the angles as they learn)")
+    w = max(len(r["param"]) for r in rows)
+    print(f"  {'param':<{w}}  cosine    angle (deg)  norm ratio  rel err")
+    for r in rows:
+        print(f"  {r['param']:<{w}}  {r['cosine']:.6f}  {r['angle']:10.2f}  "
+              f"{r['norm_ratio']:.6f}    {r['rel_err']:.2e}")
+    return 0
+
+
 def cmd_gradcheck(args) -> int:
     import json
 
@@ -208,6 +237,8 @@ def cmd_gradcheck(args) -> int:
         raise UsageError("--beta and --epsilon name the same finite difference; give one")
     trajectory = model.derivation.trajectory
     kind = model.derivation.kind
+    if kind.network:
+        return _gradcheck_network(args, model)
     for flag, value, fits in (("--length", args.length, trajectory),
                               ("--no-reference", args.no_reference or None, trajectory),
                               ("--free-steps", args.free_steps, not trajectory),

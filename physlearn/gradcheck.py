@@ -116,6 +116,41 @@ def run(model, algorithm: str, beta: float, *, dims=None, x64=True, batch=8, see
         return rows, gdu, info
 
 
+def run_network(model, algorithm: str, beta: float | None, *, dims=None, x64=True,
+                batch=8, seed=0):
+    """A feed-forward network's estimate against backprop, per forward parameter: (rows,
+    info). The feedbacks' own parameters have no backprop gradient and are left out."""
+    import numpy as np
+
+    from .learning.feedforward import FeedforwardProblem
+    kind = model.derivation.kind
+    with jax.enable_x64(x64):
+        dtype = jnp.float64 if x64 else jnp.float32
+        gen = model.compile(dims)
+        problem = FeedforwardProblem(gen)
+        learn = dict(gen.INFO.learn)
+        settings = Settings(float(learn.get("beta", 0.5)) if beta is None else beta,
+                            noise=float(learn.get("noise", 0.1)))
+        alg = registry.make(algorithm, settings, kind)
+        alg.check(problem)
+        key = jax.random.PRNGKey(seed)
+        params = gen.init_params(jax.random.fold_in(key, 0), dtype)
+        data = random_batch(gen, jax.random.fold_in(key, 1), batch, dtype)
+        est, _ = jax.jit(lambda p, d: alg.gradient(problem, p, d, key))(params, data)
+        exact, _ = jax.jit(lambda p, d: registry.make("backprop").gradient(
+            problem, p, d, key))(params, data)
+        forward = [p for ps in gen.INFO.network["layer_params"].values() for p in ps]
+        rows = []
+        for k in forward:
+            c = cosine(est[k], exact[k])
+            rows.append({"param": k, "cosine": c,
+                         "angle": float(np.degrees(np.arccos(np.clip(c, -1.0, 1.0)))),
+                         "norm_ratio": norm_ratio(est[k], exact[k]),
+                         "rel_err": rel_err(est[k], exact[k])})
+        return rows, {"dtype": "float64" if x64 else "float32", "batch": batch,
+                      "settings": alg.settings_text()}
+
+
 def chain_problem(model, gen, relax_overrides: dict, free: int | None, nudged: int | None,
                   batch: int, x64: bool):
     """A chain's problem with every block relaxed long (converged phases), its steps."""

@@ -64,6 +64,9 @@ class Model:
         if self.spec.blocks:
             from .symbolic.printing import chain_report
             return chain_report(self.derivation, as_latex=latex)
+        if _feedforward(self.spec):
+            from .symbolic.printing import feedforward_report
+            return feedforward_report(self.derivation, as_latex=latex)
         return report(self.derivation, as_latex=latex)
 
     def source(self, dims: dict[str, int] | None = None) -> str:
@@ -80,6 +83,10 @@ class Model:
                 from .codegen.chain_module import generate_chain
                 return generate_chain(self.derivation,  # type: ignore[arg-type]
                                       dims, Path(self.spec.filename).name)
+            if _feedforward(self.spec):
+                from .codegen.feedforward_module import generate_feedforward
+                return generate_feedforward(self.derivation,  # type: ignore[arg-type]
+                                            dims, Path(self.spec.filename).name)
             return generate(self.derivation, dims, Path(self.spec.filename).name)
         except ModelError as err:
             raise err.located(self.spec.source, self.spec.filename) from None
@@ -228,7 +235,15 @@ def _derive_cached(text: str, filename: str) -> Derivation:
     if spec.blocks:
         from .symbolic.blocks import derive_chain
         return derive_chain(spec)  # type: ignore[return-value]
+    if _feedforward(spec):
+        from .symbolic.feedforward import derive_feedforward
+        return derive_feedforward(spec)  # type: ignore[return-value]
     return derive(spec)
+
+
+def _feedforward(spec) -> bool:
+    """A network of `layer`s (no physics block)."""
+    return spec.physics is None and bool(spec.layers) and not spec.blocks
 
 
 def content_hash(text: str) -> str:

@@ -14,6 +14,8 @@ from conftest import MODELS, test_dims
 def test_model_derivatives_match_autodiff(path):
     model = physlearn.load(path)
     assert model.report()
+    if model.derivation.kind.network:
+        return  # no derived derivatives: autodiff throughout (tests/test_dtp.py)
     results = physlearn.check(model, dims=test_dims(path) or None, trials=2)
     bad = [(c.quantity, c.rel_err) for c in results if not c.ok()]
     assert not bad, bad
@@ -54,6 +56,18 @@ for name, npz in json.loads(sys.argv[2]).items():
                 fed = getattr(gen, "feed_" + b)(params, blocks, data)
                 assert set(fed) == set(gen.INFO.blocks[b]["inputs"]), fed
             assert jax.jit(gen.cost)(params, blocks, data).shape == (2,)
+            results[name] = "ok"
+            continue
+        if gen.INFO.kind == "feedforward":  # layers, feedbacks, cost
+            params = gen.init_params(jax.random.PRNGKey(0))
+            data = {n: jax.numpy.ones((2,) + tuple(gen.INFO.dims[d] for d in dims))
+                    for n, dims in {**gen.INFO.inputs, **gen.INFO.targets}.items()}
+            layers = jax.jit(gen.forward)(params, data)
+            assert set(layers) == set(gen.INFO.network["layers"]), layers
+            for t in gen.INFO.network["feedbacks"]:
+                assert getattr(gen, "feedback_" + t)(params, layers, data).shape == \
+                    layers[t].shape
+            assert jax.jit(gen.cost)(params, layers, data).shape == (2,)
             results[name] = "ok"
             continue
         given = dict(np.load(npz)) if gen.INFO.given else None

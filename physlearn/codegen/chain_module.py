@@ -135,6 +135,10 @@ class ChainWriter(ModuleWriter):
         fns.append(self.cost_function())
         fns.append(self.chain_prediction())
         fns += self._init_functions()[:2]  # init_params, project: a chain has no states
+        return self._assemble(fns)
+
+    def _assemble(self, fns: list[str]) -> str:
+        """The module's text: header, ModelInfo, constants, helpers, then `fns`."""
         lines = self.header() + ["", F.HELPERS["ModelInfo"].rstrip(), "", ""] + self.constants()
         pending = list(self.helpers)
         while pending:

@@ -50,7 +50,7 @@ def trainer_script(model: Any, dims: dict[str, int] | None = None,
     """The standalone trainer of `model` (equilibrium models) for `algorithm`."""
     from ..training.trainer import TrainConfig
     kind = model.derivation.kind
-    if kind.trajectory or kind.chain:
+    if kind.trajectory or kind.chain or kind.network:
         raise Unsupported(f"--trainer writes trainers for `energy` and `primitive` models; "
                           f"{model.name} is {kind.article} `{kind}` model: train it with "
                           "`physlearn train`")
@@ -102,7 +102,9 @@ def trainer_script(model: Any, dims: dict[str, int] | None = None,
     binary = binary_settings(gen.INFO, cfg.optimizer, cfg.meta, cfg.bop_gamma,
                              cfg.bop_threshold)
     binary_text = f", binary={binary!r}" if binary.names else ""
-    settings = f"Settings(beta, {cfg.holomorphic_n}, lrs)"
+    trace = gen.INFO.learn.get("trace")  # EqSpike's, where the learn line gives it
+    settings = (f"Settings(beta, {cfg.holomorphic_n}, lrs"
+                + (f", trace={float(trace)!r}" if trace is not None else "") + ")")
     relax = dict(gen.INFO.relax)
     relax_text = ", ".join(f"{k} {v}" for k, v in relax.items())
     description = (f"{model.name}: standalone {cfg.algorithm} trainer ({cfg.optimizer}, "

@@ -156,6 +156,18 @@ class LetDef(Node):
 
 
 @dataclass(frozen=True)
+class LayerDef(Node):
+    """`layer h[i] = ...` (a feed-forward layer) or `feedback h[i] = ...` (the map from the
+    layer above back onto h, for target propagation)."""
+
+    name: str
+    indices: tuple[Name, ...]
+    body: Expr
+    ranges: tuple[str | None, ...] = ()
+    feedback: bool = False
+
+
+@dataclass(frozen=True)
 class Physics(Node):
     """`energy E = ...`, `primitive Phi = ...`, `hamiltonian H = ...` or `lagrangian L = ...`."""
 

@@ -28,7 +28,11 @@ LEARN_METHODS = {"EP": {"beta", "nudging", "lr", "optimizer", "n_nudges"} | OPTI
                  "GLEP": {"epsilon", "lr", "optimizer", "boundary"} | OPTIMIZER_OPTIONS,
                  # spiking units on a primitive model's rates (physlearn/learning/algorithms/
                  # eqspike.py); trace: the spike traces' rate per step
-                 "EqSpike": {"beta", "lr", "optimizer", "trace"} | OPTIMIZER_OPTIONS}
+                 "EqSpike": {"beta", "lr", "optimizer", "trace"} | OPTIMIZER_OPTIONS,
+                 # feed-forward networks (`layer`s): difference target propagation with
+                 # learned feedbacks (noise: the reconstruction loss's), or backprop
+                 "DTP": {"beta", "noise", "lr", "optimizer"} | OPTIMIZER_OPTIONS,
+                 "BP": {"lr", "optimizer"} | OPTIMIZER_OPTIONS}
 # Allowed words for word-valued options.
 OPTION_WORDS = {"nudging": ("positive", "negative", "centered", "scaled", "holomorphic"),
                 "optimizer": ("sgd", "momentum", "adam", "bop"),

@@ -18,7 +18,7 @@ from .builtins import (
 from .errors import ModelError, Span
 
 # learn/relax options by the kind of value they take.
-NUMBER_OPTIONS = {"beta", "lr", "dt", "tol", "epsilon", "gamma", "trace"}  # positive numbers
+NUMBER_OPTIONS = {"beta", "lr", "dt", "tol", "epsilon", "gamma", "trace", "noise"}  # > 0
 NONNEGATIVE_OPTIONS = {"meta", "threshold"}  # numbers >= 0 (0: off)
 COUNT_OPTIONS = {"free_steps", "nudged_steps", "max_steps", "n_nudges", "blocks",
                  "inputs"}  # positive integers
@@ -26,7 +26,7 @@ NAME_OPTIONS = {"nudging", "optimizer", "boundary", "scan", "pool"}  # a word, e
 
 KEYWORD_NAMES = {"model", "dim", "input", "target", "state", "param", "const", "def", "let",
                  "energy", "primitive", "hamiltonian", "lagrangian", "update", "cost", "learn",
-                 "relax", "sum", "periodic", "boundary", "stack", "block",
+                 "relax", "sum", "periodic", "boundary", "stack", "block", "layer", "feedback",
                  "logsumexp", "symmetric", "nonnegative", "binary", "init", "conjugate", "final",
                  "to",
                  "beta",  # the EP nudging strength
@@ -55,11 +55,19 @@ class ModelSpec:
     periodic: set[str] = field(default_factory=set)  # dims whose index arithmetic wraps
     data_file: ast.DataFile | None = None  # `data "mesh.npz"`: the given arrays' file
     blocks: dict = field(default_factory=dict)  # a chain's blocks: name -> blocks.BlockRef
+    # a feed-forward network: layer -> its dims, in order (bodies in lets["layer:<name>"]);
+    # feedback target layer -> the layer above it that the map reads (lets["feedback:<t>"])
+    layers: dict = field(default_factory=dict)
+    feedbacks: dict = field(default_factory=dict)
 
     @property
     def kind(self) -> PhysicsKind:
         """The physics block's kind (its class decides checks, derivations and code)."""
-        return KINDS["chain" if self.blocks else self.physics.kind]
+        if self.blocks:
+            return KINDS["chain"]
+        if self.physics is None and self.layers:
+            return KINDS["feedforward"]
+        return KINDS[self.physics.kind]
 
     def given(self) -> list[str]:
         """Names whose values come with the data: index arrays and `init = data`."""
@@ -112,6 +120,10 @@ class Checker:
                 self._check_expr_scalar(sp.cost.body, "cost")
             finally:
                 self._in_cost = False
+            return sp
+        if sp.physics is None and sp.layers:
+            from .feedforward import check_feedforward
+            check_feedforward(self, end)
             return sp
         if sp.physics is None:
             raise self.error("E208", "the model has no `energy`, `primitive`, `hamiltonian` or "
@@ -309,6 +321,73 @@ class Checker:
                                  "sum over it, or list it: "
                                  f"`let {d.name}[{', '.join(names + [idx])}]`")
         self.spec.lets[d.name] = (d, tuple(free[i][0] for i in names))
+
+    def _LayerDef(self, d: ast.LayerDef):
+        """`layer h[i] = ...`: a batched array computed from inputs, parameters and earlier
+        layers; `feedback h[i] = ...`: a map from the layer above h back onto h's shape."""
+        sp = self.spec
+        if d.feedback:
+            return self._feedback(d)
+        if sp.physics is not None or sp.names("state"):
+            raise self.error("E230", "`layer` builds a feed-forward network, which has no "
+                             "physics block and no states", d.span,
+                             "use `let` for arrays inside an energy-based model")
+        self._declare(d.name, d.span)
+        dims = self._array_dims(d, "layer")
+        sp.lets[f"layer:{d.name}"] = (d, dims)
+        sp.layers[d.name] = dims
+        sp.variables[d.name] = ast.VarDecl(d.span, "layer", d.name,
+                                           tuple(ast.Name(d.span, n) for n in dims))
+
+    def _feedback(self, d: ast.LayerDef):
+        sp = self.spec
+        if d.name not in sp.layers:
+            raise self.error("E201", f"`feedback {d.name}`: {d.name!r} is not a layer", d.span,
+                             "a feedback maps the layer above back onto a declared `layer`")
+        if d.name in sp.feedbacks:
+            raise self.error("E207", f"a second feedback onto {d.name!r}", d.span)
+        dims = self._array_dims(d, "feedback")
+        if dims != sp.layers[d.name]:
+            raise self.error("E202", f"feedback {d.name}[{', '.join(dims)}] does not have "
+                             f"{d.name}'s shape [{', '.join(sp.layers[d.name])}]", d.span)
+        read = [n for n in sp.layers if n != d.name and _reads_name(d.body, n)]
+        order = list(sp.layers)
+        if len(read) != 1 or order.index(read[0]) != order.index(d.name) + 1:
+            above = order[order.index(d.name) + 1] if d.name != order[-1] else None
+            raise self.error("E232", f"feedback {d.name} must read the layer above it"
+                             + (f" ({above})" if above else "") + " and no other layer; it "
+                             + (f"reads {', '.join(read)}" if read else "reads none"), d.span,
+                             "write it after that layer, e.g. `feedback h1[i] = tanh(sum(k: "
+                             "V[i, k] * h2[k]))`")
+        if any(_reads_name(d.body, n) for n in sp.names("input") + sp.names("target")):
+            raise self.error("E232", f"feedback {d.name} reads the data; it maps the layer "
+                             "above alone", d.span)
+        sp.lets[f"feedback:{d.name}"] = (d, dims)
+        sp.feedbacks[d.name] = read[0]
+
+    def _array_dims(self, d, what: str) -> tuple:
+        """The dims of `let`-like `d`'s indices, its body checked."""
+        names = [i.name for i in d.indices]
+        for i in d.indices:
+            if names.count(i.name) > 1:
+                raise self.error("E214", f"index {i.name!r} appears twice", i.span)
+            self._check_index_name(i)
+        self._defining = d.name
+        try:
+            free = self._expr(d.body, {n: True for n in names})
+        finally:
+            self._defining = None
+        for i, rng in zip(d.indices, d.ranges or (None,) * len(d.indices)):
+            if i.name not in free:
+                raise self.error("E205", f"index {i.name!r} of {d.name} is not used in its body",
+                                 i.span)
+            free[i.name] = self._ranged(i, rng, free[i.name])
+        for idx, (_dim, span) in free.items():
+            if idx not in names:
+                raise self.error("E204", f"free index {idx!r} in `{what} {d.name}`", span,
+                                 "sum over it, or list it: "
+                                 f"`{what} {d.name}[{', '.join(names + [idx])}]`")
+        return tuple(free[i][0] for i in names)
 
     def _BlockDef(self, b: ast.BlockDef):
         from .blocks import check_block
@@ -909,6 +988,16 @@ class Checker:
                              f"({_why_undefined(value)})", e.span,
                              "division by zero, log of a number <= 0 or sqrt of a negative "
                              "number")
+
+
+def _reads_name(node, name: str) -> bool:
+    """Whether an expression tree reads the variable or let `name`."""
+    if type(node).__name__ in ("Name", "Indexed") and getattr(node, "name", None) == name:
+        return True
+    for child in ("left", "right", "operand", "body"):
+        if hasattr(node, child) and _reads_name(getattr(node, child), name):
+            return True
+    return any(_reads_name(a, name) for a in getattr(node, "args", ()) or ())
 
 
 def find_call(node, func: str):

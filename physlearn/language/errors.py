@@ -145,4 +145,6 @@ CODES = {
     "E230": "bad block or chain (a block that is not an energy or primitive model, an input "
             "left unbound or bound to an array of another shape, a physics block, state or "
             "relax line in a chain)",
+    "E232": "bad feed-forward network (a feedback that does not read the layer above, a "
+            "layer beside a physics block, states or update rules, a cost without layers)",
 }

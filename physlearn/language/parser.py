@@ -336,6 +336,16 @@ class _ToAst(Transformer):
         return ast.LetDef(_span(meta), str(c[0]), tuple(n for n, _ in heads), c[-1],
                           tuple(r for _, r in heads))
 
+    def layer_decl(self, meta, c):
+        heads = [t for t in c[1:-1] if t is not None]
+        return ast.LayerDef(_span(meta), str(c[0]), tuple(n for n, _ in heads), c[-1],
+                            tuple(r for _, r in heads))
+
+    def feedback_decl(self, meta, c):
+        heads = [t for t in c[1:-1] if t is not None]
+        return ast.LayerDef(_span(meta), str(c[0]), tuple(n for n, _ in heads), c[-1],
+                            tuple(r for _, r in heads), feedback=True)
+
     def data_def(self, meta, c):
         text = str(c[0])
         return ast.DataFile(_span(meta), text[3:-3] if text.startswith('"""') else text[1:-1])
@@ -397,7 +407,7 @@ class _ToAst(Transformer):
 # ------------------------------------------------------------------ syntax errors
 _STATEMENTS = ("dim", "input", "target", "state", "param", "const", "def", "let", "energy",
                "primitive", "hamiltonian", "lagrangian", "update", "cost", "learn", "relax",
-               "stack", "block")
+               "stack", "block", "layer", "feedback")
 _STATEMENT_TERMS = {k.upper() for k in _STATEMENTS}
 _OPERATORS = {"PLUS", "MINUS", "STAR", "SLASH", "CIRCUMFLEX", "__ANON_0"}
 _MODIFIERS = {"SYMMETRIC", "NONNEGATIVE", "INIT", "CONJUGATE", "BOUNDARY"}

@@ -32,6 +32,7 @@ class Settings:
     lrs: dict[str, float] = field(default_factory=dict)
     boundary: str = "echo"
     trace: float = 0.2  # eqspike: the spike traces' rate per step
+    noise: float = 0.1  # dtp: the reconstruction loss's noise
 
 
 class Algorithm(abc.ABC):
@@ -96,7 +97,7 @@ class EquilibriumAlgorithm(Algorithm):
     def accepts(cls, kind: PhysicsKind) -> bool:
         if kind.chain:
             return cls.chains
-        return not kind.trajectory
+        return not kind.trajectory and not kind.network
 
     @classmethod
     def refusal(cls, kind: PhysicsKind) -> str:

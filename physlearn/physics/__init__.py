@@ -5,13 +5,15 @@ from __future__ import annotations
 from .base import PhysicsKind
 from .chain import Chain
 from .energy import Energy
+from .feedforward import Feedforward
 from .hamiltonian import Hamiltonian
 from .lagrangian import Lagrangian
 from .primitive import Primitive
 from .trajectory import TrajectoryKind
 
-KINDS: dict[str, PhysicsKind] = {k.name: k for k in (Energy(), Primitive(), Hamiltonian(),
-                                                     Lagrangian(), Chain())}
+KINDS: dict[str, PhysicsKind] = {
+    k.name: k for k in (Energy(), Primitive(), Hamiltonian(), Lagrangian(), Chain(),
+                        Feedforward())}
 
 
 def kind_of(model) -> PhysicsKind:
@@ -20,5 +22,5 @@ def kind_of(model) -> PhysicsKind:
     return KINDS[name]
 
 
-__all__ = ["KINDS", "Chain", "Energy", "Hamiltonian", "Lagrangian", "PhysicsKind", "Primitive",
-           "TrajectoryKind", "kind_of"]
+__all__ = ["KINDS", "Chain", "Energy", "Feedforward", "Hamiltonian", "Lagrangian",
+           "PhysicsKind", "Primitive", "TrajectoryKind", "kind_of"]

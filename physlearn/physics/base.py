@@ -21,6 +21,7 @@ class PhysicsKind(abc.ABC):
     name: ClassVar[str]  # the keyword that opens the block
     trajectory: ClassVar[bool] = False  # integrates trajectories (leapfrog, RHEL, GLEP)
     chain: ClassVar[bool] = False  # energy blocks of other files joined feed-forward
+    network: ClassVar[bool] = False  # a feed-forward network of layers (no states)
     # +1 when relaxation lowers the physics (E, H); -1 when it raises it (Phi = -E)
     sign: ClassVar[float] = 1.0
     learn: ClassVar[tuple[str, ...]]  # learning rules that fit, the default first

@@ -325,6 +325,48 @@ def _header(d) -> list[str]:
     return out + [""]
 
 
+def feedforward_report(d, as_latex: bool = False) -> str:
+    """`physlearn derive` on a feed-forward network: its layers, feedbacks and cost, and
+    what DTP trains each of them with."""
+    expr = latex if as_latex else text
+    spec = d.spec
+    out = _header(d)
+    out.append("a feed-forward network: each layer is computed once, in order; backprop "
+               "differentiates the cost through them by autodiff")
+    out.append("")
+    out.append("layers:")
+    for name, (idx, e) in d.layer_arrays.items():
+        head = f"{name}[{', '.join(map(str, idx))}]" if idx else name
+        out.append(f"  {head} = {expr(e)}")
+        out.append(f"      reads {', '.join(d.reads(e)) or 'no parameter'}")
+    for name, (idx, e) in d.intermediates.items():
+        head = f"{name}[{', '.join(map(str, idx))}]" if idx else name
+        out.append(f"  {head} = {expr(e)}   (intermediate)")
+    out.append(f"cost {d.cost_name} = {expr(d.cost)}")
+    if d.feedback_arrays:
+        out.append("")
+        out.append("feedbacks (G_l: the layer above back onto layer l):")
+        for name, (idx, e) in d.feedback_arrays.items():
+            head = f"G[{name}]({spec.feedbacks[name]})[{', '.join(map(str, idx))}]"
+            out.append(f"  {head} = {expr(e)}")
+            out.append(f"      reads {', '.join(d.reads(e)) or 'no parameter'}")
+        layers = list(spec.layers)
+        top = layers[-1]
+        out.append("")
+        out.append("DTP (Ernoult et al. 2022), per batch:")
+        out.append(f"  target of {top}: t[{top}] = {top} - beta d{d.cost_name}/d{top}")
+        for below, above in zip(reversed(layers[:-1]), reversed(layers[1:])):
+            out.append(f"  target of {below}: t[{below}] = {below} + G[{below}](t[{above}]) "
+                       f"- G[{below}]({above})")
+        out.append("  each layer's parameters: d/dtheta of |layer(input held) - target|^2 "
+                   "/ (2 beta), batch mean (local: its own input, output and target)")
+        out.append("  each feedback's parameters: its difference reconstruction loss, with "
+                   "noise e ~ N(0, noise^2) on the layer and on the layer above:")
+        out.append("      -2 e . [G(F(h + e)) - G(F(h))] + |G(F(h) + e') - G(F(h))|^2")
+    out.append("")
+    return "\n".join(out)
+
+
 def chain_report(d, as_latex: bool = False) -> str:
     """`physlearn derive` on a chain: its blocks, the feed-forward transforms, the cost, and
     the rules of each block's backward pass (from the block's own derivation)."""

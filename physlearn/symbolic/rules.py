@@ -720,7 +720,7 @@ def prediction_name(spec: ModelSpec) -> str | None:
                 walk(getattr(e, child))
         for a in getattr(e, "args", ()):
             walk(a)
-        if kind == "Indexed" and spec.role(e.name) in ("state", "block"):
+        if kind == "Indexed" and spec.role(e.name) in ("state", "block", "layer"):
             found.append(("state", e.name))
 
     walk(spec.cost.body)

@@ -126,6 +126,33 @@ class EquilibriumSetup:
         return f"relax {row['relax_steps']:.0f} steps, residual {row['relax_residual']:.2e}"
 
 
+class FeedforwardSetup(EquilibriumSetup):
+    """A feed-forward network of `layer`s on vectors or images: nothing relaxes."""
+
+    def __init__(self, model, data: Dataset, cfg):
+        from ..learning.feedforward import FeedforwardProblem
+        x_name, y_name, stored, order, dims = fit_images(model, data, cfg)
+        self.gen = gen = model.compile(dims, cfg.given)
+        require_fits(gen, cfg.batch_size, 8 if cfg.x64 else 4)
+        resolve_defaults(cfg, model.derivation.kind, dict(gen.INFO.learn))
+        if any(v is not None for k, v in cfg.relax.items() if k != "precision") or \
+                cfg.relax.get("precision") not in (None, "float32"):
+            raise OptionError("a feed-forward network does not relax: drop --relax, --dt, "
+                              "--free-steps, --nudged-steps, --tol, --max-steps and "
+                              "--relax-precision")
+        self.problem = FeedforwardProblem(gen)  # type: ignore[assignment]
+        self.feed = image_feed(gen, data, x_name, y_name, stored, order)
+        self.boundary = "echo"
+
+    def describe(self, cfg, algorithm, lrs_text: str, n_batches: int) -> str:
+        settings = algorithm.settings_text() or "no settings"
+        return (f"{algorithm.name}, {settings}, {cfg.optimizer} lr {lrs_text}, batch "
+                f"{cfg.batch_size}, {n_batches} batches/epoch, feed-forward")
+
+    def dynamics_summary(self, row: dict) -> str:
+        return "feed-forward"
+
+
 class ChainSetup(EquilibriumSetup):
     """A chain of energy blocks (ff-EBM) on vectors or images: every block is compiled at
     the chain's sizes and relaxes as its own file says (command-line relaxation settings

@@ -26,7 +26,7 @@ from .data import KEYS, Dataset, given_fingerprint, validate
 from .devices import DataParallel
 from .feeds import Augment, ImageFeed
 from .rundir import RunDir, RunDirError, RunState, differences
-from .setup import ChainSetup, EquilibriumSetup, SequenceSetup
+from .setup import ChainSetup, EquilibriumSetup, FeedforwardSetup, SequenceSetup
 
 
 def checked(dataset: Dataset) -> Dataset:
@@ -181,7 +181,7 @@ class Trainer:
                  if getattr(cfg, k) is not None}
         kind = model.derivation.kind
         family = (SequenceSetup if kind.trajectory else ChainSetup if kind.chain
-                  else EquilibriumSetup)
+                  else FeedforwardSetup if kind.network else EquilibriumSetup)
         self.setup = setup = family(model, self.data, cfg)
         self.gen, self.problem, self.feed = setup.gen, setup.problem, setup.feed
         self.n_classes = self.feed.n_classes
@@ -189,7 +189,8 @@ class Trainer:
         assert cfg.algorithm and cfg.optimizer and cfg.lr and cfg.beta and cfg.holomorphic_n
         self.lrs = optim.learning_rates(list(self.problem.param_names), cfg.lr, cfg.lr_params)
         settings = Settings(float(cfg.beta), int(cfg.holomorphic_n), dict(self.lrs),
-                            setup.boundary, float(self.gen.INFO.learn.get("trace", 0.2)))
+                            setup.boundary, float(self.gen.INFO.learn.get("trace", 0.2)),
+                            float(self.gen.INFO.learn.get("noise", 0.1)))
         self.algorithm = registry.make(cfg.algorithm, settings, kind)
         registry.refuse_unread(cfg.algorithm, given)
         if cfg.momentum is not None and cfg.optimizer != "momentum":

@@ -74,6 +74,7 @@ class ModelInfo:
     blocks: dict | None = None  # a chain's blocks: name -> file, dims, inputs, states
     detached: bool = False  # the physics reads detach(...): its flow is no gradient
     binary: tuple = ()  # parameters read as sign(hidden weight) (straight-through gradient)
+    network: dict | None = None  # a feed-forward network: layers, feedbacks, who reads what
 
 
 c0 = 3

@@ -85,6 +85,7 @@ class ModelInfo:
     blocks: dict | None = None  # a chain's blocks: name -> file, dims, inputs, states
     detached: bool = False  # the physics reads detach(...): its flow is no gradient
     binary: tuple = ()  # parameters read as sign(hidden weight) (straight-through gradient)
+    network: dict | None = None  # a feed-forward network: layers, feedbacks, who reads what
 
 
 n_in = 784
@@ -1303,6 +1304,7 @@ class Settings:
     lrs: dict[str, float] = field(default_factory=dict)
     boundary: str = "echo"
     trace: float = 0.2  # eqspike: the spike traces' rate per step
+    noise: float = 0.1  # dtp: the reconstruction loss's noise
 
 
 class Algorithm(abc.ABC):
@@ -1367,7 +1369,7 @@ class EquilibriumAlgorithm(Algorithm):
     def accepts(cls, kind: PhysicsKind) -> bool:
         if kind.chain:
             return cls.chains
-        return not kind.trajectory
+        return not kind.trajectory and not kind.network
 
     @classmethod
     def refusal(cls, kind: PhysicsKind) -> str:
