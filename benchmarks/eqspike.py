@@ -78,16 +78,21 @@ def main():
     ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "mnist5k.npz"))
     ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--model", default=str(SPIKE), help="the spiking model (default "
+                    "models/eqspike_mlp.phl)")
+    ap.add_argument("--skip-rate", action="store_true", help="do not train the rate model")
     args = ap.parse_args()
+    spike_model = Path(args.model)
     print(f"EqSpike vs rate EP on {Path(args.data).name}: 784-500-10, {args.epochs} epochs, "
           f"batch 20, seed {args.seed}; jax {jax.__version__} on {jax.devices()[0].platform} "
           f"({platform.processor() or platform.machine()})")
     quiet = {"progress": False, "log": lambda s: None, "epochs": args.epochs,
              "seed": args.seed}
     rate_dir, spike_dir = tempfile.mkdtemp(), tempfile.mkdtemp()
-    rate = physlearn.train(RATE, args.data, out=rate_dir, **quiet)
-    spike = physlearn.train(SPIKE, args.data, out=spike_dir, **quiet)
-    problem = physlearn.problem(SPIKE)
+    rate = ({"test_acc": float("nan")} if args.skip_rate else
+            physlearn.train(RATE, args.data, out=rate_dir, **quiet))
+    spike = physlearn.train(spike_model, args.data, out=spike_dir, **quiet)
+    problem = physlearn.problem(spike_model)
     algorithm = physlearn.algorithm("eqspike", problem)
     with np.load(Path(spike_dir) / "params.npz") as f:
         params = {k: jnp.asarray(f[k]) for k in f.files}

@@ -75,7 +75,8 @@ def algorithm(name: str, problem: Problem | None = None, *, beta: float | None =
         float(beta if beta is not None else epsilon if epsilon is not None
               else defaults["beta"]),
         int(holomorphic_n if holomorphic_n is not None else learn.get("n_nudges", 4)),
-        dict(lrs), boundary or learn.get("boundary", "echo"))
+        dict(lrs), boundary or learn.get("boundary", "echo"),
+        float(learn.get("trace", 0.2)), float(learn.get("noise", 0.1)))
     given = {k: k for k, v in (("beta", beta), ("holomorphic_n", holomorphic_n), ("lrs", lrs_in),
                                ("boundary", boundary)) if v is not None}
     if epsilon is not None:

@@ -74,6 +74,10 @@ class FeedforwardWriter(ChainWriter):
             "layer_params": {n: tuple(d.reads(e)) for n, (_, e) in d.layer_arrays.items()},
             "feedback_params": {n: tuple(d.reads(e)) for n, (_, e) in d.feedback_arrays.items()},
         }
+        binary = tuple(n for n in spec.names("param") if spec.variables[n].binary)
+        if binary:
+            network_at = lines.index(")")
+            lines.insert(network_at, f"    binary={binary!r},")
         at = lines.index(")")
         lines[at:at] = ["    network={"] + [f"        {k!r}: {v!r}," for k, v in network.items()] \
             + ["    },"]

@@ -117,6 +117,9 @@ class TrainConfig:
                 setattr(self, name, o.nonnegative(name, getattr(self, name)))
         if self.bop_gamma is not None:
             self.bop_gamma = o.unit_interval("bop_gamma", self.bop_gamma)
+            if self.bop_gamma == 0:
+                raise o.OptionError("bop_gamma must be > 0: at 0 the gradient average never "
+                                    "moves and no weight flips")
         if self.beta is not None:
             self.beta = o.positive("beta", self.beta)
         if self.holomorphic_n is not None:
@@ -385,13 +388,25 @@ class Trainer:
         source = Path(str(self.cfg.init_from))
         path = source / "params.npz" if source.is_dir() else source
         try:
+            if path.exists() and not path.is_file():
+                raise ValueError("not a regular file")
+            if path.is_file() and path.stat().st_size > 2**34:
+                raise ValueError("larger than 16 GiB")
             raw = path.read_bytes()
             import io
-            with np.load(io.BytesIO(raw)) as f:
+            import zipfile
+            if not zipfile.is_zipfile(io.BytesIO(raw)):
+                raise ValueError("not an .npz archive")
+            with np.load(io.BytesIO(raw), allow_pickle=False) as f:
                 stored = {k: f[k] for k in f.files}
-        except (OSError, ValueError) as exc:
-            raise RunDirError(f"--init-from {source}: cannot read {path} ({exc}); give the "
-                              "folder of a finished run") from None
+        except Exception as exc:  # any unreadable file is the user's to fix, by name
+            raise RunDirError(f"--init-from {source}: cannot read {path} "
+                              f"({type(exc).__name__}: {exc}); give a run's folder or its "
+                              "params.npz") from None
+        bad = sorted(k for k in params if k in stored and stored[k].dtype.kind not in "fiu")
+        if bad:
+            raise RunDirError(f"--init-from {source}: {', '.join(bad)} hold "
+                              f"{stored[bad[0]].dtype} values, not real numbers")
         missing = sorted(set(params) - set(stored))
         wrong = sorted(k for k in params if k in stored and stored[k].shape != params[k].shape)
         if missing or wrong:
