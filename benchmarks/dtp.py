@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import physlearn
+from physlearn.gradcheck import cosine
 from physlearn.training.data import load
 from physlearn.training.trainer import TrainConfig, Trainer
 
@@ -34,7 +35,7 @@ def angles(problem, params, data):
     for layer, names in problem.network["layer_params"].items():
         a = np.concatenate([np.ravel(dtp[n]) for n in names])
         b = np.concatenate([np.ravel(bp[n]) for n in names])
-        cos = float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
+        cos = cosine(a, b)
         out[layer] = float(np.degrees(np.arccos(np.clip(cos, -1, 1))))
     return out
 

@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import physlearn
+from physlearn.gradcheck import cosine
 
 ROOT = Path(__file__).resolve().parents[1]
 RATE = ROOT / "models" / "hopfield_mlp.phl"
@@ -48,10 +49,7 @@ def cosines(problem, algorithm, params, data):
     g0, g1 = problem.energy_grads(params, x0, data), problem.energy_grads(params, x1, data)
     ends = {k: (g1[k] - g0[k]) / algorithm.beta for k in g0}
 
-    def cos(a, b):
-        a, b = np.ravel(a), np.ravel(b)
-        return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
-    return {k: (cos(avg[k], ep[k]), cos(ends[k], ep[k])) for k in ep}
+    return {k: (cosine(avg[k], ep[k]), cosine(ends[k], ep[k])) for k in ep}
 
 
 def window(trace, steps, beta):

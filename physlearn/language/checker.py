@@ -115,11 +115,7 @@ class Checker:
             if sp.cost is None:
                 raise self.error("E209", "the chain has no `cost`", end,
                                  "add e.g. `cost C = squared_error(B2.o, y)`")
-            self._in_cost = True
-            try:
-                self._check_expr_scalar(sp.cost.body, "cost")
-            finally:
-                self._in_cost = False
+            self.check_cost()
             return sp
         if sp.physics is None and sp.layers:
             from .feedforward import check_feedforward
@@ -134,11 +130,7 @@ class Checker:
             raise self.error("E209", "the model has no `cost`", end,
                              "add e.g. `cost C = sum(k: (o[k] - y[k])^2) / 2`")
         self._check_expr_scalar(sp.physics.body, sp.physics.kind)
-        self._in_cost = True
-        try:
-            self._check_expr_scalar(sp.cost.body, "cost")
-        finally:
-            self._in_cost = False
+        self.check_cost()
         sp.kind.check(self)
         used = find_call(sp.physics.body, "detach")
         if used is None:
@@ -300,27 +292,15 @@ class Checker:
 
     def _LetDef(self, d: ast.LetDef):
         self._declare(d.name, d.span)
-        names = [i.name for i in d.indices]
-        for i in d.indices:
-            if names.count(i.name) > 1:
-                raise self.error("E214", f"index {i.name!r} appears twice", i.span)
-            self._check_index_name(i)
-        self._defining = d.name
+        self.spec.lets[d.name] = (d, self._array_dims(d, "let"))
+
+    def check_cost(self) -> None:
+        """The cost is a scalar expression (it may read lets, layers and targets)."""
+        self._in_cost = True
         try:
-            free = self._expr(d.body, {n: True for n in names})
+            self._check_expr_scalar(self.spec.cost.body, "cost")
         finally:
-            self._defining = None
-        for i, rng in zip(d.indices, d.ranges or (None,) * len(d.indices)):
-            if i.name not in free:
-                raise self.error("E205", f"index {i.name!r} of {d.name} is not used in its body",
-                                 i.span)
-            free[i.name] = self._ranged(i, rng, free[i.name])
-        for idx, (_dim, span) in free.items():
-            if idx not in names:
-                raise self.error("E204", f"free index {idx!r} in `let {d.name}`", span,
-                                 "sum over it, or list it: "
-                                 f"`let {d.name}[{', '.join(names + [idx])}]`")
-        self.spec.lets[d.name] = (d, tuple(free[i][0] for i in names))
+            self._in_cost = False
 
     def _LayerDef(self, d: ast.LayerDef):
         """`layer h[i] = ...`: a batched array computed from inputs, parameters and earlier

@@ -22,11 +22,7 @@ def check_feedforward(checker: Checker, end: Span) -> None:
     if sp.cost is None:
         raise checker.error("E209", "the model has no `cost`", end,
                             "add e.g. `cost C = crossentropy(o, y)`")
-    checker._in_cost = True
-    try:
-        checker._check_expr_scalar(sp.cost.body, "cost")
-    finally:
-        checker._in_cost = False
+    checker.check_cost()
     from .checker import _reads_name
     if not any(_reads_name(sp.cost.body, n) for n in sp.layers):
         last = list(sp.layers)[-1]

@@ -8,6 +8,7 @@ its backward pass).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import sympy as sp
 
@@ -70,7 +71,10 @@ class ChainDerivation:
         return out
 
 
-def derive_chain(spec: ModelSpec) -> ChainDerivation:
+def derive_arrays(spec: ModelSpec, cls: type, fill) -> Any:
+    """A derivation of arrays computed by autodiff-differentiated code (a chain's feeds, a
+    network's layers): the cost, the prediction, `fill(d, builder, canon)` for the arrays
+    themselves, then the window intermediates they read."""
     b = Builder(spec)
     reserved = set(spec.variables) | set(spec.dims) | set(spec.lets) | set(spec.functions)
 
@@ -79,20 +83,26 @@ def derive_chain(spec: ModelSpec) -> ChainDerivation:
 
     cost = canon(b.scalar(spec.cost.body))
     _require_finite(cost, spec.cost, spec)
-    d = ChainDerivation(spec, b, spec.kind, cost)
+    d = cls(spec, b, spec.kind, cost)
     d.output = prediction_name(spec)
-    for name, block in spec.blocks.items():
-        d.feeds[name] = {}
-        for u, src in block.binds.items():
-            if spec.role(src) in ("input", "block"):
-                continue  # passed through as it is
-            d.feeds[name][u] = array_of(b, spec, src, canon)
+    fill(d, b, canon)
     check_windows(b, spec.dims)
     for name, (idx, body) in b.materialized.items():
         nice = free_indices(spec, len(idx))
         d.intermediates[name] = (nice, canon(body, nice, dict(zip(idx, nice))))
     d.raw_intermediates = d.intermediates  # detach stays: autodiff reads it as stop_gradient
     return d
+
+
+def derive_chain(spec: ModelSpec) -> ChainDerivation:
+    def feeds(d, b, canon):
+        for name, block in spec.blocks.items():
+            d.feeds[name] = {}
+            for u, src in block.binds.items():
+                if spec.role(src) in ("input", "block"):
+                    continue  # passed through as it is
+                d.feeds[name][u] = array_of(b, spec, src, canon)
+    return derive_arrays(spec, ChainDerivation, feeds)
 
 
 def array_of(b: Builder, spec: ModelSpec, let: str, canon) -> tuple:

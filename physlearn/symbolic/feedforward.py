@@ -9,10 +9,7 @@ from dataclasses import dataclass, field
 import sympy as sp
 
 from ..language.checker import ModelSpec
-from .blocks import ChainDerivation, array_of
-from .build import Builder, check_windows
-from .calculus import canonical_indices, normalize
-from .rules import _require_finite, free_indices, prediction_name
+from .blocks import ChainDerivation, array_of, derive_arrays
 
 
 @dataclass
@@ -47,23 +44,9 @@ class FeedforwardDerivation(ChainDerivation):
 
 
 def derive_feedforward(spec: ModelSpec) -> FeedforwardDerivation:
-    b = Builder(spec)
-    reserved = set(spec.variables) | set(spec.dims) | set(spec.lets) | set(spec.functions)
-
-    def canon(e, idx=(), rename=None):
-        return canonical_indices(normalize(e), idx, reserved, rename)
-
-    cost = canon(b.scalar(spec.cost.body))
-    _require_finite(cost, spec.cost, spec)
-    d = FeedforwardDerivation(spec, b, spec.kind, cost)
-    d.output = prediction_name(spec)
-    for name in spec.layers:
-        d.layer_arrays[name] = array_of(b, spec, f"layer:{name}", canon)
-    for name in spec.feedbacks:
-        d.feedback_arrays[name] = array_of(b, spec, f"feedback:{name}", canon)
-    check_windows(b, spec.dims)
-    for name, (idx, body) in b.materialized.items():
-        nice = free_indices(spec, len(idx))
-        d.intermediates[name] = (nice, canon(body, nice, dict(zip(idx, nice))))
-    d.raw_intermediates = d.intermediates
-    return d
+    def arrays(d, b, canon):
+        for name in spec.layers:
+            d.layer_arrays[name] = array_of(b, spec, f"layer:{name}", canon)
+        for name in spec.feedbacks:
+            d.feedback_arrays[name] = array_of(b, spec, f"feedback:{name}", canon)
+    return derive_arrays(spec, FeedforwardDerivation, arrays)
