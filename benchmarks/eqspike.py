@@ -4,8 +4,8 @@
    models/eqspike_mlp.phl (the same network with integrate-and-fire units) trained by
    EqSpike, the same epochs, batch 20, seed 0, on mnist5k. EqSpike's network is tested
    twice: with rate units (what `physlearn train` reports) and spiking, as it trained.
-2. The estimate: cosine between EqSpike's update and rate EP's one-sided update
-   (ep-positive, same beta) on one batch at initialisation, per parameter, for the rule as
+2. The estimate: cosine between EqSpike's update and rate EP's update with the same
+   nudging and beta, on one batch at initialisation, per parameter, for the rule as
    implemented (time-averaged traces) and for the phases' end points alone.
 3. The rule's spike-timing window: one pre- and one post-synaptic spike, dt = t_post - t_pre
    apart, inside the nudged phase's averaging window; the weight change the rule makes.
@@ -24,6 +24,7 @@ import numpy as np
 
 import physlearn
 from physlearn.gradcheck import cosine
+from physlearn.learning.equilibrium import nudges
 
 ROOT = Path(__file__).resolve().parents[1]
 RATE = ROOT / "models" / "hopfield_mlp.phl"
@@ -41,20 +42,26 @@ def spiking_accuracy(problem, algorithm, params, x, labels, batch=250):
 
 
 def cosines(problem, algorithm, params, data):
-    ep, _ = physlearn.gradient(problem, "ep-positive", params, data, beta=algorithm.beta)
+    lo, hi = nudges(algorithm.nudging, algorithm.beta)
+    ep, _ = physlearn.gradient(problem, f"ep-{algorithm.nudging}", params, data,
+                               beta=algorithm.beta)
     avg, _ = algorithm.gradient(problem, params, data, None)
     x0, v0, _, _ = algorithm.spiking_free(problem, params, data)
-    x1 = algorithm._phase(problem, params, data, algorithm.beta, x0, v0,
-                          problem.relaxer.cfg.nudged_steps)[0]
-    g0, g1 = problem.energy_grads(params, x0, data), problem.energy_grads(params, x1, data)
-    ends = {k: (g1[k] - g0[k]) / algorithm.beta for k in g0}
+    steps = problem.relaxer.cfg.nudged_steps
 
+    def end(beta):
+        return x0 if beta == 0 else algorithm._phase(problem, params, data, beta, x0, v0,
+                                                     steps)[0]
+    g0 = problem.energy_grads(params, end(lo), data)
+    g1 = problem.energy_grads(params, end(hi), data)
+    ends = {k: (g1[k] - g0[k]) / (hi - lo) for k in g0}
     return {k: (cosine(avg[k], ep[k]), cosine(ends[k], ep[k])) for k in ep}
 
 
-def window(trace, steps, beta):
+def window(trace, steps, spread):
     """dW of the rule for one pre spike at t_pre and one post spike at t_post = t_pre + dt,
-    both in the middle of the nudged phase's averaging window (traces start at 0)."""
+    both in the middle of the +beta phase's averaging window (traces start at 0); spread:
+    the two contrasted nudges' difference (beta one-sided, 2 beta centered)."""
     half = steps // 2
     out = {}
     for dt in range(-10, 11):
@@ -66,7 +73,7 @@ def window(trace, steps, beta):
             xj = (1 - trace) * xj + trace * (t == t_pre)
             xi = (1 - trace) * xi + trace * (t == t_post)
             if t >= steps - half:
-                dw += xi * xj / (beta * half)
+                dw += xi * xj / (spread * half)
         out[dt] = dw
     return out
 
@@ -91,7 +98,8 @@ def main():
             physlearn.train(RATE, args.data, out=rate_dir, **quiet))
     spike = physlearn.train(spike_model, args.data, out=spike_dir, **quiet)
     problem = physlearn.problem(spike_model)
-    algorithm = physlearn.algorithm("eqspike", problem)
+    name = problem.kind.training_defaults(dict(problem.gen.INFO.learn))["algorithm"]
+    algorithm = physlearn.algorithm(name, problem)  # eqspike or eqspike-centered
     with np.load(Path(spike_dir) / "params.npz") as f:
         params = {k: jnp.asarray(f[k]) for k in f.files}
     with np.load(args.data) as d:
@@ -104,15 +112,17 @@ def main():
     print(f"{'spiking units, trained by EqSpike':40s} {spiking:9.4f}")
     init = problem.gen.init_params(jax.random.PRNGKey(0))
     data = {"x": jnp.asarray(x_b), "y": jax.nn.one_hot(y_b, 10)}
-    print(f"\ncosine to rate EP's one-sided update (beta {algorithm.beta:g}, trace "
-          f"{algorithm.trace:g}, one batch of 20 at initialisation)")
+    print(f"\ncosine to rate EP's update, {algorithm.nudging} nudging as EqSpike's (beta "
+          f"{algorithm.beta:g}, trace {algorithm.trace:g}, one batch of 20 at initialisation)")
     print(f"{'param':6s} {'averaged (the rule)':>20s} {'end points only':>16s}")
     for k, (a, e) in cosines(problem, algorithm, init, data).items():
         print(f"{k:6s} {a:20.3f} {e:16.3f}")
     steps = problem.relaxer.cfg.nudged_steps
-    w = window(algorithm.trace, steps, algorithm.beta)
-    print(f"\nthe rule's window for one spike pair in the nudged phase ({steps} steps, trace "
-          f"{algorithm.trace:g}); dt = t_post - t_pre; the free phase's is the same, negated")
+    lo, hi = nudges(algorithm.nudging, algorithm.beta)
+    w = window(algorithm.trace, steps, hi - lo)
+    other = "the -beta phase's" if lo else "the free phase's"
+    print(f"\nthe rule's window for one spike pair in the +beta phase ({steps} steps, trace "
+          f"{algorithm.trace:g}); dt = t_post - t_pre; {other} is the same, negated")
     print("  ".join(f"{dt:+d}: {w[dt]:.2e}" for dt in w))
 
 

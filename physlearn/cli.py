@@ -205,6 +205,8 @@ def cmd_train(args) -> int:
 
 def _gradcheck_network(args, model) -> int:
     """dtp (or another algorithm) on a feed-forward network against backprop."""
+    import json
+
     from . import gradcheck
     for flag, value in (("--length", args.length), ("--free-steps", args.free_steps),
                         ("--nudged-steps", args.nudged_steps), ("--dt", args.dt),
@@ -214,17 +216,42 @@ def _gradcheck_network(args, model) -> int:
             raise UsageError(f"{flag} does not apply to a feed-forward network "
                              f"({model.name}); it would be ignored")
     algorithm = args.algorithm or "dtp"
+    from .learning import registry
+    registry.refuse_unread(algorithm, {"beta": "--beta"} if args.beta is not None else {})
     rows, info = gradcheck.run_network(model, algorithm, args.beta, dims=_dims(args.dim),
                                        x64=args.x64, batch=args.batch, seed=args.seed)
     print(f"{model.name}: {algorithm} ({info['settings']}) vs backprop, {info['dtype']}, "
           f"batch {info['batch']}, at initialisation (the feedbacks untrained: see "
           "benchmarks/dtp.py for the angles as they learn)")
     w = max(len(r["param"]) for r in rows)
-    print(f"  {'param':<{w}}  cosine    angle (deg)  norm ratio  rel err")
+    print(f"  {'param':<{w}}  cosine     angle (deg)  norm ratio  rel err   claimed exact")
     for r in rows:
-        print(f"  {r['param']:<{w}}  {r['cosine']:.6f}  {r['angle']:10.2f}  "
-              f"{r['norm_ratio']:.6f}    {r['rel_err']:.2e}")
-    return 0
+        print(f"  {r['param']:<{w}}  {r['cosine']: .6f}  {r['angle']:10.2f}  "
+              f"{r['norm_ratio']:.6f}    {r['rel_err']:.2e}  {'yes' if r['claimed'] else 'no'}")
+    judged = [r for r in rows if r["claimed"]]
+    if not judged:
+        print(f"note: {algorithm} claims backprop's gradient for no parameter; nothing is "
+              "judged (exit status 0 unless a gradient is not finite)", file=sys.stderr)
+    elif len(judged) < len(rows):
+        print(f"note: the verdict judges the parameters where {algorithm} claims backprop's "
+              f"gradient exactly ({', '.join(r['param'] for r in judged)}); the others are "
+              "approximations until the feedbacks have learned", file=sys.stderr)
+    finite = all(math.isfinite(r[k]) for r in rows for k in ("cosine", "rel_err"))
+    if not finite:
+        print("error: a gradient is not finite (NaN or inf): the forward pass overflowed; "
+              "try a smaller initialisation or --x64", file=sys.stderr)
+    min_cos = min((r["cosine"] for r in judged), default=1.0)
+    worst = max((r["rel_err"] for r in judged), default=0.0)
+    summary = {"algorithm": algorithm, "reference": "backprop",
+               "beta": float(info["beta"]) if info.get("beta") is not None else None,
+               "judged": [r["param"] for r in judged],
+               "min_cosine": _finite_or_none(min_cos), "max_rel_err": _finite_or_none(worst),
+               "angles": {r["param"]: _finite_or_none(r["angle"]) for r in rows},
+               "dtype": info["dtype"]}
+    print(json.dumps(summary))
+    ok = finite and min_cos >= args.min_cosine and (args.max_rel_err is None
+                                                    or worst <= args.max_rel_err)
+    return 0 if ok else 1
 
 
 def cmd_gradcheck(args) -> int:
@@ -264,6 +291,13 @@ def cmd_gradcheck(args) -> int:
         given["holomorphic_n"] = "--holomorphic-n"
     registry.refuse_unread(args.algorithm, given)
     entry = registry.entries().get(args.algorithm)
+    if entry is not None and entry.cls.own_phases:
+        twin = "ep-centered" if entry.fixed.get("nudging") == "centered" else "ep-positive"
+        raise UsageError(f"{args.algorithm}'s spiking phases estimate rate EP's update "
+                         f"({twin} at the same, finite beta) up to spike noise, which no "
+                         "gradient tolerance can judge: gradcheck the rate rule it "
+                         f"estimates (--algorithm {twin}); benchmarks/eqspike.py measures "
+                         "the spiking estimate against it (cosines per parameter)")
     nudged = entry is not None and "beta" in entry.cls.reads
     settings = f" (beta {beta:g})" if nudged else ""
     if kind.chain:
@@ -533,7 +567,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--init-from", metavar="RUN",
                    help="start from the learned parameters of another run (its folder or "
                    "params.npz), with a fresh optimizer: the next task of continual learning")
-    t.add_argument("--permute-pixels", type=SEED, metavar="SEED",
+    t.add_argument("--permute-pixels", type=T(options.seed, "--permute-pixels"), metavar="SEED",
                    help="present every input's pixels in one fixed random order drawn from "
                    "SEED (train and test alike): a permuted-MNIST task")
     t.add_argument("--meta", type=T(options.nonnegative, "--meta"), metavar="M",

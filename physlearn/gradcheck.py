@@ -21,7 +21,8 @@ from .physics import kind_of
 
 ZERO = 1e-14  # a gradient difference this small (in norm) counts as exactly zero
 # functions with kinks: a finite nudge that crosses one is not a derivative there
-PIECEWISE = frozenset({"clip", "hardsigmoid", "relu", "abs", "step", "sign", "clip'"})
+PIECEWISE = frozenset({"clip", "hardsigmoid", "relu", "abs", "step", "sign", "step_ste", "sign_ste",
+                       "clip'"})
 SOLVE_FLOOR = {"float64": 1e-8, "float32": 1e-3}  # the implicit solve is meaningful below
 
 
@@ -119,7 +120,9 @@ def run(model, algorithm: str, beta: float, *, dims=None, x64=True, batch=8, see
 def run_network(model, algorithm: str, beta: float | None, *, dims=None, x64=True,
                 batch=8, seed=0):
     """A feed-forward network's estimate against backprop, per forward parameter: (rows,
-    info). The feedbacks' own parameters have no backprop gradient and are left out."""
+    info). The feedbacks' own parameters have no backprop gradient and are left out; a
+    row's `claimed` says whether the algorithm claims backprop's gradient there exactly
+    (dtp: its last layer), which is what the verdict judges."""
     import numpy as np
 
     from .learning.feedforward import FeedforwardProblem
@@ -139,16 +142,18 @@ def run_network(model, algorithm: str, beta: float | None, *, dims=None, x64=Tru
         est, _ = jax.jit(lambda p, d: alg.gradient(problem, p, d, key))(params, data)
         exact, _ = jax.jit(lambda p, d: registry.make("backprop").gradient(
             problem, p, d, key))(params, data)
-        forward = [p for ps in gen.INFO.network["layer_params"].values() for p in ps]
+        forward = dict.fromkeys(p for ps in gen.INFO.network["layer_params"].values()
+                                for p in ps)
+        claimed = set(alg.exact_params(problem)) if hasattr(alg, "exact_params") else set()
         rows = []
         for k in forward:
             c = cosine(est[k], exact[k])
-            rows.append({"param": k, "cosine": c,
+            rows.append({"param": k, "claimed": k in claimed, "cosine": c,
                          "angle": float(np.degrees(np.arccos(np.clip(c, -1.0, 1.0)))),
                          "norm_ratio": norm_ratio(est[k], exact[k]),
                          "rel_err": rel_err(est[k], exact[k])})
         return rows, {"dtype": "float64" if x64 else "float32", "batch": batch,
-                      "settings": alg.settings_text()}
+                      "settings": alg.settings_text(), "beta": getattr(alg, "beta", None)}
 
 
 def chain_problem(model, gen, relax_overrides: dict, free: int | None, nudged: int | None,

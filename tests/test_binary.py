@@ -160,6 +160,29 @@ def test_bop_settings_are_refused_for_another_optimizer(tmp_path, capsys):
                      "--bop-gamma", "0.01"])
     assert code == 2
     assert "--bop-gamma sets the bop optimizer; this run's is adam" in capsys.readouterr().err
+    code = cli.main(["train", str(BINARY), "--dim", "n_in=64", "--epochs", "1",
+                     "--train-limit", "40", "--out", str(tmp_path / "q"), "--no-progress",
+                     "--optimizer", "bop", "--lr-param", "W1=0.1"])
+    assert code == 2
+    assert "--lr-param W1: bop flips binary weights" in capsys.readouterr().err
+
+
+def test_learn_line_settings_another_optimizer_reads_are_named(tmp_path, capsys):
+    src = BINARY.read_text()
+    start = src.index("learn EP(")
+    end = src.index(")", start) + 1
+    model = tmp_path / "m.phl"
+    model.write_text(src[:start] + "learn EP(beta = 0.5, optimizer = adam, lr = 0.0002, "
+                     "threshold_W1 = 1e-6, meta = 2)" + src[end:])
+    args = ["train", str(model), "--dim", "n_in=64", "--epochs", "1", "--train-limit", "40",
+            "--no-progress"]
+    assert cli.main(args + ["--out", str(tmp_path / "a")]) == 0
+    out = capsys.readouterr().out
+    assert "note: the learn line's threshold_W1 is not read by this run's optimizer (adam): " \
+        "it sets the bop optimizer" in out
+    assert cli.main(args + ["--out", str(tmp_path / "b"), "--optimizer", "bop"]) == 0
+    assert "note: the learn line's meta is not read by this run's optimizer (bop)" in \
+        capsys.readouterr().out
 
 
 def _digits(n_train=200, n_test=100):
@@ -236,3 +259,9 @@ def test_binary_activations_train_and_stay_binary(tmp_path):
     states = problem.gen.relax(params, states, {"x": x, "y": jnp.zeros((8, 10))}, 0.0, 30)
     sent = (states["h"] > 0.5).astype(jnp.float32)
     assert 0 < float(jnp.mean(sent)) < 1  # some units on, some off
+
+
+def test_derive_names_the_binary_parameters():
+    text = physlearn.load(BINARY).report()
+    assert "binary parameters: W1, W2 (each reads sign(hidden real weight)" in text
+    assert "binary parameters" not in physlearn.load(ROOT / "models" / "hopfield_mlp.phl").report()

@@ -106,6 +106,7 @@ def test_derive_prints_the_targets_and_the_feedbacks():
     ("feedback h1[i] = tanh(sum(k: V1[i, k] * h2[k]) + c1[i])",
      "E232", "feedback h1 must read the layer above it (h2) and no other layer; it reads h2, o"),
     ("feedback h3[i] = c1[i]", "E201", "'h3' is not a layer"),
+    ("feedback o[k] = b3[k]", "E232", "o is the network's last layer (so far)"),
     ("relax fixed_point", "E232", "does not relax"),
     ("learn EP(beta = 0.1)", "E219", "`learn EP` does not fit a feed-forward network"),
 ])
@@ -124,8 +125,45 @@ def test_bad_networks_are_refused_with_a_position(edit, code, needle):
     assert e.value.code == code and needle in str(e.value), str(e.value)
 
 
+def test_derive_says_a_layer_without_feedback_gets_no_target():
+    src = DTP.read_text()
+    start = src.index("feedback h1")
+    end = src.index("\n", src.index("feedback h2"))
+    src = src[:start] + src[src.index("feedback h2"):end] + src[end:]
+    text = physlearn.loads(src).report()
+    assert "target of h1: none (no `feedback h1`" in text, text
+
+
+def test_a_feedback_reading_its_own_layer_is_refused():
+    src = LINEAR.replace("feedback h[i] = sum(k: V[i, k] * o[k]) + c[i]",
+                         "feedback h[i] = sum(k: V[i, k] * o[k]) + c[i] * h[i]")
+    with pytest.raises(physlearn.ModelError) as e:
+        physlearn.loads(src)
+    assert e.value.code == "E232" and "it reads h, o" in str(e.value), str(e.value)
+
+
 def test_equilibrium_algorithms_refuse_a_feed_forward_network(tmp_path, capsys):
     code = cli.main(["train", str(DTP), "--algorithm", "ep-centered", "--epochs", "1",
                      "--out", str(tmp_path / "r"), "--no-progress"])
     assert code == 2
     assert "ep-centered does not train a `feedforward` model" in capsys.readouterr().err
+
+
+def test_gradcheck_judges_the_layers_where_the_rule_claims_backprop(tmp_path, capsys):
+    """dtp claims backprop's gradient for the last layer only (the hidden layers' updates
+    approach it as the feedbacks learn): the verdict and the JSON line judge those."""
+    import json
+    model = tmp_path / "linear_dtp.phl"
+    model.write_text(LINEAR)
+    assert cli.main(["gradcheck", str(model), "--x64"]) == 0
+    out = capsys.readouterr()
+    summary = json.loads(out.out.strip().splitlines()[-1])
+    assert summary["algorithm"] == "dtp" and summary["judged"] == ["W2", "b2"]
+    assert summary["min_cosine"] > 1 - 1e-12 and summary["max_rel_err"] < 1e-12
+    assert summary["angles"]["W1"] > 1.0  # untrained feedback: not backprop's direction
+    assert "approximations until the feedbacks have learned" in out.err
+    assert cli.main(["gradcheck", str(model), "--x64", "--algorithm", "backprop"]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["judged"] == ["W1", "b1", "W2", "b2"]
+    assert cli.main(["gradcheck", str(model), "--algorithm", "backprop", "--beta", "0.1"]) == 2
+    assert "backprop does not use --beta" in capsys.readouterr().err

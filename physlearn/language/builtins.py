@@ -28,7 +28,7 @@ LEARN_METHODS = {"EP": {"beta", "nudging", "lr", "optimizer", "n_nudges"} | OPTI
                  "GLEP": {"epsilon", "lr", "optimizer", "boundary"} | OPTIMIZER_OPTIONS,
                  # spiking units on a primitive model's rates (physlearn/learning/algorithms/
                  # eqspike.py); trace: the spike traces' rate per step
-                 "EqSpike": {"beta", "lr", "optimizer", "trace"} | OPTIMIZER_OPTIONS,
+                 "EqSpike": {"beta", "nudging", "lr", "optimizer", "trace"} | OPTIMIZER_OPTIONS,
                  # feed-forward networks (`layer`s): difference target propagation with
                  # learned feedbacks (noise: the reconstruction loss's), or backprop
                  "DTP": {"beta", "noise", "lr", "optimizer"} | OPTIMIZER_OPTIONS,
@@ -39,6 +39,8 @@ OPTION_WORDS = {"nudging": ("positive", "negative", "centered", "scaled", "holom
                 "boundary": ("echo", "initial"),
                 "scan": ("sequential", "parallel"),
                 "pool": ("mean", "last")}
+# Where a method takes fewer of those words: {(method, option): words}.
+METHOD_WORDS = {("EqSpike", "nudging"): ("positive", "centered")}
 # A Hamiltonian core stacked into a deep network (see physlearn/learning/hssm.py).
 STACK_METHODS = {"HSSM": {"blocks", "inputs", "pool"}}
 # Which methods fit which physics: see each kind in physlearn/physics/.

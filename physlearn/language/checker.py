@@ -10,6 +10,7 @@ from .builtins import (
     ELEMENTWISE,
     INIT_KINDS,
     LEARN_METHODS,
+    METHOD_WORDS,
     OPTION_WORDS,
     RELAX_METHODS,
     STACK_METHODS,
@@ -330,12 +331,18 @@ class Checker:
         if dims != sp.layers[d.name]:
             raise self.error("E202", f"feedback {d.name}[{', '.join(dims)}] does not have "
                              f"{d.name}'s shape [{', '.join(sp.layers[d.name])}]", d.span)
-        read = [n for n in sp.layers if n != d.name and _reads_name(d.body, n)]
         order = list(sp.layers)
+        if d.name == order[-1]:
+            raise self.error("E232", f"feedback {d.name}: {d.name} is the network's last layer "
+                             "(so far), with no layer above it to map back from", d.span,
+                             "a feedback onto layer h maps the layer above h back onto h's "
+                             "shape; declare the layers first, then feedbacks onto all but "
+                             "the last")
+        read = [n for n in sp.layers if _reads_name(d.body, n)]
         if len(read) != 1 or order.index(read[0]) != order.index(d.name) + 1:
-            above = order[order.index(d.name) + 1] if d.name != order[-1] else None
+            above = order[order.index(d.name) + 1]
             raise self.error("E232", f"feedback {d.name} must read the layer above it"
-                             + (f" ({above})" if above else "") + " and no other layer; it "
+                             f" ({above}) and no other layer; it "
                              + (f"reads {', '.join(read)}" if read else "reads none"), d.span,
                              "write it after that layer, e.g. `feedback h1[i] = tanh(sum(k: "
                              "V[i, k] * h2[k]))`")
@@ -429,9 +436,10 @@ class Checker:
         elif opt.key in NAME_OPTIONS and not isinstance(v, str):
             raise self.error("E219", f"{d.method}: {opt.key} takes a name "
                              f"(e.g. {opt.key} = centered), got {_show(v)}", opt.span)
-        elif opt.key in OPTION_WORDS and v not in OPTION_WORDS[opt.key]:
+        elif opt.key in OPTION_WORDS and v not in (
+                words := METHOD_WORDS.get((d.method, opt.key), OPTION_WORDS[opt.key])):
             raise self.error("E219", f"{d.method}: {opt.key} = {v} is not known", opt.span,
-                             "use " + ", ".join(OPTION_WORDS[opt.key]))
+                             "use " + ", ".join(words))
         elif opt.key.startswith("lr_") and (isinstance(v, str) or not v > 0):
             raise self.error("E219", f"{d.method}: {opt.key} must be a positive number, "
                              f"got {_show(v)}", opt.span)

@@ -50,6 +50,9 @@ class Algorithm(abc.ABC):
     complex_states: ClassVar[bool] = False  # relaxes complex states (holomorphic EP)
     chains: ClassVar[bool] = False  # has a `block_gradient`: learns chains of energy blocks
     reference: ClassVar[bool] = False  # gradcheck's reference itself (judged against BPTT)
+    # runs its phases itself, from rest, not through the relaxer (EqSpike's spiking
+    # phases): warm starts and a relaxation precision would be ignored, so are refused
+    own_phases: ClassVar[bool] = False
     rank: ClassVar[int] = 50  # where it is listed: the paper's rule first, references last
     # the user-facing Settings fields the algorithm reads; giving any other is refused
     # rather than silently ignored (most algorithms take a finite nudge, beta)

@@ -17,6 +17,8 @@ from .problem import Problem, first_nonfinite, hits, label_hits
 class FeedforwardProblem(Problem):
     """A compiled network of `layer`s (and `feedback`s, for target propagation)."""
 
+    divergence_hint = "try a smaller learning rate (--lr) or beta (--beta)"
+
     gen: Any
 
     @property

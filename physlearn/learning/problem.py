@@ -8,7 +8,7 @@ Three problems implement it: `EquilibriumProblem` (states relax to a fixed point
 from __future__ import annotations
 
 import abc
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -23,6 +23,10 @@ class Problem(abc.ABC):
     """A model, its dynamics and its loss L (the batch-mean cost)."""
 
     gen: Any  # the generated module
+    # what to try when a run diverges
+    divergence_hint: ClassVar[str] = (
+        "try a smaller learning rate (--lr), a smaller step (--dt) or beta (--beta), or more "
+        "relaxation steps")
 
     @property
     def kind(self) -> PhysicsKind:

@@ -58,8 +58,9 @@ class PhysicsKind(abc.ABC):
     def training_defaults(self, learn: dict) -> dict:
         """What a run uses where the command line is silent, from the `learn` line:
         algorithm, beta (the nudge, or the echo's epsilon), optimizer and lr."""
-        nudging = learn.get("nudging", "centered")
-        algorithm = ("eqspike" if learn.get("method") == "EqSpike" else
+        spiking = learn.get("method") == "EqSpike"
+        nudging = learn.get("nudging", "positive" if spiking else "centered")
+        algorithm = (("eqspike" if nudging == "positive" else "eqspike-centered") if spiking else
                      "ep-holomorphic" if nudging == "holomorphic" else f"ep-{nudging}")
         return {"algorithm": algorithm,
                 "beta": float(learn.get("beta", 0.5)),

@@ -88,15 +88,18 @@ class TexPrinter(LatexPrinter):
     def _print_Function(self, expr, exp=None):
         name = type(expr).__name__
         if name.endswith("'") or name in ("clip", "step", "sigmoid", "relu", "softplus",
-                                          "logcosh", "sign", "abs") or "_d" in name:
+                                          "logcosh", "sign", "abs", "step_ste",
+                                          "sign_ste") or "_d" in name:
             base = name.rstrip("'")
             primes = "'" * (len(name) - len(base))
             partial = ""
             if "_d" in base and base.rsplit("_d", 1)[1].isdigit():  # f_d2: d f / d(arg 2)
                 base, k = base.rsplit("_d", 1)
                 partial = rf"\partial_{{{k}}} "
+            escaped = base.replace("_", "\\_")
             head = partial + (self._print(sp.Symbol(base)) if len(base) > 1 and base in _GREEK
-                              else rf"\operatorname{{{base}}}" if len(base) > 1 else base) + primes
+                              else rf"\operatorname{{{escaped}}}" if len(base) > 1 else base
+                              ) + primes
             args = ", ".join(self._print(a) for a in expr.args)
             out = rf"{head}\left({args}\right)"
             return out if exp is None else rf"{out}^{{{exp}}}"
@@ -309,10 +312,41 @@ def report(d: Derivation, as_latex: bool = False) -> str:
             out.append(f"  d{d.cost_name}/d{p} = dt/(2 eps) * sum over echo steps of "
                        f"[d{d.physics_name}/d{p}(echo +eps) - d{d.physics_name}/d{p}(echo -eps)]")
         return "\n".join(out + _stack_lines(d))
+    learn = spec.learn
+    if learn is not None and learn.method == "EqSpike":
+        return "\n".join(out + _eqspike_lines(d, {o.key: o.value for o in learn.options},
+                                               as_latex))
     out.append("EP updates (centered: beta convention s+ = s(+beta), s- = s(-beta)):")
     for r in d.ep_updates.values():
         out.append("  " + show(r))
     return "\n".join(out)
+
+
+def _eqspike_lines(d, options: dict, as_latex: bool) -> list[str]:
+    """EqSpike's rule: the parameter gradients read at the spike traces, averaged over each
+    phase's second half, contrasted (physlearn/learning/algorithms/eqspike.py)."""
+    centered = options.get("nudging", "positive") == "centered"
+    trace = options.get("trace", 0.2)
+    lo, scale = ("-", "(2*beta)") if centered else ("0", "beta")
+    out = [f"EqSpike updates (integrate-and-fire units: each step a membrane adds its "
+           f"update rule's rate and spikes at 1; states are spike traces "
+           f"s <- (1 - {trace:g}) s + {trace:g} spike; <f>+ is the mean of f over the "
+           f"second half of the phase nudged at +beta, <f>{lo} over the "
+           + ("phase nudged at -beta" if centered else "free phase's second half") + "):"]
+    for p, r in d.param_gradients.items():
+        if r.expr == 0:
+            continue
+        if as_latex:
+            idx = ",".join(str(i) for i in r.indices)
+            g = latex(r.expr)
+            den = r"2\beta" if centered else r"\beta"
+            out.append(rf"  \Delta {_subscriptable(_tex_name(p))}{'_{' + idx + '}' if idx else ''}"
+                       rf" = \frac{{\langle {g} \rangle_+ - \langle {g} \rangle_{{{lo}}}}}"
+                       rf"{{{den}}}")
+        else:
+            g = text(r.expr)
+            out.append(f"  Delta {p}{_lhs_indices(r)} = (<{g}>+ - <{g}>{lo})/{scale}")
+    return out
 
 
 def _header(d) -> list[str]:
@@ -321,6 +355,11 @@ def _header(d) -> list[str]:
     out = [f"model {spec.name}" + (f": {spec.doc.splitlines()[0]}" if spec.doc else "")]
     dims = ", ".join(_dim_text(k, v, k in spec.periodic) for k, v in spec.dims.items())
     out.append(f"dims: {dims}")
+    binary = [n for n, v in spec.variables.items() if getattr(v, "binary", False)]
+    if binary:
+        out.append(f"binary parameters: {', '.join(binary)} (each reads sign(hidden real "
+                   "weight), +-1; the gradients below are taken at those values and reach "
+                   "the hidden weight straight through)")
     out += [f"warning: {w}" for w in d.warnings()]
     return out + [""]
 
@@ -356,6 +395,10 @@ def feedforward_report(d, as_latex: bool = False) -> str:
         out.append("DTP (Ernoult et al. 2022), per batch:")
         out.append(f"  target of {top}: t[{top}] = {top} - beta d{d.cost_name}/d{top}")
         for below, above in zip(reversed(layers[:-1]), reversed(layers[1:])):
+            if below not in spec.feedbacks:
+                out.append(f"  target of {below}: none (no `feedback {below}`: dtp refuses "
+                           "the network until every layer but the last has one)")
+                break
             out.append(f"  target of {below}: t[{below}] = {below} + G[{below}](t[{above}]) "
                        f"- G[{below}]({above})")
         out.append("  each layer's parameters: d/dtheta of |layer(input held) - target|^2 "

@@ -81,6 +81,16 @@ def binary_settings(info, optimizer: str, meta: float | None = None,
                   thresholds)
 
 
+def unused_learn_settings(info, optimizer: str) -> list[str]:
+    """The learn line's optimizer settings that this run's optimizer does not read (the
+    command line chose another one): named in a note rather than dropped silently."""
+    learn = dict(info.learn)
+    names = tuple(getattr(info, "binary", ()))
+    if optimizer == "bop":  # bop flips binary weights: no hidden weights to damp, no rate
+        return [k for k in learn if k == "meta" or k in {f"lr_{n}" for n in names}]
+    return [k for k in learn if k in ("gamma", "threshold") or k.startswith("threshold_")]
+
+
 def metaplastic(meta: float, names: tuple) -> optax.GradientTransformation:
     """The last step's updates of the hidden weights `names`, damped by
     1 - tanh^2(meta * W_h) where they point towards zero (a sign change of the binary weight

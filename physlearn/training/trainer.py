@@ -210,6 +210,11 @@ class Trainer:
                                       "at the plain rates; --schedule cosine would scale only "
                                       "the final step: use --schedule constant")
         precision = setup.relax_cfg.precision if hasattr(setup, "relax_cfg") else "float32"
+        if precision != "float32" and self.algorithm.own_phases:
+            raise options.OptionError(f"--relax-precision {precision} applies to relaxations "
+                                      f"run by the relaxer; {cfg.algorithm} runs its spiking "
+                                      "phases itself, in float32 (or float64 with --x64): "
+                                      "drop --relax-precision")
         if precision != "float32" and (self.algorithm.updates_params_itself
                                        or registry.entries()[cfg.algorithm].cls.complex_states):
             raise options.OptionError(f"--relax-precision {precision} applies to real-valued "
@@ -220,6 +225,12 @@ class Trainer:
         steps = cfg.epochs * max(1, len(self.data.x_train) // cfg.batch_size)
         self.binary = optim.binary_settings(self.gen.INFO, cfg.optimizer, cfg.meta,
                                             cfg.bop_gamma, cfg.bop_threshold)
+        flipped = sorted(set(cfg.lr_params) & set(self.binary.names))
+        if cfg.optimizer == "bop" and flipped:
+            raise options.OptionError(f"--lr-param {', '.join(flipped)}: bop flips binary "
+                                      "weights by --bop-gamma and --bop-threshold, not at a "
+                                      "rate; drop it (or use another --optimizer)")
+        self.unused_learn = optim.unused_learn_settings(self.gen.INFO, cfg.optimizer)
         self.opt = optim.build(cfg.optimizer, self.lrs, momentum, cfg.weight_decay,
                                optim.schedule(cfg.schedule, steps), self.binary)
         self.augment = Augment(cfg.random_crop, cfg.random_flip)
@@ -242,12 +253,21 @@ class Trainer:
         default where the relaxation stops on a residual (there it only saves steps)."""
         relaxer = getattr(self.problem, "relaxer", None)
         able = hasattr(self.problem, "starting_from") and relaxer is not None
+        own = self.algorithm.own_phases
         if self.cfg.warm_start is None:
             return bool(able and relaxer is not None and relaxer.method.always_tolerant
-                        and self.parallel is None)
+                        and self.parallel is None and not own)
+        if self.cfg.warm_start and self.model.derivation.kind.network:
+            raise options.OptionError("--warm-start starts a relaxation from the last "
+                                      "equilibrium; a feed-forward network does not relax: "
+                                      "drop it")
         if self.cfg.warm_start and not able:
             raise options.OptionError("--warm-start applies to a single equilibrium model (its "
                                       "free phase); this one relaxes otherwise")
+        if self.cfg.warm_start and own:
+            raise options.OptionError(f"--warm-start would be ignored: {self.cfg.algorithm} "
+                                      "starts every batch's spiking phases from rest "
+                                      "(membranes and traces at 0); drop it")
         if self.cfg.warm_start and self.parallel is not None:
             raise options.OptionError("--warm-start keeps every example's equilibrium on one "
                                       "device; drop it, or --devices")
@@ -458,6 +478,14 @@ class Trainer:
         note = self.algorithm.precision_note(cfg.x64)
         if note:
             self.log(f"note: {note}")
+        if self.unused_learn:
+            self.log(f"note: the learn line's {', '.join(self.unused_learn)} "
+                     f"{'is' if len(self.unused_learn) == 1 else 'are'} not read by this "
+                     f"run's optimizer ({cfg.optimizer}): "
+                     + ("bop flips binary weights, with no hidden weights to damp and no rate"
+                        if cfg.optimizer == "bop" else
+                        ("it sets" if len(self.unused_learn) == 1 else "they set")
+                        + " the bop optimizer"))
         n_total, batch = len(x_train), cfg.batch_size
         if self.parallel is not None:
             self.log(self.parallel.describe())
@@ -523,13 +551,13 @@ class Trainer:
                     f"{epoch}: its forces are NaN/inf at the states it reached (e.g. two "
                     "vertices at one position, an edge of zero length, a state where the "
                     "energy has no derivative): check the given arrays and the starting "
-                    "states; if it follows earlier epochs, " + _HINT)
+                    "states; if it follows earlier epochs, " + self.problem.divergence_hint)
             self._warn_if_unrelaxed(row)
             self._warn_if_still(start_params, params, epoch)
             if not math.isfinite(row["test_loss"]):
                 raise TrainingError(f"the test loss is NaN/inf after epoch {epoch} although "
                                     "training stayed finite; the model's prediction or cost "
-                                    "overflows on the test data; " + _HINT)
+                                    "overflows on the test data; " + self.problem.divergence_hint)
             state = RunState(epoch, state.meta, _numpy(consts), _numpy(params),
                              [np.asarray(v) for v in jax.tree_util.tree_leaves(opt_state)],
                              state.history + [row],
@@ -712,5 +740,3 @@ class _StopOnInterrupt:
             raise Interrupted(message)
 
 
-_HINT = ("try a smaller learning rate (--lr), a smaller step (--dt) or beta (--beta), or more "
-         "relaxation steps")

@@ -745,6 +745,16 @@ def binary_settings(info, optimizer: str, meta: float | None = None,
                   thresholds)
 
 
+def unused_learn_settings(info, optimizer: str) -> list[str]:
+    """The learn line's optimizer settings that this run's optimizer does not read (the
+    command line chose another one): named in a note rather than dropped silently."""
+    learn = dict(info.learn)
+    names = tuple(getattr(info, "binary", ()))
+    if optimizer == "bop":  # bop flips binary weights: no hidden weights to damp, no rate
+        return [k for k in learn if k == "meta" or k in {f"lr_{n}" for n in names}]
+    return [k for k in learn if k in ("gamma", "threshold") or k.startswith("threshold_")]
+
+
 def metaplastic(meta: float, names: tuple) -> optax.GradientTransformation:
     """The last step's updates of the hidden weights `names`, damped by
     1 - tanh^2(meta * W_h) where they point towards zero (a sign change of the binary weight
@@ -1322,6 +1332,9 @@ class Algorithm(abc.ABC):
     complex_states: ClassVar[bool] = False  # relaxes complex states (holomorphic EP)
     chains: ClassVar[bool] = False  # has a `block_gradient`: learns chains of energy blocks
     reference: ClassVar[bool] = False  # gradcheck's reference itself (judged against BPTT)
+    # runs its phases itself, from rest, not through the relaxer (EqSpike's spiking
+    # phases): warm starts and a relaxation precision would be ignored, so are refused
+    own_phases: ClassVar[bool] = False
     rank: ClassVar[int] = 50  # where it is listed: the paper's rule first, references last
     # the user-facing Settings fields the algorithm reads; giving any other is refused
     # rather than silently ignored (most algorithms take a finite nudge, beta)
@@ -1425,6 +1438,10 @@ class Problem(abc.ABC):
     """A model, its dynamics and its loss L (the batch-mean cost)."""
 
     gen: Any  # the generated module
+    # what to try when a run diverges
+    divergence_hint: ClassVar[str] = (
+        "try a smaller learning rate (--lr), a smaller step (--dt) or beta (--beta), or more "
+        "relaxation steps")
 
     @property
     def kind(self) -> PhysicsKind:

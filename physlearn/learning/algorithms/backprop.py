@@ -23,3 +23,7 @@ class Backprop(BPTT):
     def refusal(cls, kind) -> str:
         return ("backprop is for feed-forward networks; use bptt (backprop through the "
                 "relaxation or trajectory)")
+
+    def exact_params(self, problem) -> list[str]:
+        """Every layer's parameters: backprop is the reference itself."""
+        return [p for ps in problem.network["layer_params"].values() for p in ps]

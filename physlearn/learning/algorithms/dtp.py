@@ -60,6 +60,14 @@ class DTP(Algorithm):
             raise Unsupported(f"dtp propagates targets down through a `feedback` onto every "
                               f"layer but the last; none onto {', '.join(missing)}")
 
+    def exact_params(self, problem) -> list[str]:
+        """The parameters whose update is backprop's gradient exactly: the last layer's
+        (those no other layer reads); the hidden layers' approach it as the feedbacks learn."""
+        net = problem.network
+        *below, top = net["layers"]
+        lower = {p for n in below for p in net["layer_params"][n]}
+        return [p for p in net["layer_params"][top] if p not in lower]
+
     def targets(self, problem, params, layers, data) -> dict:
         """Every layer's target (held constant)."""
         gen, net = problem.gen, problem.network

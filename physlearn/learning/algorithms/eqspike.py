@@ -27,17 +27,21 @@ import jax.numpy as jnp
 
 from ...dynamics.relaxation import RelaxInfo
 from ..base import EquilibriumAlgorithm, Settings, Unsupported
+from ..equilibrium import nudges
 from ..registry import register
 
 
-@register("eqspike")
+@register("eqspike-centered", nudging="centered")
+@register("eqspike", nudging="positive")
 @dataclass(frozen=True)
 class EqSpike(EquilibriumAlgorithm):
     beta: float = 0.5
     trace: float = 0.2  # lam: the traces' rate, 1 / (their time constant in steps)
+    nudging: str = "positive"  # positive | centered (nudged at +beta and at -beta)
     description = "EqSpike: integrate-and-fire units, spike-driven EP updates at every step"
     reads = frozenset({"beta", "trace"})
     rank = 35
+    own_phases = True
 
     @classmethod
     def accepts(cls, kind) -> bool:
@@ -106,8 +110,11 @@ class EqSpike(EquilibriumAlgorithm):
 
     def gradient(self, problem, params, data, key):
         x0, v0, free_mean, info = self.spiking_free(problem, params, data)
-        _, _, nudged_mean, _ = self._phase(problem, params, data, self.beta, x0, v0,
-                                           problem.relaxer.cfg.nudged_steps)
+        lo, hi = nudges(self.nudging, self.beta)
+        steps = problem.relaxer.cfg.nudged_steps
+        m_lo = free_mean if lo == 0 else self._phase(problem, params, data, lo, x0, v0,
+                                                     steps)[2]
+        m_hi = self._phase(problem, params, data, hi, x0, v0, steps)[2]
         c = problem.cost_param_grads(params, x0, data)
-        g = {k: (nudged_mean[k] - free_mean[k]) / self.beta + c[k] for k in free_mean}
+        g = {k: (m_hi[k] - m_lo[k]) / (hi - lo) + c[k] for k in m_hi}
         return g, {"free_states": x0, "info": info}
