@@ -385,6 +385,12 @@ class Checker:
             raise self.error("E230", "a chain file has no physics block of its own: its "
                              "energy is in its blocks", p.span,
                              f"move `{p.kind} {p.name}` into a block file")
+        if self.spec.layers:
+            raise self.error("E230", f"`{p.kind} {p.name}` in a feed-forward network: its "
+                             f"`layer`s ({', '.join(self.spec.layers)}) are computed, not "
+                             "relaxed, so it has no physics block", p.span,
+                             "drop the layers for an energy-based model (use `let` for "
+                             "arrays), or drop the physics block")
         if self.spec.physics is not None:
             raise self.error("E216", f"a second physics block `{p.kind} {p.name}`", p.span,
                              "a model has exactly one `energy`, `primitive`, `hamiltonian` or "

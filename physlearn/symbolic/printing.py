@@ -331,8 +331,8 @@ def _eqspike_lines(d, options: dict, as_latex: bool) -> list[str]:
     out = [f"EqSpike updates (integrate-and-fire units: each step a membrane adds its "
            f"update rule's rate and spikes at 1; states are spike traces "
            f"s <- (1 - {trace:g}) s + {trace:g} spike; <f>+ is the mean of f over the "
-           f"second half of the phase nudged at +beta, <f>{lo} over the "
-           + ("phase nudged at -beta" if centered else "free phase's second half") + "):"]
+           f"second half of the phase nudged at +beta, <f>{lo} over the second half of the "
+           + ("phase nudged at -beta" if centered else "free phase") + "):"]
     for p, r in d.param_gradients.items():
         if r.expr == 0:
             continue
