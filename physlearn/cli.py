@@ -211,7 +211,8 @@ def _gradcheck_network(args, model) -> int:
     for flag, value in (("--length", args.length), ("--free-steps", args.free_steps),
                         ("--nudged-steps", args.nudged_steps), ("--dt", args.dt),
                         ("--holomorphic-n", args.holomorphic_n), ("--epsilon", args.epsilon),
-                        ("--boundary", args.boundary)):
+                        ("--boundary", args.boundary),
+                        ("--no-reference", args.no_reference or None)):
         if value is not None:
             raise UsageError(f"{flag} does not apply to a feed-forward network "
                              f"({model.name}); it would be ignored")
@@ -574,7 +575,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="metaplasticity of `binary` parameters: an update moving a hidden "
                    "weight W towards 0 is damped by 1 - tanh(M W)^2 (default: the learn "
                    "line's meta, else 0)")
-    t.add_argument("--bop-gamma", type=T(options.unit_interval, "--bop-gamma"),
+    t.add_argument("--bop-gamma", type=T(options.fraction, "--bop-gamma"),
                    help="--optimizer bop: the gradient average's rate (default: the learn "
                    "line's gamma, else 1e-4)")
     t.add_argument("--bop-threshold", type=T(options.nonnegative, "--bop-threshold"),

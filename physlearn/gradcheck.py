@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .dynamics.relax import RelaxConfig, Relaxer
+from .dynamics.relax import RelaxConfig, Relaxer, check_overrides
 from .learning import EquilibriumProblem, Settings, TrajectoryAlgorithm, implicit_gradient, registry
 from .memory import require_fits
 from .physics import kind_of
@@ -69,7 +69,9 @@ def run(model, algorithm: str, beta: float, *, dims=None, x64=True, batch=8, see
     with jax.enable_x64(x64):
         dtype = jnp.float64 if x64 else jnp.float32
         gen = model.compile(dims)
-        base = RelaxConfig.for_module(gen, **(relax_overrides or {}))
+        given = {k: v for k, v in (relax_overrides or {}).items() if v is not None}
+        check_overrides(gen, {**given, "free_steps": free_steps, "nudged_steps": nudged_steps})
+        base = RelaxConfig.for_module(gen, **given)
         # converged phases: the theory speaks of fixed points
         free = free_steps or max(5 * base.free_steps, 100)
         nudged = nudged_steps or free

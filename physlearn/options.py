@@ -95,6 +95,11 @@ def unit_interval(name: str, value: Any, *, closed_top: bool = False) -> float:
                    f"must be in [0, 1{']' if closed_top else ')'}")
 
 
+def fraction(name: str, value: Any) -> float:
+    """A value in (0, 1], e.g. an averaging rate (0 would never move)."""
+    return _ranged(name, value, float, lambda v: 0 < v <= 1, "must be in (0, 1]")
+
+
 def cosine(name: str, value: Any) -> float:
     return _ranged(name, value, float, lambda v: -1 <= v <= 1,
                    "is a cosine and must be in [-1, 1]")

@@ -164,7 +164,19 @@ def test_bop_settings_are_refused_for_another_optimizer(tmp_path, capsys):
                      "--train-limit", "40", "--out", str(tmp_path / "q"), "--no-progress",
                      "--optimizer", "bop", "--lr-param", "W1=0.1"])
     assert code == 2
-    assert "--lr-param W1: bop flips binary weights" in capsys.readouterr().err
+    assert "a learning rate for W1 (--lr-param or the learn line's lr_<param>): bop flips " \
+        "binary weights" in capsys.readouterr().err
+
+
+def test_a_learn_line_rate_for_a_binary_weight_under_bop_is_a_model_error():
+    src = BINARY.read_text()
+    start = src.index("learn EP(")
+    end = src.index(")", start) + 1
+    with pytest.raises(physlearn.ModelError) as e:
+        physlearn.loads(src[:start] + "learn EP(beta = 0.5, optimizer = bop, lr_W1 = 0.1)"
+                        + src[end:])
+    assert "error[E219]: lr_W1: bop flips W1 (a binary parameter)" in str(e.value)
+    assert "help: drop it, or use threshold_W1" in str(e.value)
 
 
 def test_learn_line_settings_another_optimizer_reads_are_named(tmp_path, capsys):
@@ -199,6 +211,11 @@ def test_a_second_task_starts_from_the_first_and_evaluate_reads_it_back(tmp_path
     first = physlearn.train(BINARY, data, out=str(tmp_path / "t1"), meta=30.0, **quiet)
     again = physlearn.evaluate(BINARY, tmp_path / "t1", data, dims={"n_in": 64})
     assert again["test_acc"] == pytest.approx(first["test_acc"])
+    with np.load(tmp_path / "t1" / "params.npz") as a:
+        first_w1 = a["W1"]
+    # a run's folder is read from its committed checkpoint, not its params.npz view (which
+    # a kill can leave stale)
+    (tmp_path / "t1" / "params.npz").write_bytes(b"stale view")
     second = physlearn.train(BINARY, data, out=str(tmp_path / "t2"), meta=30.0, permute=1,
                              init_from=str(tmp_path / "t1"), **quiet)
     on_second = physlearn.evaluate(BINARY, tmp_path / "t2", data, dims={"n_in": 64},
@@ -206,11 +223,14 @@ def test_a_second_task_starts_from_the_first_and_evaluate_reads_it_back(tmp_path
     assert on_second["test_acc"] == pytest.approx(second["test_acc"])
     # the second run started where the first ended: one epoch from there differs from
     # one epoch from a fresh start
-    with np.load(tmp_path / "t1" / "params.npz") as a, np.load(tmp_path / "t2" /
-                                                                "params.npz") as b:
-        assert not np.array_equal(a["W1"], b["W1"])
+    with np.load(tmp_path / "t2" / "params.npz") as b:
+        assert not np.array_equal(first_w1, b["W1"])
+    # the checkpoint file itself may be given: the same parameters, so the same run
+    third = physlearn.train(BINARY, data, out=str(tmp_path / "t3"), meta=30.0, permute=1,
+                            init_from=str(tmp_path / "t1" / "checkpoint.npz"), **quiet)
+    assert third == second
     # a resume must start from the same parameters
-    (tmp_path / "t1" / "params.npz").write_bytes(b"not an npz")
+    (tmp_path / "t1" / "checkpoint.npz").write_bytes(b"not an npz")
     with pytest.raises(physlearn.PhyslearnError, match="cannot read"):
         physlearn.train(BINARY, data, out=str(tmp_path / "t2"), meta=30.0, permute=1,
                         init_from=str(tmp_path / "t1"), resume=True, **quiet)

@@ -167,3 +167,7 @@ def test_gradcheck_judges_the_layers_where_the_rule_claims_backprop(tmp_path, ca
     assert summary["judged"] == ["W1", "b1", "W2", "b2"]
     assert cli.main(["gradcheck", str(model), "--algorithm", "backprop", "--beta", "0.1"]) == 2
     assert "backprop does not use --beta" in capsys.readouterr().err
+    for flag in (["--no-reference"], ["--dt", "0.1"]):
+        assert cli.main(["gradcheck", str(model), *flag]) == 2
+        assert f"{flag[0]} does not apply to a feed-forward network" in \
+            capsys.readouterr().err

@@ -104,6 +104,15 @@ def test_derive_prints_the_spiking_rule_not_eps():
     assert r"\langle h_{i} x_{j} \rangle_+" in physlearn.load(SPIKE).report(latex=True)
 
 
+def test_a_relax_tolerance_in_an_eqspike_model_is_a_model_error():
+    src = SPIKE.read_text().replace("nudged_steps = 60)", "nudged_steps = 60, tol = 1e-4)")
+    assert "tol = 1e-4" in src
+    with pytest.raises(physlearn.ModelError) as e:
+        physlearn.loads(src)
+    assert "error[E219]: tol: EqSpike runs its spiking phases for free_steps and " \
+        "nudged_steps steps" in str(e.value)
+
+
 @pytest.mark.parametrize("text, needle", [
     ("learn EqSpike(trace = 1.5)", "trace is the spike traces' rate per step, between 0 and 1"),
     ("learn EqSpike(nudging = holomorphic)", "EqSpike: nudging = holomorphic is not known"),

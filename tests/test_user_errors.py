@@ -191,6 +191,19 @@ def test_a_run_stuck_at_chance_is_never_silent(tiny, tmp_path, capsys):
     assert code == 1 or "chance level" in out + err
 
 
+def test_a_finite_divergence_is_named(tiny, tmp_path, capsys):
+    """A learning rate far too large saturates the states without a NaN: named anyway."""
+    code, out, err = run(capsys, "train", tiny, "--lr", "1e30", "--epochs", "1", "--out",
+                         tmp_path / "r", "--no-progress", "--train-limit", "100")
+    assert code == 0
+    assert "grew from max |" in out + err
+    assert "the run has diverged although it stayed finite; try a smaller learning rate" \
+        in out + err
+    code, out, err = run(capsys, "train", tiny, "--epochs", "1", "--out", tmp_path / "q",
+                         "--no-progress", "--train-limit", "100")
+    assert code == 0 and "grew from" not in out + err
+
+
 def test_rhel_divergence_names_phase_step_and_variable(tmp_path, capsys):
     code, _, err = run(capsys, "train", ROOT / "models" / "hru_digits.phl", "--dt", "40",
                        "--epochs", "1", "--train-limit", "40", "--test-limit", "20",
@@ -372,6 +385,7 @@ def test_out_and_compile_paths_name_the_problem(tiny, tmp_path, capsys):
     (["--boundary", "initial"], "--boundary is a glep option"),
     (["--beta", "0.1", "--epsilon", "0.01"], "name the same finite difference"),
     (["--epsilon", "0.01"], "use --beta"),
+    (["--dt", "0.1"], "`fixed_point` relaxation sets each state outright and has no step"),
 ])
 def test_gradcheck_refuses_settings_an_equilibrium_model_ignores(capsys, extra, needle):
     from physlearn import cli

@@ -474,6 +474,7 @@ class Checker:
                 raise self.error("E219", f"{opt.key}: {name} is not `binary`; the bop "
                                  "optimizer flips binary weights only", opt.span)
         self._check_binary_options()
+        self._check_spiking_relax()
         if sp.physics is None:
             return
         kind = sp.kind
@@ -487,6 +488,17 @@ class Checker:
                                  f"use {directive.kind} {' or '.join(fits)}" if fits else
                                  f"only `hamiltonian` and `lagrangian` models take a "
                                  f"`{directive.kind}` line")
+
+    def _check_spiking_relax(self):
+        """EqSpike runs its phases for a set number of steps: a `tol` would be ignored."""
+        sp = self.spec
+        if sp.learn is None or sp.relax is None or sp.learn.method != "EqSpike":
+            return
+        for o in sp.relax.options:
+            if o.key in ("tol", "max_steps"):
+                raise self.error("E219", f"{o.key}: EqSpike runs its spiking phases for "
+                                 "free_steps and nudged_steps steps (spikes do not settle to "
+                                 "a residual)", o.span, f"drop {o.key}")
 
     def _check_binary_options(self):
         """meta, and the bop optimizer with its gamma and threshold, act on `binary`
@@ -510,6 +522,12 @@ class Checker:
                 raise self.error("E219", f"{key} is the bop optimizer's; this line's optimizer "
                                  f"is {optimizer}", opts[key].span,
                                  "add `optimizer = bop`, or drop it")
+        if optimizer == "bop":
+            for key, o in opts.items():
+                if key.startswith("lr_") and key[3:] in binary:
+                    raise self.error("E219", f"{key}: bop flips {key[3:]} (a binary parameter) "
+                                     "by gamma and its threshold, not at a rate", o.span,
+                                     f"drop it, or use threshold_{key[3:]}")
         if "meta" in opts and optimizer == "bop":
             raise self.error("E219", "meta attenuates the updates of hidden weights; bop keeps "
                              "none (it flips the binary weights)", opts["meta"].span,

@@ -241,7 +241,8 @@ def differences(saved: dict, now: dict) -> list[str]:
                    f"{tuple(now.get('example_shape', []))})")
     if saved.get("given_sha256") != now.get("given_sha256"):
         out.append("given arrays (the model's data file holds other values now)")
-    if saved.get("init_from_sha256") != now.get("init_from_sha256"):
+    if saved.get("init_from_sha256") != now.get("init_from_sha256") and \
+            saved.get("init_from_sha256") and now.get("init_from_sha256"):  # else: config's
         out.append("--init-from parameters (the file holds other values now)")
     a, b = saved.get("config", {}), now.get("config", {})
     # settings left at their defaults are not stored (runs saved before they existed resume)

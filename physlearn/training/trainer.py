@@ -25,7 +25,7 @@ from . import optim, step
 from .data import KEYS, Dataset, given_fingerprint, validate
 from .devices import DataParallel
 from .feeds import Augment, ImageFeed
-from .rundir import RunDir, RunDirError, RunState, differences
+from .rundir import CHECKPOINT, RunDir, RunDirError, RunState, differences, npz_bytes
 from .setup import ChainSetup, EquilibriumSetup, FeedforwardSetup, SequenceSetup
 
 
@@ -116,10 +116,7 @@ class TrainConfig:
             if getattr(self, name) is not None:
                 setattr(self, name, o.nonnegative(name, getattr(self, name)))
         if self.bop_gamma is not None:
-            self.bop_gamma = o.unit_interval("bop_gamma", self.bop_gamma)
-            if self.bop_gamma == 0:
-                raise o.OptionError("bop_gamma must be > 0: at 0 the gradient average never "
-                                    "moves and no weight flips")
+            self.bop_gamma = o.fraction("bop_gamma", self.bop_gamma)
         if self.beta is not None:
             self.beta = o.positive("beta", self.beta)
         if self.holomorphic_n is not None:
@@ -227,7 +224,8 @@ class Trainer:
                                             cfg.bop_gamma, cfg.bop_threshold)
         flipped = sorted(set(cfg.lr_params) & set(self.binary.names))
         if cfg.optimizer == "bop" and flipped:
-            raise options.OptionError(f"--lr-param {', '.join(flipped)}: bop flips binary "
+            raise options.OptionError(f"a learning rate for {', '.join(flipped)} (--lr-param "
+                                      "or the learn line's lr_<param>): bop flips binary "
                                       "weights by --bop-gamma and --bop-threshold, not at a "
                                       "rate; drop it (or use another --optimizer)")
         self.unused_learn = optim.unused_learn_settings(self.gen.INFO, cfg.optimizer)
@@ -342,6 +340,7 @@ class Trainer:
         meta = self.meta()
         if cfg.init_from is not None:
             params, meta["init_from_sha256"] = self._inherited(params)
+            self._note_other_consts(consts)
         opt_state = self.opt.init(params)
         state = run.load()
         if state is None:
@@ -402,11 +401,15 @@ class Trainer:
         return out
 
     def _inherited(self, params: dict) -> tuple[dict, str]:
-        """The learned parameters of the run in --init-from (its params.npz), checked
-        against this model's, and the file's sha256 (a resume must start from the same)."""
+        """The learned parameters of the run in --init-from, checked against this model's,
+        and a sha256 of them (a resume must start from the same). A run's folder is read
+        from its committed checkpoint, not its params.npz view, which a kill can leave one
+        epoch behind; a params.npz or checkpoint.npz file is read as given."""
         import hashlib
         source = Path(str(self.cfg.init_from))
-        path = source / "params.npz" if source.is_dir() else source
+        path = source / CHECKPOINT if source.is_dir() else source
+        if source.is_dir() and not path.exists():
+            path = source / "params.npz"
         try:
             if path.exists() and not path.is_file():
                 raise ValueError("not a regular file")
@@ -423,6 +426,9 @@ class Trainer:
             raise RunDirError(f"--init-from {source}: cannot read {path} "
                               f"({type(exc).__name__}: {exc}); give a run's folder or its "
                               "params.npz") from None
+        if "state" in stored and any(k.startswith("param/") for k in stored):  # a checkpoint
+            stored = {k.split("/", 1)[1]: v for k, v in stored.items()
+                      if k.startswith(("param/", "const/"))}
         bad = sorted(k for k in params if k in stored and stored[k].dtype.kind not in "fiu")
         if bad:
             raise RunDirError(f"--init-from {source}: {', '.join(bad)} hold "
@@ -439,7 +445,22 @@ class Trainer:
         new = {k: jnp.asarray(stored[k], self.dtype) for k in params}
         if not all(bool(np.all(np.isfinite(np.asarray(v)))) for v in new.values()):
             raise RunDirError(f"--init-from {source}: its parameters hold NaN or inf")
-        return new, hashlib.sha256(raw).hexdigest()
+        self._inherited_consts = {k: v for k, v in stored.items() if k not in params}
+        digest = hashlib.sha256(npz_bytes({k: stored[k] for k in sorted(params)})).hexdigest()
+        return new, digest
+
+    def _note_other_consts(self, consts: dict) -> None:
+        """--init-from takes learned parameters only: say so when the source run's fixed
+        arrays (random feedbacks, constants drawn from its seed) differ from this run's."""
+        theirs = getattr(self, "_inherited_consts", {})
+        differ = sorted(k for k in consts if k in theirs and (
+            np.shape(theirs[k]) != np.shape(consts[k])
+            or not np.array_equal(np.asarray(theirs[k]), np.asarray(consts[k]))))
+        if differ:
+            self.log(f"note: --init-from {self.cfg.init_from} takes its learned parameters; "
+                     f"its fixed arrays ({', '.join(differ)}) differ from this run's, which "
+                     f"keeps its own (drawn from --seed {self.cfg.seed}); pass the source "
+                     "run's --seed to keep them too")
 
     def run(self) -> dict:
         if self.cfg.resume and not self.out.exists():  # a typo in --out must not start over
@@ -554,6 +575,7 @@ class Trainer:
                     "states; if it follows earlier epochs, " + self.problem.divergence_hint)
             self._warn_if_unrelaxed(row)
             self._warn_if_still(start_params, params, epoch)
+            self._warn_if_exploded(start_params, params, epoch)
             if not math.isfinite(row["test_loss"]):
                 raise TrainingError(f"the test loss is NaN/inf after epoch {epoch} although "
                                     "training stayed finite; the model's prediction or cost "
@@ -619,6 +641,23 @@ class Trainer:
         self.log(f"warning: no learned parameter changed in epoch {epoch}: every gradient was "
                  f"exactly 0; {why}")
 
+    def _warn_if_exploded(self, before, after, epoch: int) -> None:
+        """Say so (once a run) when a parameter grew by a factor over 1e8 in one epoch while
+        staying finite: a learning rate far too large, whose run saturates without a NaN."""
+        if getattr(self, "_warned_exploded", False):
+            return
+        for k in self.problem.param_names:
+            if k not in before:
+                continue
+            was = float(jnp.max(jnp.abs(before[k]))) if jnp.size(before[k]) else 0.0
+            now = float(jnp.max(jnp.abs(after[k]))) if jnp.size(after[k]) else 0.0
+            if math.isfinite(now) and now > EXPLODED * max(was, 1.0):
+                self._warned_exploded = True
+                self.log(f"warning: {k} grew from max |{k}| = {was:.3g} to {now:.3g} in epoch "
+                         f"{epoch}: the run has diverged although it stayed finite; try a "
+                         "smaller learning rate (--lr, or the learn line's lr)")
+                return
+
     def _warn_if_chance(self, row: dict) -> None:
         """A run that ends at chance level has usually saturated or collapsed: say so."""
         chance = 1.0 / max(self.n_classes, 1)
@@ -629,7 +668,10 @@ class Trainer:
             self.log(f"warning: accuracy is at chance level after epoch {row['epoch']} (train "
                      f"{row['train_acc']:.4f}, test {row['test_acc']:.4f}, chance {chance:.4f}): "
                      "the run has not learned; the states may have saturated or the weights "
-                     "collapsed; try a smaller --lr, another --beta, or more epochs")
+                     "collapsed; " + ("try another --bop-threshold (smaller flips more "
+                                      "weights) or --bop-gamma, another --beta, or more epochs"
+                                      if self.cfg.optimizer == "bop" else
+                                      "try a smaller --lr, another --beta, or more epochs"))
 
     def _diagnose(self, before, consts, x_all, y_all, idx, keys, bad, epoch, batch) -> str:
         """Name the phase, step and variable where NaN/inf first appeared."""
@@ -642,6 +684,7 @@ class Trainer:
                                      f"epoch {epoch}, batch {batch}")
 
 
+EXPLODED = 1e8  # growth of a parameter's largest magnitude in one epoch named a divergence
 PLOT_EVERY = 10.0  # seconds between redraws of curves.png (short epochs: fewer redraws)
 
 
