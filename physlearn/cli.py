@@ -629,7 +629,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("file")
     g.add_argument("--algorithm",
                    help=_algorithms_text() + " (default: ep-centered; rhel for hamiltonian, "
-                   "glep for lagrangian models)")
+                   "glep for lagrangian models, dtp for feed-forward networks)")
     g.add_argument("--boundary", choices=("echo", "initial"),
                    help="glep's boundary condition (default: the model's, else echo)")
     g.add_argument("--beta", type=T(options.positive, "--beta"),

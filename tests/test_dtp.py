@@ -165,6 +165,9 @@ def test_gradcheck_judges_the_layers_where_the_rule_claims_backprop(tmp_path, ca
     assert cli.main(["gradcheck", str(model), "--x64", "--algorithm", "backprop"]) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["judged"] == ["W1", "b1", "W2", "b2"]
+    assert cli.main(["gradcheck", str(model), "--x64", "--algorithm", "bptt"]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["judged"] == ["W1", "b1", "W2", "b2"] and summary["max_rel_err"] < 1e-12
     assert cli.main(["gradcheck", str(model), "--algorithm", "backprop", "--beta", "0.1"]) == 2
     assert "backprop does not use --beta" in capsys.readouterr().err
     for flag in (["--no-reference"], ["--dt", "0.1"]):

@@ -391,3 +391,23 @@ def test_gradcheck_refuses_settings_an_equilibrium_model_ignores(capsys, extra, 
     from physlearn import cli
     code = cli.main(["gradcheck", str(ROOT / "models" / "hopfield_mlp.phl"), *extra])
     assert code == 2 and needle in capsys.readouterr().err
+
+
+def test_init_from_names_the_seed_drawn_arrays_it_does_not_take(tmp_path, capsys):
+    """--init-from takes learned parameters only: a fixed random array of the source run
+    (drawn from its seed) that differs from this run's is named; a declared constant that
+    differs only by float32 rounding (--x64 in one run) is not (R itself is drawn anew in
+    float64, so it differs)."""
+    model = tmp_path / "r.phl"
+    model.write_text(TINY.replace("param W1", "const R[n_h] init = normal(0.5), g = 0.06\n"
+                                  "param W1").replace(
+        "+ sum(i: h[i] * b1[i])", "+ sum(i: h[i] * (b1[i] + g * R[i]))"))
+    common = ["--epochs", "1", "--no-progress", "--train-limit", "40", "--test-limit", "20"]
+    code, _, _ = run(capsys, "train", model, *common, "--out", tmp_path / "a")
+    assert code == 0
+    code, out, err = run(capsys, "train", model, *common, "--out", tmp_path / "b", "--seed",
+                         "1", "--init-from", tmp_path / "a")
+    assert code == 0 and "its fixed arrays (R) differ from this run's" in out + err
+    code, out, err = run(capsys, "train", model, *common, "--out", tmp_path / "c", "--x64",
+                         "--init-from", tmp_path / "a")
+    assert code == 0 and "its fixed arrays (R) differ from this run's" in out + err

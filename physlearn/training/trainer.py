@@ -453,9 +453,14 @@ class Trainer:
         """--init-from takes learned parameters only: say so when the source run's fixed
         arrays (random feedbacks, constants drawn from its seed) differ from this run's."""
         theirs = getattr(self, "_inherited_consts", {})
-        differ = sorted(k for k in consts if k in theirs and (
-            np.shape(theirs[k]) != np.shape(consts[k])
-            or not np.array_equal(np.asarray(theirs[k]), np.asarray(consts[k]))))
+
+        def same(a, b) -> bool:  # up to float32/float64 rounding (--x64 in one run only)
+            a, b = np.asarray(a), np.asarray(b)
+            if a.shape != b.shape or a.dtype.kind not in "fiu" or b.dtype.kind not in "fiu":
+                return a.shape == b.shape and bool(np.array_equal(a, b))
+            return bool(np.allclose(a.astype(np.float64), b.astype(np.float64), rtol=1e-6,
+                                    atol=0.0))
+        differ = sorted(k for k in consts if k in theirs and not same(theirs[k], consts[k]))
         if differ:
             self.log(f"note: --init-from {self.cfg.init_from} takes its learned parameters; "
                      f"its fixed arrays ({', '.join(differ)}) differ from this run's, which "

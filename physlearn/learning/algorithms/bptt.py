@@ -36,6 +36,10 @@ class BPTT(Algorithm):
         g, aux = jax.grad(loss, has_aux=True)({k: params[k] for k in names})
         return problem.tie(g), jax.lax.stop_gradient(aux)
 
+    def exact_params(self, problem) -> list[str]:
+        """On a feed-forward network bptt is backprop itself: every layer's parameters."""
+        return [p for ps in problem.network["layer_params"].values() for p in ps]
+
     def layer(self, gen, dt):
         """A stacked core differentiated by autodiff."""
         from ..trajectory import hru_layer
