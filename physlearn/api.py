@@ -184,8 +184,6 @@ def _trainer(model, data, train_limit, test_limit, config, log=print):
         from .errors import OptionError
         raise OptionError(f"model must be a Model or a path, got {type(model).__name__}")
     cfg = TrainConfig(**config)
-    if cfg.x64:
-        jax.config.update("jax_enable_x64", True)
     return Trainer(_model(model), dataset, cfg, log=log)
 
 

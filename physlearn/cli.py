@@ -184,9 +184,6 @@ def cmd_train(args) -> int:
         dataset = load_data(default_data(model, args.data, args.given))
         if args.train_limit is not None or args.test_limit is not None:
             dataset = dataset.limit(args.train_limit, args.test_limit)
-        if args.x64:
-            import jax
-            jax.config.update("jax_enable_x64", True)
         trainer = Trainer(model, dataset, cfg, log=(lambda *a, **k: None) if quiet else print)
         last = trainer.run()
     except TrainingError as exc:

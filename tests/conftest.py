@@ -3,13 +3,43 @@
 import os
 from pathlib import Path
 
+import pytest
+
 # Compiling dominates this suite's time (hundreds of small programs, each run a few times);
 # XLA's backend optimizations change the speed of the compiled code, not its maths, and cost
 # about an eighth of the suite's time here. Set before JAX is imported, and inherited by the
 # CLI subprocesses the tests start. Benchmarks run with JAX's defaults.
 os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
 
-import pytest
+
+def _jaxlib_knows(flag: str) -> bool:
+    """Whether this jaxlib's XLA has `flag` (XLA aborts the process on an unknown one), read
+    from its shared libraries without importing JAX."""
+    import importlib.util
+    import mmap
+    spec = importlib.util.find_spec("jaxlib")
+    if spec is None or spec.origin is None:
+        return False
+    for lib in Path(spec.origin).parent.glob("*.so"):
+        try:
+            with open(lib, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
+                if m.find(flag.encode()) >= 0:
+                    return True
+        except (OSError, ValueError):
+            continue
+    return False
+
+
+# XLA:CPU's newer fusion emitters take about half as long again to compile each program as
+# the classic ones (measured: a third off the CPU time of test_models and test_chains), and
+# most programs here are compiled once and run for microseconds. Both compute the same
+# operations; elementwise functions (sin, tanh, ...) may round differently in the last float32
+# bit, which every check here tolerates (bit-exact checks compare runs of one configuration).
+# Appended to XLA_FLAGS, inherited by subprocesses (tests that set their own XLA_FLAGS append);
+# left out where this jaxlib no longer has the flag.
+_FLAG = "xla_cpu_use_fusion_emitters"
+if _FLAG not in os.environ.get("XLA_FLAGS", "") and _jaxlib_knows(_FLAG):
+    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --{_FLAG}=false".strip()
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = sorted((ROOT / "models").glob("*.phl"))
@@ -77,3 +107,16 @@ def train_briefly(path, out, epochs: int = 2, limit: int = 400) -> list[dict]:
                      "--out", str(out), "--no-progress"])
     assert code == 0
     return [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(autouse=True)
+def _float_width_unchanged():
+    """Fail the test that leaves JAX's global float64 switch changed: every later test in
+    the same worker would run at the wrong width (mixed-width scans, silent float64)."""
+    import jax
+    before = bool(jax.config.jax_enable_x64)
+    yield
+    after = bool(jax.config.jax_enable_x64)
+    if after != before:
+        jax.config.update("jax_enable_x64", before)
+        pytest.fail(f"the test left jax_enable_x64 = {after} (was {before})")

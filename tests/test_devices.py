@@ -48,7 +48,8 @@ print(json.dumps(out))
 
 
 def test_four_devices_match_one(tmp_path):
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",
+    env = dict(os.environ, XLA_FLAGS=os.environ.get("XLA_FLAGS", "")
+               + " --xla_force_host_platform_device_count=4",
                JAX_PLATFORMS="cpu")
     proc = subprocess.run([sys.executable, "-c", SCRIPT, str(ROOT / "models" / "hopfield_any.phl"),
                            str(tmp_path)], env=env, capture_output=True, text=True, timeout=600)
@@ -87,7 +88,8 @@ def test_two_processes_match_one(tmp_path):
     """`--coordinator/--num-processes/--process-id`: two processes of two CPU devices each
     (jax.distributed over gloo) train one epoch like a single process on one device."""
     import numpy as np
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2",
+    env = dict(os.environ, XLA_FLAGS=os.environ.get("XLA_FLAGS", "")
+               + " --xla_force_host_platform_device_count=2",
                JAX_PLATFORMS="cpu")
     common = [sys.executable, "-m", "physlearn", "train", str(ROOT / "models" / "hopfield_any.phl"),
               "--epochs", "1", "--batch-size", "20", "--train-limit", "200", "--test-limit",

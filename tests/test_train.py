@@ -60,6 +60,20 @@ def test_every_algorithm_trains(tmp_path, algorithm):
     assert (tmp_path / "run" / "curves.png").stat().st_size > 1000
 
 
+def test_float64_run_leaves_the_next_run_in_float32(tmp_path):
+    """--x64 holds for its own run only: a float32 run after it in the same process (a
+    notebook, a sweep) must neither crash on mixed widths nor silently run in float64."""
+    import jax
+    model = physlearn.loads(SMALL)
+    for name, x64 in (("a", True), ("b", False)):
+        cfg = TrainConfig(algorithm="ep-centered", epochs=1, batch_size=20, lr=0.05,
+                          out=str(tmp_path / name), x64=x64, progress=False)
+        Trainer(model, tiny_data(60, 20), cfg, log=lambda *a: None).run()
+        with np.load(tmp_path / name / "params.npz") as z:
+            assert z["W1"].dtype == (np.float64 if x64 else np.float32)
+        assert not jax.config.jax_enable_x64
+
+
 def test_train_command_learns_digits(tmp_path):
     out = tmp_path / "run"
     r = cli("train", ROOT / "models" / "hopfield_any.phl", "--epochs", "3", "--lr", "0.1",

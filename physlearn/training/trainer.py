@@ -162,6 +162,19 @@ def validate_relax(relax: dict) -> dict:
     return out
 
 
+def _in_precision(method):
+    """Run a Trainer method in the run's float width (--x64) and only there: a float64 run
+    must not leave JAX in float64 for the next run in the same process, nor a float32 run
+    inherit a global switch someone else turned on (its arrays would mix widths)."""
+    @functools.wraps(method)
+    def wrapped(self, *args, **kwargs):
+        cfg = (kwargs.get("cfg", args[2] if len(args) > 2 else None)
+               if method.__name__ == "__init__" else self.cfg)
+        with jax.enable_x64(bool(getattr(cfg, "x64", False))):
+            return method(self, *args, **kwargs)
+    return wrapped
+
+
 class Trainer:
     """One trainer for every model: equilibrium or trajectory, alone or stacked.
 
@@ -170,6 +183,7 @@ class Trainer:
     optimizer and `problem.summary` for every batch.
     """
 
+    @_in_precision
     def __init__(self, model, dataset: Dataset, cfg: TrainConfig, log=print):
         self.model, self.data, self.cfg, self.log = model, checked(dataset), cfg, log
         cfg.validate()
@@ -382,6 +396,7 @@ class Trainer:
                                                      {**consts, **params}))
         return state, consts, params, opt_state
 
+    @_in_precision
     def test(self, run: str | os.PathLike) -> dict:
         """Test accuracy and loss of the learned parameters in `run` (a run's folder or
         params.npz) on this trainer's test data: e.g. an earlier task, after a later one."""
@@ -467,6 +482,7 @@ class Trainer:
                      f"keeps its own (drawn from --seed {self.cfg.seed}); pass the source "
                      "run's --seed to keep them too")
 
+    @_in_precision
     def run(self) -> dict:
         if self.cfg.resume and not self.out.exists():  # a typo in --out must not start over
             raise RunDirError(f"--resume: {self.out} does not exist, so there is no run to "
