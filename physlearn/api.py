@@ -148,12 +148,19 @@ def gradient(problem: Problem, algorithm: str | Algorithm, params: dict, data: d
 
 
 def evaluate(model: Model | str | Path, run: str | Path,
-             data: dict | str | Path | None = None, **config: Any) -> dict:
+             data: dict | str | Path | None = None, *, test_limit: int | None = None,
+             **config: Any) -> dict:
     """Test accuracy and loss of the parameters a run learned (its folder or params.npz)
-    on `data`'s test set, as `physlearn train` measures it after each epoch; `config`:
+    on `data`'s test set (its first `test_limit` examples), as `physlearn train` measures
+    it after each epoch, with the run's own fixed arrays where it saved them; `config`:
     `TrainConfig` fields (dims, permute, x64, ...). E.g. the first task's accuracy after
     training on a second: `evaluate(model, "runs/task2", "mnist5k.npz")`."""
-    return _trainer(model, data, None, None, config).test(run)
+    training_only = sorted(set(config) & {"init_from", "out", "resume", "epochs"})
+    if training_only:
+        from .errors import OptionError
+        raise OptionError(f"evaluate reads the parameters of `run` and trains nothing: "
+                          f"{', '.join(training_only)} would be ignored; drop it")
+    return _trainer(model, data, None, test_limit, config).test(run)
 
 
 def _trainer(model, data, train_limit, test_limit, config, log=print):

@@ -236,8 +236,18 @@ def _gradcheck_network(args, model) -> int:
               "approximations until the feedbacks have learned", file=sys.stderr)
     finite = all(math.isfinite(r[k]) for r in rows for k in ("cosine", "rel_err"))
     if not finite:
-        print("error: a gradient is not finite (NaN or inf): the forward pass overflowed; "
-              "try a smaller initialisation or --x64", file=sys.stderr)
+        print("error: a gradient is not finite (NaN or inf): the forward pass overflowed"
+              + (f", or beta {info['beta']:g} is outside the range where its targets' "
+                 "differences are computed finitely" if info.get("beta") else "")
+              + "; try a smaller initialisation or --x64"
+              + (", or --beta between 0.01 and 1" if info.get("beta") else ""),
+              file=sys.stderr)
+    vanished = [r["param"] for r in judged if r["norm_ratio"] == 0.0]
+    if vanished and info.get("beta"):
+        print(f"note: {algorithm}'s update of {', '.join(vanished)} is exactly 0 where "
+              f"backprop's is not: at beta {info['beta']:g} the nudged targets round to the "
+              "layers' own values (beta too small for the float width) or overflow (too "
+              "large); try --beta between 0.01 and 1", file=sys.stderr)
     min_cos = min((r["cosine"] for r in judged), default=1.0)
     worst = max((r["rel_err"] for r in judged), default=0.0)
     summary = {"algorithm": algorithm, "reference": "backprop",
@@ -260,6 +270,9 @@ def cmd_gradcheck(args) -> int:
     model = load(args.file)
     if args.beta is not None and args.epsilon is not None and args.beta != args.epsilon:
         raise UsageError("--beta and --epsilon name the same finite difference; give one")
+    for flag, value in (("--beta", args.beta), ("--epsilon", args.epsilon), ("--dt", args.dt)):
+        if value is not None:
+            options.in_width(flag, value, args.x64)
     trajectory = model.derivation.trajectory
     kind = model.derivation.kind
     if kind.network:
@@ -373,8 +386,21 @@ def cmd_gradcheck(args) -> int:
     if itself:
         print(f"note: {args.algorithm} is the implicit reference itself: it is judged against "
               "BPTT (the columns after |)", file=sys.stderr)
-    min_cos = min(r["cosine" + suffix] for r in rows)
-    worst = max(r["rel_err" + suffix] for r in rows)
+    # a parameter read only through binary units: a small nudge flips none of them, so the
+    # rule's estimate is exactly 0, the gradient through a step; the references differentiate
+    # the straight-through surrogate instead: not the same quantity, so not judged
+    through = info.get("straight_through") or []
+    flat = [r["param"] for r in rows if through and r["norm_ratio"] == 0.0]
+    if flat:
+        print(f"note: {', '.join(flat)} reach the cost only through binary units "
+              f"({', '.join(through)}): at beta {beta:g} no unit flips, so {args.algorithm}'s "
+              "estimate there is exactly 0 (the gradient through a step), while the "
+              "references differentiate the straight-through surrogate; not judged (training "
+              "nudges strongly enough to flip units: see the model's learn line)",
+              file=sys.stderr)
+    judged = [r for r in rows if r["param"] not in flat] or rows
+    min_cos = min(r["cosine" + suffix] for r in judged)
+    worst = max(r["rel_err" + suffix] for r in judged)
     finite = all(math.isfinite(r[k]) for r in rows for k in
                  ("cosine", "rel_err", "cosine_bptt", "rel_err_bptt")) or (
         not solve_ok and all(math.isfinite(r[k]) for r in rows
@@ -386,6 +412,7 @@ def cmd_gradcheck(args) -> int:
                "reference": "implicit" if solve_ok and not itself else "bptt",
                "beta": beta if nudged else None,
                "min_cosine": _finite_or_none(min_cos), "max_rel_err": _finite_or_none(worst),
+               "not_judged": flat,
                "min_cosine_bptt": _finite_or_none(min(r["cosine_bptt"] for r in rows)),
                "max_rel_err_bptt": _finite_or_none(max(r["rel_err_bptt"] for r in rows)),
                "dtype": info["dtype"], "free_residual": _finite_or_none(info["residual"]),
@@ -681,6 +708,16 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt as exc:
         print(f"interrupted: {exc}" if str(exc) else "interrupted", file=sys.stderr)
+        if argv is None:  # the command itself: leave now, before interpreter teardown,
+            # which a second Ctrl-C during XLA compilation can crash (its threads still
+            # run); every committed epoch is already on disk, as after a kill
+            import os
+            for stream in (sys.stdout, sys.stderr):
+                try:
+                    stream.flush()
+                except (OSError, ValueError):
+                    pass
+            os._exit(130)
         return 130
     except BrokenPipeError:  # `physlearn derive ... | head`: the reader left, nothing to say
         import os

@@ -23,10 +23,19 @@ ZERO = 1e-14  # a gradient difference this small (in norm) counts as exactly zer
 # functions with kinks: a finite nudge that crosses one is not a derivative there
 PIECEWISE = frozenset({"clip", "hardsigmoid", "relu", "abs", "step", "sign", "step_ste", "sign_ste",
                        "clip'"})
+# binary units: a value that jumps (0 or 1, -1 or +1) with a straight-through derivative
+STRAIGHT_THROUGH = frozenset({"step_ste", "sign_ste"})
 SOLVE_FLOOR = {"float64": 1e-8, "float32": 1e-3}  # the implicit solve is meaningful below
 
 
+def _finite(*arrays) -> bool:
+    return all(bool(np.all(np.isfinite(np.asarray(x)))) for x in arrays)
+
+
 def cosine(a, b) -> float:
+    """Cosine of the angle between two gradients; NaN where either is not finite."""
+    if not _finite(a, b):
+        return float("nan")
     a, b = np.ravel(np.asarray(a, np.float64)), np.ravel(np.asarray(b, np.float64))
     na, nb = np.linalg.norm(a), np.linalg.norm(b)
     if na < ZERO and nb < ZERO:
@@ -35,6 +44,8 @@ def cosine(a, b) -> float:
 
 
 def norm_ratio(a, b) -> float:
+    if not _finite(a, b):
+        return float("nan")
     na, nb = np.linalg.norm(np.ravel(a)), np.linalg.norm(np.ravel(b))
     if na < ZERO and nb < ZERO:
         return 1.0
@@ -42,7 +53,10 @@ def norm_ratio(a, b) -> float:
 
 
 def rel_err(a, b) -> float:
-    """|a - b| / |b|; 0 when both vanish (e.g. a layer the error has not reached yet)."""
+    """|a - b| / |b|; 0 when both vanish (e.g. a layer the error has not reached yet); NaN
+    where either is not finite."""
+    if not _finite(a, b):
+        return float("nan")
     num = np.linalg.norm(np.ravel(np.asarray(a, np.float64) - np.asarray(b, np.float64)))
     if num < ZERO:
         return 0.0
@@ -113,6 +127,7 @@ def run(model, algorithm: str, beta: float, *, dims=None, x64=True, batch=8, see
         info = {"free_steps": free, "nudged_steps": nudged, "residual": residual,
                 "dtype": "float64" if x64 else "float32", "batch": batch,
                 "implicit_residual": float(solve_residual), "piecewise": kinked,
+                "straight_through": sorted(set(kinked) & STRAIGHT_THROUGH),
                 "beta_halved_change": halved,
                 "gdu_twin": problem.relaxer.method.synchronous_twin if gdu else None,
                 "stopping": problem.relaxer.method.stopping(cfg)}
@@ -132,6 +147,7 @@ def run_network(model, algorithm: str, beta: float | None, *, dims=None, x64=Tru
     with jax.enable_x64(x64):
         dtype = jnp.float64 if x64 else jnp.float32
         gen = model.compile(dims)
+        require_fits(gen, batch, 8 if x64 else 4)
         problem = FeedforwardProblem(gen)
         learn = dict(gen.INFO.learn)
         settings = Settings(float(learn.get("beta", 0.5)) if beta is None else beta,

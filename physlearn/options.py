@@ -109,6 +109,28 @@ def at_least_two(name: str, value: Any) -> int:
     return _ranged(name, value, int, lambda v: v >= 2, "must be at least 2")
 
 
+def in_width(name: str, value: float, x64: bool) -> None:
+    """A setting the run computes with must be a normal number of its float width: one
+    beyond float32's range is inf there, one below its smallest normal number rounds to 0
+    or loses its digits, silently (float64 likewise, further out)."""
+    import numpy as np
+
+    def fits(dtype) -> bool:
+        width = np.finfo(dtype)
+        return v == 0 or float(width.tiny) <= v <= float(width.max)
+    v = abs(float(value))
+    if fits(np.float64 if x64 else np.float32):
+        return
+    width = np.finfo(np.float64 if x64 else np.float32)
+    large = v > float(width.max)
+    raise OptionError(f"{name} = {float(value):g} is {'beyond' if large else 'below'} "
+                      f"{width.dtype}'s range ({'largest' if large else 'smallest normal'} "
+                      f"{float(width.max if large else width.tiny):.3g}), so the run would "
+                      f"compute with {'inf' if large else 'a rounded value or 0'}; choose a "
+                      "value within it" + (" (or --x64)" if not x64 and fits(np.float64)
+                                           else ""))
+
+
 def argparse_type(check: Callable[..., Any], name: str, **kw) -> Callable[[str], Any]:
     """An argparse `type=`: argparse then reports the error and exits with status 2."""
     def parse(text: str) -> Any:

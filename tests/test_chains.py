@@ -318,7 +318,7 @@ def test_detach_in_a_chain_transform_stops_the_gradient(tmp_path):
         consts, learned = problem.initial_parameters(jax.random.PRNGKey(0), jnp.float64)
         batch = {"x": jnp.ones((2, 6)), "y": jnp.zeros((2, 3))}
         g, _ = physlearn.gradient(problem, "bptt", {**consts, **learned}, batch)
-    assert float(jnp.abs(g["V1"]).max()) == 0.0 and float(jnp.abs(g["V2"]).max()) > 0
+        assert float(jnp.abs(g["V1"]).max()) == 0.0 and float(jnp.abs(g["V2"]).max()) > 0
 
 
 @pytest.mark.parametrize("edit, code", [

@@ -108,6 +108,8 @@ def test_derive_prints_the_targets_and_the_feedbacks():
     ("feedback h3[i] = c1[i]", "E201", "'h3' is not a layer"),
     ("feedback o[k] = b3[k]", "E232", "o is the network's last layer (so far)"),
     ("relax fixed_point", "E232", "does not relax"),
+    ("state s[n_out]", "E230", "state s in a feed-forward network: its `layer`s (h1, h2, o)"),
+    ("energy E = sum(i: b1[i])", "E230", "`energy E` in a feed-forward network"),
     ("learn EP(beta = 0.1)", "E219", "`learn EP` does not fit a feed-forward network"),
 ])
 def test_bad_networks_are_refused_with_a_position(edit, code, needle):
@@ -174,3 +176,6 @@ def test_gradcheck_judges_the_layers_where_the_rule_claims_backprop(tmp_path, ca
         assert cli.main(["gradcheck", str(model), *flag]) == 2
         assert f"{flag[0]} does not apply to a feed-forward network" in \
             capsys.readouterr().err
+    assert cli.main(["gradcheck", str(model), "--batch", "99999999999"]) == 2
+    err = capsys.readouterr().err
+    assert "GiB for its arrays" in err and "a smaller batch" in err and "Traceback" not in err

@@ -112,6 +112,12 @@ def test_a_relax_tolerance_in_an_eqspike_model_is_a_model_error():
     assert "error[E219]: tol: EqSpike runs its spiking phases for free_steps and " \
         "nudged_steps steps" in str(e.value)
 
+    src = SPIKE.read_text().replace("relax fixed_point(", "relax asynchronous(")
+    with pytest.raises(physlearn.ModelError) as e:
+        physlearn.loads(src)
+    assert "error[E219]: `relax asynchronous` updates layers in turn; EqSpike's neurons all " \
+        "step at once" in str(e.value) and "use relax fixed_point" in str(e.value)
+
 
 @pytest.mark.parametrize("text, needle", [
     ("learn EqSpike(trace = 1.5)", "trace is the spike traces' rate per step, between 0 and 1"),
@@ -142,6 +148,7 @@ def test_eqspike_refuses_models_without_update_rules_and_residual_stops(tmp_path
 @pytest.mark.parametrize("flags, needle", [
     (["--warm-start"], "--warm-start would be ignored: eqspike-centered starts every batch's"),
     (["--relax-precision", "bfloat16"], "runs its spiking phases itself"),
+    (["--relax", "asynchronous"], "asynchronous updates layers in turn: use --relax fixed_point"),
 ])
 def test_settings_eqspike_would_ignore_are_refused(tmp_path, capsys, flags, needle):
     code = cli.main(["train", str(SPIKE), "--dim", "n_in=64", "--epochs", "1", "--train-limit",

@@ -47,8 +47,9 @@ def test_momentum_and_holomorphic_n_are_taken_where_they_apply(tmp_path):
 
 
 def test_an_epoch_that_changes_no_parameter_is_reported(tmp_path):
-    """A nudge below float32's resolution leaves the nudged states equal to the free ones:
-    every EP gradient is exactly 0, the loss stays put, and the run says why."""
+    """A nudge below float32's resolution leaves the nudged states equal to the free ones
+    up to rounding: every EP gradient is rounding noise (exactly 0, or huge where one
+    rounding differs), and the run says why before it starts."""
     from physlearn.training.data import digits
     ds = digits().limit(40, 20)
     data = {k: getattr(ds, k) for k in ("x_train", "y_train", "x_test", "y_test")}
@@ -58,9 +59,9 @@ def test_an_epoch_that_changes_no_parameter_is_reported(tmp_path):
         physlearn.train(ANY, data, beta=beta, epochs=1, progress=False, out=str(tmp_path / out),
                         log=lines[-1].append)
     tiny, fine = ("\n".join(x) for x in lines)
-    assert "warning: no learned parameter changed in epoch 1" in tiny
-    assert "beta = 1e-30 may be too small to move float32 states" in tiny
-    assert "no learned parameter changed" not in fine
+    assert "note: beta = 1e-30 is near or below float32's resolution (eps 1.2e-07)" in tiny
+    assert "no learned parameter changed" in tiny or "grew from" in tiny  # either symptom
+    assert "resolution" not in fine and "no learned parameter changed" not in fine
 
 
 @pytest.mark.parametrize("args, needle", [

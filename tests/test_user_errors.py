@@ -411,3 +411,10 @@ def test_init_from_names_the_seed_drawn_arrays_it_does_not_take(tmp_path, capsys
     code, out, err = run(capsys, "train", model, *common, "--out", tmp_path / "c", "--x64",
                          "--init-from", tmp_path / "a")
     assert code == 0 and "its fixed arrays (R) differ from this run's" in out + err
+    assert "constants" not in out + err  # g = 0.06 differs by rounding only
+    # the model file's constant changed since the source run: not blamed on the seed
+    model.write_text(model.read_text().replace("g = 0.06", "g = 0.5"))
+    code, out, err = run(capsys, "train", model, *common, "--out", tmp_path / "d",
+                         "--init-from", tmp_path / "a")
+    assert code == 0 and "its constants (g) hold other values than this model's" in out + err
+    assert "fixed arrays" not in out + err

@@ -164,6 +164,11 @@ class Checker:
 
     def _VarDecl(self, v: ast.VarDecl):
         self._declare(v.name, v.span)
+        if v.role == "state" and self.spec.layers:  # the mirror of _LayerDef's check
+            raise self.error("E230", f"state {v.name} in a feed-forward network: its `layer`s "
+                             f"({', '.join(self.spec.layers)}) are computed, not relaxed, so "
+                             "it has no states", v.span,
+                             "drop the state, or drop the layers for an energy-based model")
         if v.conjugate is not None and v.role != "state":
             raise self.error("E224", f"only a `state` can be a momentum; {v.name} is "
                              f"{_article(v.role)}", v.span)
@@ -490,10 +495,18 @@ class Checker:
                                  f"`{directive.kind}` line")
 
     def _check_spiking_relax(self):
-        """EqSpike runs its phases for a set number of steps: a `tol` would be ignored."""
+        """EqSpike runs its phases for a set number of steps, all neurons at once: a `tol`
+        would be ignored, and an asynchronous sweep is not its dynamics."""
         sp = self.spec
         if sp.learn is None or sp.relax is None or sp.learn.method != "EqSpike":
             return
+        from ..dynamics.methods import RELAXATIONS
+        twin = RELAXATIONS[sp.relax.method].synchronous_twin
+        if twin is not None:
+            raise self.error("E219", f"`relax {sp.relax.method}` updates layers in turn; "
+                             "EqSpike's neurons all step at once, each from its neighbours' "
+                             "traces of the previous step", sp.relax.span,
+                             f"use relax {twin}")
         for o in sp.relax.options:
             if o.key in ("tol", "max_steps"):
                 raise self.error("E219", f"{o.key}: EqSpike runs its spiking phases for "

@@ -248,6 +248,8 @@ def differences(saved: dict, now: dict) -> list[str]:
     # settings left at their defaults are not stored (runs saved before they existed resume)
     shown = {"schedule": "'constant'", "random_crop": "0", "random_flip": "False"}
     for k in sorted(set(a) | set(b)):
+        if k == "init_from" and a.get(k) is not None and b.get(k) is not None:
+            continue  # its path may be spelled otherwise, or moved: a resume reads the checkpoint
         if a.get(k) != b.get(k):
             was, now_ = (repr(v[k]) if k in v else shown.get(k, "not given") for v in (a, b))
             if k == "schedule_epochs":

@@ -111,14 +111,14 @@ class EquilibriumSetup:
         self.feed = image_feed(gen, data, x_name, y_name, stored, order)
         self.boundary = "echo"
 
-    def describe(self, cfg, algorithm, lrs_text: str, n_batches: int) -> str:
+    def describe(self, cfg, algorithm, optimizer_text: str, n_batches: int) -> str:
         r = self.relax_cfg
         settings = algorithm.settings_text() or "no settings"
         method = self.problem.relaxer.method
         steps = (method.stopping(r) if method.always_tolerant else
                  f"{r.free_steps} free / {r.nudged_steps} nudged steps"
                  + (f", tol {r.tol:g}" if r.tol else ""))
-        return (f"{algorithm.name}, {settings}, {cfg.optimizer} lr {lrs_text}, batch "
+        return (f"{algorithm.name}, {settings}, {optimizer_text}, batch "
                 f"{cfg.batch_size}, {n_batches} batches/epoch, relax {r.method} ({steps}"
                 + (f", {r.precision}" if r.precision != "float32" else "") + ")")
 
@@ -144,9 +144,9 @@ class FeedforwardSetup(EquilibriumSetup):
         self.feed = image_feed(gen, data, x_name, y_name, stored, order)
         self.boundary = "echo"
 
-    def describe(self, cfg, algorithm, lrs_text: str, n_batches: int) -> str:
+    def describe(self, cfg, algorithm, optimizer_text: str, n_batches: int) -> str:
         settings = algorithm.settings_text() or "no settings"
-        return (f"{algorithm.name}, {settings}, {cfg.optimizer} lr {lrs_text}, batch "
+        return (f"{algorithm.name}, {settings}, {optimizer_text}, batch "
                 f"{cfg.batch_size}, {n_batches} batches/epoch, feed-forward")
 
     def dynamics_summary(self, row: dict) -> str:
@@ -178,14 +178,14 @@ class ChainSetup(EquilibriumSetup):
         self.feed = image_feed(gen, data, x_name, y_name, stored, order)
         self.boundary = "echo"
 
-    def describe(self, cfg, algorithm, lrs_text: str, n_batches: int) -> str:
+    def describe(self, cfg, algorithm, optimizer_text: str, n_batches: int) -> str:
         blocks = self.problem.blocks  # type: ignore[attr-defined]
         relax = ", ".join(f"{n} {b.relaxer.cfg.method} {b.relaxer.cfg.free_steps}/"
                           f"{b.relaxer.cfg.nudged_steps}" for n, b in blocks.items())
         settings = algorithm.settings_text() or "no settings"
         return (f"chain of {len(blocks)} block{'s' if len(blocks) != 1 else ''}, "
                 f"{algorithm.name} in each block, {settings}, "
-                f"{cfg.optimizer} lr {lrs_text}, batch {cfg.batch_size}, {n_batches} "
+                f"{optimizer_text}, batch {cfg.batch_size}, {n_batches} "
                 f"batches/epoch, relax ({relax} free/nudged steps)")
 
 
@@ -257,16 +257,16 @@ class SequenceSetup:
         self.integrator = relax.get("method", "leapfrog") + (
             " (parallel scan)" if relax.get("scan") == "parallel" else "")
 
-    def describe(self, cfg, algorithm, lrs_text: str, n_batches: int) -> str:
+    def describe(self, cfg, algorithm, optimizer_text: str, n_batches: int) -> str:
         f = self.feed
         seq = (f"sequences of {f.length} steps x {f.step_inputs} inputs, {self.integrator} dt "
                f"{self.dt:g}")
         if self.stack:
             return (f"{self.stack.describe()}; {algorithm.name} in the cores (eps "
-                    f"{cfg.beta:g}), {cfg.optimizer} lr {cfg.lr:g}, batch {cfg.batch_size}, "
+                    f"{cfg.beta:g}), {optimizer_text}, batch {cfg.batch_size}, "
                     f"{n_batches} batches/epoch, {seq}")
-        return (f"{algorithm.name} ({algorithm.settings_text()}), {cfg.optimizer} lr "
-                f"{cfg.lr:g}, batch {cfg.batch_size}, {n_batches} batches/epoch, {seq}")
+        return (f"{algorithm.name} ({algorithm.settings_text()}), {optimizer_text}"
+                f", batch {cfg.batch_size}, {n_batches} batches/epoch, {seq}")
 
     def dynamics_summary(self, row: dict) -> str:
         return f"{row['relax_steps']:.0f} {self.integrator} steps"

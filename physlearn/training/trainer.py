@@ -243,6 +243,7 @@ class Trainer:
                                       "weights by --bop-gamma and --bop-threshold, not at a "
                                       "rate; drop it (or use another --optimizer)")
         self.unused_learn = optim.unused_learn_settings(self.gen.INFO, cfg.optimizer)
+        self._check_width(settings, momentum)
         self.opt = optim.build(cfg.optimizer, self.lrs, momentum, cfg.weight_decay,
                                optim.schedule(cfg.schedule, steps), self.binary)
         self.augment = Augment(cfg.random_crop, cfg.random_flip)
@@ -259,6 +260,23 @@ class Trainer:
         self.warm = self._warm_starts()
         self.out = Path(cfg.out)
         self._step_cache: dict = {}
+
+    def _check_width(self, settings: Settings, momentum: float) -> None:
+        """Every number the run computes with fits its float width (options.in_width)."""
+        cfg, b = self.cfg, self.binary
+        named = {"beta (--beta or the learn line's)": settings.beta,
+                 "trace (the learn line's)": settings.trace,
+                 "noise (the learn line's)": settings.noise,
+                 "--momentum": momentum, "--weight-decay": cfg.weight_decay,
+                 "meta (--meta or the learn line's)": b.meta,
+                 **{f"the learning rate of {k}": v for k, v in self.lrs.items()}}
+        if cfg.optimizer == "bop":
+            named["gamma (--bop-gamma or the learn line's)"] = b.gamma
+            named.update({f"the bop threshold of {k} (--bop-threshold or the learn line's)": v
+                          for k, v in b.thresholds.items()})
+        for name, value in named.items():
+            if value is not None:
+                options.in_width(name, value, cfg.x64)
 
     def _warm_starts(self) -> bool:
         """Whether free phases start from each example's last equilibrium: asked for, or by
@@ -286,11 +304,24 @@ class Trainer:
         return bool(self.cfg.warm_start)
 
     def describe(self, n_batches: int, n_train: int) -> str:
-        what = self.setup.describe(self.cfg, self.algorithm, _lrs_text(self.lrs), n_batches)
+        what = self.setup.describe(self.cfg, self.algorithm, self._optimizer_text(), n_batches)
         if self.warm:
             what += ", warm starts"
         return (f"{self.model.name}: {what}, data {self.data.name} ({n_train} train / "
                 f"{len(self.data.x_test)} test)")
+
+    def _optimizer_text(self) -> str:
+        """The header's optimizer: bop's settings for the binary weights it flips, and the
+        rates of the rest (a rate for a weight bop flips would be read by nothing)."""
+        cfg, b = self.cfg, self.binary
+        if cfg.optimizer != "bop":
+            return f"{cfg.optimizer} lr {_lrs_text(self.lrs)}"
+        limits = sorted(set(b.thresholds.values()))
+        threshold = (f"threshold {limits[0]:g}" if len(limits) == 1 else "thresholds "
+                     + ", ".join(f"{k} {v:g}" for k, v in b.thresholds.items()))
+        rest = {k: v for k, v in self.lrs.items() if k not in b.names}
+        return (f"bop (gamma {b.gamma:g}, {threshold}) for {', '.join(b.names)}"
+                + (f"; sgd lr {_lrs_text(rest)} for {', '.join(rest)}" if rest else ""))
 
     # ------------------------------------------------------------------ pieces
     def feed_shape(self) -> tuple:
@@ -352,11 +383,11 @@ class Trainer:
         cfg = self.cfg
         consts, params = self.initial_parameters(jax.random.fold_in(key, 0))
         meta = self.meta()
-        if cfg.init_from is not None:
-            params, meta["init_from_sha256"] = self._inherited(params)
+        state = run.load()
+        if state is None and cfg.init_from is not None:  # a resume goes on from its checkpoint
+            params, meta["init_from_sha256"] = self._inherited(params, cfg.init_from)
             self._note_other_consts(consts)
         opt_state = self.opt.init(params)
-        state = run.load()
         if state is None:
             run.require_empty()
             leaves = [np.asarray(v) for v in jax.tree_util.tree_leaves(opt_state)]
@@ -400,28 +431,33 @@ class Trainer:
     def test(self, run: str | os.PathLike) -> dict:
         """Test accuracy and loss of the learned parameters in `run` (a run's folder or
         params.npz) on this trainer's test data: e.g. an earlier task, after a later one."""
+        if run is None or not isinstance(run, (str, os.PathLike)):
+            raise RunDirError(f"the run to test is a run's folder or its params.npz, got "
+                              f"{type(run).__name__}")
         consts, params = self.initial_parameters(jax.random.PRNGKey(self.cfg.seed))
-        saved = replace(self.cfg, init_from=str(run))
-        self.cfg, previous = saved, self.cfg
-        try:
-            params, _ = self._inherited(params)
-        finally:
-            self.cfg = previous
+        params, _ = self._inherited(params, run, label="run")
+        theirs = self._inherited_consts  # the run's own fixed arrays, where it saved them
+        consts = {k: jnp.asarray(theirs[k], v.dtype)
+                  if k in theirs and np.shape(theirs[k]) == v.shape else v
+                  for k, v in consts.items()}
         hits, loss = self._jit("eval", self._evaluate)(
-            params, consts, jnp.asarray(self.data.x_test), jnp.asarray(self.data.y_test))
+            params, consts, jnp.asarray(self.data.x_test, self.dtype),
+            jnp.asarray(self.data.y_test))
         n = len(self.data.x_test)
         out = {"test_loss": float(loss) / n}
         if not self.data.regression:
             out["test_acc"] = float(hits) / n
         return out
 
-    def _inherited(self, params: dict) -> tuple[dict, str]:
-        """The learned parameters of the run in --init-from, checked against this model's,
-        and a sha256 of them (a resume must start from the same). A run's folder is read
+    def _inherited(self, params: dict, where: str | os.PathLike,
+                   label: str = "--init-from") -> tuple[dict, str]:
+        """The learned parameters of the run in `where`, checked against this model's, and a
+        sha256 of them (the run's record of what it started from). A run's folder is read
         from its committed checkpoint, not its params.npz view, which a kill can leave one
-        epoch behind; a params.npz or checkpoint.npz file is read as given."""
+        epoch behind; a params.npz or checkpoint.npz file is read as given. `label` names
+        the source in errors."""
         import hashlib
-        source = Path(str(self.cfg.init_from))
+        source = Path(where)
         path = source / CHECKPOINT if source.is_dir() else source
         if source.is_dir() and not path.exists():
             path = source / "params.npz"
@@ -438,7 +474,7 @@ class Trainer:
             with np.load(io.BytesIO(raw), allow_pickle=False) as f:
                 stored = {k: f[k] for k in f.files}
         except Exception as exc:  # any unreadable file is the user's to fix, by name
-            raise RunDirError(f"--init-from {source}: cannot read {path} "
+            raise RunDirError(f"{label} {source}: cannot read {path} "
                               f"({type(exc).__name__}: {exc}); give a run's folder or its "
                               "params.npz") from None
         if "state" in stored and any(k.startswith("param/") for k in stored):  # a checkpoint
@@ -446,12 +482,12 @@ class Trainer:
                       if k.startswith(("param/", "const/"))}
         bad = sorted(k for k in params if k in stored and stored[k].dtype.kind not in "fiu")
         if bad:
-            raise RunDirError(f"--init-from {source}: {', '.join(bad)} hold "
+            raise RunDirError(f"{label} {source}: {', '.join(bad)} hold "
                               f"{stored[bad[0]].dtype} values, not real numbers")
         missing = sorted(set(params) - set(stored))
         wrong = sorted(k for k in params if k in stored and stored[k].shape != params[k].shape)
         if missing or wrong:
-            raise RunDirError(f"--init-from {source}: its parameters do not fit this model's ("
+            raise RunDirError(f"{label} {source}: its parameters do not fit this model's ("
                               + ("missing " + ", ".join(missing) if missing else "")
                               + ("; " if missing and wrong else "")
                               + ("other shapes: " + ", ".join(
@@ -459,7 +495,7 @@ class Trainer:
                                   for k in wrong) if wrong else "") + ")")
         new = {k: jnp.asarray(stored[k], self.dtype) for k in params}
         if not all(bool(np.all(np.isfinite(np.asarray(v)))) for v in new.values()):
-            raise RunDirError(f"--init-from {source}: its parameters hold NaN or inf")
+            raise RunDirError(f"{label} {source}: its parameters hold NaN or inf")
         self._inherited_consts = {k: v for k, v in stored.items() if k not in params}
         digest = hashlib.sha256(npz_bytes({k: stored[k] for k in sorted(params)})).hexdigest()
         return new, digest
@@ -476,11 +512,22 @@ class Trainer:
             return bool(np.allclose(a.astype(np.float64), b.astype(np.float64), rtol=1e-6,
                                     atol=0.0))
         differ = sorted(k for k in consts if k in theirs and not same(theirs[k], consts[k]))
-        if differ:
+        if not differ:
+            return
+        # drawn from the seed: those another seed draws otherwise; the rest the model fixes
+        other, _ = self.initial_parameters(jax.random.fold_in(
+            jax.random.PRNGKey(self.cfg.seed + 1), 0))
+        drawn = [k for k in differ if not same(other[k], consts[k])]
+        fixed = [k for k in differ if k not in drawn]
+        if drawn:
             self.log(f"note: --init-from {self.cfg.init_from} takes its learned parameters; "
-                     f"its fixed arrays ({', '.join(differ)}) differ from this run's, which "
+                     f"its fixed arrays ({', '.join(drawn)}) differ from this run's, which "
                      f"keeps its own (drawn from --seed {self.cfg.seed}); pass the source "
                      "run's --seed to keep them too")
+        if fixed:
+            self.log(f"note: --init-from {self.cfg.init_from} takes its learned parameters; "
+                     f"its constants ({', '.join(fixed)}) hold other values than this "
+                     "model's, which this run keeps (the model's `const` values)")
 
     @_in_precision
     def run(self) -> dict:
@@ -649,6 +696,8 @@ class Trainer:
         """Say so (once a run) when an epoch left every learned parameter exactly as it
         was: every gradient was 0, which a nudge too small for the states' precision
         causes (the nudged equilibria equal the free one) and which no loss shows."""
+        if getattr(self, "_warned_exploded", False):  # the cause is known: saturated states
+            return
         if getattr(self, "_warned_still", False) or not all(
                 bool(jnp.all(before[k] == after[k])) for k in self.problem.param_names
                 if k in before):
@@ -674,9 +723,13 @@ class Trainer:
             now = float(jnp.max(jnp.abs(after[k]))) if jnp.size(after[k]) else 0.0
             if math.isfinite(now) and now > EXPLODED * max(was, 1.0):
                 self._warned_exploded = True
+                noisy = bool(self.algorithm.precision_note(self.cfg.x64))
                 self.log(f"warning: {k} grew from max |{k}| = {was:.3g} to {now:.3g} in epoch "
-                         f"{epoch}: the run has diverged although it stayed finite; try a "
-                         "smaller learning rate (--lr, or the learn line's lr)")
+                         f"{epoch}: the run has diverged although it stayed finite; "
+                         + ("its updates are rounding noise divided by a nudge near the "
+                            "float width's resolution (the note on beta above): use a larger "
+                            "--beta" if noisy else "try a smaller learning rate (--lr, or the "
+                            "learn line's lr)"))
                 return
 
     def _warn_if_chance(self, row: dict) -> None:

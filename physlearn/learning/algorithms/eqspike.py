@@ -66,6 +66,11 @@ class EqSpike(EquilibriumAlgorithm):
         if problem.relaxer.cfg.tol is not None:
             raise Unsupported("eqspike runs its phases for a fixed number of steps (spikes "
                               "do not settle); drop --tol")
+        twin = problem.relaxer.method.synchronous_twin
+        if twin is not None:
+            raise Unsupported(f"eqspike steps every neuron at once, each from its neighbours' "
+                              f"traces of the previous step; {problem.relaxer.method.name} "
+                              f"updates layers in turn: use --relax {twin}")
 
     def _step(self, problem, params, data, beta):
         """One step of every neuron: (trace, membrane) -> (trace, membrane, spikes)."""
