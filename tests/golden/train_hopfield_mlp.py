@@ -1399,6 +1399,20 @@ class EquilibriumAlgorithm(Algorithm):
         scale. Algorithms that set `chains = True` implement it."""
         raise Unsupported(f"{self.name} has no backward pass for a block of a chain")
 
+    def precision_note(self, x64: bool) -> str:
+        """A nudge near the float width's resolution moves the states by little more than
+        rounding, which the rule then divides by beta: its updates are rounding noise."""
+        import numpy as np
+        beta = getattr(self, "beta", None)
+        width = np.finfo(np.float64 if x64 else np.float32)
+        if not beta or abs(beta) >= 100 * float(width.eps):
+            return ""
+        return (f"beta = {beta:g} is near or below {width.dtype}'s resolution (eps "
+                f"{float(width.eps):.1e}): the nudged states differ from the free ones by "
+                "little more than rounding, which the rule divides by beta, so its updates "
+                "are rounding noise (exactly 0, or huge); use a larger --beta"
+                + ("" if x64 else ", or --x64"))
+
 
 class TrajectoryAlgorithm(Algorithm):
     """Learns along trajectories of `hamiltonian` and `lagrangian` models.
