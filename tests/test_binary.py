@@ -192,9 +192,12 @@ def test_learn_line_settings_another_optimizer_reads_are_named(tmp_path, capsys)
     out = capsys.readouterr().out
     assert "note: the learn line's threshold_W1 is not read by this run's optimizer (adam): " \
         "it sets the bop optimizer" in out
+    assert "adam lr 0.0002, meta 2 for W1, W2, batch" in out  # the header names what acts
     assert cli.main(args + ["--out", str(tmp_path / "b"), "--optimizer", "bop"]) == 0
-    assert "note: the learn line's meta is not read by this run's optimizer (bop)" in \
-        capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "note: the learn line's meta is not read by this run's optimizer (bop)" in out
+    assert "bop (gamma 0.0001, thresholds W1 1e-06, W2 1e-08) for W1, W2; sgd lr 0.0002 for " \
+        "b1, b2" in out
 
 
 def _digits(n_train=200, n_test=100):
@@ -332,5 +335,5 @@ def test_gradcheck_leaves_layers_behind_binary_units_unjudged(capsys):
     out = capsys.readouterr()
     summary = json.loads(out.out.strip().splitlines()[-1])
     assert code == 0 and summary["not_judged"] == ["W1", "b1"], out.err
-    assert summary["min_cosine"] > 0.999
+    assert summary["min_cosine"] > 0.999 and summary["min_cosine_bptt"] > 0.999
     assert "reach the cost only through binary units (step_ste)" in out.err

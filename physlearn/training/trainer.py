@@ -315,7 +315,8 @@ class Trainer:
         rates of the rest (a rate for a weight bop flips would be read by nothing)."""
         cfg, b = self.cfg, self.binary
         if cfg.optimizer != "bop":
-            return f"{cfg.optimizer} lr {_lrs_text(self.lrs)}"
+            return (f"{cfg.optimizer} lr {_lrs_text(self.lrs)}"
+                    + (f", meta {b.meta:g} for {', '.join(b.names)}" if b.meta else ""))
         limits = sorted(set(b.thresholds.values()))
         threshold = (f"threshold {limits[0]:g}" if len(limits) == 1 else "thresholds "
                      + ", ".join(f"{k} {v:g}" for k, v in b.thresholds.items()))
