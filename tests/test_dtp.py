@@ -108,6 +108,8 @@ def test_derive_prints_the_targets_and_the_feedbacks():
     ("feedback h3[i] = c1[i]", "E201", "'h3' is not a layer"),
     ("feedback o[k] = b3[k]", "E232", "o is the network's last layer (so far)"),
     ("relax fixed_point", "E232", "does not relax"),
+    ("let leak[k] = 2 * y[k]\nlayer z[k] = o[k] + leak[k]", "E232",
+     "layer z reads leak, which carries the target y: the prediction would see the label"),
     ("state s[n_out]", "E230", "state s in a feed-forward network: its `layer`s (h1, h2, o)"),
     ("energy E = sum(i: b1[i])", "E230", "`energy E` in a feed-forward network"),
     ("learn EP(beta = 0.1)", "E219", "`learn EP` does not fit a feed-forward network"),

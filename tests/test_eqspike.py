@@ -112,6 +112,10 @@ def test_a_relax_tolerance_in_an_eqspike_model_is_a_model_error():
     assert "error[E219]: tol: EqSpike runs its spiking phases for free_steps and " \
         "nudged_steps steps" in str(e.value)
 
+    src = SPIKE.read_text().replace("+ sum(k: o[k] * b2[k])", "+ sum(k: o[k] * (b2[k] + y[k]))")
+    with pytest.raises(physlearn.ModelError) as e:
+        physlearn.loads(src)
+    assert "error[E232]: `primitive Phi` reads y, which carries the target y" in str(e.value)
     src = SPIKE.read_text().replace("relax fixed_point(", "relax asynchronous(")
     with pytest.raises(physlearn.ModelError) as e:
         physlearn.loads(src)

@@ -131,6 +131,10 @@ class Checker:
             raise self.error("E209", "the model has no `cost`", end,
                              "add e.g. `cost C = sum(k: (o[k] - y[k])^2) / 2`")
         self._check_expr_scalar(sp.physics.body, sp.physics.kind)
+        self._refuse_target_in(sp.physics.body, sp.physics.span,
+                               f"`{sp.physics.kind} {sp.physics.name}`")
+        for name, rule in sp.updates.items():
+            self._refuse_target_in(rule.body, rule.span, f"the update of {name}")
         self.check_cost()
         sp.kind.check(self)
         used = find_call(sp.physics.body, "detach")
@@ -493,6 +497,31 @@ class Checker:
                                  f"use {directive.kind} {' or '.join(fits)}" if fits else
                                  f"only `hamiltonian` and `lagrangian` models take a "
                                  f"`{directive.kind}` line")
+
+    def _target_readers(self) -> set[str]:
+        """The targets, and every let or layer that reads one (through others too)."""
+        sp = self.spec
+        tainted = set(sp.names("target"))
+        grew = True
+        while grew:
+            grew = False
+            for key, (d, _dims) in sp.lets.items():
+                name = key.split(":")[-1]
+                if name not in tainted and any(_reads_name(d.body, t) for t in tainted):
+                    tainted.add(name)
+                    grew = True
+        return tainted
+
+    def _refuse_target_in(self, body, span, what: str) -> None:
+        """The free phase (or a network's prediction) must not see the label: only the
+        cost reads a target; else test accuracy is the label's, not the model's."""
+        read = sorted(t for t in self._target_readers() if _reads_name(body, t))
+        if read:
+            targets = sorted(self.spec.names("target"))
+            raise self.error("E232", f"{what} reads {', '.join(read)}, which carries the "
+                             f"target {', '.join(targets)}: the prediction would see the "
+                             "label", span, "read the target in the `cost` only (the nudge "
+                             "brings it in)")
 
     def _check_spiking_relax(self):
         """EqSpike runs its phases for a set number of steps, all neurons at once: a `tol`

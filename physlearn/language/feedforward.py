@@ -23,6 +23,9 @@ def check_feedforward(checker: Checker, end: Span) -> None:
         raise checker.error("E209", "the model has no `cost`", end,
                             "add e.g. `cost C = crossentropy(o, y)`")
     checker.check_cost()
+    for name in sp.layers:
+        d, _dims = sp.lets[f"layer:{name}"]
+        checker._refuse_target_in(d.body, d.span, f"layer {name}")
     from .checker import _reads_name
     if not any(_reads_name(sp.cost.body, n) for n in sp.layers):
         last = list(sp.layers)[-1]

@@ -483,7 +483,8 @@ class Trainer:
                       if k.startswith(("param/", "const/"))}
         bad = sorted(k for k in params if k in stored and stored[k].dtype.kind not in "fiu")
         if bad:
-            raise RunDirError(f"{label} {source}: {', '.join(bad)} hold "
+            raise RunDirError(f"{label} {source}: {', '.join(bad)} "
+                              f"{'holds' if len(bad) == 1 else 'hold'} "
                               f"{stored[bad[0]].dtype} values, not real numbers")
         missing = sorted(set(params) - set(stored))
         wrong = sorted(k for k in params if k in stored and stored[k].shape != params[k].shape)
