@@ -160,10 +160,10 @@ def evaluate(model: Model | str | Path, run: str | Path,
         from .errors import OptionError
         raise OptionError(f"evaluate reads the parameters of `run` and trains nothing: "
                           f"{', '.join(training_only)} would be ignored; drop it")
-    return _trainer(model, data, None, test_limit, config).test(run)
+    return _trainer(model, data, None, test_limit, config, caller="evaluate").test(run)
 
 
-def _trainer(model, data, train_limit, test_limit, config, log=print):
+def _trainer(model, data, train_limit, test_limit, config, log=print, caller="train"):
     from .training.data import Dataset, validate
     from .training.data import load as load_data
     from .training.trainer import TrainConfig, Trainer
@@ -185,7 +185,7 @@ def _trainer(model, data, train_limit, test_limit, config, log=print):
     unknown = sorted(set(config) - known)
     if unknown:
         from .errors import OptionError
-        raise OptionError(f"physlearn.train has no setting {', '.join(unknown)}; the "
+        raise OptionError(f"physlearn.{caller} has no setting {', '.join(unknown)}; the "
                           f"settings are {', '.join(sorted(known))}")
     if not isinstance(model, (Model, str, Path)):
         from .errors import OptionError

@@ -131,6 +131,12 @@ def in_width(name: str, value: float, x64: bool) -> None:
                                            else ""))
 
 
+def rounds_to_one(value: float, x64: bool) -> bool:
+    """Whether a decay below 1 (a momentum) is 1 in the run's float width."""
+    import numpy as np
+    return bool((np.float64 if x64 else np.float32)(value) == 1)
+
+
 def argparse_type(check: Callable[..., Any], name: str, **kw) -> Callable[[str], Any]:
     """An argparse `type=`: argparse then reports the error and exits with status 2."""
     def parse(text: str) -> Any:

@@ -41,6 +41,25 @@ _FLAG = "xla_cpu_use_fusion_emitters"
 if _FLAG not in os.environ.get("XLA_FLAGS", "") and _jaxlib_knows(_FLAG):
     os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --{_FLAG}=false".strip()
 
+# One JAX compilation cache for the whole session, shared by the test workers and the CLI
+# processes they start: many tests train or check the same small programs, and a cache hit
+# reads back XLA's own executable. Fresh for each session (a temporary folder, removed at
+# the end), so every run compiles from scratch once; left alone where the caller set one.
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    import tempfile
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="physlearn-tests-jax-")
+    os.environ["PHYSLEARN_TESTS_OWN_JAX_CACHE"] = str(os.getpid())
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "-1")
+
+
+def pytest_unconfigure(config):
+    """The process that made the session's compilation cache removes it."""
+    if os.environ.get("PHYSLEARN_TESTS_OWN_JAX_CACHE") == str(os.getpid()):
+        import shutil
+        shutil.rmtree(os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
+
+
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = sorted((ROOT / "models").glob("*.phl"))
 

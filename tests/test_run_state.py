@@ -166,7 +166,7 @@ def test_stale_temporaries_are_removed(tiny, tmp_path):
     assert sorted(p.name for p in out.iterdir() if "tmp" in p.name) == []
 
 
-@pytest.mark.parametrize("damage", ["truncate", "flip", "garbage"])
+@pytest.mark.parametrize("damage", ["truncate", "flip", "garbage", "nan"])
 def test_a_damaged_checkpoint_is_a_user_error(tiny, tmp_path, capsys, damage):
     out = tmp_path / "run"
     assert train(tiny, out) == 0
@@ -176,6 +176,11 @@ def test_a_damaged_checkpoint_is_a_user_error(tiny, tmp_path, capsys, damage):
         data = data[: len(data) // 2]
     elif damage == "flip":
         data[len(data) // 2] ^= 0xFF
+    elif damage == "nan":  # well-formed, but no committed epoch holds a NaN parameter
+        with np.load(ck) as z:
+            arrays = {k: z[k] for k in z.files}
+        arrays["param/W1"] = np.full_like(arrays["param/W1"], np.nan)
+        data = bytearray(npz_bytes(arrays))
     else:
         data = bytearray(b"not a zip file at all")
     ck.write_bytes(bytes(data))
@@ -183,6 +188,8 @@ def test_a_damaged_checkpoint_is_a_user_error(tiny, tmp_path, capsys, damage):
     assert cli.main(["train", str(tiny), "--out", str(out), *more, "--resume"]) == 2
     err = capsys.readouterr().err
     assert "damaged" in err and "internal error" not in err
+    if damage == "nan":
+        assert "parameter W1 holds NaN or inf" in err, err
 
 
 def test_resume_checks_data_limits_and_settings(tiny, tmp_path, capsys):
@@ -273,6 +280,9 @@ def test_python_api_refuses_bad_settings(tmp_path):
         cfg = TrainConfig(out=str(tmp_path / "r"), **bad)
         with pytest.raises(OptionError):
             Trainer(model, digits().limit(40, 20), cfg)
+    cfg = TrainConfig(out=str(tmp_path / "r"), optimizer="momentum", momentum=0.99999999)
+    with pytest.raises(OptionError, match="rounds to 1 in float32"):
+        Trainer(model, digits().limit(40, 20), cfg)
 
 
 def test_rundir_error_is_a_value_error():

@@ -356,10 +356,11 @@ def test_a_log_sum_exp_keeps_its_value_where_the_softmax_is_stabilised():
     """d/dT of (logsumexp(T s) - y)^2: the softmax factor is shifted by its max, the
     log-sum-exp factor beside it must not be."""
     text = """dim n = 3
+    input u
     target y
     state s[n]
     param T
-    energy E = sum(i: s[i]^2) / 2 + (logsumexp(i: T * s[i]) - y)^2 / 2
+    energy E = sum(i: s[i]^2) / 2 + (logsumexp(i: T * s[i]) - u)^2 / 2
     cost C = (logsumexp(i: T * s[i]) - y)^2 / 2"""
     results = check(physlearn.loads(text, "lse.phl"), trials=2)
     assert all(c.ok() for c in results), [(c.quantity, c.rel_err) for c in results]

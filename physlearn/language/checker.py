@@ -319,9 +319,12 @@ class Checker:
         if d.feedback:
             return self._feedback(d)
         if sp.physics is not None or sp.names("state"):
+            hint = ("use `let` for arrays inside an energy-based model"
+                    if sp.physics is not None else
+                    f"drop the state {', '.join(sp.names('state'))} for a feed-forward "
+                    "network, or use `let` for arrays inside an energy-based model")
             raise self.error("E230", "`layer` builds a feed-forward network, which has no "
-                             "physics block and no states", d.span,
-                             "use `let` for arrays inside an energy-based model")
+                             "physics block and no states", d.span, hint)
         self._declare(d.name, d.span)
         dims = self._array_dims(d, "layer")
         sp.lets[f"layer:{d.name}"] = (d, dims)

@@ -189,6 +189,11 @@ class RunDir:
             params = {k[6:]: v for k, v in arrays.items() if k.startswith("param/")}
             leaves = [arrays[f"opt/{i}"] for i in range(int(record["opt_leaves"]))]
             warm = {k[5:]: v for k, v in arrays.items() if k.startswith("warm/")}
+            bad = sorted(k for k, v in params.items()
+                         if np.issubdtype(v.dtype, np.inexact) and not np.isfinite(v).all())
+            if bad:  # a diverged epoch is never committed: this file was written otherwise
+                raise ValueError(f"parameter {', '.join(bad)} holds NaN or inf, which no "
+                                 "committed epoch does")
             return RunState(epoch=int(record["epoch"]), meta=record["meta"], consts=consts,
                             params=params, opt_leaves=leaves, history=record["history"],
                             timings=record["timings"], warm=warm)

@@ -277,6 +277,11 @@ class Trainer:
         for name, value in named.items():
             if value is not None:
                 options.in_width(name, value, cfg.x64)
+        if momentum is not None and momentum < 1 and options.rounds_to_one(momentum, cfg.x64):
+            raise options.OptionError(
+                f"--momentum = {momentum!r} rounds to 1 in "
+                f"{'float64' if cfg.x64 else 'float32'}, where the velocity never decays; "
+                "choose a smaller one" + ("" if cfg.x64 else " (or --x64)"))
 
     def _warm_starts(self) -> bool:
         """Whether free phases start from each example's last equilibrium: asked for, or by
