@@ -242,6 +242,12 @@ class Checker:
             if v.init.kind == "uniform" and not args[0] < args[1]:
                 raise self.error("E219", f"uniform({args[0]:g}, {args[1]:g}): the lower bound "
                                  "must be below the upper bound", v.init.span)
+            if v.binary and v.shape and v.init.kind in ("number", "zeros", "ones"):
+                raise self.error("E219", f"{v.name} is `binary` with a constant init: every "
+                                 "weight would start at the same sign, and units that see the "
+                                 "same weights stay alike", v.init.span,
+                                 "drop the init (the default draws random hidden weights) or "
+                                 "use normal(std), uniform(lo, hi) or glorot")
             if v.init.kind in ("glorot", "fan_in") and len(v.shape) < 2:
                 raise self.error("E219", f"init {v.init.kind} needs a matrix (it reads the fan-in "
                                  f"and fan-out); {v.name} has {len(v.shape)} dim"
