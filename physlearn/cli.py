@@ -307,7 +307,9 @@ def cmd_gradcheck(args) -> int:
         raise UsageError(f"{args.algorithm}'s spiking phases estimate rate EP's update "
                          f"({twin} at the same, finite beta) up to spike noise, which no "
                          "gradient tolerance can judge: gradcheck the rate rule it "
-                         f"estimates (--algorithm {twin}); benchmarks/eqspike.py measures "
+                         f"estimates (--algorithm {twin}"
+                         + ("; eqspike-centered's is ep-centered" if twin == "ep-positive"
+                            else "") + "); benchmarks/eqspike.py measures "
                          "the spiking estimate against it (cosines per parameter)")
     nudged = entry is not None and "beta" in entry.cls.reads
     settings = f" (beta {beta:g})" if nudged else ""

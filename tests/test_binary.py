@@ -131,8 +131,10 @@ def test_bop_flips_a_weight_where_the_averaged_gradient_pushes_against_its_sign(
 @pytest.mark.parametrize("src, code, needle", [
     ("state h[n] binary", "E220", "only a `param` can be `binary`"),
     ("param w[n] binary nonnegative", "E220", "`binary` (+1 or -1) and `nonnegative`"),
-    ("param w[n] binary init = zeros", "E219", "w is `binary` with a constant init"),
+    ("param w[n] binary init = zeros", "E219", "w is `binary` with an init of one sign"),
     ("param w[n] binary init = 0.5", "E219", "every weight would start at the same sign"),
+    ("param w[n] binary init = normal(0, 0)", "E219", "an init of one sign"),
+    ("param w[n] binary init = uniform(0.1, 0.2)", "E219", "an init of one sign"),
 ])
 def test_binary_is_refused_where_it_has_no_meaning(src, code, needle):
     text = f"model m\ndim n = 3\ninput x[n]\ntarget y[n]\n{src}\n" \

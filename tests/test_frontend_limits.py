@@ -245,3 +245,24 @@ def test_nesting_limit_is_documented():
     text = (ROOT / "docs" / "language.md").read_text()
     assert "| E103 |" in text and "E103" in CODES
     assert f"{MAX_DEPTH} levels" in text
+
+
+def _let_chain(n: int) -> str:
+    lets = "\n".join(f"let a{i} = " + (f"a{i - 1} + 1" if i else "h + 1") for i in range(n))
+    return f"state h\n{lets}\nenergy E = h^2 / 2 + a{n - 1}\ncost C = h\n"
+
+
+def test_a_chain_of_lets_within_the_limit_derives():
+    model = physlearn.loads(_let_chain(MAX_DEPTH - 2), "chain_ok.phl")
+    assert f"energy E = h^2/2 + h + {MAX_DEPTH - 2}" in model.report()
+
+
+def test_a_chain_of_lets_past_the_limit_is_a_positioned_e103(tmp_path, capsys):
+    """Lets are written out where they are read: 3000 chained lets once exhausted Python's
+    stack in the derivation (an internal error); now the first let past the limit is E103."""
+    path = tmp_path / "chain.phl"
+    path.write_text(_let_chain(3000))
+    code, err = run(capsys, "derive", str(path))
+    assert code == 2 and "internal error" not in err, err
+    assert err.startswith(f"{path}:{MAX_DEPTH + 2}:1: error[E103]: let a{MAX_DEPTH} nests "
+                          f"{MAX_DEPTH + 1} levels deep"), err

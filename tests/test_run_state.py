@@ -166,7 +166,8 @@ def test_stale_temporaries_are_removed(tiny, tmp_path):
     assert sorted(p.name for p in out.iterdir() if "tmp" in p.name) == []
 
 
-@pytest.mark.parametrize("damage", ["truncate", "flip", "garbage", "nan"])
+@pytest.mark.parametrize("damage", ["truncate", "flip", "garbage", "nan", "metrics", "epoch",
+                                    "values"])
 def test_a_damaged_checkpoint_is_a_user_error(tiny, tmp_path, capsys, damage):
     out = tmp_path / "run"
     assert train(tiny, out) == 0
@@ -181,6 +182,18 @@ def test_a_damaged_checkpoint_is_a_user_error(tiny, tmp_path, capsys, damage):
             arrays = {k: z[k] for k in z.files}
         arrays["param/W1"] = np.full_like(arrays["param/W1"], np.nan)
         data = bytearray(npz_bytes(arrays))
+    elif damage in ("metrics", "epoch", "values"):  # a valid archive, edited after its commit
+        with np.load(ck) as z:
+            arrays = {k: z[k] for k in z.files}
+        record = json.loads(bytes(arrays["state"]).decode())
+        if damage == "metrics":
+            record["history"][-1]["test_acc"] = 0.99
+        elif damage == "epoch":
+            record["epoch"] -= 1
+        else:
+            arrays["param/b1"] = arrays["param/b1"] + 1
+        arrays["state"] = np.frombuffer(json.dumps(record).encode(), np.uint8)
+        data = bytearray(npz_bytes(arrays))
     else:
         data = bytearray(b"not a zip file at all")
     ck.write_bytes(bytes(data))
@@ -188,8 +201,11 @@ def test_a_damaged_checkpoint_is_a_user_error(tiny, tmp_path, capsys, damage):
     assert cli.main(["train", str(tiny), "--out", str(out), *more, "--resume"]) == 2
     err = capsys.readouterr().err
     assert "damaged" in err and "internal error" not in err
-    if damage == "nan":
-        assert "parameter W1 holds NaN or inf" in err, err
+    want = {"nan": "parameter W1 holds NaN or inf", "epoch": "rows of metrics",
+            "metrics": "differ from those it was committed with",
+            "values": "differ from those it was committed with"}
+    assert want.get(damage, "") in err, err
+    assert (out / "checkpoint.npz").read_bytes() == bytes(data)  # never overwritten
 
 
 def test_resume_checks_data_limits_and_settings(tiny, tmp_path, capsys):

@@ -95,6 +95,7 @@ class Checker:
         self.spec = ModelSpec(module.name or "model", module.doc, source, filename)
         self.declared: dict[str, Span] = {}
         self._lr_options: list = []
+        self._nest: dict[str, int] = {}  # each let, layer and def: its levels, lets written out
         # the physics kind, known before its statement (a `let` may read velocities)
         self._kind = next((KINDS[st.kind] for st in module.statements
                            if isinstance(st, ast.Physics)), None)
@@ -107,6 +108,13 @@ class Checker:
         sp = self.spec
         for st in self.m.statements:
             getattr(self, "_" + type(st).__name__)(st)
+        if sp.physics is not None:
+            self._refuse_deep(sp.physics.body, sp.physics.span,
+                              f"`{sp.physics.kind} {sp.physics.name}`")
+        if sp.cost is not None:
+            self._refuse_deep(sp.cost.body, sp.cost.span, "the cost")
+        for name, rule in sp.updates.items():
+            self._refuse_deep(rule.body, rule.span, f"the update of {name}")
         self._check_directives()
         top = self.m.span
         end = Span(top.line, top.column, top.line, top.column + 1)  # the model's first line
@@ -242,8 +250,11 @@ class Checker:
             if v.init.kind == "uniform" and not args[0] < args[1]:
                 raise self.error("E219", f"uniform({args[0]:g}, {args[1]:g}): the lower bound "
                                  "must be below the upper bound", v.init.span)
-            if v.binary and v.shape and v.init.kind in ("number", "zeros", "ones"):
-                raise self.error("E219", f"{v.name} is `binary` with a constant init: every "
+            one_sign = (v.init.kind in ("number", "zeros", "ones")
+                        or (v.init.kind == "normal" and args[-1] == 0)
+                        or (v.init.kind == "uniform" and (args[0] >= 0 or args[1] <= 0)))
+            if v.binary and v.shape and one_sign:
+                raise self.error("E219", f"{v.name} is `binary` with an init of one sign: every "
                                  "weight would start at the same sign, and units that see the "
                                  "same weights stay alike", v.init.span,
                                  "drop the init (the default draws random hidden weights) or "
@@ -300,6 +311,7 @@ class Checker:
         finally:
             self._in_def = self._defining = None
         self.spec.functions[f.name] = f
+        self._nest[f.name] = self._refuse_deep(f.body, f.span, f"def {f.name}")
         if free:
             idx, (dim, span) = next(iter(free.items()))
             raise self.error("E204", f"free index {idx!r} in the body of function {f.name}",
@@ -309,6 +321,7 @@ class Checker:
     def _LetDef(self, d: ast.LetDef):
         self._declare(d.name, d.span)
         self.spec.lets[d.name] = (d, self._array_dims(d, "let"))
+        self._nest[d.name] = self._refuse_deep(d.body, d.span, f"let {d.name}")
 
     def check_cost(self) -> None:
         """The cost is a scalar expression (it may read lets, layers and targets)."""
@@ -334,6 +347,7 @@ class Checker:
         self._declare(d.name, d.span)
         dims = self._array_dims(d, "layer")
         sp.lets[f"layer:{d.name}"] = (d, dims)
+        self._nest[d.name] = self._refuse_deep(d.body, d.span, f"layer {d.name}")
         sp.layers[d.name] = dims
         sp.variables[d.name] = ast.VarDecl(d.span, "layer", d.name,
                                            tuple(ast.Name(d.span, n) for n in dims))
@@ -364,9 +378,11 @@ class Checker:
                              + (f"reads {', '.join(read)}" if read else "reads none"), d.span,
                              "write it after that layer, e.g. `feedback h1[i] = tanh(sum(k: "
                              "V[i, k] * h2[k]))`")
-        if any(_reads_name(d.body, n) for n in sp.names("input") + sp.names("target")):
-            raise self.error("E232", f"feedback {d.name} reads the data; it maps the layer "
-                             "above alone", d.span)
+        data = self._readers_of(set(sp.names("input") + sp.names("target")), layers=False)
+        through = sorted(n for n in data if _reads_name(d.body, n))
+        if through:
+            raise self.error("E232", f"feedback {d.name} reads the data ({', '.join(through)})"
+                             "; it maps the layer above alone", d.span)
         sp.lets[f"feedback:{d.name}"] = (d, dims)
         sp.feedbacks[d.name] = read[0]
 
@@ -507,15 +523,49 @@ class Checker:
                                  f"only `hamiltonian` and `lagrangian` models take a "
                                  f"`{directive.kind}` line")
 
+    def _nesting(self, node) -> int:
+        """Levels of operators, calls and reductions in `node` with the lets, layers and defs
+        it reads written out in place, as the derivation builds it (the parser bounds each
+        expression alone; a chain of lets adds up)."""
+        kind = type(node).__name__
+        if kind in ("Name", "Indexed"):
+            return self._nest.get(node.name, 0)
+        own = 1 if kind in ("BinOp", "Neg", "Call", "Reduction") else 0
+        if kind == "Call":
+            own += self._nest.get(node.func, 0)
+        kids = [getattr(node, c) for c in ("left", "right", "operand", "body") if hasattr(node, c)]
+        kids += list(getattr(node, "args", ()) or ())
+        return own + max((self._nesting(k) for k in kids), default=0)
+
+    def _refuse_deep(self, body, span, what: str) -> int:
+        """E103 where lets chain deeper than one expression may nest (their bodies are
+        inlined: the derivation's tree walks would exhaust Python's stack)."""
+        from .parser import MAX_DEPTH
+        depth = self._nesting(body)
+        if depth > MAX_DEPTH:
+            raise self.error("E103", f"{what} nests {depth} levels deep once the lets, layers "
+                             f"and defs it reads are written out in place (at most {MAX_DEPTH})",
+                             span, "each let is inlined, so a chain of lets adds up its levels: "
+                             "fold repeated steps into a `sum` over an index, or shorten the "
+                             "chain")
+        return depth
+
     def _target_readers(self) -> set[str]:
         """The targets, and every let or layer that reads one (through others too)."""
+        return self._readers_of(set(self.spec.names("target")))
+
+    def _readers_of(self, roots: set[str], layers: bool = True) -> set[str]:
+        """`roots`, and every let (and layer, if `layers`) that reads one (through others
+        too)."""
         sp = self.spec
-        tainted = set(sp.names("target"))
+        tainted = set(roots)
         grew = True
         while grew:
             grew = False
             for key, (d, _dims) in sp.lets.items():
                 name = key.split(":")[-1]
+                if key.startswith("feedback:") or (not layers and key.startswith("layer:")):
+                    continue  # a feedback is named after its layer; checked on its own
                 if name not in tainted and any(_reads_name(d.body, t) for t in tainted):
                     tainted.add(name)
                     grew = True

@@ -189,11 +189,19 @@ class RunDir:
             params = {k[6:]: v for k, v in arrays.items() if k.startswith("param/")}
             leaves = [arrays[f"opt/{i}"] for i in range(int(record["opt_leaves"]))]
             warm = {k[5:]: v for k, v in arrays.items() if k.startswith("warm/")}
-            bad = sorted(k for k, v in params.items()
+            bad = sorted(k for k, v in arrays.items()
                          if np.issubdtype(v.dtype, np.inexact) and not np.isfinite(v).all())
             if bad:  # a diverged epoch is never committed: this file was written otherwise
-                raise ValueError(f"parameter {', '.join(bad)} holds NaN or inf, which no "
-                                 "committed epoch does")
+                named = ", ".join(b.replace("param/", "parameter ").replace("const/", "const ")
+                                  for b in bad)
+                raise ValueError(f"{named} holds NaN or inf, which no committed epoch does")
+            if len(record["history"]) != int(record["epoch"]):
+                raise ValueError(f"it records epoch {record['epoch']} with "
+                                 f"{len(record['history'])} rows of metrics")
+            if "digest" in record and record["digest"] != _digest(
+                    {**arrays, "history": record["history"], "epoch": record["epoch"]}):
+                raise ValueError("its arrays or metrics differ from those it was committed "
+                                 "with (edited after the run wrote it)")
             return RunState(epoch=int(record["epoch"]), meta=record["meta"], consts=consts,
                             params=params, opt_leaves=leaves, history=record["history"],
                             timings=record["timings"], warm=warm)
@@ -212,6 +220,8 @@ class RunDir:
         arrays.update({f"param/{k}": v for k, v in state.params.items()})
         arrays.update({f"opt/{i}": v for i, v in enumerate(state.opt_leaves)})
         arrays.update({f"warm/{k}": v for k, v in state.warm.items()})
+        record["digest"] = _digest({**arrays, "history": record["history"],
+                                    "epoch": state.epoch})
         arrays["state"] = np.frombuffer(json.dumps(record).encode(), np.uint8)
         atomic_write(self.path / CHECKPOINT, npz_bytes(arrays))
 
@@ -224,6 +234,22 @@ class RunDir:
             png = plot(state.history)
             if png is not None:
                 atomic_write(self.path / "curves.png", png)
+
+
+def _digest(arrays: dict) -> str:
+    """sha256 of a checkpoint's arrays (name, dtype, shape, bytes), its epoch and metrics: a
+    checkpoint edited after its commit (a zip rewritten with valid CRCs) is refused."""
+    import hashlib
+    h = hashlib.sha256()
+    for k in sorted(arrays):
+        v = arrays[k]
+        if k in ("history", "epoch"):
+            h.update(f"{k}:{json.dumps(v, sort_keys=True)}".encode())
+            continue
+        a = np.ascontiguousarray(v)
+        h.update(f"{k}:{a.dtype.str}:{a.shape}".encode())
+        h.update(a.data if a.size else b"")
+    return h.hexdigest()
 
 
 def _jsonl(rows: list[dict]) -> bytes:

@@ -752,7 +752,16 @@ class Trainer:
                      "collapsed; " + ("try another --bop-threshold (smaller flips more "
                                       "weights) or --bop-gamma, another --beta, or more epochs"
                                       if self.cfg.optimizer == "bop" else
-                                      "try a smaller --lr, another --beta, or more epochs"))
+                                      "try a smaller --lr, another --beta, or more epochs")
+                     + self._unsettled_hint(row))
+
+    def _unsettled_hint(self, row: dict) -> str:
+        """A free phase far from equilibrium at the end is a likelier cause than the rates."""
+        residual = row.get("relax_residual")
+        if residual is None or not residual > UNSETTLED or self.algorithm.own_phases:
+            return ""
+        return (f"; but first: the free phase ended at a residual of {residual:.3g}, far from "
+                "equilibrium: try more --free-steps, or a smaller --dt for gradient flow")
 
     def _diagnose(self, before, consts, x_all, y_all, idx, keys, bad, epoch, batch) -> str:
         """Name the phase, step and variable where NaN/inf first appeared."""
@@ -765,6 +774,7 @@ class Trainer:
                                      f"epoch {epoch}, batch {batch}")
 
 
+UNSETTLED = 0.1  # a mean free-phase residual this large at the end is not an equilibrium
 EXPLODED = 1e8  # growth of a parameter's largest magnitude in one epoch named a divergence
 PLOT_EVERY = 10.0  # seconds between redraws of curves.png (short epochs: fewer redraws)
 
